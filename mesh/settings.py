@@ -1,0 +1,62 @@
+"""Settings read from the environment (``MESH_*``) through pydantic-settings.
+
+The same code points at the local services of ``mesh dev up`` or at a real cluster: only the
+environment changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["MeshSettings", "default_state_dir"]
+
+
+def default_state_dir() -> Path:
+    """Where local services keep their jars, data and logs (outside the repository)."""
+    return Path.home() / ".cache" / "agent-mesh"
+
+
+class MeshSettings(BaseSettings):
+    """Connection and runtime settings, each overridable with an ``MESH_`` environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="MESH_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    """Kafka bootstrap servers, comma separated (``MESH_KAFKA_BOOTSTRAP``)."""
+
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    """Redis URL (``MESH_REDIS_URL``)."""
+
+    topic_prefix: str = "mesh"
+    """Prefix of every topic name, so several meshes can share a cluster."""
+
+    topic_partitions: int = Field(default=6, ge=1)
+    """Partitions of topics the mesh creates at start."""
+
+    topic_replication: int = Field(default=1, ge=1)
+    """Replication factor of topics the mesh creates at start."""
+
+    max_envelope_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest encoded envelope accepted; larger ones are dead-lettered as oversize."""
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    """Local state: downloaded jars, service data and logs, blob store."""
+
+    blob_dir: Path | None = None
+    """Directory of the durable blob store; defaults to ``<state_dir>/blobs``."""
+
+    checkpoint_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    """How long checkpoints of a finished workflow are kept, in seconds."""
+
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    """Kafka consumer-group session timeout in milliseconds; bounds failover time."""
+
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    """Kafka consumer-group heartbeat interval in milliseconds."""
+
+    def resolved_blob_dir(self) -> Path:
+        """The blob store directory, defaulted under the state directory."""
+        return self.blob_dir if self.blob_dir is not None else self.state_dir / "blobs"
