@@ -1,1 +1,72 @@
-"""protocols."""
+"""Wire contracts of agent-mesh: pure data and codecs, no I/O, nothing imported from mesh/."""
+
+from protocols.codec import (
+    DEFAULT_MAX_ENVELOPE_BYTES,
+    EnvelopeCodec,
+    EnvelopeDecodeError,
+    format_validation_error,
+)
+from protocols.envelope import SCHEMA_VERSION, Envelope, new_envelope_id
+from protocols.events import (
+    DeadLetter,
+    StepCompleted,
+    StepEscalated,
+    StepFailed,
+    StepProgress,
+    StepResumeRequested,
+    StepStarted,
+    TraceEvent,
+    VariableRecord,
+    WorkflowCompleted,
+    WorkflowSubmitted,
+    deterministic_event_id,
+)
+from protocols.hlc import HlcTimestamp
+from protocols.registry import Payload, kind_of, payload_type, register_kind, registered_kinds
+from protocols.topics import Topics
+from protocols.workflow import (
+    StepLimits,
+    StepSpec,
+    WorkflowSpec,
+    WorkflowSpecError,
+    load_workflow_spec,
+)
+
+__all__ = [
+    # envelope and codec
+    "DEFAULT_MAX_ENVELOPE_BYTES",
+    "SCHEMA_VERSION",
+    "Envelope",
+    "EnvelopeCodec",
+    "EnvelopeDecodeError",
+    "HlcTimestamp",
+    "format_validation_error",
+    "new_envelope_id",
+    # payload registry
+    "Payload",
+    "kind_of",
+    "payload_type",
+    "register_kind",
+    "registered_kinds",
+    # workflow events
+    "DeadLetter",
+    "StepCompleted",
+    "StepEscalated",
+    "StepFailed",
+    "StepProgress",
+    "StepResumeRequested",
+    "StepStarted",
+    "TraceEvent",
+    "VariableRecord",
+    "WorkflowCompleted",
+    "WorkflowSubmitted",
+    "deterministic_event_id",
+    # workflow spec
+    "StepLimits",
+    "StepSpec",
+    "WorkflowSpec",
+    "WorkflowSpecError",
+    "load_workflow_spec",
+    # topics
+    "Topics",
+]
