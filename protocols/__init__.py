@@ -21,9 +21,28 @@ from protocols.events import (
     WorkflowSubmitted,
     deterministic_event_id,
 )
+from protocols.gossip import (
+    DeltaBody,
+    GossipDelta,
+    GossipDigest,
+    GossipSyncRequest,
+    RegisterStamp,
+    RegisterState,
+    SetMeta,
+    SetState,
+    SetTag,
+)
 from protocols.hlc import HlcTimestamp
 from protocols.registry import Payload, kind_of, payload_type, register_kind, registered_kinds
 from protocols.topics import Topics
+from protocols.votes import (
+    Ballot,
+    FactDecided,
+    Proposal,
+    QuarantineEvent,
+    ballot_signing_bytes,
+    canonical_hash,
+)
 from protocols.workflow import (
     StepLimits,
     StepSpec,
@@ -69,4 +88,21 @@ __all__ = [
     "load_workflow_spec",
     # topics
     "Topics",
+    # gossip
+    "DeltaBody",
+    "GossipDelta",
+    "GossipDigest",
+    "GossipSyncRequest",
+    "RegisterStamp",
+    "RegisterState",
+    "SetMeta",
+    "SetState",
+    "SetTag",
+    # votes
+    "Ballot",
+    "FactDecided",
+    "Proposal",
+    "QuarantineEvent",
+    "ballot_signing_bytes",
+    "canonical_hash",
 ]
