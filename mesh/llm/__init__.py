@@ -1,1 +1,68 @@
-"""llm."""
+"""The reasoner layer: what picks a turn's action, behind one small Protocol.
+
+``AnthropicReasoner`` talks to the Messages API through the official SDK (tool use for
+decisions); ``RuleReasoner`` is deterministic and the default without an API key;
+``make_reasoner`` chooses between them from the environment. Provider errors are translated
+into ``mesh.llm`` errors here and never leak further. ``mesh.llm.fake_anthropic`` is a local
+Messages API for tests and demos.
+"""
+
+from mesh.llm.anthropic_reasoner import AnthropicReasoner
+from mesh.llm.backoff import ExponentialBackoff, RetryPolicy
+from mesh.llm.decision import ActionSpec, Decision, ReasonerRequest, ReasonerResult, Usage
+from mesh.llm.errors import (
+    DecisionFormatError,
+    ReasonerAuthError,
+    ReasonerError,
+    ReasonerRequestError,
+    ReasonerUnavailable,
+)
+from mesh.llm.factory import make_reasoner
+from mesh.llm.reasoner import Reasoner, UsageCallback
+from mesh.llm.rule_reasoner import (
+    CompletionCall,
+    FirstFillablePolicy,
+    Policy,
+    Rule,
+    RuleReasoner,
+    match_rule,
+    prompt_facts,
+)
+from mesh.llm.settings import DEFAULT_MODEL, ReasonerSettings
+from mesh.llm.summarizer import ReasonerSummarizer
+
+__all__ = [  # noqa: RUF022 -- grouped by role, not alphabetically
+    # the seam
+    "Reasoner",
+    "UsageCallback",
+    # data exchanged with a reasoner
+    "ActionSpec",
+    "Decision",
+    "ReasonerRequest",
+    "ReasonerResult",
+    "Usage",
+    # implementations and how to choose one
+    "AnthropicReasoner",
+    "RuleReasoner",
+    "make_reasoner",
+    "ReasonerSettings",
+    "DEFAULT_MODEL",
+    # rule reasoner building blocks
+    "Rule",
+    "Policy",
+    "FirstFillablePolicy",
+    "match_rule",
+    "prompt_facts",
+    "CompletionCall",
+    # retry policy on top of the SDK's
+    "RetryPolicy",
+    "ExponentialBackoff",
+    # adapters
+    "ReasonerSummarizer",
+    # errors, by how the caller reacts
+    "ReasonerError",
+    "ReasonerUnavailable",
+    "DecisionFormatError",
+    "ReasonerRequestError",
+    "ReasonerAuthError",
+]

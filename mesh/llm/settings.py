@@ -1,0 +1,52 @@
+"""Reasoner settings, read from the environment.
+
+``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL`` keep the names the Anthropic tooling uses;
+everything else is ``MESH_LLM_*``.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_MODEL", "ReasonerSettings"]
+
+DEFAULT_MODEL = "claude-sonnet-4-6"
+"""Model used when ``MESH_LLM_MODEL`` is not set."""
+
+
+class ReasonerSettings(BaseSettings):
+    """Which reasoner to build and how it talks to its provider."""
+
+    model_config = SettingsConfigDict(env_prefix="MESH_LLM_", extra="ignore", populate_by_name=True)
+
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "MESH_LLM_API_KEY")
+    )
+    """Anthropic API key (``ANTHROPIC_API_KEY``); without one the rule reasoner is used."""
+
+    base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "MESH_LLM_BASE_URL")
+    )
+    """API base URL (``ANTHROPIC_BASE_URL``); ``None`` means the SDK's default."""
+
+    model: str = DEFAULT_MODEL
+    """Model name (``MESH_LLM_MODEL``)."""
+
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Per-request timeout in seconds, including reading the answer (``MESH_LLM_TIMEOUT_S``)."""
+
+    sdk_max_retries: int = Field(default=2, ge=0)
+    """Retries the SDK itself makes on 408/409/429/5xx/529 and connection errors."""
+
+    send_temperature: bool = False
+    """Send the request's temperature (``MESH_LLM_SEND_TEMPERATURE``); API version 2026-10-21 rejects it."""
+
+    retry_attempts: int = Field(default=3, ge=1)
+    """Attempts our policy makes on top of the SDK's, each after the SDK gave up."""
+
+    retry_base_delay_s: float = Field(default=1.0, ge=0)
+    """First delay of our retry policy, in seconds."""
+
+    retry_max_delay_s: float = Field(default=20.0, ge=0)
+    """Largest delay of our retry policy, in seconds."""
