@@ -1,1 +1,33 @@
-"""bus."""
+"""The message bus: the Bus protocol, its Kafka implementation and its in-memory implementation."""
+
+from mesh.bus.base import (
+    Bus,
+    Delivery,
+    EnvelopeGuard,
+    EnvelopeRejected,
+    RebalanceListener,
+    Subscription,
+    SubscriptionOptions,
+    TopicPartition,
+)
+from mesh.bus.kafka import KafkaBus, KafkaSubscription
+from mesh.bus.memory import InMemoryBroker, InMemoryBus, InMemorySubscription
+
+__all__ = [
+    # the seam
+    "Bus",
+    "Delivery",
+    "EnvelopeGuard",
+    "EnvelopeRejected",
+    "RebalanceListener",
+    "Subscription",
+    "SubscriptionOptions",
+    "TopicPartition",
+    # Kafka
+    "KafkaBus",
+    "KafkaSubscription",
+    # in memory
+    "InMemoryBroker",
+    "InMemoryBus",
+    "InMemorySubscription",
+]

@@ -1,0 +1,74 @@
+"""Turning raw records into deliveries, or into dead letters with the reason."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from mesh.bus.base import Delivery, EnvelopeGuard, EnvelopeRejected
+from protocols import DeadLetter, Envelope, EnvelopeCodec, EnvelopeDecodeError
+
+__all__ = ["RawRecord", "decode_record", "trace_headers"]
+
+log = logging.getLogger("mesh.bus")
+
+# How much of a refused message the dead letter keeps; the reason matters more than the bytes.
+_MAX_DEAD_LETTER_RAW = 64 * 1024
+
+RawRecord = tuple[str, int, int, bytes | None, bytes | None, Sequence[tuple[str, bytes]], int]
+"""(topic, partition, offset, key, value, headers, timestamp_ms) as a broker hands it over."""
+
+
+def decode_record(
+    codec: EnvelopeCodec,
+    record: RawRecord,
+    *,
+    guard: EnvelopeGuard | None,
+    consumer: str,
+) -> Delivery | DeadLetter:
+    """Decode and vet one record; a DeadLetter payload says why it cannot be delivered."""
+    topic, partition, offset, key, value, headers, ts = record
+    reason, error = "", ""
+    if value is None:
+        reason, error = "malformed", "message has no value (tombstone)"
+    else:
+        try:
+            envelope = codec.decode(value)
+        except EnvelopeDecodeError as exc:
+            reason, error = exc.reason, str(exc)
+        else:
+            try:
+                if guard is not None:
+                    guard(envelope)
+            except EnvelopeRejected as exc:
+                reason, error = exc.reason, str(exc)
+            else:
+                return Delivery(
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    key=key,
+                    headers=tuple(headers),
+                    envelope=envelope,
+                    timestamp_ms=ts,
+                )
+    log.warning(
+        "dead-lettering %s[%d]@%d: %s: %s", topic, partition, offset, reason, error,
+    )
+    return DeadLetter(
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        reason=reason,
+        error=error[:2000],
+        key=key,
+        raw=(value or b"")[:_MAX_DEAD_LETTER_RAW],
+        consumer=consumer,
+    )
+
+
+def trace_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
+    """Headers every published envelope carries: its kind, sender and W3C trace context."""
+    headers = [("mesh-kind", envelope.kind.encode()), ("mesh-sender", envelope.sender.encode())]
+    headers.extend((k, v.encode()) for k, v in envelope.trace.items())
+    return headers

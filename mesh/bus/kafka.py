@@ -1,0 +1,377 @@
+"""Kafka Bus on aiokafka: idempotent producer with acks=all, manual commits, topics created at start.
+
+aiokafka exceptions are translated here (``_translate``) and never leak to the runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
+from aiokafka.structs import TopicPartition as KafkaTP
+
+from mesh.bus._decode import decode_record, trace_headers
+from mesh.bus._offsets import OffsetTracker
+from mesh.bus.base import (
+    Delivery,
+    RebalanceListener,
+    SubscriptionOptions,
+    TopicPartition,
+)
+from mesh.errors import BusError, BusUnavailable
+from protocols import DeadLetter, Envelope, EnvelopeCodec, Topics
+
+__all__ = ["KafkaBus", "KafkaSubscription"]
+
+log = logging.getLogger("mesh.bus.kafka")
+
+T = TypeVar("T")
+
+
+class _RetryableBusError(BusError):
+    retryable = True
+
+
+def _translate(exc: BaseException, what: str) -> BusError:
+    """Map an aiokafka error to the project's own types; retryability follows Kafka's flag."""
+    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError | asyncio.TimeoutError | OSError):
+        return BusUnavailable(f"{what}: broker unreachable or slow: {type(exc).__name__}: {exc}")
+    if isinstance(exc, KafkaError) and getattr(exc, "retriable", False):
+        return _RetryableBusError(f"{what}: {type(exc).__name__}: {exc}")
+    return BusError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+async def _guarded(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+        raise _translate(exc, what) from exc
+
+
+class KafkaBus:
+    """A Bus over a Kafka cluster."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        codec: EnvelopeCodec | None = None,
+        topics: Topics | None = None,
+        client_id: str = "mesh",
+        partitions: int = 6,
+        replication_factor: int = 1,
+        create_topics: Sequence[str] | None = None,
+        signer: Callable[[Envelope], Envelope] | None = None,
+        linger_ms: int = 0,
+        request_timeout_ms: int = 30000,
+    ) -> None:
+        """Configure the client; ``start`` connects and creates topics (all of ``topics`` by default)."""
+        self.bootstrap_servers = bootstrap_servers
+        self.codec = codec if codec is not None else EnvelopeCodec()
+        self.topics = topics if topics is not None else Topics()
+        self.client_id = client_id
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self._create = list(create_topics) if create_topics is not None else list(self.topics.all())
+        self._signer = signer
+        self._linger_ms = linger_ms
+        self._request_timeout_ms = request_timeout_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._subs: list[KafkaSubscription] = []
+
+    async def __aenter__(self) -> KafkaBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Connect the producer and create the configured topics."""
+        if self._producer is not None:
+            return
+        await self.ensure_topics(self._create)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self._linger_ms,
+            max_request_size=max(self.codec.max_bytes + 4096, 1_048_576),
+            request_timeout_ms=self._request_timeout_ms,
+        )
+        try:
+            await _guarded("connect producer", producer.start)
+        except BusError:
+            await producer.stop()
+            raise
+        self._producer = producer
+
+    async def ensure_topics(self, topics: Sequence[str], *, partitions: int | None = None) -> None:
+        """Create topics that do not exist yet, so nothing waits on broker auto-creation."""
+        if not topics:
+            return
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=f"{self.client_id}-admin",
+            request_timeout_ms=self._request_timeout_ms,
+        )
+        try:
+            await _guarded("connect admin client", admin.start)
+            existing = set(await _guarded("list topics", admin.list_topics))
+            missing = [t for t in dict.fromkeys(topics) if t not in existing]
+            if missing:
+                new = [NewTopic(t, partitions or self.partitions, self.replication_factor) for t in missing]
+                try:
+                    await admin.create_topics(new)
+                except TopicAlreadyExistsError:
+                    pass  # created concurrently by another agent: fine
+                except (KafkaError, OSError) as exc:
+                    raise _translate(exc, f"create topics {missing}") from exc
+                await self._await_topics(admin, missing)
+        finally:
+            await admin.close()
+
+    async def _await_topics(self, admin: AIOKafkaAdminClient, names: list[str]) -> None:
+        # Metadata propagates asynchronously even on one broker; wait until leaders are known.
+        for _ in range(100):
+            try:
+                described = await admin.describe_topics(names)
+            except (KafkaError, OSError):
+                described = []
+            ready = [
+                d for d in described
+                if d.get("error_code", 1) == 0 and d.get("partitions")
+                and all(p.get("leader", -1) >= 0 for p in d["partitions"])
+            ]
+            if len(ready) == len(names):
+                return
+            await asyncio.sleep(0.1)
+        raise BusUnavailable(f"topics {names} were created but have no leader after 10 s")
+
+    def _require_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise BusError("KafkaBus is not started: call `await bus.start()` or use `async with`")
+        return self._producer
+
+    async def publish(
+        self,
+        topic: str,
+        envelope: Envelope,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """Append an envelope and wait for acks=all."""
+        if self._signer is not None:
+            envelope = self._signer(envelope)
+        try:
+            value = self.codec.encode(envelope)
+        except ValueError as exc:
+            raise BusError(str(exc)) from None
+        all_headers = trace_headers(envelope) + list((headers or {}).items())
+        await self.publish_raw(
+            topic, value, key=key if key is not None else envelope.workflow_id, headers=all_headers
+        )
+
+    async def publish_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: str | bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Append raw bytes (bridges, tests of malformed input)."""
+        producer = self._require_producer()
+        k = key.encode() if isinstance(key, str) else key
+        await _guarded(
+            f"publish to {topic}",
+            lambda: producer.send_and_wait(topic, value, key=k, headers=list(headers)),
+        )
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        group: str,
+        member: str = "",
+        listener: RebalanceListener | None = None,
+        options: SubscriptionOptions | None = None,
+    ) -> KafkaSubscription:
+        """Join consumer group ``group`` and wait until the first assignment is known."""
+        sub = KafkaSubscription(self, list(topics), group, member or self.client_id, listener, options or SubscriptionOptions())
+        await sub.start()
+        self._subs.append(sub)
+        return sub
+
+    async def aclose(self) -> None:
+        """Close subscriptions, flush and stop the producer."""
+        for sub in list(self._subs):
+            await sub.aclose()
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            try:
+                await producer.stop()
+            except (KafkaError, OSError) as exc:
+                log.warning("producer stop failed: %s", exc)
+
+
+class _ListenerAdapter(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, sub: KafkaSubscription) -> None:
+        self._sub = sub
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._sub._on_revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._sub._on_assigned({(tp.topic, tp.partition) for tp in assigned})
+
+
+class KafkaSubscription:
+    """A consumer-group member on Kafka with manual, in-order-safe commits."""
+
+    def __init__(
+        self,
+        bus: KafkaBus,
+        topics: list[str],
+        group: str,
+        member: str,
+        listener: RebalanceListener | None,
+        options: SubscriptionOptions,
+    ) -> None:
+        self._bus = bus
+        self.topics = topics
+        self.group = group
+        self.member = member
+        self._listener = listener
+        self._options = options
+        self._tracker = OffsetTracker()
+        self._owned: set[TopicPartition] = set()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bus.bootstrap_servers,
+            group_id=group,
+            client_id=member,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if options.from_beginning else "latest",
+            session_timeout_ms=options.session_timeout_ms,
+            heartbeat_interval_ms=options.heartbeat_interval_ms,
+            max_poll_interval_ms=options.max_poll_interval_ms,
+            max_poll_records=options.max_poll_records,
+            rebalance_timeout_ms=max(options.session_timeout_ms, 10000),
+            fetch_max_wait_ms=100,
+            metadata_max_age_ms=5000,
+        )
+        self._closed = False
+
+    async def start(self) -> None:
+        """Connect and subscribe."""
+        try:
+            await _guarded("connect consumer", self._consumer.start)
+            self._consumer.subscribe(self.topics, listener=_ListenerAdapter(self))
+        except (BusError, IllegalStateError):
+            await self._consumer.stop()
+            raise
+
+    def assignment(self) -> set[TopicPartition]:
+        """Partitions owned now."""
+        return set(self._owned)
+
+    async def _on_revoked(self, partitions: set[TopicPartition]) -> None:
+        # Commit what is already done before the partitions move, so the next owner skips it.
+        for tp in partitions:
+            await self._commit_position(tp)
+        if self._listener is not None:
+            try:
+                await self._listener.on_revoked(partitions)
+            except Exception:  # a listener bug must not kill the consumer's coordinator
+                log.exception("rebalance listener on_revoked failed")
+        self._tracker.forget(partitions)
+        self._owned -= partitions
+
+    async def _on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self._owned = set(partitions) | self._owned
+        if self._listener is not None:
+            try:
+                await self._listener.on_assigned(partitions)
+            except Exception:
+                log.exception("rebalance listener on_assigned failed")
+
+    async def poll(self, *, timeout_ms: int = 1000) -> list[Delivery]:
+        """Fetch a batch; dead-letter what cannot be decoded or is refused by the guard."""
+        if self._closed:
+            raise BusError("subscription is closed")
+        batches = await _guarded(
+            "poll", lambda: self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._options.max_poll_records)
+        )
+        out: list[Delivery] = []
+        for ktp, records in batches.items():
+            tp = (ktp.topic, ktp.partition)
+            skipped = False
+            for rec in records:
+                result = decode_record(
+                    self._bus.codec,
+                    (rec.topic, rec.partition, rec.offset, rec.key, rec.value, tuple(rec.headers or ()), rec.timestamp),
+                    guard=self._options.guard,
+                    consumer=self.member,
+                )
+                if isinstance(result, DeadLetter):
+                    await self._dead_letter(result)
+                    self._tracker.skipped(tp, rec.offset)
+                    skipped = True
+                else:
+                    self._tracker.delivered(tp, rec.offset)
+                    out.append(result)
+            if skipped:
+                await self._commit_position(tp)
+        return out
+
+    async def _dead_letter(self, letter: DeadLetter) -> None:
+        if not self._options.dead_letter:
+            return
+        env = Envelope.of(letter, sender=self.member)
+        await self._bus.publish(self._bus.topics.dead_letter, env, key=letter.source_topic)
+
+    async def _commit_position(self, tp: TopicPartition) -> bool:
+        position = self._tracker.committable(tp)
+        if position is None:
+            return True
+        try:
+            await self._consumer.commit({KafkaTP(tp[0], tp[1]): position})
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partition moved to another member; it will redeliver from the last commit.
+            log.info("commit of %s@%d refused (%s); partition moved", tp, position, type(exc).__name__)
+            return False
+        except (KafkaError, OSError) as exc:
+            raise _translate(exc, f"commit {tp[0]}[{tp[1]}]@{position}") from exc
+        self._tracker.mark_committed(tp, position)
+        return True
+
+    async def commit(self, delivery: Delivery) -> bool:
+        """Mark done; False when the partition moved to another member (it will redeliver)."""
+        self._tracker.done(delivery.tp, delivery.offset)
+        return await self._commit_position(delivery.tp)
+
+    async def aclose(self) -> None:
+        """Leave the group promptly so partitions move at once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._consumer.stop()
+        except (KafkaError, OSError) as exc:
+            log.warning("consumer stop failed: %s", exc)
+        if self in self._bus._subs:
+            self._bus._subs.remove(self)
