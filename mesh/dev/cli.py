@@ -1,5 +1,189 @@
 """``mesh dev``: start, stop and inspect the local Kafka and Redis."""
 
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from mesh.dev._config import DevConfig
+from mesh.dev._errors import DevInstallError, DevServiceError
+from mesh.dev._process import log_tail
+from mesh.dev._services import DevServices, DevStatus
+
+__all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True)
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False)
+
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Root of config, data, logs [env MESH_DEV_STATE_DIR, MESH_STATE_DIR]."),
+]
+KafkaPortOpt = Annotated[
+    int | None, typer.Option("--kafka-port", help="Kafka client port [env MESH_DEV_KAFKA_PORT; 19092].")
+]
+ControllerPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--kafka-controller-port",
+        help="KRaft controller port [env MESH_DEV_KAFKA_CONTROLLER_PORT; 19093].",
+    ),
+]
+RedisPortOpt = Annotated[
+    int | None, typer.Option("--redis-port", help="Redis port [env MESH_DEV_REDIS_PORT; 16379].")
+]
+FsyncOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--redis-appendfsync",
+        help="Redis AOF fsync: always|everysec|no [env MESH_DEV_REDIS_APPENDFSYNC; everysec].",
+    ),
+]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--timeout-s", help="Seconds a service may take to become ready [env MESH_DEV_START_TIMEOUT_S; 90]."),
+]
+
+
+def _services(
+    state_dir: Path | None = None,
+    kafka_port: int | None = None,
+    kafka_controller_port: int | None = None,
+    redis_port: int | None = None,
+    redis_appendfsync: str | None = None,
+    start_timeout_s: float | None = None,
+) -> DevServices:
+    overrides = {
+        "state_dir": state_dir,
+        "kafka_port": kafka_port,
+        "kafka_controller_port": kafka_controller_port,
+        "redis_port": redis_port,
+        "redis_appendfsync": redis_appendfsync,
+        "start_timeout_s": start_timeout_s,
+    }
+    # aiokafka logs every refused connection of the readiness probe; the CLI reports failures
+    # itself, with the service's own log.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        config = DevConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        _err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return DevServices(config)
+
+
+def _progress(message: str) -> None:
+    _out.print(f"[dim]  {message}[/dim]")
+
+
+def _print_status(current: DevStatus) -> None:
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("service", "state", "pid", "address", "log"):
+        table.add_column(column)
+    for s in current.services:
+        state = "[green]running[/green]" if s.running else "[yellow]stopped[/yellow]"
+        table.add_row(s.name, state, str(s.pid or "-"), s.address, str(s.log_path))
+    _out.print(table)
+    for s in current.services:
+        if s.note:
+            _out.print(f"[yellow]{s.name}: {s.note}[/yellow]")
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    _err.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def install(state_dir: StateDirOpt = None) -> None:
+    """Resolve the Kafka jars (Maven) and install redis-server (apt-get) without starting them."""
+    services = _services(state_dir)
+    try:
+        report = services.ensure_installed(progress=_progress)
+    except DevInstallError as exc:
+        raise _fail(exc) from None
+    how = "resolved with Maven" if report.maven_ran else "already cached"
+    _out.print(f"kafka {services.config.kafka_version} jars {how} in {services.config.kafka_libs_dir}")
+    _out.print(f"redis-server: {report.redis_server}")
+    _out.print(f"install took {report.elapsed_s:.1f} s")
+
+
+@app.command()
+def up(
+    state_dir: StateDirOpt = None,
+    kafka_port: KafkaPortOpt = None,
+    kafka_controller_port: ControllerPortOpt = None,
+    redis_port: RedisPortOpt = None,
+    redis_appendfsync: FsyncOpt = None,
+    timeout_s: TimeoutOpt = None,
+) -> None:
+    """Start Kafka and Redis (a no-op for those already running)."""
+    services = _services(
+        state_dir, kafka_port, kafka_controller_port, redis_port, redis_appendfsync, timeout_s
+    )
+    try:
+        report = services.up(progress=_progress)
+    except (DevServiceError, DevInstallError) as exc:
+        raise _fail(exc) from None
+    if report.already_running and not report.started:
+        _out.print("already running: nothing to do")
+    else:
+        if report.already_running:
+            _out.print(f"already running: {', '.join(report.already_running)}")
+        _out.print(f"started: {', '.join(report.started)} in {report.elapsed_s:.1f} s")
+    _print_status(report.status)
+    _out.print(
+        f"MESH_KAFKA_BOOTSTRAP={services.kafka_bootstrap} MESH_REDIS_URL={services.redis_url}"
+    )
+
+
+@app.command()
+def down(state_dir: StateDirOpt = None) -> None:
+    """Stop the services `mesh dev up` started (anything else is left alone)."""
+    services = _services(state_dir)
+    try:
+        report = services.down()
+    except DevServiceError as exc:
+        raise _fail(exc) from None
+    if report.stopped:
+        _out.print(f"stopped: {', '.join(report.stopped)} in {report.elapsed_s:.1f} s")
+    else:
+        _out.print("nothing was running")
+
+
+@app.command()
+def status(
+    state_dir: StateDirOpt = None,
+    kafka_port: KafkaPortOpt = None,
+    kafka_controller_port: ControllerPortOpt = None,
+    redis_port: RedisPortOpt = None,
+) -> None:
+    """Print each service, its pid, address and log file; exit 1 unless all run."""
+    services = _services(state_dir, kafka_port, kafka_controller_port, redis_port)
+    current = services.status()
+    _print_status(current)
+    if not current.all_running:
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    service: Annotated[str, typer.Argument(help="kafka or redis")],
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines.")] = 40,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Print the last lines of a service's log."""
+    services = _services(state_dir)
+    if service not in ("kafka", "redis"):
+        _err.print("service must be kafka or redis")
+        raise typer.Exit(2)
+    target = services.kafka if service == "kafka" else services.redis
+    _out.print(f"[dim]{target.log_path}[/dim]")
+    _out.print(log_tail(target.log_path, lines), markup=False)

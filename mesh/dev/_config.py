@@ -1,0 +1,171 @@
+"""Where and how the local services run: ports, directories, versions (``MESH_DEV_*``)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mesh.settings import MeshSettings
+
+__all__ = ["DevConfig", "free_port"]
+
+AppendFsync = Literal["always", "everysec", "no"]
+
+
+class DevConfig(BaseSettings):
+    """Settings of ``mesh dev``; each field is overridable with a ``MESH_DEV_`` environment variable.
+
+    Defaults stay clear of a Kafka (9092/9093) or Redis (6379) the machine may already run, and
+    match the defaults of :class:`mesh.settings.MeshSettings`, so clients find the services with
+    no configuration.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MESH_DEV_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    """Address every listener binds to and Kafka advertises; loopback only by default."""
+
+    kafka_port: int = Field(default=19092, ge=1, le=65535)
+    """Kafka client listener port (``MESH_DEV_KAFKA_PORT``)."""
+
+    kafka_controller_port: int = Field(default=19093, ge=1, le=65535)
+    """KRaft controller listener port (``MESH_DEV_KAFKA_CONTROLLER_PORT``)."""
+
+    redis_port: int = Field(default=16379, ge=1, le=65535)
+    """Redis port (``MESH_DEV_REDIS_PORT``)."""
+
+    kafka_version: str = "4.1.1"
+    """Version of ``org.apache.kafka:kafka_2.13`` resolved from Maven Central."""
+
+    kafka_heap_mb: int = Field(default=512, ge=128)
+    """Maximum JVM heap of the broker in MiB; modest so a 2-core box running tests stays happy."""
+
+    redis_appendfsync: AppendFsync = "everysec"
+    """Redis AOF fsync policy; ``always`` loses nothing on SIGKILL, ``everysec`` up to a second."""
+
+    start_timeout_s: float = Field(default=90.0, gt=0)
+    """How long a service may take to answer its readiness probe after it is launched."""
+
+    stop_timeout_s: float = Field(default=30.0, gt=0)
+    """How long a service may take to exit after SIGTERM before it is sent SIGKILL."""
+
+    state_dir: Path | None = None
+    """Root of the services' files (config, data, logs, pidfiles); defaults to ``MESH_STATE_DIR``."""
+
+    libs_dir: Path | None = None
+    """Where the Kafka jars are resolved to; defaults to ``<state_dir>/kafka/libs``."""
+
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> DevConfig:
+        ports = [self.kafka_port, self.kafka_controller_port, self.redis_port]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"kafka, controller and redis ports must differ, got {ports}")
+        return self
+
+    # -- derived locations -------------------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        """The resolved state directory."""
+        if self.state_dir is not None:
+            return self.state_dir.expanduser()
+        return MeshSettings().state_dir.expanduser()
+
+    @property
+    def kafka_dir(self) -> Path:
+        """Directory of the broker's config, pidfile, log file and data."""
+        return self.root / "kafka"
+
+    @property
+    def kafka_libs_dir(self) -> Path:
+        """Directory of the broker's jars."""
+        return self.libs_dir.expanduser() if self.libs_dir is not None else self.kafka_dir / "libs"
+
+    @property
+    def kafka_data_dir(self) -> Path:
+        """KRaft metadata and topic data (``log.dirs``)."""
+        return self.kafka_dir / "data"
+
+    @property
+    def kafka_log_path(self) -> Path:
+        """The broker's stdout and stderr."""
+        return self.kafka_dir / "kafka.log"
+
+    @property
+    def kafka_pidfile(self) -> Path:
+        """Pid of the broker this state directory started."""
+        return self.kafka_dir / "kafka.pid"
+
+    @property
+    def redis_dir(self) -> Path:
+        """Directory of Redis's config, pidfile, log file and data."""
+        return self.root / "redis"
+
+    @property
+    def redis_data_dir(self) -> Path:
+        """Redis's working directory: the AOF and RDB files live here."""
+        return self.redis_dir / "data"
+
+    @property
+    def redis_log_path(self) -> Path:
+        """Redis's log file."""
+        return self.redis_dir / "redis.log"
+
+    @property
+    def redis_pidfile(self) -> Path:
+        """Pid of the Redis this state directory started."""
+        return self.redis_dir / "redis.pid"
+
+    # -- client addresses --------------------------------------------------------------------
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """Bootstrap address clients use (``MESH_KAFKA_BOOTSTRAP``)."""
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        """URL clients use (``MESH_REDIS_URL``)."""
+        return f"redis://{self.host}:{self.redis_port}/0"
+
+    @classmethod
+    def isolated(cls, state_dir: Path, **overrides: object) -> DevConfig:
+        """A config on free ports under ``state_dir`` that shares the default jar cache.
+
+        For tests that stop, kill or restart services: they get their own instances and leave the
+        shared ones alone.
+        """
+        shared = cls()
+        ports = _free_ports(3)
+        values: dict[str, object] = {
+            "state_dir": state_dir,
+            "libs_dir": shared.kafka_libs_dir,
+            "kafka_port": ports[0],
+            "kafka_controller_port": ports[1],
+            "redis_port": ports[2],
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    return _free_ports(1, host)[0]
+
+
+def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    # Hold all sockets open until every port is chosen, so the OS hands out distinct ones.
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

@@ -1,0 +1,125 @@
+"""Config files of the local services, rendered as text from a :class:`DevConfig` (pure functions)."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+from mesh.dev._config import DevConfig
+
+__all__ = [
+    "kafka_jvm_args",
+    "new_cluster_id",
+    "render_kafka_log4j2",
+    "render_kafka_properties",
+    "render_redis_conf",
+]
+
+
+def render_kafka_properties(config: DevConfig) -> str:
+    """``server.properties`` of a single combined broker+controller KRaft node."""
+    host = config.host
+    props: dict[str, str | int] = {
+        "process.roles": "broker,controller",
+        "node.id": 1,
+        # A static voter set (not KIP-853 --standalone): it is read from this file on every
+        # start, so changing the controller port needs no reformat.
+        "controller.quorum.voters": f"1@{host}:{config.kafka_controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{config.kafka_port},CONTROLLER://{host}:{config.kafka_controller_port}",
+        # Exactly the address clients dial, or they chase a hostname that does not resolve.
+        "advertised.listeners": f"PLAINTEXT://{host}:{config.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(config.kafka_data_dir),
+        "num.partitions": 1,
+        # One node: every internal topic must make do with one replica.
+        "offsets.topic.replication.factor": 1,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        "share.coordinator.state.topic.replication.factor": 1,
+        "share.coordinator.state.topic.min.isr": 1,
+        # Fewer internal partitions than the default 50: the first group join is much faster.
+        "offsets.topic.num.partitions": 8,
+        "transaction.state.log.num.partitions": 8,
+        # Tests join groups constantly; the default 3 s delay would dominate their run time.
+        "group.initial.rebalance.delay.ms": 0,
+        # The mesh creates its topics explicitly; a typo must fail, not create a topic.
+        "auto.create.topics.enable": "false",
+        "delete.topic.enable": "true",
+    }
+    lines = ["# Written by `mesh dev`; edits are overwritten on the next start."]
+    lines += [f"{key}={value}" for key, value in props.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_kafka_log4j2() -> str:
+    """log4j2 config: INFO to stdout, which the launcher appends to the broker's log file."""
+    return "\n".join(
+        [
+            "rootLogger.level=INFO",
+            "rootLogger.appenderRef.stdout.ref=STDOUT",
+            "appender.stdout.type=Console",
+            "appender.stdout.name=STDOUT",
+            "appender.stdout.layout.type=PatternLayout",
+            "appender.stdout.layout.pattern=[%d] %p %m (%c)%n",
+            # The request logger and the state-change logger are chatty at INFO.
+            "logger.request.name=kafka.request.logger",
+            "logger.request.level=WARN",
+            "logger.state.name=state.change.logger",
+            "logger.state.level=WARN",
+            "",
+        ]
+    )
+
+
+def kafka_jvm_args(config: DevConfig) -> list[str]:
+    """JVM options of the broker and of the storage tool: modest heap, quick start."""
+    return [
+        "-Xms128m",
+        f"-Xmx{config.kafka_heap_mb}m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={config.kafka_dir / 'log4j2.properties'}",
+    ]
+
+
+def render_redis_conf(config: DevConfig) -> str:
+    """``redis.conf``: own port and directory, AOF on, foreground (the launcher detaches it)."""
+    settings: list[tuple[str, str | int]] = [
+        ("bind", config.host),
+        ("port", config.redis_port),
+        ("protected-mode", "yes"),
+        # The launcher detaches the process itself, so it knows the pid at once and sees a
+        # failed bind as an exit instead of a daemon that vanished after forking.
+        ("daemonize", "no"),
+        ("supervised", "no"),
+        ("pidfile", str(config.redis_pidfile)),
+        ("logfile", str(config.redis_log_path)),
+        ("loglevel", "notice"),
+        ("dir", str(config.redis_data_dir)),
+        ("dbfilename", "dump.rdb"),
+        ("appendonly", "yes"),
+        ("appendfilename", '"appendonly.aof"'),
+        ("appenddirname", '"appendonlydir"'),
+        ("appendfsync", config.redis_appendfsync),
+        ("save", '""'),
+        ("databases", 16),
+        ("tcp-keepalive", 60),
+    ]
+    lines = ["# Written by `mesh dev`; edits are overwritten on the next start."]
+    lines += [f"{key} {value}" for key, value in settings]
+    return "\n".join(lines) + "\n"
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Same form as ``kafka-storage random-uuid``; like it, never starts with ``-`` (a CLI would
+    read that as a flag).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
