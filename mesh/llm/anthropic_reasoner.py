@@ -162,7 +162,11 @@ class AnthropicReasoner:
                 delay_s = self._retry.backoff.delay_s(attempt)
                 log.warning(
                     "reasoner %s unavailable (attempt %d/%d), retrying in %.3fs: %s",
-                    self.name, attempt, self._retry.max_attempts, delay_s, err,
+                    self.name,
+                    attempt,
+                    self._retry.max_attempts,
+                    delay_s,
+                    err,
                 )
                 await asyncio.sleep(delay_s)
                 attempt += 1

@@ -139,7 +139,9 @@ class FakeReply:
     def rate_limited(cls, *, retry_after_s: float = 0.005) -> FakeReply:
         """429 ``rate_limit_error`` with ``retry-after``."""
         return cls.error(
-            429, "rate_limit_error", "Number of requests has exceeded your rate limit",
+            429,
+            "rate_limit_error",
+            "Number of requests has exceeded your rate limit",
             retry_after_s=retry_after_s,
         )
 
@@ -309,7 +311,9 @@ class _Handler(BaseHTTPRequestHandler):
             reply = FakeReply.error(400, "invalid_request_error", "body must be a JSON object")
         else:
             reply = None
-        headers = {k.lower(): v for k, v in self.headers.items() if k.lower() not in _SECRET_HEADERS}
+        headers = {
+            k.lower(): v for k, v in self.headers.items() if k.lower() not in _SECRET_HEADERS
+        }
         fake._record(RecordedRequest("POST", self.path, headers, body))
         if reply is None:
             reply = fake._reply_for(self.path, _api_key_of(self.headers), body)
@@ -436,8 +440,10 @@ class FakeAnthropicServer:
         server.fake = self
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05},
-            name="fake-anthropic", daemon=True,
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-anthropic",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -508,7 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the needle attention model")
     parser.add_argument("--api-key", default=None, help="require this API key (401 otherwise)")
     parser.add_argument(
-        "--accept-sampling-params", action="store_true",
+        "--accept-sampling-params",
+        action="store_true",
         help="accept temperature/top_p/top_k instead of answering 400",
     )
     args = parser.parse_args(argv)

@@ -81,7 +81,10 @@ async def test_temperature_rejected_by_current_api_version_is_a_request_error(
 async def test_schema_without_type_is_sent_as_object_schema(fake, make_reasoner) -> None:
     bare = FETCH.model_copy(update={"name": "ping", "params_schema": {}})
     await make_reasoner().decide(decision_request(actions=[bare]))
-    assert fake.requests[-1].body["tools"][0]["input_schema"] == {"type": "object", "properties": {}}
+    assert fake.requests[-1].body["tools"][0]["input_schema"] == {
+        "type": "object",
+        "properties": {},
+    }
     assert bare.params_schema == {}  # the caller's schema is not mutated
 
 
@@ -193,7 +196,9 @@ async def test_wrong_key_is_auth_error_and_never_leaks(fake, make_reasoner, capl
     err = info.value
     assert err.status_code == 401 and isinstance(err, UsageError) and not err.retryable
     assert len(fake.requests) == 1  # auth errors are not retried
-    assert err.__cause__ is None and err.__suppress_context__  # the SDK error (with headers) is dropped
+    assert (
+        err.__cause__ is None and err.__suppress_context__
+    )  # the SDK error (with headers) is dropped
     for text in (str(err), repr(err), repr(reasoner), caplog.text):
         assert wrong not in text
 
@@ -241,7 +246,9 @@ async def test_failing_usage_callback_does_not_fail_the_call(fake, make_reasoner
 
 
 async def test_complete_returns_text_blocks(fake, make_reasoner) -> None:
-    fake.script(FakeReply(content=({"type": "text", "text": "Hello "}, {"type": "text", "text": "world"})))
+    fake.script(
+        FakeReply(content=({"type": "text", "text": "Hello "}, {"type": "text", "text": "world"}))
+    )
     calls: list[Any] = []
     text = await make_reasoner(on_usage=lambda *a: calls.append(a)).complete(
         "Be brief.", "Say hello.", max_tokens=20
