@@ -12,7 +12,7 @@ Endpoints (JSON in, JSON out):
   (pages start at 1; ``next_page`` is null on the last page).
 * ``GET /patients/{id}`` -> the record: demographics, medications, allergies. Records are
   deterministic from the seed; a few are deliberately inconsistent (``PLANTED_ISSUES``).
-* ``GET /formulary`` -> ``{code: {name, drug_class}}``, the medication codes a record may use.
+* ``GET /formulary`` -> ``{items: {code: {name, drug_class}}}``, the medication codes a record may use.
 * ``POST /reconciliations`` ``{workflow_id, patient_id, findings: [...]}`` -> 201, creates a
   reconciliation record (a side effect). ``GET /reconciliations`` lists them.
 * ``POST /reports`` ``{workflow_id, body}`` -> 201, stores a report (a side effect).
@@ -91,6 +91,8 @@ CLIENT_SECRET_ENV = "MOCK_EHR_CLIENT_SECRET"
 _MAX_BODY_BYTES = 1 << 20
 _MAX_PAGE_SIZE = 100
 _READY_PREFIX = "ready on "
+# How often the serve loop checks for shutdown: stop() waits up to this long.
+_POLL_INTERVAL_S = 0.05
 
 
 # --------------------------------------------------------------------------------------------
@@ -874,7 +876,10 @@ class MockEhrServer:
         if self._thread is None:
             assert self._httpd is not None
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever, name="mock-ehr", daemon=True
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": _POLL_INTERVAL_S},
+                name="mock-ehr",
+                daemon=True,
             )
             self._thread.start()
         return self
@@ -885,7 +890,7 @@ class MockEhrServer:
         assert self._httpd is not None
         self._serving_here = True
         try:
-            self._httpd.serve_forever()
+            self._httpd.serve_forever(poll_interval=_POLL_INTERVAL_S)
         finally:
             self._serving_here = False
 
