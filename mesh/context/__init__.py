@@ -1,1 +1,1 @@
-"""context."""
+"""Context engine: token budgets, priority-stack prompt assembly, compression, sanitizing."""
