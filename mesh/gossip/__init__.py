@@ -1,1 +1,59 @@
-"""gossip."""
+"""Gossip of context variables: hybrid logical clock, replicated map (CRDT), anti-entropy.
+
+Each workflow's context variables live in a ``ContextMap`` on every agent that takes part.
+Registers are last-writer-wins by (HLC, origin); collections are add-wins sets. Agents
+broadcast compressed deltas on local writes and a digest every anti-entropy period; a peer that
+finds a differing bucket sends its per-key stamps and is pushed what it misses. Dissemination
+is AP: replicas diverge during a partition and converge after it heals.
+"""
+
+from mesh.gossip._agent import GossipAgent, GossipOptions, GossipTransport
+from mesh.gossip._clock import ClockDriftError, HybridLogicalClock, wall_clock_ms
+from mesh.gossip._codec import DEFAULT_COMPRESS_MIN_BYTES, decode_delta, encode_delta
+from mesh.gossip._cold import (
+    ColdStore,
+    ColdValueError,
+    ColdValues,
+    CompactedValue,
+    CompactionOptions,
+    MemoryColdStore,
+    approx_tokens,
+)
+from mesh.gossip._entries import EntryStatus, OrSet, VariableEntry
+from mesh.gossip._map import ContextMap, Delta, bucket_of
+from mesh.gossip._memory import MemoryGossipNetwork, NetworkFaults
+from mesh.gossip._redis import RedisContextMapStore
+
+__all__ = [  # noqa: RUF022 - grouped by purpose
+    # clock
+    "ClockDriftError",
+    "HybridLogicalClock",
+    "wall_clock_ms",
+    # replicated map
+    "ContextMap",
+    "Delta",
+    "EntryStatus",
+    "OrSet",
+    "VariableEntry",
+    "bucket_of",
+    # wire compression
+    "DEFAULT_COMPRESS_MIN_BYTES",
+    "decode_delta",
+    "encode_delta",
+    # semantic compression
+    "ColdStore",
+    "ColdValueError",
+    "ColdValues",
+    "CompactedValue",
+    "CompactionOptions",
+    "MemoryColdStore",
+    "approx_tokens",
+    # dissemination
+    "GossipAgent",
+    "GossipOptions",
+    "GossipTransport",
+    "MemoryGossipNetwork",
+    "NetworkFaults",
+    # persistence
+    "RedisContextMapStore",
+]

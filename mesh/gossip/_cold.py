@@ -1,0 +1,139 @@
+"""Semantic compression: a value over its token budget is kept whole in cold storage.
+
+The map (and so gossip) then carries a short preview, the hash of the full value and a pointer
+(``cold_ref``); any peer can fetch and check the full value with ``ColdValues.resolve``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import msgpack
+
+from mesh.errors import PermanentError
+from mesh.gossip._entries import VariableEntry
+from protocols.votes import canonical_hash
+
+__all__ = [
+    "ColdStore",
+    "ColdValueError",
+    "ColdValues",
+    "CompactedValue",
+    "CompactionOptions",
+    "MemoryColdStore",
+    "approx_tokens",
+]
+
+
+def approx_tokens(text: str) -> int:
+    """A cheap token estimate: one token per four characters."""
+    return len(text) // 4
+
+
+@runtime_checkable
+class ColdStore(Protocol):
+    """Where oversized values live: a durable blob store (Redis, S3, a file tree...).
+
+    The boundary is two calls so any blob backend fits; keys are opaque strings.
+    """
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` (overwriting is allowed: keys are content-addressed)."""
+        ...
+
+    async def get(self, key: str) -> bytes | None:
+        """The bytes under ``key``, or None."""
+        ...
+
+
+class MemoryColdStore:
+    """A ``ColdStore`` in a dict, for tests and single-process runs."""
+
+    def __init__(self) -> None:
+        """An empty store."""
+        self.blobs: dict[str, bytes] = {}
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``."""
+        self.blobs[key] = data
+
+    async def get(self, key: str) -> bytes | None:
+        """The bytes under ``key``, or None."""
+        return self.blobs.get(key)
+
+
+class ColdValueError(PermanentError):
+    """A cold value is missing or does not match the hash gossiped for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionOptions:
+    """When a value goes cold and what stays in the map."""
+
+    token_budget: int = 512
+    """Values counted above this many tokens are moved to cold storage."""
+    preview_chars: int = 200
+    """Characters of the value's text kept in the map as a preview (none for secrets)."""
+    count_tokens: Callable[[str], int] = field(default=approx_tokens)
+    """Token counter (e.g. a tiktoken encoder's ``len(encode(text))``)."""
+    key_prefix: str = "cold/"
+    """Prefix of cold-store keys."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompactedValue:
+    """What to write into the map for a value."""
+
+    value: Any
+    """The value itself, or its preview when cold."""
+    value_hash: str
+    """Hash of the full value."""
+    cold_ref: str = ""
+    """Cold-store key when cold, else empty."""
+    tokens: int = 0
+    """Token count of the full value."""
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, default=repr, sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+class ColdValues:
+    """Moves oversized values to a ``ColdStore`` and brings them back, checking their hash."""
+
+    def __init__(self, store: ColdStore, *, options: CompactionOptions | None = None) -> None:
+        """Keep cold values in ``store``."""
+        self.store = store
+        self.options = options or CompactionOptions()
+
+    async def compact(self, workflow_id: str, name: str, value: Any, *, secret: bool = False) -> CompactedValue:
+        """Keep ``value`` inline if within budget, else store it cold and return a preview."""
+        text = _as_text(value)
+        tokens = self.options.count_tokens(text)
+        value_hash = canonical_hash(value)
+        if tokens <= self.options.token_budget:
+            return CompactedValue(value, value_hash, "", tokens)
+        key = f"{self.options.key_prefix}{workflow_id}/{name}/{value_hash}"
+        await self.store.put(key, msgpack.packb(value, use_bin_type=True))
+        preview = None if secret else text[: self.options.preview_chars] + "..."
+        return CompactedValue(preview, value_hash, key, tokens)
+
+    async def resolve(self, entry: VariableEntry) -> Any:
+        """The full value of ``entry``, fetched from cold storage when it is cold."""
+        if not entry.cold_ref:
+            return entry.value
+        data = await self.store.get(entry.cold_ref)
+        if data is None:
+            raise ColdValueError(f"cold value of {entry.name!r} is missing at {entry.cold_ref}")
+        value = msgpack.unpackb(data, raw=False)
+        if canonical_hash(value) != entry.value_hash:
+            raise ColdValueError(f"cold value of {entry.name!r} at {entry.cold_ref} does not match its hash")
+        return value
