@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 import anthropic
+from pydantic import SecretStr
 
 from mesh.llm.backoff import ExponentialBackoff, RetryPolicy
 from mesh.llm.decision import Decision, ReasonerRequest, ReasonerResult, Usage
@@ -69,8 +70,8 @@ class AnthropicReasoner:
         self._retry = retry if retry is not None else RetryPolicy()
         self._on_usage = on_usage
         self._send_temperature = send_temperature
-        # Kept only so messages can be scrubbed of it; never logged, never in repr.
-        self._secret = api_key
+        # Kept only so error messages can be scrubbed of it; SecretStr keeps it out of reprs.
+        self._secret = SecretStr(api_key)
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=base_url,
@@ -201,7 +202,8 @@ class AnthropicReasoner:
         return ReasonerAuthError(f"{self.name} client error: {type(err).__name__}")
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "[redacted]") if self._secret else text
+        secret = self._secret.get_secret_value()
+        return text.replace(secret, "[redacted]") if secret else text
 
     def _report_usage(self, message: Any, estimated_text: str) -> None:
         usage = _usage_of(message)

@@ -287,7 +287,10 @@ class NeedleResponder:
 
 
 def _api_key_of(headers: Mapping[str, str]) -> str | None:
-    """The key from ``x-api-key`` or ``Authorization: Bearer`` (SDK 2.x sends the latter)."""
+    """The key from ``x-api-key`` or ``Authorization: Bearer`` (SDK 2.x sends the latter).
+
+    ``headers`` has lower-cased names.
+    """
     if key := headers.get("x-api-key"):
         return key
     auth = headers.get("authorization") or ""
@@ -302,6 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
+        reply: FakeReply | None = None
         try:
             body = json.loads(raw) if raw else {}
             if not isinstance(body, dict):
@@ -309,14 +313,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = {}
             reply = FakeReply.error(400, "invalid_request_error", "body must be a JSON object")
-        else:
-            reply = None
-        headers = {
-            k.lower(): v for k, v in self.headers.items() if k.lower() not in _SECRET_HEADERS
-        }
-        fake._record(RecordedRequest("POST", self.path, headers, body))
+        all_headers = {k.lower(): v for k, v in self.headers.items()}
+        kept = {k: v for k, v in all_headers.items() if k not in _SECRET_HEADERS}
+        fake._record(RecordedRequest("POST", self.path, kept, body))
         if reply is None:
-            reply = fake._reply_for(self.path, _api_key_of(self.headers), body)
+            reply = fake._reply_for(self.path, _api_key_of(all_headers), body)
         if reply.delay_s > 0 and fake._stopping.wait(reply.delay_s):
             return  # shutting down: drop the request as a dead server would
         self._send(reply, body, fake._next_id())
@@ -412,7 +413,7 @@ class FakeAnthropicServer:
         if self._server is None:
             raise RuntimeError("FakeAnthropicServer is not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def requests(self) -> list[RecordedRequest]:
