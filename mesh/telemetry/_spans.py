@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -63,7 +63,7 @@ class SpanScope:
         *,
         attributes: Mapping[str, Any] | None = None,
         kind: SpanKind = SpanKind.INTERNAL,
-        parent: Context | None = None,
+        parent: Context | Callable[[], Context] | None = None,
         registry: SecretRegistry | None = None,
         forced_ids: tuple[int, int] | None = None,
     ) -> None:
@@ -85,9 +85,11 @@ class SpanScope:
         """Start the span and make it current."""
         token = _forced_ids.set(self._forced_ids) if self._forced_ids is not None else None
         try:
+            # Resolved at enter, not at construction: the current span is the one at enter.
+            parent = self._parent() if callable(self._parent) else self._parent
             self._span = get_tracer().start_span(
                 redact_text(self._name, self._registry),
-                context=self._parent,
+                context=parent,
                 kind=self._kind,
                 attributes=redact_attributes(self._attributes, self._registry),
                 record_exception=False,
@@ -287,7 +289,7 @@ def step_span(
             "mesh.step.resumed": resumed_from_turn > 0,
         },
         kind=SpanKind.CONSUMER,
-        parent=resolve_parent(trace_carrier, workflow_id=workflow_id),
+        parent=lambda: resolve_parent(trace_carrier, workflow_id=workflow_id),
         registry=registry,
     )
 
