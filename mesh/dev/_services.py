@@ -7,9 +7,8 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from mesh.dev._config import DevConfig
 from mesh.dev._install import (
@@ -24,8 +23,10 @@ from mesh.dev._kafka import KafkaService
 from mesh.dev._process import file_lock, is_alive, read_pidfile
 from mesh.dev._redis import RedisService
 from mesh.dev._service import LocalService, ServiceStatus
+from mesh.errors import UsageError
 
 __all__ = [
+    "SERVICE_NAMES",
     "DevServices",
     "DevStatus",
     "DownReport",
@@ -36,6 +37,10 @@ __all__ = [
     "status",
     "up",
 ]
+
+
+SERVICE_NAMES: tuple[str, ...] = ("redis", "kafka")
+"""Every local service, in start order: Redis starts in milliseconds, Kafka in seconds."""
 
 
 def _quiet(_: str) -> None:
@@ -135,16 +140,25 @@ class DevServices:
 
     # -- whole set -------------------------------------------------------------------------------
 
-    def ensure_installed(self, *, progress: Progress = _quiet) -> InstallReport:
-        """Resolve the Kafka jars and install ``redis-server`` (and a JDK, Maven) if missing."""
+    def ensure_installed(
+        self, *, services: Sequence[str] = SERVICE_NAMES, progress: Progress = _quiet
+    ) -> InstallReport:
+        """Resolve the Kafka jars (JDK and Maven installed if missing) and install ``redis-server``."""
+        names = self._check_names(services)
         started = time.monotonic()
-        ensure_tools(progress=progress, state_dir=self.config.root)
-        maven_ran = ensure_kafka_jars(self.config, progress=progress)
-        redis_server = ensure_redis_binary(self.config, progress=progress)
+        maven_ran = False
+        redis_server = find_redis_server() or ""
+        if "kafka" in names:
+            ensure_tools(progress=progress, state_dir=self.config.root)
+            maven_ran = ensure_kafka_jars(self.config, progress=progress)
+        if "redis" in names:
+            redis_server = ensure_redis_binary(self.config, progress=progress)
         return InstallReport(maven_ran, redis_server, time.monotonic() - started)
 
-    def up(self, *, progress: Progress = _quiet) -> UpReport:
-        """Install what is missing, then start each service that does not run yet.
+    def up(
+        self, *, services: Sequence[str] = SERVICE_NAMES, progress: Progress = _quiet
+    ) -> UpReport:
+        """Install what is missing, then start each of ``services`` that does not run yet.
 
         If one fails, the ones this call started are stopped again before the error is raised,
         so nothing is left half-running.
@@ -154,14 +168,15 @@ class DevServices:
             mesh.dev.DevServiceError: a service failed to start; the message has its log tail.
             mesh.dev.DevInstallError: software could not be installed.
         """
+        names = self._check_names(services)
         began = time.monotonic()
-        if not self._installed():
-            self.ensure_installed(progress=progress)
+        if not self._installed(names):
+            self.ensure_installed(services=names, progress=progress)
         started: list[str] = []
         already: list[str] = []
         with self._locked():
             try:
-                for service in self._in_start_order():
+                for service in (self._service(name) for name in names):
                     progress(f"starting {service.name} on {service.address}")
                     if service.start():
                         started.append(service.name)
@@ -171,6 +186,8 @@ class DevServices:
                 for name in reversed(started):
                     self._service(name).stop()
                 raise
+            # Started by hand now, so no test session's lease may stop it later.
+            self._discard_autostarted(started)
             current = self.status()
         return UpReport(tuple(started), tuple(already), current, time.monotonic() - began)
 
@@ -179,6 +196,7 @@ class DevServices:
         began = time.monotonic()
         with self._locked():
             stopped = [s.name for s in reversed(self._in_start_order()) if s.stop()]
+            self._discard_autostarted(SERVICE_NAMES)
         return DownReport(tuple(stopped), time.monotonic() - began)
 
     def status(self) -> DevStatus:
@@ -222,72 +240,97 @@ class DevServices:
     # -- leases: shared services for concurrent test sessions ---------------------------------
 
     @contextlib.contextmanager
-    def lease(self, *, keep_running: bool = False) -> Iterator[UpReport]:
-        """Bring the services up for the ``with`` body, shared with other holders.
+    def lease(
+        self, *, services: Sequence[str] = SERVICE_NAMES, keep_running: bool = False
+    ) -> Iterator[UpReport]:
+        """Bring ``services`` up for the ``with`` body, shared with other holders.
 
-        Services a lease started are stopped when the last live lease is released, so several
-        test sessions on one machine can use the same services without pulling them from
-        under each other. Services started by someone else (``mesh dev up``) are never stopped;
-        with ``keep_running`` the services this lease starts are left running as well.
+        A service a lease started is stopped when the last live lease on it is released, so
+        several test sessions on one machine use the same services without pulling them from
+        under each other. A service started by someone else (``mesh dev up``) is never stopped;
+        with ``keep_running`` neither is one this lease starts.
         """
+        names = self._check_names(services)
         leases = self.config.root / "leases"
-        me = leases / str(os.getpid())
+        mine = [leases / f"{name}.{os.getpid()}" for name in names]
         with self._locked():
-            report = self.up()
+            report = self.up(services=names)
             leases.mkdir(parents=True, exist_ok=True)
-            me.write_text(f"{os.getpid()}\n")
+            for path in mine:
+                path.write_text(f"{os.getpid()}\n")
             if report.started and not keep_running:
                 self._record_autostarted(report.started)
         try:
             yield report
         finally:
             with self._locked():
-                me.unlink(missing_ok=True)
-                if not self._live_leases(leases):
-                    for name in reversed(self._take_autostarted()):
+                for path in mine:
+                    path.unlink(missing_ok=True)
+                for name in reversed(names):
+                    if not self.lease_holders(name) and self._take_autostarted(name):
                         self._service(name).stop()
 
-    def _record_autostarted(self, names: tuple[str, ...]) -> None:
-        path = self.config.root / "leases" / "autostarted"
-        known = set(path.read_text().split()) if path.exists() else set()
-        path.write_text(" ".join(sorted(known | set(names))) + "\n")
-
-    def _take_autostarted(self) -> list[str]:
-        path = self.config.root / "leases" / "autostarted"
-        if not path.exists():
+    def lease_holders(self, name: str) -> list[int]:
+        """Pids of live processes holding a lease on service ``name`` (dead holders are dropped)."""
+        leases = self.config.root / "leases"
+        if not leases.is_dir():
             return []
-        names = path.read_text().split()
-        path.unlink()
-        order = [s.name for s in self._in_start_order()]
-        return [n for n in order if n in names]
-
-    @staticmethod
-    def _live_leases(leases: Path) -> list[int]:
         live = []
-        for entry in leases.iterdir():
-            if not entry.name.isdigit():
-                continue
+        for entry in leases.glob(f"{name}.*"):
             pid = read_pidfile(entry)
             if pid is not None and is_alive(pid):
                 live.append(pid)
             else:
                 # A session that died without releasing (SIGKILL, power loss) holds nothing.
                 entry.unlink(missing_ok=True)
-        return live
+        return sorted(live)
+
+    # Which services a lease started (and the last lease out must stop): leases/autostarted.
+
+    def _autostarted(self) -> set[str]:
+        path = self.config.root / "leases" / "autostarted"
+        return set(path.read_text().split()) if path.exists() else set()
+
+    def _write_autostarted(self, names: set[str]) -> None:
+        path = self.config.root / "leases" / "autostarted"
+        if names:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(" ".join(sorted(names)) + "\n")
+        else:
+            path.unlink(missing_ok=True)
+
+    def _record_autostarted(self, names: Sequence[str]) -> None:
+        self._write_autostarted(self._autostarted() | set(names))
+
+    def _discard_autostarted(self, names: Sequence[str]) -> None:
+        known = self._autostarted()
+        if known & set(names):
+            self._write_autostarted(known - set(names))
+
+    def _take_autostarted(self, name: str) -> bool:
+        known = self._autostarted()
+        if name not in known:
+            return False
+        self._write_autostarted(known - {name})
+        return True
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _installed(self) -> bool:
+    def _installed(self, names: Sequence[str]) -> bool:
         # The fast path of `up` on a warm machine: no subprocess, only file checks.
-        return (
-            kafka_jars_ready(self.config)
-            and shutil.which("java") is not None
-            and find_redis_server() is not None
-        )
+        kafka_ok = kafka_jars_ready(self.config) and shutil.which("java") is not None
+        redis_ok = find_redis_server() is not None
+        return (kafka_ok or "kafka" not in names) and (redis_ok or "redis" not in names)
 
     def _in_start_order(self) -> list[LocalService]:
-        # Redis first: it starts in milliseconds, Kafka takes seconds.
-        return [self.redis, self.kafka]
+        return [self._service(name) for name in SERVICE_NAMES]
+
+    @staticmethod
+    def _check_names(services: Sequence[str]) -> tuple[str, ...]:
+        unknown = set(services) - set(SERVICE_NAMES)
+        if unknown or not services:
+            raise UsageError(f"services must be a non-empty subset of {SERVICE_NAMES}, got {services}")
+        return tuple(name for name in SERVICE_NAMES if name in services)
 
     def _service(self, name: str) -> LocalService:
         return {"kafka": self.kafka, "redis": self.redis}[name]

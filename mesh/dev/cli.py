@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
 
 from mesh.dev._config import DevConfig
 from mesh.dev._errors import DevInstallError, DevServiceError
@@ -84,16 +83,20 @@ def _progress(message: str) -> None:
 
 
 def _print_status(current: DevStatus) -> None:
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for column in ("service", "state", "pid", "address", "log"):
-        table.add_column(column)
+    # Plain aligned lines, never wrapped or cut: addresses and log paths get copied and pasted.
+    rows = [("service", "state", "pid", "address", "log")]
     for s in current.services:
-        state = "[green]running[/green]" if s.running else "[yellow]stopped[/yellow]"
-        table.add_row(s.name, state, str(s.pid or "-"), s.address, str(s.log_path))
-    _out.print(table)
+        rows.append(
+            (s.name, "running" if s.running else "stopped", str(s.pid or "-"), s.address, str(s.log_path))
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for n, row in enumerate(rows):
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
+        style = "bold" if n == 0 else ("green" if row[1] == "running" else "yellow")
+        _out.print(line, style=style, markup=False, soft_wrap=True)
     for s in current.services:
         if s.note:
-            _out.print(f"[yellow]{s.name}: {s.note}[/yellow]")
+            _out.print(f"{s.name}: {s.note}", style="yellow", markup=False, soft_wrap=True)
 
 
 def _fail(exc: Exception) -> typer.Exit:
