@@ -12,11 +12,13 @@ Every attribute, event, log record and scratchpad line passes through ``redact_t
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 __all__ = [
     "MIN_SECRET_CHARS",
@@ -128,9 +130,15 @@ class SecretRegistry:
         with self._lock:
             if self._pattern is None and self._values:
                 # Longest first, so a secret that contains another is masked whole.
-                ordered = sorted(self._values, key=len, reverse=True)
+                variants = {v for value in self._values for v in _variants(value)}
+                ordered = sorted(variants, key=len, reverse=True)
                 self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
             return self._pattern
+
+
+def _variants(value: str) -> set[str]:
+    # The same secret as it appears in a URL query or inside a JSON string.
+    return {value, quote(value, safe=""), quote_plus(value, safe=""), json.dumps(value)[1:-1]}
 
 
 _default_registry = SecretRegistry()

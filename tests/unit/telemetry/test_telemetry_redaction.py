@@ -167,3 +167,11 @@ def test_telemetry_installed_redaction_covers_every_logger(
     assert caplog.records
     assert "factory-secret-5" not in caplog.text
     assert REDACTED in caplog.text
+
+
+def test_telemetry_secret_is_masked_when_url_or_json_encoded() -> None:
+    raw = 'p@ss/w+rd "q"'
+    reg = SecretRegistry([raw])
+    url = "https://x/?pw=p%40ss%2Fw%2Brd%20%22q%22 and p%40ss%2Fw%2Brd+%22q%22"
+    assert redact_text(url, reg) == f"https://x/?pw={REDACTED} and {REDACTED}"
+    assert redact_text('{"pw": "p@ss/w+rd \\"q\\""}', reg) == f'{{"pw": "{REDACTED}"}}'
