@@ -1,0 +1,283 @@
+"""The Helm chart in helm/agent-mesh: static checks always, rendered checks with helm and kubeconform.
+
+The static checks parse Chart.yaml, values.yaml and the templates' value references with PyYAML,
+so they run everywhere. ``helm template`` and ``kubeconform`` run when their binaries are found on
+PATH or in ``$(go env GOPATH)/bin``; with ``MESH_REQUIRE_HELM=1`` (or ``MESH_REQUIRE_KUBECONFORM=1``)
+a missing binary fails the test instead of leaving only the static part.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from protocols import load_workflow_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "agent-mesh"
+ROLES = {"identity": 1, "fetch": 2, "validate": 1, "report": 1}
+RECOMMENDED_LABELS = {
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+    "helm.sh/chart",
+}
+REQUIRED_ENV = {"MESH_KAFKA_BOOTSTRAP", "MESH_REDIS_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "ANTHROPIC_API_KEY"}
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@cache
+def find_tool(name: str) -> str | None:
+    """A binary on PATH or in the Go bin folder, where `go install` puts it."""
+    found = shutil.which(name)
+    if found:
+        return found
+    gopath = None
+    go = shutil.which("go")
+    if go:
+        result = subprocess.run([go, "env", "GOPATH"], capture_output=True, text=True, timeout=30)
+        gopath = result.stdout.strip().split(os.pathsep)[0] if result.returncode == 0 else None
+    for folder in filter(None, [gopath, str(Path.home() / "go")]):
+        candidate = Path(folder) / "bin" / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def require_tool(name: str, env_var: str) -> str | None:
+    """The tool's path; None when absent and not required; a test failure when required."""
+    path = find_tool(name)
+    if path is None and os.environ.get(env_var) == "1":
+        pytest.fail(f"{env_var}=1 but no {name} binary on PATH or in $(go env GOPATH)/bin")
+    return path
+
+
+def helm_template(helm: str, *args: str) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [helm, "template", "t", str(CHART), "--namespace", "mesh", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def deployments(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    found = {}
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            found[doc["metadata"]["labels"]["app.kubernetes.io/component"]] = doc
+    return found
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+# static checks: always run ----------------------------------------------------------------------
+
+
+def test_chart_yaml_has_the_required_fields() -> None:
+    chart = load_yaml(CHART / "Chart.yaml")
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "agent-mesh"
+    assert chart["type"] == "application"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", chart["version"])
+    assert isinstance(chart["appVersion"], str) and chart["appVersion"]
+
+
+def test_values_define_four_roles_and_keep_the_api_key_out() -> None:
+    values = load_yaml(CHART / "values.yaml")
+    assert {name: role["replicas"] for name, role in values["roles"].items()} == ROLES
+    assert all(role["enabled"] for role in values["roles"].values())
+    assert values["image"]["repository"]
+    assert values["kafka"]["bootstrap"] and values["redis"]["url"] and values["otel"]["endpoint"]
+    llm = values["llm"]
+    assert llm["existingSecret"] and llm["secretKey"]
+    assert llm["createSecret"] is False
+    assert llm["apiKey"] == ""  # never a default key in values
+    agent = values["agent"]
+    assert agent["terminationGracePeriodSeconds"] > 0
+    assert agent["resources"]["requests"] and agent["resources"]["limits"]
+
+
+def _value_paths(node: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            yield path
+            yield from _value_paths(value, path)
+
+
+def test_templates_reference_only_values_that_exist() -> None:
+    defined = set(_value_paths(load_yaml(CHART / "values.yaml")))
+    # `$agent` is bound to .Values.agent in deployment.yaml.
+    pattern = re.compile(r"(?:\.Values|\$agent)\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)")
+    referenced: set[str] = set()
+    for template in (CHART / "templates").iterdir():
+        for match in pattern.finditer(template.read_text(encoding="utf-8")):
+            prefix = "agent." if match.group(0).startswith("$agent") else ""
+            referenced.add(prefix + match.group(1))
+    assert referenced, "no value references found: the pattern is broken"
+    assert "roles" in referenced and "llm.existingSecret" in referenced
+    assert sorted(referenced - defined) == []
+
+
+def test_templates_reference_the_secret_and_never_inline_the_key() -> None:
+    deployment = (CHART / "templates" / "deployment.yaml").read_text(encoding="utf-8")
+    assert "secretKeyRef" in deployment
+    assert "llm.apiKey" not in deployment
+    assert "mesh" in deployment and "--role" in deployment
+    assert "llm.apiKey" in (CHART / "templates" / "secret.yaml").read_text(encoding="utf-8")
+    names = {p.name for p in (CHART / "templates").iterdir()}
+    assert {"_helpers.tpl", "deployment.yaml", "secret.yaml", "configmap.yaml", "serviceaccount.yaml", "NOTES.txt"} <= names
+
+
+def test_chart_ships_the_workflow_specs_of_agents_unchanged() -> None:
+    shipped = sorted((CHART / "files" / "workflows").glob("*.yaml"))
+    source = sorted((ROOT / "agents" / "workflows").glob("*.yaml"))
+    assert [p.name for p in shipped] == [p.name for p in source]
+    for ours, theirs in zip(shipped, source, strict=True):
+        assert ours.read_bytes() == theirs.read_bytes(), f"{ours} drifted from {theirs}: copy it again"
+        assert load_workflow_spec(ours).steps
+
+
+# rendered checks: helm (and kubeconform) ---------------------------------------------------------
+
+
+def test_helm_lint_and_template_render_the_agents() -> None:
+    values = load_yaml(CHART / "values.yaml")
+    assert {name: role["replicas"] for name, role in values["roles"].items()} == ROLES
+    helm = require_tool("helm", "MESH_REQUIRE_HELM")
+    if helm is None:
+        return  # static part above asserted; MESH_REQUIRE_HELM=1 makes this a failure
+
+    lint = subprocess.run([helm, "lint", "--strict", str(CHART)], capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+    docs = helm_template(helm)
+    kinds = sorted(doc["kind"] for doc in docs)
+    assert kinds == ["ConfigMap", *["Deployment"] * 4, "ServiceAccount"]
+    found = deployments(docs)
+    assert {role: d["spec"]["replicas"] for role, d in found.items()} == ROLES
+    for doc in docs:
+        assert RECOMMENDED_LABELS <= set(doc["metadata"]["labels"]), doc["metadata"]["name"]
+        assert doc["metadata"]["namespace"] == "mesh"
+    for role, deployment in found.items():
+        pod = deployment["spec"]["template"]
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= pod["metadata"]["labels"].items()
+        assert selector["app.kubernetes.io/component"] == role
+        spec = pod["spec"]
+        assert spec["terminationGracePeriodSeconds"] == values["agent"]["terminationGracePeriodSeconds"]
+        assert spec["serviceAccountName"] == "t-agent-mesh"
+        agent = container(deployment)
+        assert [*agent["command"], *agent["args"]] == ["mesh", "agent", "run", "--role", role]
+        env = {e["name"]: e for e in agent["env"]}
+        assert REQUIRED_ENV <= set(env)
+        key = env["ANTHROPIC_API_KEY"]
+        assert "value" not in key
+        assert key["valueFrom"]["secretKeyRef"] == {
+            "name": values["llm"]["existingSecret"],
+            "key": values["llm"]["secretKey"],
+            "optional": False,
+        }
+        assert env["MESH_KAFKA_BOOTSTRAP"]["value"] == values["kafka"]["bootstrap"]
+        assert env["MESH_REDIS_URL"]["value"] == values["redis"]["url"]
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == values["otel"]["endpoint"]
+        assert agent["livenessProbe"]["exec"]["command"]
+        assert agent["resources"] == values["agent"]["resources"]
+        assert agent["securityContext"]["readOnlyRootFilesystem"] is True
+
+    configmap = next(doc for doc in docs if doc["kind"] == "ConfigMap")
+    spec_text = configmap["data"]["reconciliation.yaml"]
+    assert yaml.safe_load(spec_text)["name"] == "patient-reconciliation"
+    assert spec_text.strip() == (ROOT / "agents/workflows/reconciliation.yaml").read_text().strip()
+
+
+def test_helm_options_secret_roles_and_errors() -> None:
+    assert load_yaml(CHART / "values.yaml")["llm"]["createSecret"] is False
+    helm = require_tool("helm", "MESH_REQUIRE_HELM")
+    if helm is None:
+        return  # static part asserted; MESH_REQUIRE_HELM=1 makes this a failure
+
+    api_key = "sk-ant-test-key-never-inline"
+    docs = helm_template(helm, "--set", "llm.createSecret=true", "--set", f"llm.apiKey={api_key}")
+    secrets = [doc for doc in docs if doc["kind"] == "Secret"]
+    assert len(secrets) == 1
+    assert set(secrets[0]["data"]) == {"anthropic-api-key"}
+    for deployment in deployments(docs).values():
+        assert api_key not in yaml.safe_dump(deployment)
+        env = {e["name"]: e for e in container(deployment)["env"]}
+        assert env["ANTHROPIC_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == secrets[0]["metadata"]["name"]
+
+    fewer = helm_template(helm, "--set", "roles.validate.enabled=false", "--set", "roles.fetch.replicas=5")
+    assert {role: d["spec"]["replicas"] for role, d in deployments(fewer).items()} == {
+        "identity": 1,
+        "fetch": 5,
+        "report": 1,
+    }
+
+    missing = subprocess.run(
+        [helm, "template", "t", str(CHART), "--set", "llm.existingSecret="],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode != 0
+    assert "llm.existingSecret" in missing.stderr
+
+
+def test_kubeconform_validates_the_rendered_manifests_offline(tmp_path: Path) -> None:
+    assert (ROOT / "helm" / "tools" / "k8s_schemas.py").is_file()
+    helm = require_tool("helm", "MESH_REQUIRE_HELM")
+    kubeconform = require_tool("kubeconform", "MESH_REQUIRE_KUBECONFORM")
+    try:
+        import kubernetes_validate  # noqa: F401 - only its bundled schemas are used
+    except ModuleNotFoundError:
+        if os.environ.get("MESH_REQUIRE_KUBECONFORM") == "1":
+            pytest.fail("MESH_REQUIRE_KUBECONFORM=1 but kubernetes-validate (the schema source) is not installed")
+        return
+    if helm is None or kubeconform is None:
+        return  # MESH_REQUIRE_HELM / MESH_REQUIRE_KUBECONFORM make this a failure
+
+    schemas = tmp_path / "schemas"
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "helm/tools/k8s_schemas.py"), str(schemas)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    location = f"{schemas}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json"
+    for extra in ([], ["--set", "llm.createSecret=true", "--set", "llm.apiKey=k"]):
+        rendered = tmp_path / "rendered.yaml"
+        rendered.write_text(
+            yaml.safe_dump_all(helm_template(helm, *extra)), encoding="utf-8"
+        )
+        check = subprocess.run(
+            [kubeconform, "-strict", "-summary", "-schema-location", location, str(rendered)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "Invalid: 0, Errors: 0, Skipped: 0" in check.stdout
