@@ -212,19 +212,36 @@ def naive_prompt(history: Sequence[str], needle: Needle, position_pct: int) -> s
 def stack_prompt(history: Sequence[str], needle: Needle, position_pct: int) -> str:
     """The priority stack: mission and critical variables on top, history, task at the bottom.
 
-    TODO(mesh.context): build this with the context engine's public assembly once
-    ``mesh.context`` exports it; this follows the same rule and headings.
+    Built by the context engine's assembly when ``mesh.context`` exports it; otherwise by the
+    same rule here (TODO(mesh.context): drop the fallback once the engine's API is public).
     """
+    lines = _plant(history, needle, position_pct)
+    task = f"Task: {needle.question} Answer with the value only."
+    assembled = _assemble_with_context_engine(needle, lines, task)
+    if assembled is not None:
+        return assembled
     return "\n\n".join(
-        [
-            MISSION,
-            f"Critical variables:\n- {needle.sentence}",
-            HISTORICAL_HEADING,
-            "\n".join(_plant(history, needle, position_pct)),
-            CURRENT_HEADING,
-            f"Task: {needle.question} Answer with the value only.",
-        ]
+        [MISSION, needle.sentence, HISTORICAL_HEADING, *lines, CURRENT_HEADING, task]
     )
+
+
+def _assemble_with_context_engine(needle: Needle, lines: Sequence[str], task: str) -> str | None:
+    try:
+        from mesh.context import Block, Budget, Kind, assemble  # type: ignore[attr-defined]
+    except ImportError:  # the engine's public API is not there (yet)
+        return None
+    blocks = [
+        Block("mission", MISSION, kind=Kind.MISSION, seq=0),
+        Block("variable", needle.sentence, kind=Kind.VARIABLE, seq=1),
+        *(
+            Block(f"history-{i}", line, kind=Kind.HISTORY, seq=2 + i)
+            for i, line in enumerate(lines)
+        ),
+        Block("task", task, kind=Kind.TASK, seq=2 + len(lines)),
+    ]
+    count = _token_counter()
+    window = sum(count(b.text) + 2 for b in blocks) * 2 + 1000  # room for everything: no eviction
+    return str(assemble(blocks, Budget(window=window, output_reserve=0)).text)
 
 
 _BUILDERS = {"naive": naive_prompt, "stack": stack_prompt}
