@@ -1,0 +1,128 @@
+"""Actions: what a step may do. The reasoner picks one by name; deterministic code runs it.
+
+An action is a schema (offered to the reasoner as a tool) plus an executor. Parameters that come
+from state rather than from the model (an auth token, the workflow id) are declared in
+``inject``; the runtime fills or overrides them and logs each injection, so a model that forgot
+or invented one cannot make the call go wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mesh.errors import MeshError
+from mesh.llm import ActionSpec
+
+__all__ = [
+    "Action",
+    "ActionContext",
+    "ActionError",
+    "ActionOutcome",
+    "Executor",
+    "NewVariable",
+    "RetryableActionError",
+]
+
+
+class ActionError(MeshError):
+    """An action failed. ``retryable`` (class data) says whether the same call may succeed later."""
+
+    retryable = False
+
+
+class RetryableActionError(ActionError):
+    """An action failed in a way that may pass on retry (HTTP 503, timeout, connection reset)."""
+
+    retryable = True
+
+
+@dataclass(frozen=True, slots=True)
+class NewVariable:
+    """A context variable an action discovered."""
+
+    name: str
+    value: Any
+    secret: bool = False
+    """Secrets are stored by reference and never rendered in logs, spans, events or scratchpads."""
+    priority: int = 1
+    """Context priority: 0 is never evicted."""
+    expires_at_ms: int | None = None
+    """Wall-clock expiry, Unix milliseconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    """What an action did, in data the runtime folds into the step's state."""
+
+    summary: str
+    """One line for the history (no secrets: the runtime redacts anyway)."""
+
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    """Merged into the step's outputs, which flow to dependent steps."""
+
+    variables: tuple[NewVariable, ...] = ()
+    """Context variables discovered, visible to every later step that depends on this one."""
+
+    memory: Mapping[str, Any] = field(default_factory=dict)
+    """Working memory of the step (``next_page: 3``), shown at the bottom of the next prompt."""
+
+    done: bool = False
+    """The step's goal is reached; it completes after this turn."""
+
+    progress: bool = True
+    """False when the turn changed nothing (counts towards spinning)."""
+
+
+class ActionContext(Protocol):
+    """What an executor may read: identity of the turn, state, and shared clients."""
+
+    workflow_id: str
+    step_id: str
+    turn: int
+    idempotency_key: str
+    """Stable for (workflow, step, turn, action): a replayed turn sends the same key."""
+    params: Mapping[str, Any]
+    """The step's parameters from the workflow spec."""
+    memory: Mapping[str, Any]
+    """The step's working memory so far."""
+    outputs: Mapping[str, Any]
+    """The step's outputs so far."""
+    inputs: Mapping[str, Mapping[str, Any]]
+    """Outputs of the dependency steps, by step id."""
+
+    def variable(self, name: str, default: Any = None) -> Any:
+        """A context variable's value (secrets included: executors need the token)."""
+        ...
+
+    def resource(self, name: str) -> Any:
+        """A shared client the agent process provides (``http``, ``settings``, ...)."""
+        ...
+
+
+Executor = Callable[[ActionContext, dict[str, Any]], Awaitable[ActionOutcome]]
+"""Runs an action with validated, injected parameters."""
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action of a role: its tool schema, its executor and its injected parameters."""
+
+    spec: ActionSpec
+    """Name, description and JSON schema of parameters, as the reasoner sees them."""
+
+    run: Executor
+    """The deterministic code that does it."""
+
+    inject: Mapping[str, str] = field(default_factory=dict)
+    """Parameter name -> state source: ``var:<name>``, ``param:<name>``, ``workflow_id``,
+    ``step_id``, ``memory:<name>``. Injected values override what the model said."""
+
+    side_effect: bool = False
+    """Whether it changes the outside world (then it carries an idempotency key)."""
+
+    @property
+    def name(self) -> str:
+        """The action's name."""
+        return self.spec.name

@@ -1,0 +1,162 @@
+"""Assembling one agent process: bus, store, reasoner, prompt builder, runner, worker."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from mesh.bus import Bus, KafkaBus
+from mesh.errors import ConfigError
+from mesh.llm import Decision, Reasoner, ReasonerRequest, RuleReasoner, make_reasoner
+from mesh.runtime.actions import Action
+from mesh.runtime.options import RuntimeOptions
+from mesh.runtime.prompt import StackPromptBuilder
+from mesh.runtime.step_runner import StepRunner
+from mesh.runtime.worker import AgentWorker, WorkerOptions
+from mesh.settings import MeshSettings
+from mesh.store import BlobStore, FileBlobStore, RedisStateStore, StateStore
+from mesh.telemetry import Kpis, ScratchpadWriter, setup_tracing, shutdown_tracing
+from protocols import Envelope, EnvelopeCodec, Topics
+
+__all__ = ["AgentConfig", "RoleDefinition", "build_worker", "load_role", "run_agent"]
+
+log = logging.getLogger("mesh.agent")
+
+
+class RoleDefinition(Protocol):
+    """What a roles module provides per role (see ``agents.roles.Role``)."""
+
+    name: str
+    actions: Mapping[str, Action]
+
+    def policy(self, request: ReasonerRequest) -> Decision:
+        """Rule-based decision, used when no LLM is configured."""
+        ...
+
+
+def load_role(role: str, module: str = "agents.roles") -> RoleDefinition:
+    """Import ``module`` and return its ``ROLES[role]`` (a clear error if either is missing)."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import roles module {module!r}: {exc}") from None
+    roles = getattr(mod, "ROLES", None)
+    if not isinstance(roles, Mapping):
+        raise ConfigError(f"roles module {module!r} has no ROLES mapping")
+    if role not in roles:
+        raise ConfigError(f"unknown role {role!r}; {module} defines: {', '.join(sorted(roles))}")
+    return roles[role]  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Options of one agent process."""
+
+    role: str
+    agent_id: str = ""
+    """Defaults to ``<role>-<host>-<pid>``."""
+    roles_module: str = "agents.roles"
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    worker: WorkerOptions = field(default_factory=WorkerOptions)
+
+    def resolved_agent_id(self) -> str:
+        """The agent id, defaulted."""
+        return self.agent_id or f"{self.role}-{socket.gethostname()}-{os.getpid()}"
+
+
+def build_worker(
+    role: RoleDefinition,
+    bus: Bus,
+    store: StateStore,
+    *,
+    agent_id: str,
+    topics: Topics,
+    reasoner: Reasoner | None = None,
+    blobs: BlobStore | None = None,
+    resources: Mapping[str, Any] | None = None,
+    runtime: RuntimeOptions | None = None,
+    worker: WorkerOptions | None = None,
+    scratchpad: ScratchpadWriter | None = None,
+    kpis: Kpis | None = None,
+    model: str = "rule",
+) -> AgentWorker:
+    """Wire a worker for ``role``; the reasoner defaults to the role's rule policy."""
+    runtime = runtime or RuntimeOptions()
+
+    async def publish(env: Envelope) -> None:
+        await bus.publish(topics.workflow_events, env)
+
+    runner = StepRunner(
+        reasoner or RuleReasoner(policy=role.policy, name=f"rule/{role.name}"),
+        store,
+        StackPromptBuilder(window=runtime.context_window, output_reserve=runtime.max_tokens, model=model),
+        publish,
+        agent_id=agent_id,
+        role=role.name,
+        actions=role.actions,
+        blobs=blobs,
+        options=runtime,
+        resources=resources,
+        scratchpad=scratchpad,
+        kpis=kpis,
+    )
+    return AgentWorker(bus, store, runner, topics=topics, options=worker)
+
+
+async def run_agent(
+    config: AgentConfig,
+    settings: MeshSettings | None = None,
+    *,
+    on_ready: Callable[[AgentWorker], None] | None = None,
+) -> None:
+    """Run one agent process until SIGTERM/SIGINT: Kafka, Redis, blob store, reasoner, tracing."""
+    settings = settings or MeshSettings()
+    role = load_role(config.role, config.roles_module)
+    agent_id = config.resolved_agent_id()
+    topics = Topics(prefix=settings.topic_prefix)
+    setup_tracing("agent-mesh", agent_id=agent_id, role=role.name)
+    kpis = Kpis()
+    bus = KafkaBus(
+        settings.kafka_bootstrap,
+        codec=EnvelopeCodec(max_bytes=settings.max_envelope_bytes),
+        topics=topics,
+        client_id=agent_id,
+        partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication,
+    )
+    store = RedisStateStore.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:")
+    blobs = FileBlobStore(settings.resolved_blob_dir())
+    scratchpad = ScratchpadWriter.under_state_dir(settings.state_dir)
+    reasoner = make_reasoner()
+    if isinstance(reasoner, RuleReasoner):
+        reasoner = RuleReasoner(policy=role.policy, name=f"rule/{role.name}")
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+    await bus.start()
+    worker = build_worker(
+        role, bus, store, agent_id=agent_id, topics=topics, reasoner=reasoner, blobs=blobs,
+        resources={"http": http, "settings": settings}, runtime=config.runtime, worker=config.worker,
+        scratchpad=scratchpad, kpis=kpis, model=getattr(reasoner, "model", "rule"),
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    if on_ready is not None:
+        on_ready(worker)
+    try:
+        await worker.run()
+    finally:
+        await http.aclose()
+        await reasoner.aclose()
+        await store.aclose()
+        await bus.aclose()
+        shutdown_tracing()
+        log.info("%s stopped after completing %d step(s)", agent_id, worker.steps_completed)

@@ -1,0 +1,48 @@
+"""Options of the turn loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mesh.llm import ExponentialBackoff
+
+__all__ = ["PhaseTemperatures", "RuntimeOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseTemperatures:
+    """Sampling temperature by turn phase."""
+
+    planning: float = 0.7
+    """First turn of a step (and first turn after a resume): explore the approach."""
+
+    execution: float = 0.2
+    """Turns that carry out a plan: be precise."""
+
+    recovery: float = 0.5
+    """The turn after a failure: try something different, but not wildly."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """How the turn loop behaves (per agent process)."""
+
+    temperatures: PhaseTemperatures = field(default_factory=PhaseTemperatures)
+    """Temperature per phase."""
+
+    action_backoff: ExponentialBackoff = field(
+        default_factory=lambda: ExponentialBackoff(base_s=0.2, cap_s=5.0, jitter=0.5)
+    )
+    """Delay between retries of a retryable action failure, in seconds."""
+
+    max_tokens: int = 1024
+    """Output tokens a decision may use."""
+
+    context_window: int = 200_000
+    """Model context window in tokens."""
+
+    blob_copies: bool = True
+    """Write a durable blob copy of every checkpoint (audit, cold restore)."""
+
+    turn_delay_s: float = 0.0
+    """Pause after each turn, in seconds (demos: makes a step long enough to kill mid-way)."""

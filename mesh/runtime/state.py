@@ -1,0 +1,96 @@
+"""The state of one step, checkpointed after every turn."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import msgpack
+
+__all__ = ["StepState", "StepStatus", "TurnRecord", "VariableEntry"]
+
+StepStatus = Literal["running", "paused", "completed", "failed"]
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    """What one turn did: decision, injections, outcome."""
+
+    turn: int
+    action: str
+    params: dict[str, Any]
+    """Parameters as executed, with secret values masked."""
+    outcome: Literal["ok", "failed", "invalid"]
+    summary: str
+    """One sanitized line."""
+    injected: list[str] = field(default_factory=list)
+    """Parameters filled or corrected from state, e.g. ``token (corrected)``."""
+    repairs: int = 0
+    """Invalid decisions repaired before this one was accepted."""
+    retries: int = 0
+    """Retries of a retryable failure within the turn."""
+    duration_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class VariableEntry:
+    """A context variable the step knows."""
+
+    value: Any
+    secret: bool = False
+    priority: int = 1
+    expires_at_ms: int | None = None
+    origin: str = ""
+    """Step that discovered it."""
+    last_used_turn: int = 0
+
+
+@dataclass(slots=True)
+class StepState:
+    """Everything needed to resume a step after a crash, on any agent."""
+
+    workflow_id: str
+    step_id: str
+    role: str
+    status: StepStatus = "running"
+    turn: int = 0
+    """Last finished (checkpointed) turn; the next one is ``turn + 1``."""
+    history: list[TurnRecord] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    variables: dict[str, VariableEntry] = field(default_factory=dict)
+    discovered: list[str] = field(default_factory=list)
+    """Names of variables this step discovered (they flow to dependents)."""
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Outputs of dependency steps (re-hydrated)."""
+    summaries: dict[str, str] = field(default_factory=dict)
+    """History summaries of dependency steps (re-hydrated)."""
+    recent: list[str] = field(default_factory=list)
+    """Signatures of the last decisions (action + params), for spinning detection."""
+    no_progress: int = 0
+    """Consecutive turns that changed nothing."""
+    resumes: int = 0
+    """Times a new owner resumed this step from a checkpoint."""
+    escalation: str = ""
+    """Why the step paused, when it did."""
+    error: str = ""
+    """Why the step failed, when it did."""
+    owner: str = ""
+    epoch: int = 0
+    consecutive_failures: int = 0
+
+    def to_bytes(self) -> bytes:
+        """Serialize (msgpack)."""
+        return msgpack.packb(asdict(self), use_bin_type=True)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StepState:
+        """Deserialize what ``to_bytes`` produced."""
+        raw = msgpack.unpackb(data, raw=False)
+        raw["history"] = [TurnRecord(**h) for h in raw.get("history", [])]
+        raw["variables"] = {k: VariableEntry(**v) for k, v in raw.get("variables", {}).items()}
+        return cls(**raw)
+
+    def secret_values(self) -> list[str]:
+        """Values of secret variables, for redaction."""
+        return [str(v.value) for v in self.variables.values() if v.secret and v.value]

@@ -1,0 +1,522 @@
+"""The turn loop of one step: observe, decide, act, persist, meta — checkpointed every turn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mesh.errors import CheckpointNotFound, MeshError, StaleEpochError
+from mesh.llm import (
+    ActionSpec,
+    Decision,
+    DecisionFormatError,
+    Reasoner,
+    ReasonerRequest,
+    ReasonerUnavailable,
+)
+from mesh.runtime.actions import Action, ActionError, ActionOutcome
+from mesh.runtime.injection import inject_params
+from mesh.runtime.options import RuntimeOptions
+from mesh.runtime.sanitize import one_line_error
+from mesh.runtime.spinning import decision_signature, spinning_reason
+from mesh.runtime.state import StepState, TurnRecord, VariableEntry
+from mesh.runtime.validation import InvalidDecision, check_params
+from mesh.store import BlobStore, StateStore, step_key
+from mesh.telemetry import (
+    Kpis,
+    ScratchpadWriter,
+    checkpoint_span,
+    reasoner_span,
+    redact_value,
+    secret_registry,
+    step_span,
+    tool_span,
+    turn_span,
+)
+from mesh.telemetry import TurnRecord as ScratchTurn
+from protocols import (
+    Envelope,
+    StepEscalated,
+    StepProgress,
+    StepSpec,
+    StepStarted,
+    WorkflowSpec,
+    deterministic_event_id,
+)
+
+__all__ = ["BuiltPrompt", "OwnershipLost", "PromptBuilder", "Rehydration", "StepRunner"]
+
+log = logging.getLogger("mesh.runtime")
+
+
+class OwnershipLost(MeshError):
+    """This agent no longer owns the step (a newer epoch wrote it): stop working on it."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltPrompt:
+    """A prompt ready for the reasoner."""
+
+    system: str
+    prompt: str
+    tokens: int
+    budget: int
+    ledger: tuple[str, ...] = ()
+    """One line per evicted or compressed block."""
+
+    @property
+    def utilization(self) -> float:
+        """Share of the budget used."""
+        return self.tokens / self.budget if self.budget else 0.0
+
+
+class PromptBuilder(Protocol):
+    """Builds a step's prompt from its state (the context engine's priority stack)."""
+
+    def build(self, spec: WorkflowSpec, step: StepSpec, state: StepState, actions: list[ActionSpec]) -> BuiltPrompt:
+        """The prompt of the next turn."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rehydration:
+    """What a step inherits from the steps it depends on."""
+
+    inputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Outputs of dependencies by step id."""
+    variables: Mapping[str, VariableEntry] = field(default_factory=dict)
+    """Variables discovered by any ancestor (secrets resolved)."""
+    summaries: Mapping[str, str] = field(default_factory=dict)
+    """History summaries of dependencies."""
+
+
+@dataclass(slots=True)
+class _Context:
+    workflow_id: str
+    step_id: str
+    turn: int
+    idempotency_key: str
+    params: Mapping[str, Any]
+    memory: Mapping[str, Any]
+    outputs: Mapping[str, Any]
+    inputs: Mapping[str, Mapping[str, Any]]
+    _variables: Mapping[str, VariableEntry]
+    _resources: Mapping[str, Any]
+
+    def variable(self, name: str, default: Any = None) -> Any:
+        entry = self._variables.get(name)
+        return entry.value if entry is not None else default
+
+    def resource(self, name: str) -> Any:
+        try:
+            return self._resources[name]
+        except KeyError:
+            raise LookupError(f"agent provides no resource {name!r}") from None
+
+
+PublishEvent = Callable[[Envelope], Awaitable[None]]
+
+
+class StepRunner:
+    """Runs steps of one role, one turn at a time, checkpointing after each."""
+
+    def __init__(
+        self,
+        reasoner: Reasoner,
+        store: StateStore,
+        prompts: PromptBuilder,
+        publish: PublishEvent,
+        *,
+        agent_id: str,
+        role: str,
+        actions: Mapping[str, Action],
+        blobs: BlobStore | None = None,
+        options: RuntimeOptions | None = None,
+        resources: Mapping[str, Any] | None = None,
+        scratchpad: ScratchpadWriter | None = None,
+        kpis: Kpis | None = None,
+    ) -> None:
+        """Wire the runner to its reasoner, store, prompt builder and event publisher."""
+        self.reasoner = reasoner
+        self.store = store
+        self.prompts = prompts
+        self.publish = publish
+        self.agent_id = agent_id
+        self.role = role
+        self.actions = dict(actions)
+        self.blobs = blobs
+        self.options = options or RuntimeOptions()
+        self.resources = dict(resources or {})
+        self.scratchpad = scratchpad
+        self.kpis = kpis
+        self._blob_tasks: set[asyncio.Task[None]] = set()
+
+    # -- step ------------------------------------------------------------------------------
+
+    async def load(self, workflow_id: str, step_id: str) -> StepState | None:
+        """The step's last checkpoint, or None."""
+        try:
+            ckpt = await self.store.read(step_key(workflow_id, step_id))
+        except CheckpointNotFound:
+            return None
+        return StepState.from_bytes(ckpt.data)
+
+    async def run(
+        self,
+        spec: WorkflowSpec,
+        step: StepSpec,
+        workflow_id: str,
+        *,
+        rehydration: Rehydration,
+        trace: Mapping[str, str] | None = None,
+        resume_paused: bool = False,
+    ) -> StepState:
+        """Own the step (new epoch), resume from its checkpoint if any, and run turns until it
+        completes, fails or pauses. Raises ``OwnershipLost`` if a newer owner fences it off."""
+        key = step_key(workflow_id, step.id)
+        epoch = await self.store.claim(key, self.agent_id)
+        state = await self.load(workflow_id, step.id)
+        resumed_from = 0
+        if state is None:
+            state = StepState(workflow_id=workflow_id, step_id=step.id, role=step.role)
+        elif state.status in ("completed", "failed"):
+            return state
+        else:
+            resumed_from = state.turn
+            if state.turn > 0 and state.owner != self.agent_id:
+                state.resumes += 1
+        if state.status == "paused":
+            if not resume_paused:
+                return state
+            state.status, state.escalation = "running", ""
+            state.recent.clear()
+            state.no_progress = 0
+        state.owner, state.epoch = self.agent_id, epoch
+        state.inputs = {k: dict(v) for k, v in rehydration.inputs.items()}
+        state.summaries = dict(rehydration.summaries)
+        for name, entry in rehydration.variables.items():
+            if name not in state.discovered:
+                state.variables[name] = entry
+        for value in state.secret_values():
+            secret_registry().add(value)
+
+        await self.publish(
+            Envelope.of(
+                StepStarted(role=step.role, owner=self.agent_id, epoch=epoch, resumed_from_turn=resumed_from),
+                sender=self.agent_id,
+                workflow_id=workflow_id,
+                step_id=step.id,
+                id=deterministic_event_id(workflow_id, step.id, "started", epoch),
+            )
+        )
+        if self.kpis is not None:
+            self.kpis.record_step_started(resumed=resumed_from > 0)
+        if self.scratchpad is not None:
+            self.scratchpad.open_step(
+                workflow_id, step.id, role=step.role, agent_id=self.agent_id, epoch=epoch,
+                mission=spec.mission, resumed_from_turn=resumed_from,
+            )
+        with step_span(
+            workflow_id, step.id, role=step.role, agent_id=self.agent_id, epoch=epoch,
+            resumed_from_turn=resumed_from, trace_carrier=trace,
+        ) as span:
+            fresh = True
+            while state.status == "running":
+                await self._turn(spec, step, state, first=fresh)
+                fresh = False
+                if self.options.turn_delay_s and state.status == "running":
+                    await asyncio.sleep(self.options.turn_delay_s)
+            span.set_many({"mesh.step.status": state.status, "mesh.step.turns": state.turn})
+        return state
+
+    # -- turn ------------------------------------------------------------------------------
+
+    async def _turn(self, spec: WorkflowSpec, step: StepSpec, state: StepState, *, first: bool) -> None:
+        turn = state.turn + 1
+        started = time.perf_counter()
+        if first:
+            phase = "planning"
+        elif state.consecutive_failures:
+            phase = "recovery"
+        else:
+            phase = "execution"
+        temperature = getattr(self.options.temperatures, phase)
+        allowed = [self.actions[name].spec for name in self.actions]
+        with turn_span(turn, phase=phase) as tspan:
+            built = self.prompts.build(spec, step, state, allowed)
+            if self.kpis is not None:
+                self.kpis.record_context_utilization(built.tokens, built.budget, phase=phase)
+            decided = await self._decide(step, state, built, allowed, temperature)
+            if decided is None:
+                return  # paused: _decide recorded why and checkpointed
+            decision, params, notes, repairs = decided
+            action = self.actions[decision.action]
+            key = f"{state.workflow_id}:{state.step_id}:{turn}:{action.name}"
+            outcome, error, retries = await self._execute(step, state, action, params, key, turn)
+            tspan.set_decision(action.name, outcome="ok" if error is None else "failed", detail=error or "")
+            self._fold(state, turn, action, params, notes, repairs, retries, outcome, error, started)
+            reason = spinning_reason(state, step.limits.spin_window)
+            if outcome is not None and outcome.done:
+                state.status = "completed"
+            elif reason is not None:
+                state.status, state.escalation = "paused", reason
+            elif turn >= step.limits.max_turns:
+                state.status, state.error = "failed", f"TurnLimit: no result after {turn} turns"
+            await self._persist(state)
+            await self._report(state, turn, action.name, decision, params, notes, error, phase, started)
+
+    async def _decide(
+        self,
+        step: StepSpec,
+        state: StepState,
+        built: Any,
+        allowed: list[ActionSpec],
+        temperature: float,
+    ) -> tuple[Decision, dict[str, Any], list[str], int] | None:
+        hint: str | None = None
+        names = [a.name for a in allowed]
+        attempts = step.limits.max_repairs + 1
+        unavailable = 0
+        for attempt in range(attempts + step.limits.max_retries):
+            request = ReasonerRequest(
+                system=built.system,
+                prompt=built.prompt,
+                actions=allowed,
+                temperature=temperature,
+                max_tokens=self.options.max_tokens,
+                repair_hint=hint,
+            )
+            with reasoner_span(
+                model=getattr(self.reasoner, "model", self.reasoner.name),
+                temperature=temperature,
+                max_tokens=self.options.max_tokens,
+                provider="anthropic" if self.reasoner.name.startswith("anthropic") else "mesh.rule",
+            ) as rspan:
+                try:
+                    result = await self.reasoner.decide(request)
+                except DecisionFormatError as exc:
+                    hint = f"Your previous answer was invalid: {one_line_error(exc)}. Call exactly one of: {', '.join(names)}."
+                    rspan.set("error.type", "DecisionFormatError")
+                    if attempt + 1 - unavailable >= attempts:
+                        break
+                    continue
+                except ReasonerUnavailable as exc:
+                    unavailable += 1
+                    if unavailable > step.limits.max_retries:
+                        hint = one_line_error(exc)
+                        break
+                    await asyncio.sleep(self.options.action_backoff.delay_s(unavailable))
+                    continue
+                if result.usage is not None:
+                    rspan.record_response(
+                        input_tokens=result.usage.input_tokens,
+                        output_tokens=result.usage.output_tokens,
+                        finish_reasons=["tool_use"],
+                    )
+            decision = result.decision
+            try:
+                if decision.action not in self.actions:
+                    check_params(decision.action, {}, {}, names)
+                action = self.actions[decision.action]
+                params, notes = inject_params(
+                    action.name, decision.params, action.inject, state, step.params
+                )
+                check_params(action.name, params, action.spec.params_schema, names)
+            except InvalidDecision as exc:
+                hint = f"Your previous decision was invalid: {exc}. Fix it and decide again."
+                log.info("%s/%s: invalid decision, asking for a repair: %s", state.workflow_id, state.step_id, exc)
+                if attempt + 1 - unavailable >= attempts:
+                    break
+                continue
+            return decision, params, notes, attempt - unavailable
+        # Could not get an executable decision: pause and ask a human.
+        state.status = "paused"
+        state.escalation = f"no valid decision after {attempts} attempt(s): {hint}"
+        await self._persist(state)
+        await self._escalate(state, state.turn + 1)
+        return None
+
+    async def _execute(
+        self,
+        step: StepSpec,
+        state: StepState,
+        action: Action,
+        params: dict[str, Any],
+        key: str,
+        turn: int,
+    ) -> tuple[ActionOutcome | None, str | None, int]:
+        ctx = _Context(
+            workflow_id=state.workflow_id,
+            step_id=state.step_id,
+            turn=turn,
+            idempotency_key=key,
+            params=step.params,
+            memory=state.memory,
+            outputs=state.outputs,
+            inputs=state.inputs,
+            _variables=state.variables,
+            _resources=self.resources,
+        )
+        retries = 0
+        while True:
+            with tool_span(action.name, idempotency_key=key) as span:
+                try:
+                    async with asyncio.timeout(step.limits.turn_timeout_s):
+                        outcome = await action.run(ctx, params)
+                except (ActionError, TimeoutError, MeshError) as exc:
+                    retryable = bool(getattr(exc, "retryable", False)) or isinstance(exc, TimeoutError)
+                    span.set_outcome("retry" if retryable else "failed", detail=one_line_error(exc))
+                    if retryable and retries < step.limits.max_retries:
+                        retries += 1
+                        await asyncio.sleep(self.options.action_backoff.delay_s(retries))
+                        continue
+                    return None, one_line_error(exc), retries
+                span.set_outcome("ok", detail=outcome.summary)
+                return outcome, None, retries
+
+    def _fold(
+        self,
+        state: StepState,
+        turn: int,
+        action: Action,
+        params: dict[str, Any],
+        notes: list[str],
+        repairs: int,
+        retries: int,
+        outcome: ActionOutcome | None,
+        error: str | None,
+        started: float,
+    ) -> None:
+        secrets = {v.value for v in state.variables.values() if v.secret}
+        shown = {
+            k: ("[secret]" if v in secrets else redact_value(v))
+            for k, v in params.items()
+        }
+        state.turn = turn
+        state.recent = [*state.recent[-20:], decision_signature(action.name, params)]
+        if outcome is None:
+            state.consecutive_failures += 1
+            state.no_progress += 1
+            state.history.append(
+                TurnRecord(turn, action.name, shown, "failed", error or "failed", notes, repairs, retries,
+                           (time.perf_counter() - started) * 1000)
+            )
+            return
+        state.consecutive_failures = 0
+        state.no_progress = 0 if outcome.progress else state.no_progress + 1
+        state.memory.update(outcome.memory)
+        state.outputs.update(outcome.outputs)
+        for var in outcome.variables:
+            state.variables[var.name] = VariableEntry(
+                value=var.value, secret=var.secret, priority=var.priority,
+                expires_at_ms=var.expires_at_ms, origin=state.step_id, last_used_turn=turn,
+            )
+            if var.name not in state.discovered:
+                state.discovered.append(var.name)
+            if var.secret and var.value:
+                secret_registry().add(str(var.value))
+        state.history.append(
+            TurnRecord(turn, action.name, shown, "ok", outcome.summary, notes, repairs, retries,
+                       (time.perf_counter() - started) * 1000)
+        )
+
+    # -- persist ---------------------------------------------------------------------------
+
+    async def _persist(self, state: StepState) -> None:
+        data = state.to_bytes()
+        key = step_key(state.workflow_id, state.step_id)
+        t0 = time.perf_counter()
+        with checkpoint_span(
+            workflow_id=state.workflow_id, step_id=state.step_id, turn=state.turn, epoch=state.epoch,
+            size_bytes=len(data),
+        ) as span:
+            try:
+                ckpt = await self.store.write(
+                    key, data, epoch=state.epoch, owner=self.agent_id, workflow_id=state.workflow_id
+                )
+            except StaleEpochError as exc:
+                log.warning("%s/%s: %s; abandoning the step", state.workflow_id, state.step_id, exc)
+                raise OwnershipLost(str(exc)) from exc
+            span.set_result(version=ckpt.version)
+        if self.kpis is not None:
+            self.kpis.record_checkpoint_write((time.perf_counter() - t0) * 1000, size_bytes=len(data))
+            self.kpis.record_state_size(len(data))
+        if self.blobs is not None and self.options.blob_copies:
+            name = f"{state.workflow_id}/{state.step_id}/{state.turn:06d}-e{state.epoch}.msgpack"
+            task = asyncio.create_task(self._blob_copy(name, data))
+            self._blob_tasks.add(task)
+            task.add_done_callback(self._blob_tasks.discard)
+
+    async def _blob_copy(self, name: str, data: bytes) -> None:
+        assert self.blobs is not None
+        try:
+            await self.blobs.put(name, data)
+        except MeshError as exc:
+            log.warning("blob copy %s failed: %s", name, exc)
+
+    async def drain(self) -> None:
+        """Wait for background blob copies."""
+        if self._blob_tasks:
+            await asyncio.gather(*list(self._blob_tasks), return_exceptions=True)
+
+    async def _escalate(self, state: StepState, turn: int) -> None:
+        log.warning("%s/%s paused: %s", state.workflow_id, state.step_id, state.escalation)
+        await self.publish(
+            Envelope.of(
+                StepEscalated(reason=state.escalation, turn=turn, owner=self.agent_id),
+                sender=self.agent_id,
+                workflow_id=state.workflow_id,
+                step_id=state.step_id,
+                id=deterministic_event_id(state.workflow_id, state.step_id, "escalated", turn),
+            )
+        )
+
+    async def _report(
+        self,
+        state: StepState,
+        turn: int,
+        action: str,
+        decision: Decision,
+        params: dict[str, Any],
+        notes: list[str],
+        error: str | None,
+        phase: str,
+        started: float,
+    ) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        record = state.history[-1]
+        if state.status == "paused":
+            outcome = "spinning"
+        elif error is not None:
+            outcome = "failed"
+        else:
+            outcome = "ok"
+        await self.publish(
+            Envelope.of(
+                StepProgress(turn=turn, action=action, outcome=outcome, detail=record.summary[:300], owner=self.agent_id),
+                sender=self.agent_id,
+                workflow_id=state.workflow_id,
+                step_id=state.step_id,
+                id=deterministic_event_id(state.workflow_id, state.step_id, "progress", turn, state.epoch),
+            )
+        )
+        if state.status == "paused":
+            await self._escalate(state, turn)
+            if self.kpis is not None:
+                self.kpis.record_spinning(reason=state.escalation.split(":")[0])
+        if self.kpis is not None:
+            self.kpis.record_turn_latency(latency_ms, outcome=outcome)
+        if self.scratchpad is not None:
+            self.scratchpad.append_turn(
+                state.workflow_id,
+                state.step_id,
+                ScratchTurn(
+                    turn=turn, action=action, params=record.params, reasoning=decision.reasoning,
+                    outcome=f"{outcome}: {record.summary}", latency_ms=latency_ms, phase=phase,
+                    model=self.reasoner.name, injected=tuple(n.split(" ")[0] for n in notes),
+                ),
+            )

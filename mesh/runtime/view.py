@@ -1,0 +1,134 @@
+"""A workflow's state folded from its event log; the same fold serves agents and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from protocols import (
+    Envelope,
+    StepCompleted,
+    StepEscalated,
+    StepFailed,
+    StepProgress,
+    StepResumeRequested,
+    StepSpec,
+    StepStarted,
+    WorkflowCompleted,
+    WorkflowSpec,
+    WorkflowSubmitted,
+)
+
+__all__ = ["StepStatusName", "WorkflowView"]
+
+StepStatusName = Literal["waiting", "ready", "running", "paused", "completed", "failed"]
+
+
+@dataclass
+class WorkflowView:
+    """Everything the log says about one workflow. Applying an event twice changes nothing."""
+
+    workflow_id: str
+    spec: WorkflowSpec | None = None
+    trace: dict[str, str] = field(default_factory=dict)
+    submitted_ms: int = 0
+    completed: dict[str, StepCompleted] = field(default_factory=dict)
+    failed: dict[str, StepFailed] = field(default_factory=dict)
+    started: dict[str, list[StepStarted]] = field(default_factory=dict)
+    progress: dict[str, StepProgress] = field(default_factory=dict)
+    turns_seen: dict[str, int] = field(default_factory=dict)
+    escalated: dict[str, StepEscalated] = field(default_factory=dict)
+    resume_requests: dict[str, int] = field(default_factory=dict)
+    finished: WorkflowCompleted | None = None
+    seen: set[str] = field(default_factory=set)
+    last_event_ms: dict[str, int] = field(default_factory=dict)
+
+    def apply(self, env: Envelope, *, at_ms: int = 0) -> bool:
+        """Fold one event; False when it was a duplicate or not a workflow event."""
+        if env.id in self.seen:
+            return False
+        self.seen.add(env.id)
+        step = env.step_id
+        if step:
+            self.last_event_ms[step] = at_ms
+        kind = env.kind
+        if kind == WorkflowSubmitted.KIND:
+            sub = env.payload_model(WorkflowSubmitted)
+            if self.spec is None:
+                self.spec = sub.spec
+                self.trace = dict(env.trace)
+                self.submitted_ms = at_ms
+        elif kind == StepStarted.KIND:
+            self.started.setdefault(step, []).append(env.payload_model(StepStarted))
+            self.escalated.pop(step, None)
+        elif kind == StepProgress.KIND:
+            prog = env.payload_model(StepProgress)
+            self.progress[step] = prog
+            self.turns_seen[step] = max(self.turns_seen.get(step, 0), prog.turn)
+        elif kind == StepCompleted.KIND:
+            self.completed.setdefault(step, env.payload_model(StepCompleted))
+        elif kind == StepFailed.KIND:
+            self.failed.setdefault(step, env.payload_model(StepFailed))
+        elif kind == StepEscalated.KIND:
+            self.escalated[step] = env.payload_model(StepEscalated)
+        elif kind == StepResumeRequested.KIND:
+            self.resume_requests[step] = self.resume_requests.get(step, 0) + 1
+            self.escalated.pop(step, None)
+        elif kind == WorkflowCompleted.KIND:
+            self.finished = self.finished or env.payload_model(WorkflowCompleted)
+        else:
+            return False
+        return True
+
+    def status_of(self, step_id: str) -> StepStatusName:
+        """Where a step is, as far as the log tells."""
+        if step_id in self.completed:
+            return "completed"
+        if step_id in self.failed:
+            return "failed"
+        if step_id in self.escalated:
+            return "paused"
+        if step_id in self.started:
+            return "running"
+        if self.spec is not None and all(d in self.completed for d in self.spec.step(step_id).depends_on):
+            return "ready"
+        return "waiting"
+
+    def runnable(self, role: str) -> list[StepSpec]:
+        """Steps of ``role`` whose dependencies completed and that have not ended."""
+        if self.spec is None or self.finished is not None:
+            return []
+        return [
+            s for s in self.spec.steps
+            if s.role == role
+            and s.id not in self.completed
+            and s.id not in self.failed
+            and all(d in self.completed for d in s.depends_on)
+        ]
+
+    def settled_for(self, role: str) -> bool:
+        """Nothing left for ``role`` to do in this workflow (so its events may be committed)."""
+        if self.spec is None or self.finished is not None:
+            return True
+        return all(s.id in self.completed or s.id in self.failed for s in self.spec.steps if s.role == role)
+
+    def all_completed(self) -> bool:
+        """Every step completed."""
+        return self.spec is not None and all(s.id in self.completed for s in self.spec.steps)
+
+    @property
+    def status(self) -> str:
+        """``pending``, ``running``, ``paused``, ``succeeded`` or ``failed``."""
+        if self.finished is not None:
+            return self.finished.status
+        if self.failed:
+            return "failed"
+        if self.spec is not None and self.all_completed():
+            return "succeeded"
+        if self.escalated:
+            return "paused"
+        return "running" if self.started else "pending"
+
+    def resumes(self) -> int:
+        """Times a step was taken over from a checkpoint by a new owner."""
+        return sum(1 for starts in self.started.values() for s in starts if s.resumed_from_turn > 0)

@@ -1,0 +1,313 @@
+"""An agent process of one role: a consumer-group member over the workflow event log.
+
+Choreography, no coordinator: every member of the role's group folds the events of the
+partitions it owns; the owner of a workflow's partition runs that role's steps of it. A
+workflow's events are committed only when the role has nothing left to do in it (its steps'
+effects are checkpointed and their completion published), so a member that dies is replaced by
+one that replays the workflow from its first event, finds the step in progress and resumes it
+from the last turn checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mesh.bus import Bus, Delivery, Subscription, SubscriptionOptions, TopicPartition
+from mesh.errors import CheckpointNotFound, MeshError, TransientError
+from mesh.runtime.sanitize import one_line_error
+from mesh.runtime.state import StepState, VariableEntry
+from mesh.runtime.step_runner import OwnershipLost, Rehydration, StepRunner
+from mesh.runtime.view import WorkflowView
+from mesh.store import StateStore
+from protocols import (
+    Envelope,
+    StepCompleted,
+    StepFailed,
+    StepSpec,
+    Topics,
+    VariableRecord,
+    WorkflowCompleted,
+    deterministic_event_id,
+)
+
+__all__ = ["AgentWorker", "WorkerOptions", "secret_key"]
+
+log = logging.getLogger("mesh.runtime.worker")
+
+
+def secret_key(workflow_id: str, name: str) -> str:
+    """State-store key holding the value of a secret variable of a workflow."""
+    return f"wf:{workflow_id}:secret:{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How an agent process consumes the workflow log."""
+
+    session_timeout_ms: int = 3000
+    """Group session timeout: a silent member is replaced after this long (Kafka's default is 45000)."""
+
+    heartbeat_interval_ms: int = 500
+    """Heartbeat interval, about a third of the session timeout or less."""
+
+    poll_timeout_ms: int = 200
+    """Longest wait for new events per poll."""
+
+    retry_delay_s: float = 1.0
+    """Wait before retrying a step whose store or bus was unavailable."""
+
+
+@dataclass
+class _Tracked:
+    view: WorkflowView
+    tp: TopicPartition
+    deliveries: list[Delivery] = field(default_factory=list)
+
+
+class AgentWorker:
+    """Runs the steps of one role for the workflows whose partitions this member owns."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: StateStore,
+        runner: StepRunner,
+        *,
+        topics: Topics,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        """A member of group ``<prefix>.role.<role>``; ``runner`` carries the role and agent id."""
+        self.bus = bus
+        self.store = store
+        self.runner = runner
+        self.topics = topics
+        self.options = options or WorkerOptions()
+        self.role = runner.role
+        self.agent_id = runner.agent_id
+        self._tracked: dict[str, _Tracked] = {}
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._resume_done: dict[tuple[str, str], int] = {}
+        self._sub: Subscription | None = None
+        self._stopping = asyncio.Event()
+        self.steps_completed = 0
+
+    @property
+    def group(self) -> str:
+        """The consumer group of this role."""
+        return f"{self.topics.prefix}.role.{self.role}"
+
+    # -- rebalance listener (called from inside poll, never concurrently with it) ----------
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Stop running steps of workflows that move to another member."""
+        for wf, tracked in list(self._tracked.items()):
+            if tracked.tp in partitions:
+                for (twf, step), task in list(self._tasks.items()):
+                    if twf == wf:
+                        task.cancel()
+                        self._tasks.pop((twf, step), None)
+                del self._tracked[wf]
+        log.info("%s lost partitions %s", self.agent_id, sorted(partitions))
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        """New partitions: their events are replayed from the committed offset."""
+        log.info("%s owns partitions %s", self.agent_id, sorted(partitions))
+
+    # -- main loop -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask ``run`` to return after the current poll."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume and run steps until ``stop`` is called or the task is cancelled."""
+        self._sub = await self.bus.subscribe(
+            [self.topics.workflow_events],
+            group=self.group,
+            member=self.agent_id,
+            listener=self,
+            options=SubscriptionOptions(
+                session_timeout_ms=self.options.session_timeout_ms,
+                heartbeat_interval_ms=self.options.heartbeat_interval_ms,
+            ),
+        )
+        log.info("%s joined %s", self.agent_id, self.group)
+        try:
+            while not self._stopping.is_set():
+                for d in await self._sub.poll(timeout_ms=self.options.poll_timeout_ms):
+                    await self._on_delivery(d)
+                self._schedule()
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self.runner.drain()
+            await self._sub.aclose()
+
+    async def _on_delivery(self, d: Delivery) -> None:
+        env = d.envelope
+        wf = env.workflow_id
+        if not wf:
+            await self._commit(d)
+            return
+        tracked = self._tracked.get(wf)
+        if tracked is None:
+            tracked = self._tracked[wf] = _Tracked(WorkflowView(wf), d.tp)
+        view = tracked.view
+        changed = view.apply(env, at_ms=d.timestamp_ms)
+        tracked.deliveries.append(d)
+        if changed and env.kind in (StepCompleted.KIND, StepFailed.KIND) and view.spec is not None:
+            step = view.spec.step(env.step_id) if env.step_id in {s.id for s in view.spec.steps} else None
+            if step is not None and step.role == self.role:
+                await self._maybe_finish_workflow(view)
+        if view.settled_for(self.role):
+            for delivery in tracked.deliveries:
+                await self._commit(delivery)
+            tracked.deliveries.clear()
+
+    async def _commit(self, d: Delivery) -> None:
+        assert self._sub is not None
+        await self._sub.commit(d)
+
+    async def _maybe_finish_workflow(self, view: WorkflowView) -> None:
+        # Only the group of the step whose event settled the workflow publishes, so one
+        # WorkflowCompleted per workflow (a replay re-sends the same deterministic id).
+        if view.finished is not None or view.spec is None:
+            return
+        if view.failed:
+            status = "failed"
+        elif view.all_completed():
+            status = "succeeded"
+        else:
+            return
+        await self.bus.publish(
+            self.topics.workflow_events,
+            Envelope.of(
+                WorkflowCompleted(status=status, steps=len(view.spec.steps)),  # type: ignore[arg-type]
+                sender=self.agent_id,
+                workflow_id=view.workflow_id,
+                id=deterministic_event_id(view.workflow_id, "workflow", "completed"),
+            ),
+        )
+
+    def _schedule(self) -> None:
+        for wf, tracked in self._tracked.items():
+            view = tracked.view
+            for step in view.runnable(self.role):
+                key = (wf, step.id)
+                if key in self._tasks:
+                    continue
+                resume_count = view.resume_requests.get(step.id, 0)
+                if step.id in view.escalated and resume_count <= self._resume_done.get(key, 0):
+                    continue  # paused, waiting for `mesh resume`
+                resume = resume_count > self._resume_done.get(key, 0)
+                self._resume_done[key] = resume_count
+                task = asyncio.create_task(self._run_step(view, step, resume), name=f"{wf}/{step.id}")
+                self._tasks[key] = task
+                task.add_done_callback(lambda _t, k=key: self._tasks.pop(k, None))
+
+    async def _rehydrate(self, view: WorkflowView, step: StepSpec) -> Rehydration:
+        assert view.spec is not None
+        inputs: dict[str, Mapping[str, Any]] = {}
+        summaries: dict[str, str] = {}
+        variables: dict[str, VariableEntry] = dict(
+            (k, VariableEntry(value=v, priority=1, origin="workflow")) for k, v in view.spec.variables.items()
+        )
+        for dep in view.spec.ancestors(step.id):
+            done = view.completed[dep]
+            if dep in step.depends_on:
+                inputs[dep] = dict(done.outputs)
+            summaries[dep] = done.summary
+            for var in done.variables:
+                value = var.value
+                if var.secret and var.ref:
+                    try:
+                        value = (await self.store.read(var.ref)).data.decode()
+                    except CheckpointNotFound:
+                        log.warning("secret %s of %s not found in the store", var.name, view.workflow_id)
+                        continue
+                variables[var.name] = VariableEntry(
+                    value=value, secret=var.secret, priority=var.priority,
+                    expires_at_ms=var.expires_at_ms, origin=dep,
+                )
+        return Rehydration(inputs=inputs, variables=variables, summaries=summaries)
+
+    async def _run_step(self, view: WorkflowView, step: StepSpec, resume: bool) -> None:
+        assert view.spec is not None
+        wf = view.workflow_id
+        while True:
+            try:
+                state = await self.runner.run(
+                    view.spec, step, wf,
+                    rehydration=await self._rehydrate(view, step),
+                    trace=view.trace,
+                    resume_paused=resume,
+                )
+                await self._publish_result(state)
+                return
+            except OwnershipLost:
+                log.warning("%s: %s/%s was taken over by a newer owner", self.agent_id, wf, step.id)
+                return
+            except asyncio.CancelledError:
+                raise
+            except TransientError as exc:
+                log.warning("%s/%s: %s; retrying in %.1f s", wf, step.id, one_line_error(exc), self.options.retry_delay_s)
+                await asyncio.sleep(self.options.retry_delay_s)
+            except MeshError as exc:
+                log.error("%s/%s failed: %s", wf, step.id, one_line_error(exc))
+                await self._publish(StepFailed(error=one_line_error(exc), owner=self.agent_id), wf, step.id, "failed")
+                return
+            except Exception as exc:  # a bug in an action must not kill the agent
+                log.exception("%s/%s crashed", wf, step.id)
+                await self._publish(StepFailed(error=one_line_error(exc), owner=self.agent_id), wf, step.id, "failed")
+                return
+
+    async def _publish_result(self, state: StepState) -> None:
+        wf, step = state.workflow_id, state.step_id
+        if state.status == "completed":
+            records = []
+            for name in state.discovered:
+                entry = state.variables[name]
+                if entry.secret:
+                    key = secret_key(wf, name)
+                    epoch = await self.store.claim(key, self.agent_id)
+                    await self.store.write(key, str(entry.value).encode(), epoch=epoch, owner=self.agent_id, workflow_id=wf)
+                    records.append(VariableRecord(name=name, value=None, secret=True, priority=entry.priority,
+                                                  expires_at_ms=entry.expires_at_ms, ref=key))
+                else:
+                    records.append(VariableRecord(name=name, value=entry.value, priority=entry.priority,
+                                                  expires_at_ms=entry.expires_at_ms))
+            await self._publish(
+                StepCompleted(
+                    outputs=state.outputs, variables=tuple(records), summary=_summarize(state),
+                    turns=state.turn, owner=self.agent_id, resumes=state.resumes,
+                ),
+                wf, step, "completed",
+            )
+            self.steps_completed += 1
+        elif state.status == "failed":
+            await self._publish(StepFailed(error=state.error or "failed", turns=state.turn, owner=self.agent_id), wf, step, "failed")
+
+    async def _publish(self, payload: Any, wf: str, step: str, what: str) -> None:
+        await self.bus.publish(
+            self.topics.workflow_events,
+            Envelope.of(payload, sender=self.agent_id, workflow_id=wf, step_id=step,
+                        id=deterministic_event_id(wf, step, what)),
+        )
+
+
+def _summarize(state: StepState) -> str:
+    """A short extractive history summary handed to dependent steps."""
+    counts: dict[str, int] = {}
+    for rec in state.history:
+        counts[rec.action] = counts.get(rec.action, 0) + 1
+    actions = ", ".join(f"{a} x{n}" for a, n in counts.items())
+    last = state.history[-1].summary if state.history else ""
+    outputs = ", ".join(sorted(state.outputs))
+    return f"{state.turn} turns ({actions}); outputs: {outputs or 'none'}; last: {last}"[:600]
+
+
