@@ -42,7 +42,8 @@ class Summarizer(Protocol):
         ...
 
 
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\[(])")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+")
+_MAX_SENTENCE_WORDS = 32  # longer runs (logs without punctuation) are cut into pieces
 _WORD = re.compile(r"[A-Za-z_][\w\-./:]*|\d[\w\-./:]*")
 _NUMBER = re.compile(r"\d+")
 _SUMMARY_HEAD = "Summary of earlier history (extractive):"
@@ -70,9 +71,10 @@ class ExtractiveSummarizer:
             raise UsageError(f"max_tokens must be positive, got {max_tokens}")
         sentences: list[str] = []
         for line in text.splitlines():
-            line = line.strip()
-            if line:
-                sentences.extend(s.strip() for s in _SENTENCE_SPLIT.split(line) if s.strip())
+            for sentence in _SENTENCE_SPLIT.split(line):
+                words = sentence.split()
+                for i in range(0, len(words), _MAX_SENTENCE_WORDS):
+                    sentences.append(" ".join(words[i : i + _MAX_SENTENCE_WORDS]))
         if not sentences:
             return ""
         # Deduplicate, remembering how often each shape occurred and where it last did.
@@ -297,12 +299,11 @@ class Compressor:
             seq=first.seq,
         )
         after = self.counter.count_block(summary_block)
-        if not summary.strip() or after >= taken:
+        if not summary.strip():
+            return self._rejected(blocks, chosen, count_of, "summarizer returned nothing")
+        if after >= taken:
             return self._rejected(
-                blocks,
-                chosen,
-                count_of,
-                f"summary did not shrink ({after} >= {taken} tokens)",
+                blocks, chosen, count_of, f"summary did not shrink ({after} >= {taken} tokens)"
             )
         if self.cold_store is not None:
             for b in chosen:
