@@ -56,7 +56,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from mesh.errors import ConfigError, ServiceStartError
 
-__all__ = [  # noqa: RUF022 - grouped by purpose (house style), sorted within each group
+__all__ = [
     # configuration
     "CLIENT_SECRET_ENV",
     "DEFAULT_CLIENT_ID",
@@ -678,7 +678,8 @@ class _Handler(BaseHTTPRequestHandler):
             return _Reply(200, state.audit.summary().as_dict())
         kind = "reconciliation" if shape == ("reconciliations",) else "report"
         if call.method == "GET":
-            workflow = (query.get("workflow_id") or [None])[0]
+            workflows = query.get("workflow_id")
+            workflow = workflows[0] if workflows else None
             return _Reply(200, {"items": state.list_effects(kind, workflow)})
         if kind == "reconciliation":
             return self._reconcile(call, body)
@@ -695,7 +696,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _token(self, call: _Call, raw: bytes) -> _Reply:
         config = self.state.config
-        if "application/x-www-form-urlencoded" in (self.headers.get("Content-Type") or ""):
+        is_form = "application/x-www-form-urlencoded" in (self.headers.get("Content-Type") or "")
+        # curl -d sends JSON with a form content type: trust the body's shape over the header.
+        if is_form and not raw.lstrip().startswith(b"{"):
             form = parse_qs(raw.decode("utf-8", "replace"))
             body: dict[str, Any] = {k: v[0] for k, v in form.items()}
         else:
