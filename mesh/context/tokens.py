@@ -105,7 +105,9 @@ class TokenCounter:
 
     def count(self, text: str) -> int:
         """Number of tokens in ``text`` (special-token strings count as plain text)."""
-        return self._count_digest(_digest(text), text)
+        digest = _digest(text)
+        n = self._counts.get(digest)
+        return self._count_digest(digest, text) if n is None else n
 
     def count_block(self, block: Block) -> int:
         """Number of tokens in a block's text, from the cache when the block was seen before."""
