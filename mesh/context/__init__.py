@@ -32,7 +32,7 @@ from mesh.context.sanitize import (
 )
 from mesh.context.tokens import DEFAULT_ENCODING, CalibrationOptions, TokenCounter, default_counter
 
-__all__ = [  # noqa: RUF022 (grouped by topic, as house style asks)
+__all__ = [
     # blocks
     "Block",
     "Kind",

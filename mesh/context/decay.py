@@ -109,7 +109,7 @@ class DecayManager:
         *,
         counter: TokenCounter | None = None,
         idle_turns: int = 10,
-        preview_chars: int = 48,
+        preview_chars: int = 32,
     ) -> None:
         if idle_turns < 1:
             raise UsageError(f"idle_turns must be at least 1, got {idle_turns}")
@@ -195,10 +195,10 @@ class DecayManager:
                 continue
 
             if b.priority is not Priority.P0 and turn - last >= self.idle_turns:
-                await self.store.put(b.cold_key, b.to_bytes())
                 digest_block = b.replace(text=self._digest_text(b, turn, n))
                 after = count(digest_block)
-                if after < n:
+                if after < n:  # a digest longer than the value is not worth a round trip
+                    await self.store.put(b.cold_key, b.to_bytes())
                     self._cold[name] = (digest_block.digest, b.digest)
                     ledger.record(
                         Action.DECAYED, b, n, after, f"not referenced for {turn - last} turns"

@@ -2,7 +2,15 @@
 
 import traceback
 
-from mesh.context import REDACTED, Attempt, Block, Redactor, collapse_failures, redact, sanitize_error
+from mesh.context import (
+    REDACTED,
+    Attempt,
+    Block,
+    Redactor,
+    collapse_failures,
+    redact,
+    sanitize_error,
+)
 
 
 def raise_chained() -> None:
