@@ -24,7 +24,7 @@ from mesh.gossip._map import ContextMap, Delta, bucket_of
 from mesh.gossip._memory import MemoryGossipNetwork, NetworkFaults
 from mesh.gossip._redis import RedisContextMapStore
 
-__all__ = [  # noqa: RUF022 - grouped by purpose
+__all__ = [
     # clock
     "ClockDriftError",
     "HybridLogicalClock",

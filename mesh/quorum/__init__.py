@@ -24,7 +24,7 @@ from mesh.quorum._reputation import Reputation, ReputationOptions
 from mesh.quorum._tally import BallotOutcome, Outcome, Tally, max_faulty, quorum_size
 from mesh.quorum._validator import Checker, CheckerRegistry, Judge, Validator
 
-__all__ = [  # noqa: RUF022 - grouped by purpose
+__all__ = [
     # proposals and ballots
     "BallotSigner",
     "make_proposal",

@@ -26,7 +26,7 @@ from mesh.security._verifier import (
     ballot_equivocation_rule,
 )
 
-__all__ = [  # noqa: RUF022 - grouped by purpose
+__all__ = [
     # keys
     "KeyPair",
     "generate_keypair",

@@ -49,3 +49,29 @@ def test_log_filter_scrubs_messages_args_and_tracebacks():
     assert "ValueError: bad token" in text
     assert TOKEN not in text
     assert text.count(SECRET_MASK) == 2
+
+
+def test_secret_variables_of_a_context_map_never_show_in_repr_str_views_or_logs():
+    from mesh.gossip import ContextMap
+
+    cmap = ContextMap("wf", "agent")
+    entry = cmap.set("auth_token", TOKEN, secret=True)
+    cmap.set("order_id", "o-1")
+    keys = cmap.add("api_keys", TOKEN + "-2", secret=True)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(SecretLogFilter(cmap.secret_values))
+    logger = logging.getLogger("test.security.map")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("map %s entry %r set %s", cmap, entry, keys)
+        logger.info("careless: %s", cmap.value("auth_token"))
+    finally:
+        logger.removeHandler(handler)
+    rendered = [repr(cmap), str(cmap), repr(entry), str(entry), repr(keys), str(render_safe(cmap)), out.getvalue()]
+    for text in rendered:
+        assert TOKEN not in text
+    assert render_safe(cmap) == {"auth_token": SECRET_MASK, "order_id": "o-1", "api_keys": SECRET_MASK}
+    assert "careless: ***" in out.getvalue()
+    assert cmap.value("auth_token") == TOKEN  # the value itself is intact for the code that needs it
