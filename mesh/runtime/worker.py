@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +61,9 @@ class WorkerOptions:
 
     retry_delay_s: float = 1.0
     """Wait before retrying a step whose store or bus was unavailable."""
+
+    heartbeat_file: str = ""
+    """Touched at most once a second while the poll loop runs (a liveness probe reads its age)."""
 
 
 @dataclass
@@ -137,7 +142,11 @@ class AgentWorker:
         )
         log.info("%s joined %s", self.agent_id, self.group)
         try:
+            beat = 0.0
             while not self._stopping.is_set():
+                if self.options.heartbeat_file and time.monotonic() - beat >= 1.0:
+                    beat = time.monotonic()
+                    _touch(self.options.heartbeat_file)
                 for d in await self._sub.poll(timeout_ms=self.options.poll_timeout_ms):
                     await self._on_delivery(d)
                 self._schedule()
@@ -298,6 +307,15 @@ class AgentWorker:
             Envelope.of(payload, sender=self.agent_id, workflow_id=wf, step_id=step,
                         id=deterministic_event_id(wf, step, what)),
         )
+
+
+def _touch(path: str) -> None:
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "a"):
+            os.utime(path)
+    except OSError as exc:  # liveness is advisory: never stop working over it
+        log.warning("cannot touch heartbeat file %s: %s", path, exc)
 
 
 def _summarize(state: StepState) -> str:

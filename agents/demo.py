@@ -1,0 +1,269 @@
+"""``mesh demo``: the reconciliation workflow on local services, with a real crash and failover.
+
+It starts Kafka and Redis (``mesh dev``), the mock EHR, and five agent processes (identity,
+two fetch members, validate, report), submits the workflow, SIGKILLs the fetch agent that owns
+the step part-way through, shows the other member resuming from the last turn checkpoint, and
+ends with a summary read from the event log and the EHR's audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from agents.mock_ehr import EhrConfig, MockEhrProcess, start_mock_ehr_process, summarize_audit_log
+from mesh.bus import KafkaBus
+from mesh.runtime import MeshClient, WorkflowView
+from mesh.settings import MeshSettings
+from protocols import (
+    Envelope,
+    StepCompleted,
+    StepEscalated,
+    StepFailed,
+    StepProgress,
+    StepStarted,
+    Topics,
+    WorkflowCompleted,
+    load_workflow_spec,
+)
+
+__all__ = ["DemoOptions", "DemoResult", "run_demo"]
+
+SPEC = Path(__file__).with_name("workflows") / "reconciliation.yaml"
+AGENTS = (("identity", "identity-1"), ("fetch", "fetch-1"), ("fetch", "fetch-2"), ("validate", "validate-1"), ("report", "report-1"))
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Knobs of the demo."""
+
+    patients: int = 20
+    page_size: int = 2
+    """Small pages make the fetch step many turns long, so the kill lands mid-step."""
+    kill_after_turn: int = 3
+    """SIGKILL the fetch owner once it checkpointed this turn (0 = no kill)."""
+    turn_delay_s: float = 0.4
+    session_timeout_ms: int = 3000
+    timeout_s: float = 180.0
+    run_dir: Path | None = None
+    keep_services: bool = False
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured."""
+
+    workflow_id: str = ""
+    status: str = ""
+    steps_completed: int = 0
+    steps_total: int = 0
+    turns: int = 0
+    resumes: int = 0
+    failover_s: float | None = None
+    killed: str = ""
+    resumed_by: str = ""
+    resumed_from_turn: int = 0
+    auth_calls: int = 0
+    unauthorized: int = 0
+    duplicate_effects: int = 0
+    effects_created: int = 0
+    replays: int = 0
+    elapsed_s: float = 0.0
+    run_dir: str = ""
+    events: list[str] = field(default_factory=list)
+
+
+class _Agents:
+    def __init__(self, run_dir: Path, env: dict[str, str], opts: DemoOptions) -> None:
+        self.run_dir, self.env, self.opts = run_dir, env, opts
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, role: str, agent_id: str) -> None:
+        log = open(self.run_dir / f"{agent_id}.log", "wb")  # noqa: SIM115 - owned by the child
+        self.procs[agent_id] = subprocess.Popen(
+            [sys.executable, "-m", "mesh", "agent", "run", "--role", role, "--agent-id", agent_id,
+             "--turn-delay-s", str(self.opts.turn_delay_s),
+             "--session-timeout-ms", str(self.opts.session_timeout_ms),
+             "--heartbeat-interval-ms", str(max(100, self.opts.session_timeout_ms // 6))],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for agent_id, proc in self.procs.items():
+            path = self.run_dir / f"{agent_id}.log"
+            while b" ready (role " not in path.read_bytes():
+                if proc.poll() is not None:
+                    tail = path.read_text(errors="replace").splitlines()[-15:]
+                    raise RuntimeError(f"agent {agent_id} exited with {proc.returncode}:\n" + "\n".join(tail))
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"agent {agent_id} not ready after {timeout_s} s; see {path}")
+                time.sleep(0.1)
+
+    def kill(self, agent_id: str) -> int:
+        proc = self.procs[agent_id]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        return proc.pid
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _describe(env: Envelope) -> str | None:
+    step = env.step_id
+    if env.kind == StepStarted.KIND:
+        s = env.payload_model(StepStarted)
+        how = f"resumed from turn {s.resumed_from_turn} checkpoint" if s.resumed_from_turn else "started"
+        return f"[cyan]{s.owner}[/cyan] {how}: step [bold]{step}[/bold] (epoch {s.epoch})"
+    if env.kind == StepProgress.KIND:
+        p = env.payload_model(StepProgress)
+        return f"  {step} turn {p.turn} [dim]{p.owner}[/dim] {p.action}: {p.detail}"
+    if env.kind == StepCompleted.KIND:
+        c = env.payload_model(StepCompleted)
+        return f"[green]completed[/green] {step} in {c.turns} turns by {c.owner}"
+    if env.kind == StepFailed.KIND:
+        return f"[red]failed[/red] {step}: {env.payload_model(StepFailed).error}"
+    if env.kind == StepEscalated.KIND:
+        return f"[yellow]paused[/yellow] {step}: {env.payload_model(StepEscalated).reason}"
+    if env.kind == WorkflowCompleted.KIND:
+        return f"[bold]workflow {env.payload_model(WorkflowCompleted).status}[/bold]"
+    return None
+
+
+async def _drive(opts: DemoOptions, settings: MeshSettings, agents: _Agents, ehr: MockEhrProcess,
+                 console: Console, result: DemoResult) -> None:
+    topics = Topics(prefix=settings.topic_prefix)
+    bus = KafkaBus(settings.kafka_bootstrap, topics=topics, client_id="demo", partitions=settings.topic_partitions)
+    await bus.start()
+    try:
+        client = MeshClient(bus, topics=topics, client_id="demo")
+        spec = load_workflow_spec(SPEC)
+        steps = tuple(
+            s.model_copy(update={"params": {**s.params, "patients": opts.patients, "page_size": opts.page_size}})
+            if s.id == "fetch" else s
+            for s in spec.steps
+        )
+        spec = spec.model_copy(update={"steps": steps})
+        wf = await client.submit(spec, variables={"ehr_base_url": ehr.base_url})
+        result.workflow_id, result.steps_total = wf, len(spec.steps)
+        console.print(f"submitted workflow [bold]{wf}[/bold] ({len(spec.steps)} steps)")
+        t0 = time.monotonic()
+        killed_at: float | None = None
+        fetch_owner = ""
+        view = WorkflowView(wf)
+        async for view, env in client.follow(wf, timeout_s=opts.timeout_s):
+            line = _describe(env)
+            if line:
+                console.print(f"[dim]{time.monotonic() - t0:6.1f}s[/dim] {line}")
+                result.events.append(line)
+            if env.kind == StepStarted.KIND and env.step_id == "fetch":
+                started = env.payload_model(StepStarted)
+                if killed_at is not None and started.owner != result.killed:
+                    result.failover_s = time.monotonic() - killed_at
+                    result.resumed_by, result.resumed_from_turn = started.owner, started.resumed_from_turn
+                    console.print(
+                        f"[bold green]failover:[/bold green] {started.owner} took over fetch "
+                        f"{result.failover_s:.1f} s after the kill, from the turn {started.resumed_from_turn} checkpoint"
+                    )
+                fetch_owner = started.owner
+            if (env.kind == StepProgress.KIND and env.step_id == "fetch" and opts.kill_after_turn
+                    and killed_at is None and env.payload_model(StepProgress).turn >= opts.kill_after_turn):
+                pid = agents.kill(fetch_owner)
+                killed_at, result.killed = time.monotonic(), fetch_owner
+                console.print(f"[bold red]SIGKILL[/bold red] {fetch_owner} (pid {pid}), the owner of fetch, after turn "
+                              f"{env.payload_model(StepProgress).turn}")
+        result.status = view.status if view.finished else f"{view.status} (timed out)"
+        result.steps_completed = len(view.completed)
+        result.turns = sum(c.turns for c in view.completed.values())
+        result.resumes = view.resumes()
+    finally:
+        await bus.aclose()
+
+
+def run_demo(opts: DemoOptions | None = None, *, console: Console | None = None) -> DemoResult:
+    """Run the demo end to end; returns its measurements (and prints as it goes)."""
+    from mesh.dev import DevServices
+
+    opts = opts or DemoOptions()
+    console = console or Console()
+    started = time.monotonic()
+    run_dir = opts.run_dir or Path(MeshSettings().state_dir) / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = DemoResult(run_dir=str(run_dir))
+
+    console.rule("agent-mesh demo: patient reconciliation with a crash")
+    services = DevServices()
+    up = services.up(progress=lambda msg: console.print(f"[dim]services:[/dim] {msg}"))
+    console.print(f"kafka {services.kafka_bootstrap}, redis {services.redis_url} "
+                  f"(started: {', '.join(up.started) or 'none, already running'})")
+    prefix = f"demo{time.strftime('%H%M%S')}{os.getpid() % 1000}"
+    env = {**os.environ, "MESH_KAFKA_BOOTSTRAP": services.kafka_bootstrap, "MESH_REDIS_URL": services.redis_url,
+           "MESH_TOPIC_PREFIX": prefix, "MESH_STATE_DIR": str(run_dir / "state")}
+    env.pop("ANTHROPIC_API_KEY", None) if env.get("MESH_DEMO_RULES", "1") == "1" else None
+    settings = MeshSettings(kafka_bootstrap=services.kafka_bootstrap, redis_url=services.redis_url,
+                            topic_prefix=prefix, state_dir=run_dir / "state")
+    ehr = start_mock_ehr_process(run_dir / "ehr-audit.jsonl", config=EhrConfig(patients=opts.patients))
+    console.print(f"mock EHR on {ehr.base_url} (audit log {ehr.audit_log})")
+    agents = _Agents(run_dir, env, opts)
+    try:
+        for role, agent_id in AGENTS:
+            agents.start(role, agent_id)
+        agents.wait_ready()
+        console.print(f"agents ready: {', '.join(a for _, a in AGENTS)} (logs in {run_dir})")
+        asyncio.run(_drive(opts, settings, agents, ehr, console, result))
+    finally:
+        agents.stop_all()
+        ehr.stop()
+        if up.started and not opts.keep_services:
+            services.down()
+    audit = summarize_audit_log(run_dir / "ehr-audit.jsonl")
+    result.auth_calls, result.unauthorized = audit.auth_calls, audit.unauthorized
+    result.duplicate_effects, result.effects_created, result.replays = (
+        audit.duplicate_effects, audit.effects_created, audit.replays)
+    result.elapsed_s = time.monotonic() - started
+    console.print(summary_table(result))
+    return result
+
+
+def summary_table(r: DemoResult) -> Table:
+    """The closing summary."""
+    t = Table(title=f"summary of {r.workflow_id}", title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    rows = [
+        ("workflow", r.status),
+        ("steps completed", f"{r.steps_completed}/{r.steps_total}"),
+        ("turns", str(r.turns)),
+        ("resumes from checkpoint", str(r.resumes)),
+        ("killed agent", r.killed or "-"),
+        ("resumed by", f"{r.resumed_by} from turn {r.resumed_from_turn}" if r.resumed_by else "-"),
+        ("failover time", f"{r.failover_s:.2f} s" if r.failover_s is not None else "-"),
+        ("auth calls", str(r.auth_calls)),
+        ("401 responses", str(r.unauthorized)),
+        ("side effects created", str(r.effects_created)),
+        ("idempotent replays", str(r.replays)),
+        ("duplicated effects", str(r.duplicate_effects)),
+        ("wall time", f"{r.elapsed_s:.1f} s"),
+        ("logs", r.run_dir),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
