@@ -21,6 +21,7 @@ from mesh.gossip._entries import OrSet, VariableEntry
 from mesh.gossip._map import ContextMap, Delta
 from protocols.envelope import Envelope
 from protocols.gossip import GossipDelta, GossipDigest, GossipSyncRequest
+from protocols.hlc import HlcTimestamp
 
 __all__ = ["GossipAgent", "GossipOptions", "GossipTransport"]
 
@@ -169,7 +170,11 @@ class GossipAgent:
     # -- receiving ------------------------------------------------------------------------
 
     async def handle(self, envelope: Envelope) -> None:
-        """Process one envelope from the gossip topic (others' kinds are ignored)."""
+        """Process one envelope from the gossip topic (others' kinds are ignored).
+
+        Raises ``ClockDriftError`` for a timestamp too far ahead and ``DecodeError`` for a
+        corrupt delta: both permanent, for the consumer to dead-letter.
+        """
         if envelope.sender == self.agent_id:
             return
         if self._is_quarantined(envelope.sender):
@@ -183,7 +188,7 @@ class GossipAgent:
             cmap = self.join(envelope.workflow_id)
         if envelope.kind == GossipDelta.KIND:
             self.clock.update(envelope.hlc)
-            await self._on_delta(cmap, envelope.payload_model(GossipDelta))
+            await self._on_delta(cmap, envelope.payload_model(GossipDelta), envelope.hlc)
         elif envelope.kind == GossipDigest.KIND:
             self.clock.update(envelope.hlc)
             await self._on_digest(cmap, envelope.sender, envelope.payload_model(GossipDigest))
@@ -193,13 +198,21 @@ class GossipAgent:
         else:
             self.stats["ignored_kind"] += 1
 
-    async def _on_delta(self, cmap: ContextMap, payload: GossipDelta) -> None:
+    async def _on_delta(self, cmap: ContextMap, payload: GossipDelta, sent_at: HlcTimestamp) -> None:
         if payload.to and payload.to != self.agent_id:
             return
         self.stats["recv_delta"] += 1
         delta = decode_delta(payload)
-        registers = tuple(e for e in delta.registers if not self._is_quarantined(e.origin))
-        changed = cmap.merge(Delta(registers, delta.sets))
+        # An honest sender's clock has passed every entry it holds, so an entry stamped after
+        # the envelope is forged to win last-writer-wins forever: drop it.
+        registers = tuple(
+            e for e in delta.registers if not self._is_quarantined(e.origin) and e.hlc <= sent_at
+        )
+        sets = tuple(s for s in delta.sets if all(tag[0] <= sent_at for tag in s.tags()))
+        dropped = len(delta) - len(registers) - len(sets)
+        if dropped:
+            self.stats["ignored_entries"] += dropped
+        changed = cmap.merge(Delta(registers, sets))
         self.stats["merged_entries"] += len(changed)
 
     async def _on_digest(self, cmap: ContextMap, sender: str, payload: GossipDigest) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,7 +273,7 @@ class ContextMap:
             h.update(msgpack.packb([kind, name, stamp], use_bin_type=True))
         return [hashers[i].digest() if i in hashers else b"" for i in range(bucket_count)]
 
-    def stamps(self, buckets: set[int] | None, bucket_count: int) -> tuple[dict[str, RegisterStamp], dict[str, bytes]]:
+    def stamps(self, buckets: Collection[int] | None, bucket_count: int) -> tuple[dict[str, RegisterStamp], dict[str, bytes]]:
         """Per-key stamps of registers and state hashes of sets in ``buckets`` (None = all)."""
 
         def wanted(name: str) -> bool:
@@ -287,7 +287,7 @@ class ContextMap:
         self,
         registers: dict[str, RegisterStamp],
         sets: dict[str, bytes],
-        buckets: set[int] | None,
+        buckets: Collection[int] | None,
         bucket_count: int,
     ) -> Delta:
         """What a peer with these stamps (for ``buckets``) lacks or holds older versions of."""

@@ -110,6 +110,25 @@ async def test_quarantined_peer_is_ignored_and_so_are_entries_it_wrote():
     assert agents[0].maps[WF].get("evil") is None
 
 
+async def test_entries_stamped_after_their_envelope_are_dropped():
+    from mesh.gossip import ContextMap, encode_delta
+
+    agent = GossipAgent("me", _noop)
+    liar = ContextMap(WF, "liar", clock=HybridLogicalClock(wall_ms=lambda: 9_999_999_999_999))
+    liar.set("token", "wins-forever")
+    liar.add("ids", "x")
+    honest = ContextMap(WF, "peer", clock=HybridLogicalClock(wall_ms=lambda: 1_000))
+    honest.set("order", 1)
+    delta = liar.delta_since(0)
+    merged = type(delta)(delta.registers + honest.delta_since(0).registers, delta.sets)
+    env = Envelope.of(encode_delta(merged), sender="peer", workflow_id=WF, hlc=HlcTimestamp(2_000, 0))
+    agent.clock = HybridLogicalClock(wall_ms=lambda: 2_000)
+    await agent.handle(env)
+    assert agent.maps[WF].value("order") == 1
+    assert agent.maps[WF].get("token") is None and agent.maps[WF].set_of("ids") is None
+    assert agent.stats["ignored_entries"] == 2
+
+
 async def test_remote_timestamps_beyond_the_drift_bound_are_refused():
     agent = GossipAgent("me", _noop, clock=HybridLogicalClock(wall_ms=lambda: 1_000, max_drift_ms=50))
     future = Envelope.of(GossipDigest(buckets=(b"",)), sender="peer", workflow_id=WF, hlc=HlcTimestamp(2_000, 0))
