@@ -27,7 +27,7 @@ from mesh.dev._services import (
     up,
 )
 
-__all__ = [  # noqa: RUF022 (grouped by purpose, sorted within a group)
+__all__ = [
     # the services and their configuration
     "DevConfig",
     "DevServices",

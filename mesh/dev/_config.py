@@ -57,7 +57,11 @@ class DevConfig(BaseSettings):
     """Root of the services' files (config, data, logs, pidfiles); defaults to ``MESH_STATE_DIR``."""
 
     libs_dir: Path | None = None
-    """Where the Kafka jars are resolved to; defaults to ``<state_dir>/kafka/libs``."""
+    """Where the Kafka jars are resolved to; defaults to ``<MESH_STATE_DIR>/kafka/libs``.
+
+    Shared by every ``state_dir`` (private test services included): resolving and the class-data
+    archive are paid once per machine.
+    """
 
     @model_validator(mode="after")
     def _ports_distinct(self) -> DevConfig:
@@ -83,7 +87,9 @@ class DevConfig(BaseSettings):
     @property
     def kafka_libs_dir(self) -> Path:
         """Directory of the broker's jars."""
-        return self.libs_dir.expanduser() if self.libs_dir is not None else self.kafka_dir / "libs"
+        if self.libs_dir is not None:
+            return self.libs_dir.expanduser()
+        return MeshSettings().state_dir.expanduser() / "kafka" / "libs"
 
     @property
     def kafka_data_dir(self) -> Path:
@@ -134,16 +140,14 @@ class DevConfig(BaseSettings):
 
     @classmethod
     def isolated(cls, state_dir: Path, **overrides: object) -> DevConfig:
-        """A config on free ports under ``state_dir`` that shares the default jar cache.
+        """A config on free ports under ``state_dir`` (the jar cache stays shared).
 
         For tests that stop, kill or restart services: they get their own instances and leave the
         shared ones alone.
         """
-        shared = cls()
         ports = _free_ports(3)
         values: dict[str, object] = {
             "state_dir": state_dir,
-            "libs_dir": shared.kafka_libs_dir,
             "kafka_port": ports[0],
             "kafka_controller_port": ports[1],
             "redis_port": ports[2],

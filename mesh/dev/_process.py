@@ -75,6 +75,13 @@ def is_alive(pid: int) -> bool:
     # Field 3, after the parenthesised command name (which may itself hold spaces or parens).
     state = stat.rsplit(")", 1)[1].split()[0]
     if state in ("Z", "X"):
+        # A multi-threaded process (the JVM) shows a zombie leader while its other threads
+        # still exit; its sockets close only when the last one is gone.
+        try:
+            if len(os.listdir(f"/proc/{pid}/task")) > 1:
+                return True
+        except OSError:
+            pass
         _reap(pid)
         return False
     return True

@@ -42,6 +42,10 @@ def render_kafka_properties(config: DevConfig) -> str:
         # Fewer internal partitions than the default 50: the first group join is much faster.
         "offsets.topic.num.partitions": 8,
         "transaction.state.log.num.partitions": 8,
+        # After a SIGKILL the restarted broker cannot register until the old registration's
+        # session expires (default 9 s); chaos tests restart it often.
+        "broker.heartbeat.interval.ms": 500,
+        "broker.session.timeout.ms": 2000,
         # Tests join groups constantly; the default 3 s delay would dominate their run time.
         "group.initial.rebalance.delay.ms": 0,
         # The mesh creates its topics explicitly; a typo must fail, not create a topic.

@@ -69,6 +69,9 @@ def test_state_dir_defaults_to_mesh_state_dir(monkeypatch: pytest.MonkeyPatch, t
     config = DevConfig()
     assert config.root == tmp_path
     assert config.kafka_libs_dir == tmp_path / "kafka" / "libs"
+    # Another state directory still shares the machine's jar cache.
+    assert DevConfig(state_dir=tmp_path / "other").kafka_libs_dir == tmp_path / "kafka" / "libs"
+    assert DevConfig(libs_dir=tmp_path / "jars").kafka_libs_dir == tmp_path / "jars"
     assert config.kafka_data_dir == tmp_path / "kafka" / "data"
     assert config.redis_data_dir == tmp_path / "redis" / "data"
     assert config.kafka_pidfile.parent == config.kafka_dir
@@ -76,8 +79,8 @@ def test_state_dir_defaults_to_mesh_state_dir(monkeypatch: pytest.MonkeyPatch, t
 
 
 def test_isolated_config_uses_distinct_free_ports_and_shares_the_jar_cache(tmp_path: Path) -> None:
-    shared = DevConfig(state_dir=tmp_path / "shared")
-    config = DevConfig.isolated(tmp_path / "mine", libs_dir=shared.kafka_libs_dir)
+    shared = DevConfig()
+    config = DevConfig.isolated(tmp_path / "mine")
     ports = {config.kafka_port, config.kafka_controller_port, config.redis_port}
     assert len(ports) == 3
     assert ports.isdisjoint({19092, 19093, 16379})
