@@ -19,6 +19,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
 from operator import attrgetter
 
 from mesh.context.blocks import Block, Priority, Region
@@ -48,6 +49,7 @@ _HEADINGS = {Region.TOP: None, Region.MIDDLE: HISTORICAL_HEADING, Region.BOTTOM:
 _ORDER = attrgetter("order")
 _SEQ_BITS = 56  # as in blocks: order and rank keep the region or priority above this bit
 _P1_RANK = int(Priority.P1) << _SEQ_BITS
+_INVERT = bytes([1, 0]) + bytes(254)  # translate table: 0 -> 1, 1 -> 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +91,22 @@ class _MarkerCosts:
     def __init__(self, counter: TokenCounter) -> None:
         self.counter = counter
         self._by_shape: dict[tuple[int, ...], int] = {}
+        # Warm calls on the same history produce the same markers: remember them whole.
+        self._by_value: dict[tuple[int, int, int, int], tuple[str, int]] = {}
 
     def cost(self, n: int, tokens: int, t0: int, t1: int) -> tuple[str, int]:
+        key = (n, tokens, t0, t1)
+        hit = self._by_value.get(key)
+        if hit is not None:
+            return hit
         text = _marker_text(n, tokens, t0, t1)
         shape = (len(str(n)), n == 1, len(str(tokens)), len(str(t0)), t0 == t1, len(str(t1)))
         c = self._by_shape.get(shape)
         if c is None:
             c = self._by_shape[shape] = self.counter.count(text)
+        if len(self._by_value) >= 65_536:
+            self._by_value.clear()
+        self._by_value[key] = (text, c)
         return text, c
 
     def bound(self, max_n: int, max_tokens: int, max_turn: int) -> int:
@@ -153,49 +164,60 @@ def _assemble(
     groups = [b.group for b in ordered]
 
     # -- units: one per block, or one per group (rendered at its first member) -----------------
-    # Parallel lists indexed by unit; in the common case (no groups) they are the block lists.
-    members: list[list[int]] | None
-    if groups.count(None) == n_blocks:
-        members = None
-        u_cost = [c + sep for c in costs]
-        u_rank = [b.rank for b in ordered]
-        u_count, u_tmin, u_tmax = counts, turns, turns
-        u_first_order = _ORDER
-        u_seq: Sequence[Block] = ordered
-    else:
-        members = []
-        u_cost, u_rank, u_count, u_tmin, u_tmax = [], [], [], [], []
-        unit_of_group: dict[str, int] = {}
-        for i, b in enumerate(ordered):
+    # Parallel lists indexed by unit. They start as the block lists; each group folds its
+    # followers into its first member (the leader), and the followers are filtered out.
+    u_cost = [c + sep for c in costs]
+    u_rank = [b.rank for b in ordered]
+    u_count: list[int] = counts
+    u_tmin: list[int] = turns
+    u_tmax: list[int] = turns
+    u_size: list[int] | None = None  # blocks per unit; None when every unit is one block
+    u_block: list[int] | None = None  # leader block index per unit; None when identity
+    followers: dict[int, list[int]] = {}
+    if groups.count(None) != n_blocks:
+        leader_of: dict[str, int] = {}
+        not_follower = bytearray(b"\x01") * n_blocks
+        u_count, u_tmin, u_tmax = list(counts), list(turns), list(turns)
+        sizes = [1] * n_blocks
+        for i in [i for i, g in enumerate(groups) if g is not None]:
             g = groups[i]
-            if g is not None:
-                u = unit_of_group.get(g)
-                if u is not None:
-                    members[u].append(i)
-                    u_cost[u] += costs[i] + sep
-                    u_count[u] += counts[i]
-                    u_rank[u] = min(u_rank[u], b.rank)
-                    u_tmin[u] = min(u_tmin[u], b.turn)
-                    u_tmax[u] = max(u_tmax[u], b.turn)
-                    continue
-                unit_of_group[g] = len(members)
-            members.append([i])
-            u_cost.append(costs[i] + sep)
-            u_rank.append(b.rank)
-            u_count.append(counts[i])
-            u_tmin.append(b.turn)
-            u_tmax.append(b.turn)
-        # Units are created in the order of their first member, so they stay sorted by it.
-        u_seq = [ordered[m[0]] for m in members]
-        u_first_order = _ORDER
+            lead = leader_of.get(g)  # type: ignore[arg-type]
+            if lead is None:
+                leader_of[g] = i  # type: ignore[index]
+                continue
+            if lead in followers:
+                followers[lead].append(i)
+            else:
+                followers[lead] = [i]
+            not_follower[i] = 0
+            sizes[lead] += 1
+            u_cost[lead] += u_cost[i]
+            u_count[lead] += counts[i]
+            if u_rank[i] < u_rank[lead]:
+                u_rank[lead] = u_rank[i]
+            if turns[i] < u_tmin[lead]:
+                u_tmin[lead] = turns[i]
+            if turns[i] > u_tmax[lead]:
+                u_tmax[lead] = turns[i]
+        if followers:
+            u_cost = list(compress(u_cost, not_follower))
+            u_rank = list(compress(u_rank, not_follower))
+            u_count = list(compress(u_count, not_follower))
+            u_tmin = list(compress(u_tmin, not_follower))
+            u_tmax = list(compress(u_tmax, not_follower))
+            u_size = list(compress(sizes, not_follower))
+            u_block = list(compress(range(n_blocks), not_follower))
     n_units = len(u_cost)
 
     # -- regions: contiguous unit ranges, each with its heading --------------------------------
     segments: list[tuple[int, int, str | None]] = []
     heading_cost = 0
     for region in Region:
-        lo = bisect_left(u_seq, int(region) << _SEQ_BITS, key=u_first_order)
-        hi = bisect_left(u_seq, (int(region) + 1) << _SEQ_BITS, key=u_first_order)
+        # Units stay sorted by their leader's render order, so regions are contiguous ranges.
+        lo = bisect_left(ordered, int(region) << _SEQ_BITS, key=_ORDER)
+        hi = bisect_left(ordered, (int(region) + 1) << _SEQ_BITS, key=_ORDER)
+        if u_block is not None:
+            lo, hi = bisect_left(u_block, lo), bisect_left(u_block, hi)
         if hi > lo:
             heading = _HEADINGS[region]
             segments.append((lo, hi, heading))
@@ -263,35 +285,38 @@ def _assemble(
             k = kept.find(1, pos, hi)
             if k == -1:
                 k = hi
-            if k > pos:  # units pos..k-1 were evicted
-                if members is None:
-                    dropped_blocks = ordered[pos:k]
-                    n_run = k - pos
-                    run_counts = counts[pos:k]
-                else:
-                    idx = [i for u in range(pos, k) for i in members[u]]
-                    dropped_blocks = [ordered[i] for i in idx]
-                    n_run = len(idx)
-                    run_counts = [counts[i] for i in idx]
-                ledger.record_dropped(dropped_blocks, run_counts)
+            if k > pos:  # units pos..k-1 were evicted: one marker for the run
+                n_run = k - pos if u_size is None else sum(u_size[pos:k])
                 text, c = markers.cost(
-                    n_run, sum(run_counts), min(u_tmin[pos:k]), max(u_tmax[pos:k])
+                    n_run, sum(u_count[pos:k]), min(u_tmin[pos:k]), max(u_tmax[pos:k])
                 )
                 append(text)
                 tokens += c + sep
             if k < hi:
                 tokens += u_cost[k]
                 kept_tokens += u_count[k]
-                if members is None:
-                    b = ordered[k]
+                i = k if u_block is None else u_block[k]
+                b = ordered[i]
+                append(b.text)
+                kept_blocks.append(b)
+                for j in followers.get(i, ()):
+                    b = ordered[j]
                     append(b.text)
                     kept_blocks.append(b)
-                else:
-                    for i in members[k]:
-                        b = ordered[i]
-                        append(b.text)
-                        kept_blocks.append(b)
             pos = k + 1
+
+    # Every block not kept is dropped: pick them out with a byte mask, at C speed.
+    if u_block is None:
+        dropped_mask = kept.translate(_INVERT)
+    else:
+        block_kept = bytearray(n_blocks)
+        for u in compress(range(n_units), kept):
+            i = u_block[u]
+            block_kept[i] = 1
+            for j in followers.get(i, ()):
+                block_kept[j] = 1
+        dropped_mask = block_kept.translate(_INVERT)
+    ledger.record_dropped(compress(ordered, dropped_mask), compress(counts, dropped_mask))
 
     ledger.input_tokens = total_in if input_tokens is None else input_tokens
     ledger.kept_tokens = kept_tokens

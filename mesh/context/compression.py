@@ -133,7 +133,9 @@ class CompressionOptions:
     cooldown_builds: int = 5
     """...or this many builds have passed (so a failed compression is retried eventually)."""
     noise_threshold: float = 0.7
-    """Also compress when the history's noise score is above this, whatever the utilization."""
+    """Also compress when the history's noise score is above this..."""
+    noise_min_ratio: float = 0.5
+    """...once utilization is at least this share: with room to spare, summarizing only loses."""
     oldest_share: float = 0.5
     """Share of the compressible history (by tokens, oldest first) summarized at once."""
     max_input_tokens: int = 32_000
@@ -150,6 +152,8 @@ class CompressionOptions:
     def __post_init__(self) -> None:
         if not 0 < self.rearm_ratio <= self.trigger_ratio:
             raise UsageError("need 0 < rearm_ratio <= trigger_ratio")
+        if not 0 <= self.noise_min_ratio <= self.trigger_ratio:
+            raise UsageError("need 0 <= noise_min_ratio <= trigger_ratio")
         if not 0 < self.oldest_share <= 1 or not 0 < self.summary_ratio < 1:
             raise UsageError("oldest_share must be in (0, 1] and summary_ratio in (0, 1)")
         if Priority.P0 in self.priorities:
@@ -205,6 +209,7 @@ class Compressor:
         self.options = options or CompressionOptions()
         self._armed = True
         self._builds_since_fire = 0
+        self._last_reason = ""
 
     @property
     def armed(self) -> bool:
@@ -217,8 +222,11 @@ class Compressor:
         counts = self.counter.count_blocks(blocks)
         utilization = sum(counts) / budget.usable
         self._builds_since_fire += 1
+        # Re-arm after the cooldown, or early once a utilization firing brought the context
+        # below the re-arm line (a noise firing needs the full cooldown: noise persists).
         if not self._armed and (
-            utilization < opts.rearm_ratio or self._builds_since_fire >= opts.cooldown_builds
+            self._builds_since_fire >= opts.cooldown_builds
+            or (self._last_reason == "utilization" and utilization < opts.rearm_ratio)
         ):
             self._armed = True
         unchanged = tuple(blocks)
@@ -255,6 +263,8 @@ class Compressor:
 
         if utilization >= opts.trigger_ratio:
             reason = "utilization"
+        elif utilization < opts.noise_min_ratio:
+            return CompressionResult(unchanged, (), False, "below trigger")
         else:
             sample = "\n".join(b.text for u in units[-64:] for b in u)
             if noise_score(sample) > opts.noise_threshold:
@@ -277,6 +287,7 @@ class Compressor:
 
         self._armed = False
         self._builds_since_fire = 0
+        self._last_reason = reason
         max_tokens = max(16, min(opts.max_summary_tokens, int(taken * opts.summary_ratio)))
         text = "\n".join(b.text for b in chosen)
         try:

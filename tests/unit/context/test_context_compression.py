@@ -123,8 +123,12 @@ async def test_noise_triggers_compression_below_the_utilization_trigger() -> Non
         Block(f"l{i}", f"DEBUG retrying fetch page 3: TimeoutError: timed out (attempt {i})", kind=Kind.LOG, turn=i)
         for i in range(40)
     ]
+    counter = default_counter()
+    total = sum(counter.count_block(b) for b in logs)
+    roomy = await Compressor().compress(logs, Budget(window=total * 10, output_reserve=0))
+    assert not roomy.fired  # plenty of room: noise alone is no reason to lose detail
     compressor = Compressor()
-    result = await compressor.compress(logs, Budget(window=100_000, output_reserve=0))
+    result = await compressor.compress(logs, Budget(window=int(total / 0.6), output_reserve=0))
     assert result.fired and result.reason == "noise"
     assert any(b.kind is Kind.SUMMARY for b in result.blocks)
 
@@ -159,3 +163,5 @@ def test_options_are_validated() -> None:
         CompressionOptions(trigger_ratio=0.5, rearm_ratio=0.6)
     with pytest.raises(UsageError):
         CompressionOptions(priorities=frozenset({Priority.P0}))
+    with pytest.raises(UsageError):
+        CompressionOptions(noise_min_ratio=0.9)

@@ -139,7 +139,9 @@ def test_build_with_compression_properties(specs: list, history: list[str], wind
         blocks.append(Block(f"h{i}", text, kind=kind, turn=i, seq=10_000 + i))
     budget = Budget(window=window, output_reserve=0)
     builder = PromptBuilder(
-        compression=CompressionOptions(trigger_ratio=0.2, rearm_ratio=0.1, min_blocks=2)
+        compression=CompressionOptions(
+            trigger_ratio=0.2, rearm_ratio=0.1, noise_min_ratio=0.1, min_blocks=2
+        )
     )
     try:
         prompt = asyncio.run(builder.build(blocks, budget))
