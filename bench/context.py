@@ -18,6 +18,7 @@ Targets: assembly <= 10 ms p50 warm; >= 10x faster than trim_messages; counting 
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -56,14 +57,14 @@ _VOCAB = (
 ).split()
 
 
-def p50_ms(fn: Callable[[], object], runs: int) -> float:
-    """Median wall time of ``fn`` in milliseconds."""
+def timings_ms(fn: Callable[[], object], runs: int) -> list[float]:
+    """Wall times of ``runs`` calls of ``fn``, in milliseconds."""
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return times
 
 
 def make_blocks(rng: random.Random, n: int) -> list[Block]:
@@ -106,7 +107,8 @@ def bench_assembly(runs: int) -> dict[str, float]:
     budget = Budget(window=WINDOW, output_reserve=0)
     total = sum(counter.count_blocks(blocks))  # warms the cache
     prompt = assemble(blocks, budget, counter=counter)
-    ours = p50_ms(lambda: assemble(blocks, budget, counter=counter), runs)
+    ours_times = timings_ms(lambda: assemble(blocks, budget, counter=counter), runs)
+    ours = statistics.median(ours_times)
 
     encoding = counter.encoding
 
@@ -117,7 +119,7 @@ def bench_assembly(runs: int) -> dict[str, float]:
     trimmed = trim_messages(
         messages, max_tokens=WINDOW, token_counter=count_message, strategy="last", include_system=True
     )
-    theirs = p50_ms(
+    theirs_times = timings_ms(
         lambda: trim_messages(
             messages,
             max_tokens=WINDOW,
@@ -127,16 +129,20 @@ def bench_assembly(runs: int) -> dict[str, float]:
         ),
         max(3, runs // 6),
     )
+    theirs = statistics.median(theirs_times)
     print("\n## 1. assemble 10,000 blocks into a 128k budget (warm caches)\n")
     print(f"input: {len(blocks):,} blocks, {total:,} tokens; budget {budget.usable:,} tokens\n")
-    print("| method | p50 ms | output tokens | kept items | ledger entries |")
-    print("|---|---:|---:|---:|---:|")
+    print("| method | p50 ms | min ms | output tokens | kept items | ledger entries |")
+    print("|---|---:|---:|---:|---:|---:|")
     print(
-        f"| mesh.context.assemble | {ours:.2f} | {prompt.tokens:,} | {len(prompt.kept):,} | "
-        f"{len(prompt.ledger):,} |"
+        f"| mesh.context.assemble | {ours:.2f} | {min(ours_times):.2f} | {prompt.tokens:,} | "
+        f"{len(prompt.kept):,} | {len(prompt.ledger):,} |"
     )
     kept_tokens = sum(count_message(m) for m in trimmed)
-    print(f"| langchain trim_messages (tiktoken) | {theirs:.2f} | {kept_tokens:,} | {len(trimmed):,} | - |")
+    print(
+        f"| langchain trim_messages (tiktoken) | {theirs:.2f} | {min(theirs_times):.2f} | "
+        f"{kept_tokens:,} | {len(trimmed):,} | - |"
+    )
     print(f"\nspeedup: {theirs / ours:.1f}x")
     return {"warm_ms": ours, "speedup": theirs / ours}
 
@@ -261,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = 10 if args.quick else 30
     print("# mesh.context benchmarks")
+    try:
+        load = os.getloadavg()[0]
+        print(f"\nmachine: {os.cpu_count()} cores, load average {load:.1f} (timings inflate with load)")
+    except OSError:
+        pass
     a = bench_assembly(runs)
     c = bench_counting(3 if args.quick else 7)
     g = bench_growth(100 if args.quick else 500)
