@@ -18,8 +18,9 @@ from mesh.dev._services import DevServices, DevStatus
 __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True)
-_out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False)
+# soft_wrap: CI logs are not terminals; rich would hard-wrap long paths at 80 columns.
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 StateDirOpt = Annotated[
     Path | None,
@@ -79,7 +80,7 @@ def _services(
 
 
 def _progress(message: str) -> None:
-    _out.print(f"[dim]  {message}[/dim]")
+    _out.print(f"  {message}", style="dim", markup=False, soft_wrap=True)
 
 
 def _print_status(current: DevStatus) -> None:
@@ -151,6 +152,14 @@ def up(
 def down(state_dir: StateDirOpt = None) -> None:
     """Stop the services `mesh dev up` started (anything else is left alone)."""
     services = _services(state_dir)
+    holders = sorted({pid for name in ("redis", "kafka") for pid in services.lease_holders(name)})
+    if holders:
+        # Stopping anyway is the user's call; say whom it will hurt.
+        _out.print(
+            f"warning: test sessions still use these services (pids {', '.join(map(str, holders))})",
+            style="yellow",
+            markup=False,
+        )
     try:
         report = services.down()
     except DevServiceError as exc:

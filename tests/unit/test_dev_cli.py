@@ -35,7 +35,9 @@ def test_down_with_nothing_running(tmp_path: Path) -> None:
 
 
 def test_invalid_ports_are_a_usage_error(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["dev", "up", "--state-dir", str(tmp_path), "--kafka-port", "16379"])
+    port = str(free_port())
+    args = ["dev", "up", "--state-dir", str(tmp_path), "--kafka-port", port, "--redis-port", port]
+    result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert "ports must differ" in result.output
 
