@@ -177,7 +177,8 @@ class DevServices:
         with self._locked():
             try:
                 for service in (self._service(name) for name in names):
-                    progress(f"starting {service.name} on {service.address}")
+                    if service.pid() is None:
+                        progress(f"starting {service.name} on {service.address}")
                     if service.start():
                         started.append(service.name)
                     else:

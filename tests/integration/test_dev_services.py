@@ -229,3 +229,17 @@ def test_isolated_services_use_their_own_files(dev_services_factory: MakeService
     assert services.config.redis_log_path.is_relative_to(tmp_path)
     assert (services.config.redis_data_dir / "appendonlydir").is_dir()
     assert services.status().redis.pid != DevServices().status().redis.pid
+
+
+async def test_client_fixtures_work_and_prefixes_are_unique(
+    redis_client: object, kafka_admin: AIOKafkaAdminClient, key_prefix: str, topic_prefix: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    assert isinstance(redis_client, aioredis.Redis)
+    await redis_client.set(f"{key_prefix}x", b"1")
+    assert await redis_client.get(f"{key_prefix}x") == b"1"
+    await kafka_admin.create_topics([NewTopic(f"{topic_prefix}.x", num_partitions=1, replication_factor=1)])
+    assert f"{topic_prefix}.x" in await kafka_admin.list_topics()
+    assert key_prefix.startswith("test:") and key_prefix.endswith(":")
+    assert "client-fixtures" in topic_prefix

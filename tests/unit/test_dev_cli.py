@@ -77,3 +77,24 @@ def test_public_surface_is_pinned() -> None:
     )
     for name in mesh.dev.__all__:
         assert getattr(mesh.dev, name).__doc__, name
+
+
+def test_folders_mark_tests_so_not_integration_selects_unit_tests_only() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    files = ["tests/unit/test_dev_render.py", "tests/integration/test_dev_services.py"]
+    selected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", "not integration", *files],
+        cwd=root, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    ids = [line for line in selected.stdout.splitlines() if "::" in line]
+    assert ids, selected.stdout + selected.stderr
+    assert all(i.startswith("tests/unit/") for i in ids)
+    only_integration = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", "integration", *files],
+        cwd=root, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    ids = [line for line in only_integration.stdout.splitlines() if "::" in line]
+    assert ids and all(i.startswith("tests/integration/") for i in ids)
