@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.mock_ehr import EhrConfig, MockEhrProcess, start_mock_ehr_process, summarize_audit_log
+from agents.processes import AgentProcesses
 from mesh.bus import KafkaBus
 from mesh.runtime import MeshClient, WorkflowView
 from mesh.settings import MeshSettings
@@ -82,51 +80,6 @@ class DemoResult:
     events: list[str] = field(default_factory=list)
 
 
-class _Agents:
-    def __init__(self, run_dir: Path, env: dict[str, str], opts: DemoOptions) -> None:
-        self.run_dir, self.env, self.opts = run_dir, env, opts
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, role: str, agent_id: str) -> None:
-        log = open(self.run_dir / f"{agent_id}.log", "wb")  # noqa: SIM115 - owned by the child
-        self.procs[agent_id] = subprocess.Popen(
-            [sys.executable, "-m", "mesh", "agent", "run", "--role", role, "--agent-id", agent_id,
-             "--turn-delay-s", str(self.opts.turn_delay_s),
-             "--session-timeout-ms", str(self.opts.session_timeout_ms),
-             "--heartbeat-interval-ms", str(max(100, self.opts.session_timeout_ms // 6))],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
-        )
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        for agent_id, proc in self.procs.items():
-            path = self.run_dir / f"{agent_id}.log"
-            while b" ready (role " not in path.read_bytes():
-                if proc.poll() is not None:
-                    tail = path.read_text(errors="replace").splitlines()[-15:]
-                    raise RuntimeError(f"agent {agent_id} exited with {proc.returncode}:\n" + "\n".join(tail))
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"agent {agent_id} not ready after {timeout_s} s; see {path}")
-                time.sleep(0.1)
-
-    def kill(self, agent_id: str) -> int:
-        proc = self.procs[agent_id]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        return proc.pid
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 def _describe(env: Envelope) -> str | None:
     step = env.step_id
     if env.kind == StepStarted.KIND:
@@ -148,7 +101,7 @@ def _describe(env: Envelope) -> str | None:
     return None
 
 
-async def _drive(opts: DemoOptions, settings: MeshSettings, agents: _Agents, ehr: MockEhrProcess,
+async def _drive(opts: DemoOptions, settings: MeshSettings, agents: AgentProcesses, ehr: MockEhrProcess,
                  console: Console, result: DemoResult) -> None:
     topics = Topics(prefix=settings.topic_prefix)
     bus = KafkaBus(settings.kafka_bootstrap, topics=topics, client_id="demo", partitions=settings.topic_partitions)
@@ -169,7 +122,7 @@ async def _drive(opts: DemoOptions, settings: MeshSettings, agents: _Agents, ehr
         killed_at: float | None = None
         fetch_owner = ""
         view = WorkflowView(wf)
-        async for view, env in client.follow(wf, timeout_s=opts.timeout_s):
+        async for view, env in client.follow(wf, timeout_s=opts.timeout_s):  # noqa: B007 - read after the loop
             line = _describe(env)
             if line:
                 console.print(f"[dim]{time.monotonic() - t0:6.1f}s[/dim] {line}")
@@ -222,7 +175,7 @@ def run_demo(opts: DemoOptions | None = None, *, console: Console | None = None)
                             topic_prefix=prefix, state_dir=run_dir / "state")
     ehr = start_mock_ehr_process(run_dir / "ehr-audit.jsonl", config=EhrConfig(patients=opts.patients))
     console.print(f"mock EHR on {ehr.base_url} (audit log {ehr.audit_log})")
-    agents = _Agents(run_dir, env, opts)
+    agents = AgentProcesses(run_dir, env, turn_delay_s=opts.turn_delay_s, session_timeout_ms=opts.session_timeout_ms)
     try:
         for role, agent_id in AGENTS:
             agents.start(role, agent_id)

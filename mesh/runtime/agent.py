@@ -16,7 +16,15 @@ import httpx
 
 from mesh.bus import Bus, KafkaBus
 from mesh.errors import ConfigError
-from mesh.llm import Decision, Reasoner, ReasonerRequest, RuleReasoner, make_reasoner
+from mesh.llm import (
+    Decision,
+    Reasoner,
+    ReasonerRequest,
+    ReasonerSettings,
+    ReasonerSummarizer,
+    RuleReasoner,
+    make_reasoner,
+)
 from mesh.runtime.actions import Action
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
@@ -88,6 +96,7 @@ def build_worker(
     scratchpad: ScratchpadWriter | None = None,
     kpis: Kpis | None = None,
     model: str = "rule",
+    prompts: StackPromptBuilder | None = None,
 ) -> AgentWorker:
     """Wire a worker for ``role``; the reasoner defaults to the role's rule policy."""
     runtime = runtime or RuntimeOptions()
@@ -98,7 +107,7 @@ def build_worker(
     runner = StepRunner(
         reasoner or RuleReasoner(policy=role.policy, name=f"rule/{role.name}"),
         store,
-        StackPromptBuilder(window=runtime.context_window, output_reserve=runtime.max_tokens, model=model),
+        prompts or StackPromptBuilder(window=runtime.context_window, output_reserve=runtime.max_tokens, model=model),
         publish,
         agent_id=agent_id,
         role=role.name,
@@ -136,15 +145,24 @@ async def run_agent(
     store = RedisStateStore.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:")
     blobs = FileBlobStore(settings.resolved_blob_dir())
     scratchpad = ScratchpadWriter.under_state_dir(settings.state_dir)
-    reasoner = make_reasoner()
+    reasoner_settings = ReasonerSettings()
+    prompts = StackPromptBuilder(
+        window=config.runtime.context_window, output_reserve=config.runtime.max_tokens, model=reasoner_settings.model,
+    )
+    # Provider-reported input tokens calibrate the budget's safety margin (tiktoken undercounts Claude).
+    reasoner = make_reasoner(
+        reasoner_settings, on_usage=lambda _model, text, usage: prompts.calibrate(text, usage.input_tokens)
+    )
     if isinstance(reasoner, RuleReasoner):
         reasoner = RuleReasoner(policy=role.policy, name=f"rule/{role.name}")
+    else:
+        prompts.summarizer = ReasonerSummarizer(reasoner)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     await bus.start()
     worker = build_worker(
         role, bus, store, agent_id=agent_id, topics=topics, reasoner=reasoner, blobs=blobs,
         resources={"http": http, "settings": settings}, runtime=config.runtime, worker=config.worker,
-        scratchpad=scratchpad, kpis=kpis, model=getattr(reasoner, "model", "rule"),
+        scratchpad=scratchpad, kpis=kpis, prompts=prompts,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,10 +10,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mesh.context.assembly import assemble
-from mesh.context.blocks import Block, Kind, Priority
-from mesh.context.budget import Budget
-from mesh.context.tokens import TokenCounter, default_counter
+from mesh.context import (
+    Block,
+    Budget,
+    ColdStore,
+    Kind,
+    Priority,
+    PromptBuilder,
+    Redactor,
+    Region,
+    Summarizer,
+    TokenCounter,
+    default_counter,
+)
 from mesh.llm import ActionSpec
 from mesh.runtime.state import StepState
 from mesh.runtime.step_runner import BuiltPrompt
@@ -29,7 +38,13 @@ def _fmt(value: Any) -> str:
 
 
 class StackPromptBuilder:
-    """Builds each turn's prompt with ``mesh.context.assemble``."""
+    """Builds each turn's prompt with the context engine's ``PromptBuilder``.
+
+    Top and bottom blocks are rebuilt from the step state every turn; the middle (history) is
+    carried from the previous turn's result, so compressed summaries persist and only new turns
+    are added. After a resume the history is rebuilt from the checkpoint and compressed again
+    when due. Secret values of the step are redacted from every block.
+    """
 
     def __init__(
         self,
@@ -38,15 +53,36 @@ class StackPromptBuilder:
         output_reserve: int = 4096,
         model: str = "rule",
         counter: TokenCounter | None = None,
-        history_turns: int = 200,
+        summarizer: Summarizer | None = None,
+        cold_store: ColdStore | None = None,
+        history_turns: int = 10_000,
     ) -> None:
-        """Budget ``window - output_reserve - margin`` tokens per prompt."""
+        """Budget ``window - output_reserve - margin`` tokens per prompt (margin from calibration)."""
         self.counter = counter or default_counter()
-        self.budget = Budget.for_model(self.counter, model, window=window, output_reserve=output_reserve)
+        self.window, self.output_reserve, self.model = window, output_reserve, model
+        self.summarizer, self.cold_store = summarizer, cold_store
         self.history_turns = history_turns
+        self._steps: dict[tuple[str, str], tuple[PromptBuilder, int, list[Block]]] = {}
+
+    @property
+    def budget(self) -> Budget:
+        """The current budget (the margin follows the model's calibration)."""
+        return Budget.for_model(self.counter, self.model, window=self.window, output_reserve=self.output_reserve)
+
+    def calibrate(self, estimated_prompt_text: str, actual_input_tokens: int) -> None:
+        """Feed a provider-reported input size back into the safety margin."""
+        self.counter.calibrate(self.model, self.counter.count(estimated_prompt_text), actual_input_tokens)
+
+    def forget(self, workflow_id: str, step_id: str) -> None:
+        """Drop carried blocks of a step (it ended or moved to another agent)."""
+        self._steps.pop((workflow_id, step_id), None)
 
     def blocks(self, spec: WorkflowSpec, step: StepSpec, state: StepState) -> list[Block]:
-        """The step's blocks, by kind (priority and region follow from the kind)."""
+        """Every block of the step, its whole history included."""
+        return self._frame(spec, step, state) + [b for pair in self._history(state, after=0) for b in pair]
+
+    def _frame(self, spec: WorkflowSpec, step: StepSpec, state: StepState) -> list[Block]:
+        """Top and bottom blocks and dependency summaries (priority and region follow from the kind)."""
         wf = state.workflow_id
         out: list[Block] = [
             Block("system", f"You are the {step.role} agent of workflow {wf}, step {step.id}. "
@@ -67,15 +103,28 @@ class StackPromptBuilder:
         for dep, summary in sorted(state.summaries.items()):
             out.append(Block(f"summary:{dep}", f"Step {dep} finished: {summary}", kind=Kind.SUMMARY, seq=seq))
             seq += 1
+        seq = 1 << 40  # bottom region: after everything else
+        out.extend(self._bottom(step, state, seq))
+        return out
+
+    def _history(self, state: StepState, *, after: int) -> list[list[Block]]:
+        pairs = []
         for rec in state.history[-self.history_turns:]:
+            if rec.turn <= after:
+                continue
+            seq = 100 + 2 * rec.turn
             group = f"turn:{rec.turn}"
             call = f"turn {rec.turn}: {rec.action}({_fmt(rec.params)})"
             kind = Kind.TOOL_RESULT if rec.outcome == "ok" else Kind.ERROR
-            out.append(Block(f"call:{rec.turn}", call, kind=Kind.TOOL_CALL, group=group, turn=rec.turn, seq=seq))
-            out.append(Block(f"result:{rec.turn}", f"-> {rec.outcome}: {rec.summary}", kind=kind, group=group, turn=rec.turn, seq=seq + 1))
-            seq += 2
-        seq = 1 << 40  # bottom region: after everything else
-        out.append(Block("task", f"TASK: {step.task or step.id}", kind=Kind.TASK, seq=seq))
+            pairs.append([
+                Block(f"call:{rec.turn}", call, kind=Kind.TOOL_CALL, group=group, turn=rec.turn, seq=seq),
+                Block(f"result:{rec.turn}", f"-> {rec.outcome}: {rec.summary}", kind=kind, group=group,
+                      turn=rec.turn, seq=seq + 1),
+            ])
+        return pairs
+
+    def _bottom(self, step: StepSpec, state: StepState, seq: int) -> list[Block]:
+        out = [Block("task", f"TASK: {step.task or step.id}", kind=Kind.TASK, seq=seq)]
         facts = {**{f"param.{k}": v for k, v in step.params.items()}, **state.memory}
         if facts:
             out.append(Block("memory", "WORKING MEMORY:\n" + "\n".join(f"{k}: {_fmt(v)}" for k, v in sorted(facts.items())),
@@ -84,14 +133,28 @@ class StackPromptBuilder:
                          kind=Kind.GOAL, seq=seq + 2))
         return out
 
-    def build(self, spec: WorkflowSpec, step: StepSpec, state: StepState, actions: list[ActionSpec]) -> BuiltPrompt:
-        """Assemble the next turn's prompt within the budget."""
-        assembled = assemble(self.blocks(spec, step, state), self.budget, counter=self.counter)
+    async def build(self, spec: WorkflowSpec, step: StepSpec, state: StepState, actions: list[ActionSpec]) -> BuiltPrompt:
+        """Assemble the next turn's prompt within the budget, compressing old history when due."""
+        key = (state.workflow_id, state.step_id)
+        carried = self._steps.get(key)
+        if carried is None or carried[1] > state.turn:
+            builder = PromptBuilder(
+                self.counter, summarizer=self.summarizer, cold_store=self.cold_store,
+                redactor=Redactor(state.secret_values()),
+            )
+            blocks = self.blocks(spec, step, state)
+        else:
+            builder, last_turn, middle = carried
+            builder.redactor = Redactor(state.secret_values())
+            new = [b for pair in self._history(state, after=last_turn) for b in pair]
+            blocks = self._frame(spec, step, state) + middle + new
+        assembled = await builder.build(blocks, self.budget)
+        self._steps[key] = (builder, state.turn, [b for b in assembled.blocks if b.region == Region.MIDDLE and not b.id.startswith("summary:")])
         system, _, prompt = assembled.text.partition("\n\n")
         return BuiltPrompt(
             system=system,
             prompt=prompt,
             tokens=assembled.tokens,
             budget=self.budget.usable,
-            ledger=tuple(assembled.ledger.lines()),
+            ledger=tuple(assembled.ledger.lines()) if len(assembled.ledger) else (),
         )

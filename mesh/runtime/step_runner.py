@@ -77,7 +77,7 @@ class BuiltPrompt:
 class PromptBuilder(Protocol):
     """Builds a step's prompt from its state (the context engine's priority stack)."""
 
-    def build(self, spec: WorkflowSpec, step: StepSpec, state: StepState, actions: list[ActionSpec]) -> BuiltPrompt:
+    async def build(self, spec: WorkflowSpec, step: StepSpec, state: StepState, actions: list[ActionSpec]) -> BuiltPrompt:
         """The prompt of the next turn."""
         ...
 
@@ -231,6 +231,9 @@ class StepRunner:
                 if self.options.turn_delay_s and state.status == "running":
                     await asyncio.sleep(self.options.turn_delay_s)
             span.set_many({"mesh.step.status": state.status, "mesh.step.turns": state.turn})
+        forget = getattr(self.prompts, "forget", None)
+        if forget is not None:
+            forget(workflow_id, step.id)
         return state
 
     # -- turn ------------------------------------------------------------------------------
@@ -247,7 +250,9 @@ class StepRunner:
         temperature = getattr(self.options.temperatures, phase)
         allowed = [self.actions[name].spec for name in self.actions]
         with turn_span(turn, phase=phase) as tspan:
-            built = self.prompts.build(spec, step, state, allowed)
+            built = await self.prompts.build(spec, step, state, allowed)
+            tspan.set_many({"mesh.context.tokens": built.tokens, "mesh.context.budget": built.budget,
+                            "mesh.context.evictions": len(built.ledger)})
             if self.kpis is not None:
                 self.kpis.record_context_utilization(built.tokens, built.budget, phase=phase)
             decided = await self._decide(step, state, built, allowed, temperature)
