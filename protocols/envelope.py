@@ -47,7 +47,7 @@ class Envelope:
     step_id: str = ""
     """Step within the workflow, when the message is about one step."""
 
-    hlc: HlcTimestamp = HlcTimestamp(0, 0)
+    hlc: HlcTimestamp = HlcTimestamp(0, 0)  # noqa: RUF009 - an immutable NamedTuple
     """Hybrid-logical-clock timestamp of the sender at send time."""
 
     id: str = field(default_factory=new_envelope_id)

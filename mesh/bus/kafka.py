@@ -56,7 +56,7 @@ def _translate(exc: BaseException, what: str) -> BusError:
 async def _guarded(what: str, call: Callable[[], Awaitable[T]]) -> T:
     try:
         return await call()
-    except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, KafkaError, OSError) as exc:
         raise _translate(exc, what) from exc
 
 

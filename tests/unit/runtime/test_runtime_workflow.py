@@ -63,7 +63,7 @@ async def test_reconciliation_completes_with_one_auth_call(mesh: dict, ehr: Mock
     client: MeshClient = mesh["client"]
     wf = await client.submit(spec, variables={"ehr_base_url": ehr.base_url})
     view = None
-    async for view, _ in client.follow(wf, timeout_s=60):
+    async for view, _ in client.follow(wf, timeout_s=60):  # noqa: B007 - read after the loop
         pass
     assert view is not None and view.finished is not None, "workflow did not finish"
     assert view.finished.status == "succeeded"
