@@ -67,7 +67,7 @@ from mesh.telemetry._tracing import (
     tracing_info,
 )
 
-__all__ = [  # noqa: RUF022 - grouped by purpose, sorted within a group
+__all__ = [
     # tracing setup
     "INSTRUMENTATION_NAME",
     "RedactingSpanExporter",
