@@ -32,8 +32,14 @@ from mesh.runtime.step_runner import StepRunner
 from mesh.runtime.worker import AgentWorker, WorkerOptions
 from mesh.settings import MeshSettings
 from mesh.store import BlobStore, FileBlobStore, RedisStateStore, StateStore
-from mesh.telemetry import Kpis, ScratchpadWriter, setup_tracing, shutdown_tracing
-from protocols import Envelope, EnvelopeCodec, Topics
+from mesh.telemetry import (
+    Kpis,
+    ScratchpadWriter,
+    TraceEventEmitter,
+    setup_tracing,
+    shutdown_tracing,
+)
+from protocols import Envelope, EnvelopeCodec, Topics, TraceEvent
 
 __all__ = ["AgentConfig", "RoleDefinition", "build_worker", "load_role", "run_agent"]
 
@@ -97,6 +103,7 @@ def build_worker(
     kpis: Kpis | None = None,
     model: str = "rule",
     prompts: StackPromptBuilder | None = None,
+    trace_events: bool = False,
 ) -> AgentWorker:
     """Wire a worker for ``role``; the reasoner defaults to the role's rule policy."""
     runtime = runtime or RuntimeOptions()
@@ -104,6 +111,12 @@ def build_worker(
     async def publish(env: Envelope) -> None:
         await bus.publish(topics.workflow_events, env)
 
+    emitter = None
+    if trace_events:
+        async def publish_event(event: TraceEvent) -> None:
+            await bus.publish(topics.trace_events, Envelope.of(event, sender=agent_id))
+
+        emitter = TraceEventEmitter(publish_event, attributes={"agent_id": agent_id, "role": role.name})
     runner = StepRunner(
         reasoner or RuleReasoner(policy=role.policy, name=f"rule/{role.name}"),
         store,
@@ -117,6 +130,7 @@ def build_worker(
         resources=resources,
         scratchpad=scratchpad,
         kpis=kpis,
+        trace_events=emitter,
     )
     return AgentWorker(bus, store, runner, topics=topics, options=worker)
 
@@ -162,7 +176,7 @@ async def run_agent(
     worker = build_worker(
         role, bus, store, agent_id=agent_id, topics=topics, reasoner=reasoner, blobs=blobs,
         resources={"http": http, "settings": settings}, runtime=config.runtime, worker=config.worker,
-        scratchpad=scratchpad, kpis=kpis, prompts=prompts,
+        scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

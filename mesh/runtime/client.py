@@ -9,6 +9,7 @@ from typing import Any
 
 from mesh.bus import Bus, SubscriptionOptions
 from mesh.runtime.view import WorkflowView
+from mesh.telemetry import workflow_span
 from protocols import (
     Envelope,
     StepResumeRequested,
@@ -48,16 +49,19 @@ class MeshClient:
         wf = workflow_id or new_workflow_id(spec.name)
         if variables:
             spec = spec.model_copy(update={"variables": {**spec.variables, **variables}})
-        await self.bus.publish(
-            self.topics.workflow_events,
-            Envelope.of(
-                WorkflowSubmitted(spec=spec, submitted_by=self.client_id),
-                sender=self.client_id,
-                workflow_id=wf,
-                id=deterministic_event_id(wf, "submitted"),
-                trace=dict(trace or {}),
-            ),
-        )
+        # The root span of the workflow's one trace; every step span descends from it.
+        with workflow_span(wf, name=f"workflow {spec.name}", attributes={"mesh.workflow.name": spec.name}) as span:
+            carrier = dict(trace) if trace else span.inject()
+            await self.bus.publish(
+                self.topics.workflow_events,
+                Envelope.of(
+                    WorkflowSubmitted(spec=spec, submitted_by=self.client_id),
+                    sender=self.client_id,
+                    workflow_id=wf,
+                    id=deterministic_event_id(wf, "submitted"),
+                    trace=carrier,
+                ),
+            )
         return wf
 
     async def resume(self, workflow_id: str, step_id: str, *, note: str = "") -> None:

@@ -29,6 +29,7 @@ from mesh.store import BlobStore, StateStore, step_key
 from mesh.telemetry import (
     Kpis,
     ScratchpadWriter,
+    TraceEventEmitter,
     checkpoint_span,
     reasoner_span,
     redact_value,
@@ -139,6 +140,7 @@ class StepRunner:
         resources: Mapping[str, Any] | None = None,
         scratchpad: ScratchpadWriter | None = None,
         kpis: Kpis | None = None,
+        trace_events: TraceEventEmitter | None = None,
     ) -> None:
         """Wire the runner to its reasoner, store, prompt builder and event publisher."""
         self.reasoner = reasoner
@@ -153,6 +155,7 @@ class StepRunner:
         self.resources = dict(resources or {})
         self.scratchpad = scratchpad
         self.kpis = kpis
+        self.trace_events = trace_events
         self._blob_tasks: set[asyncio.Task[None]] = set()
 
     # -- step ------------------------------------------------------------------------------
@@ -224,6 +227,7 @@ class StepRunner:
             workflow_id, step.id, role=step.role, agent_id=self.agent_id, epoch=epoch,
             resumed_from_turn=resumed_from, trace_carrier=trace,
         ) as span:
+            await self._event("step.started", state, resumed_from_turn=resumed_from, epoch=epoch)
             fresh = True
             while state.status == "running":
                 await self._turn(spec, step, state, first=fresh)
@@ -231,6 +235,7 @@ class StepRunner:
                 if self.options.turn_delay_s and state.status == "running":
                     await asyncio.sleep(self.options.turn_delay_s)
             span.set_many({"mesh.step.status": state.status, "mesh.step.turns": state.turn})
+            await self._event(f"step.{state.status}", state, turns=state.turn, resumes=state.resumes)
         forget = getattr(self.prompts, "forget", None)
         if forget is not None:
             forget(workflow_id, step.id)
@@ -449,7 +454,6 @@ class StepRunner:
             span.set_result(version=ckpt.version)
         if self.kpis is not None:
             self.kpis.record_checkpoint_write((time.perf_counter() - t0) * 1000, size_bytes=len(data))
-            self.kpis.record_state_size(len(data))
         if self.blobs is not None and self.options.blob_copies:
             name = f"{state.workflow_id}/{state.step_id}/{state.turn:06d}-e{state.epoch}.msgpack"
             task = asyncio.create_task(self._blob_copy(name, data))
@@ -467,6 +471,12 @@ class StepRunner:
         """Wait for background blob copies."""
         if self._blob_tasks:
             await asyncio.gather(*list(self._blob_tasks), return_exceptions=True)
+
+    async def _event(self, name: str, state: StepState, **attributes: Any) -> None:
+        if self.trace_events is not None:
+            await self.trace_events.emit(
+                name, {"workflow_id": state.workflow_id, "step_id": state.step_id, **attributes}
+            )
 
     async def _escalate(self, state: StepState, turn: int) -> None:
         log.warning("%s/%s paused: %s", state.workflow_id, state.step_id, state.escalation)
@@ -513,6 +523,8 @@ class StepRunner:
             await self._escalate(state, turn)
             if self.kpis is not None:
                 self.kpis.record_spinning(reason=state.escalation.split(":")[0])
+        await self._event("turn.completed", state, turn=turn, action=action, outcome=outcome,
+                          latency_ms=round(latency_ms, 3), injected=len(notes))
         if self.kpis is not None:
             self.kpis.record_turn_latency(latency_ms, outcome=outcome)
         if self.scratchpad is not None:
