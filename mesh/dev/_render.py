@@ -48,6 +48,9 @@ def render_kafka_properties(config: DevConfig) -> str:
         "broker.session.timeout.ms": 2000,
         # Tests join groups constantly; the default 3 s delay would dominate their run time.
         "group.initial.rebalance.delay.ms": 0,
+        # Failover time is bounded by the consumer session timeout (DESIGN.md); let tests pick
+        # one below the broker's default 6 s floor.
+        "group.min.session.timeout.ms": 1000,
         # The mesh creates its topics explicitly; a typo must fail, not create a topic.
         "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",

@@ -52,6 +52,7 @@ def test_kafka_single_node_settings(config: DevConfig) -> None:
     assert props["transaction.state.log.replication.factor"] == "1"
     assert props["transaction.state.log.min.isr"] == "1"
     assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert int(props["group.min.session.timeout.ms"]) <= 1000
     assert props["auto.create.topics.enable"] == "false"
     assert props["log.dirs"] == str(config.kafka_data_dir)
     assert Path(props["log.dirs"]).is_relative_to(config.root)
