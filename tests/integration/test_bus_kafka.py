@@ -86,6 +86,9 @@ async def test_sigkilled_member_partitions_move_without_losing_messages(
     finally:
         if member.poll() is None:
             member.kill()
+            member.wait(timeout=10)
+        if member.stdout is not None:
+            member.stdout.close()
         await bus.aclose()
 
 
