@@ -21,8 +21,11 @@ __all__ = [
     "Services",
     "Stats",
     "Target",
+    "broker_config",
     "command_line",
     "console",
+    "delete_keys",
+    "delete_topics",
     "exit_code",
     "machine_line",
     "percentile",
@@ -229,3 +232,54 @@ def services(*, need: Sequence[str] = ("redis", "kafka")) -> Services:
 def run_id(name: str) -> str:
     """A unique prefix for this run's topics and keys, e.g. ``bench-bus-1a2b3c4d``."""
     return f"bench-{name}-{uuid.uuid4().hex[:8]}"
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (this run's); returns their names."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()
+
+
+async def delete_keys(redis_url: str, prefix: str) -> int:
+    """Delete every Redis key that starts with ``prefix`` (this run's); returns how many."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=500)]
+        for start in range(0, len(keys), 500):
+            await client.delete(*keys[start : start + 500])
+        return len(keys)
+    finally:
+        await client.aclose()
+
+
+async def broker_config(bootstrap: str, names: Sequence[str]) -> dict[str, str]:
+    """Effective values of broker settings (``describe_configs`` on the first broker), by name."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        broker_id = str(cluster["brokers"][0]["node_id"])
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, broker_id)])
+        found: dict[str, str] = {}
+        for response in responses:
+            for resource in response.resources:
+                for entry in resource[4]:
+                    if entry[0] in names:
+                        found[entry[0]] = str(entry[1])
+        return found
+    finally:
+        await admin.close()
