@@ -94,6 +94,7 @@ async def test_zombie_cannot_overwrite_the_newer_checkpoint(cluster: Cluster) ->
     await cluster.wait_until(lambda: cluster.views[wf].turns_seen.get("validate", 0) >= 2,
                              timeout_s=120, what="validate turn 2")
     zombie = cluster.owner(wf, "validate")
+    zombie_epoch = cluster.views[wf].started["validate"][-1].epoch
     cluster.agents.signal(zombie, signal.SIGSTOP)
     try:
         await cluster.wait_until(lambda: cluster.owner(wf, "validate") not in ("", zombie),
@@ -119,7 +120,10 @@ async def test_zombie_cannot_overwrite_the_newer_checkpoint(cluster: Cluster) ->
             continue
     assert epochs == sorted(epochs), f"an older epoch wrote after a newer one: {epochs}"
     final = StepState.from_bytes(latest.data)
-    assert final.owner == successor and final.status == "completed"
+    # After SIGCONT the zombie may rejoin and even win the partition back, but only under a new
+    # epoch it claims then: its old epoch never writes again.
+    assert final.status == "completed" and latest.epoch > zombie_epoch
+    assert successor != zombie and any(s.owner == successor for s in view.started["validate"])
     assert final.turn == 6 and [h.turn for h in final.history] == list(range(1, 7))
     audit = summarize_audit_log(cluster.ehr.audit_log)
     assert audit.duplicate_effects == 0 and audit.unauthorized == 0 and audit.auth_calls == 1, audit
