@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 # Piped output (CI logs, files) gets a width wide enough that tables do not wrap.
-console = Console(width=None if sys.stdout.isatty() else 150, highlight=False)
+console = Console(width=None if sys.stdout.isatty() else 170, highlight=False)
 
 
 # -- statistics ----------------------------------------------------------------------------------
@@ -168,13 +168,15 @@ def print_table(
     """A rich table: text columns left-aligned, number columns right-aligned."""
     rows = [list(row) for row in rows]
     full_title = f"{title}\n[dim]{command}[/dim]" if command else title
-    table = Table(title=full_title, title_justify="left", caption=caption or None, caption_justify="left")
+    table = Table(title=full_title, title_justify="left")
     for i, name in enumerate(columns):
         numeric = bool(rows) and all(isinstance(r[i], int | float) for r in rows if i < len(r))
         table.add_column(name, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*(fmt(cell) for cell in row))
     console.print(table)
+    if caption:  # below the table at full width (a rich caption wraps at the table's width)
+        console.print(caption, style="dim")
 
 
 def fmt(value: object) -> str:
