@@ -76,8 +76,10 @@ from protocols import (
 
 __all__ = [
     "FailoverSample",
+    "OverheadRun",
     "effective_session_timeout_ms",
     "main",
+    "measure_step",
     "reconciliation_spec",
     "turn_overheads_ms",
     "workflow_latencies_ms",
@@ -187,14 +189,21 @@ class _TimedStore:
 
 
 @dataclass
-class _OverheadRun:
+class OverheadRun:
+    """What one measured step gave."""
+
     overhead_ms: list[float]
+    """Per turn (the first excluded), reasoner time subtracted."""
     reasoner_ms: list[float]
+    """Per reasoner call."""
     write_ms: list[float]
+    """Per checkpoint store call (bytes already serialized)."""
     state_bytes: int
+    """Size of the last checkpoint."""
 
 
-async def _one_step(store: StateStore, wf: str, turns: int) -> _OverheadRun:
+async def measure_step(store: StateStore, wf: str, turns: int) -> OverheadRun:
+    """Run one ``turns``-turn step on ``store`` with a do-nothing action and time its turns."""
     spec = WorkflowSpec.parse({
         "name": "bench", "mission": "Process every item of the queue, one per turn.",
         "rules": ["Never skip an item.", "Report what you did, not what you guess."],
@@ -224,7 +233,7 @@ async def _one_step(store: StateStore, wf: str, turns: int) -> _OverheadRun:
     if state.status != "completed" or state.turn != turns:
         raise RuntimeError(f"bench step ended {state.status} after {state.turn} turns: {state.escalation or state.error}")
     await bus.aclose()
-    return _OverheadRun(turn_overheads_ms(progress_ns, reasoner.decide_ms), reasoner.decide_ms, timed.write_ms,
+    return OverheadRun(turn_overheads_ms(progress_ns, reasoner.decide_ms), reasoner.decide_ms, timed.write_ms,
                         timed.sizes[-1])
 
 
@@ -232,13 +241,13 @@ async def _overhead(svc: Services, steps: int, turns: int) -> tuple[list[list[ob
     prefix = run_id("rt")
     redis_store = RedisStateStore.from_url(svc.redis_url, key_prefix=f"{prefix}:")
     memory_store = InMemoryStateStore()
-    runs: dict[str, list[_OverheadRun]] = {"redis": [], "memory": []}
+    runs: dict[str, list[OverheadRun]] = {"redis": [], "memory": []}
     try:
-        await _one_step(memory_store, "warmup", 5)  # imports, tiktoken and first-use caches
+        await measure_step(memory_store, "warmup", 5)  # imports, tiktoken and first-use caches
         for i in range(steps):
             order = (("redis", redis_store), ("memory", memory_store))
             for name, store in order if i % 2 == 0 else reversed(order):
-                runs[name].append(await _one_step(store, f"wf-{name}-{i}", turns))
+                runs[name].append(await measure_step(store, f"wf-{name}-{i}", turns))
     finally:
         await redis_store.delete_prefix()
         await redis_store.aclose()
