@@ -50,7 +50,7 @@ class DemoOptions:
     kill_after_turn: int = 3
     """SIGKILL the fetch owner once it checkpointed this turn (0 = no kill)."""
     turn_delay_s: float = 0.4
-    session_timeout_ms: int = 3000
+    session_timeout_ms: int = 2500
     timeout_s: float = 180.0
     run_dir: Path | None = None
     keep_services: bool = False

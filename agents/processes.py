@@ -25,7 +25,7 @@ class AgentProcesses:
         env: Mapping[str, str],
         *,
         turn_delay_s: float = 0.0,
-        session_timeout_ms: int = 3000,
+        session_timeout_ms: int = 2500,
         heartbeat_interval_ms: int | None = None,
     ) -> None:
         """Children get ``env`` (MESH_* settings) and these runtime options."""

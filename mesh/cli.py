@@ -25,7 +25,7 @@ def demo(
     page_size: int = typer.Option(2, help="Patients per fetch turn (small: more turns to kill in)."),
     kill_after_turn: int = typer.Option(3, help="SIGKILL the fetch owner after this turn (0: no kill)."),
     turn_delay_s: float = typer.Option(0.4, help="Pause after each turn, in seconds."),
-    session_timeout_ms: int = typer.Option(3000, help="Consumer-group session timeout (bounds failover)."),
+    session_timeout_ms: int = typer.Option(2500, help="Consumer-group session timeout (bounds failover)."),
     keep_services: bool = typer.Option(False, help="Leave Kafka and Redis running afterwards."),
 ) -> None:
     """Run the reconciliation workflow on local services, kill an agent mid-step, show the resume."""

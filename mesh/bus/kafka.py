@@ -275,15 +275,22 @@ class KafkaSubscription:
             metadata_max_age_ms=5000,
         )
         self._closed = False
+        self._joined = asyncio.Event()
 
-    async def start(self) -> None:
-        """Connect and subscribe."""
+    async def start(self, *, join_timeout_s: float = 30.0) -> None:
+        """Connect, subscribe, and wait until the group gave this member its first assignment."""
         try:
             await _guarded("connect consumer", self._consumer.start)
             self._consumer.subscribe(self.topics, listener=_ListenerAdapter(self))
         except (BusError, IllegalStateError):
             await self._consumer.stop()
             raise
+        # aiokafka joins the group in a background task; waiting here means a caller that says
+        # "ready" afterwards is really a member (and will not trigger a rebalance later).
+        try:
+            await asyncio.wait_for(self._joined.wait(), join_timeout_s)
+        except TimeoutError:
+            log.warning("%s: no assignment from group %s after %.0f s; continuing", self.member, self.group, join_timeout_s)
 
     def assignment(self) -> set[TopicPartition]:
         """Partitions owned now."""
@@ -303,6 +310,7 @@ class KafkaSubscription:
 
     async def _on_assigned(self, partitions: set[TopicPartition]) -> None:
         self._owned = set(partitions) | self._owned
+        self._joined.set()
         if self._listener is not None:
             try:
                 await self._listener.on_assigned(partitions)

@@ -181,10 +181,8 @@ async def run_agent(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-    if on_ready is not None:
-        on_ready(worker)
     try:
-        await worker.run()
+        await worker.run(on_joined=on_ready)
     finally:
         await http.aclose()
         await reasoner.aclose()

@@ -64,7 +64,7 @@ def agent_run(
     agent_id: Annotated[str, typer.Option(help="Agent id (default: <role>-<host>-<pid>).")] = "",
     roles_module: Annotated[str, typer.Option(help="Python module with a ROLES mapping.")] = "agents.roles",
     turn_delay_s: Annotated[float, typer.Option(help="Pause after each turn, in seconds (demos).")] = 0.0,
-    session_timeout_ms: Annotated[int, typer.Option(help="Consumer-group session timeout; bounds failover time.")] = 3000,
+    session_timeout_ms: Annotated[int, typer.Option(help="Consumer-group session timeout; bounds failover time.")] = 2500,
     heartbeat_interval_ms: Annotated[int, typer.Option(help="Consumer-group heartbeat interval.")] = 500,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
 ) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +50,7 @@ def secret_key(workflow_id: str, name: str) -> str:
 class WorkerOptions:
     """How an agent process consumes the workflow log."""
 
-    session_timeout_ms: int = 3000
+    session_timeout_ms: int = 2500
     """Group session timeout: a silent member is replaced after this long (Kafka's default is 45000)."""
 
     heartbeat_interval_ms: int = 500
@@ -128,8 +128,11 @@ class AgentWorker:
         """Ask ``run`` to return after the current poll."""
         self._stopping.set()
 
-    async def run(self) -> None:
-        """Consume and run steps until ``stop`` is called or the task is cancelled."""
+    async def run(self, *, on_joined: Callable[[AgentWorker], None] | None = None) -> None:
+        """Consume and run steps until ``stop`` is called or the task is cancelled.
+
+        ``on_joined`` is called once this member has joined its group (before any step runs).
+        """
         self._sub = await self.bus.subscribe(
             [self.topics.workflow_events],
             group=self.group,
@@ -141,6 +144,8 @@ class AgentWorker:
             ),
         )
         log.info("%s joined %s", self.agent_id, self.group)
+        if on_joined is not None:
+            on_joined(self)
         try:
             beat = 0.0
             while not self._stopping.is_set():

@@ -16,7 +16,7 @@ from mesh.store import RedisStateStore
 from protocols import Topics, WorkflowSpec, load_workflow_spec
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "agents" / "workflows" / "reconciliation.yaml"
-SESSION_TIMEOUT_MS = int(os.environ.get("MESH_TEST_SESSION_TIMEOUT_MS", "3000"))
+SESSION_TIMEOUT_MS = int(os.environ.get("MESH_TEST_SESSION_TIMEOUT_MS", "2500"))
 
 
 def reconciliation_spec(*, patients: int, page_size: int) -> WorkflowSpec:
