@@ -31,7 +31,7 @@ from mesh.llm.rule_reasoner import (
 from mesh.llm.settings import DEFAULT_MODEL, ReasonerSettings
 from mesh.llm.summarizer import ReasonerSummarizer
 
-__all__ = [  # noqa: RUF022 -- grouped by role, not alphabetically
+__all__ = [  # grouped by role, not alphabetically
     # the seam
     "Reasoner",
     "UsageCallback",

@@ -44,7 +44,7 @@ async def test_sigkilled_member_partitions_move_without_losing_messages(
     await bus.start()
     log = tmp_path / "processed.log"
     log.touch()
-    member = subprocess.Popen(
+    member = subprocess.Popen(  # noqa: ASYNC220 - the victim must be a separate OS process
         [sys.executable, str(Path(__file__).with_name("group_member.py")), kafka_bootstrap,
          topics.prefix, "g", "victim", str(log), "0.05"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": os.getcwd()},
