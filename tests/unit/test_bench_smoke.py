@@ -128,3 +128,8 @@ async def test_measure_step_times_every_turn_in_memory() -> None:
     assert len(run.overhead_ms) == 3 and len(run.reasoner_ms) == 4 and len(run.write_ms) == 4
     assert all(x > 0 for x in run.overhead_ms)
     assert run.state_bytes > 0
+
+
+def test_fast_state_bytes_is_byte_identical_to_to_bytes() -> None:
+    state = checkpoint.make_state(2 * 1024, seed=3)
+    assert checkpoint.fast_state_bytes(state) == state.to_bytes()
