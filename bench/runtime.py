@@ -61,6 +61,7 @@ from mesh.runtime import (
     Rehydration,
     StackPromptBuilder,
     StepRunner,
+    WorkerOptions,
 )
 from mesh.store import Checkpoint, InMemoryStateStore, RedisStateStore, StateStore
 from protocols import (
@@ -87,10 +88,10 @@ __all__ = [
 
 TARGET_OVERHEAD_P95_MS = 5.0
 TARGET_FAILOVER_P50_S = 3.0
-OURS_SESSION_TIMEOUT_MS = 3000
-"""``mesh agent run --session-timeout-ms`` default."""
-OURS_HEARTBEAT_MS = 500
-"""``mesh agent run --heartbeat-interval-ms`` default."""
+OURS_SESSION_TIMEOUT_MS = WorkerOptions().session_timeout_ms
+"""The worker's default, which ``mesh agent run --session-timeout-ms`` also defaults to."""
+OURS_HEARTBEAT_MS = WorkerOptions().heartbeat_interval_ms
+"""The worker's default heartbeat, as ``mesh agent run --heartbeat-interval-ms``."""
 KAFKA_DEFAULT_SESSION_TIMEOUT_MS = 45000
 KAFKA_DEFAULT_HEARTBEAT_MS = 3000
 _MIN_SESSION = "group.min.session.timeout.ms"
