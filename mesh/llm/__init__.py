@@ -7,7 +7,6 @@ into ``mesh.llm`` errors here and never leak further. ``mesh.llm.fake_anthropic`
 Messages API for tests and demos.
 """
 
-from mesh.llm.anthropic_reasoner import AnthropicReasoner
 from mesh.llm.backoff import ExponentialBackoff, RetryPolicy
 from mesh.llm.decision import ActionSpec, Decision, ReasonerRequest, ReasonerResult, Usage
 from mesh.llm.errors import (
@@ -17,7 +16,6 @@ from mesh.llm.errors import (
     ReasonerRequestError,
     ReasonerUnavailable,
 )
-from mesh.llm.factory import make_reasoner
 from mesh.llm.reasoner import Reasoner, UsageCallback
 from mesh.llm.rule_reasoner import (
     CompletionCall,
@@ -66,3 +64,17 @@ __all__ = [  # grouped by role, not alphabetically
     "ReasonerRequestError",
     "ReasonerAuthError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The anthropic SDK takes about a second to import; load it only when it is used, so
+    # `mesh dev` and the rule reasoner start fast.
+    if name == "AnthropicReasoner":
+        from mesh.llm.anthropic_reasoner import AnthropicReasoner
+
+        return AnthropicReasoner
+    if name == "make_reasoner":
+        from mesh.llm.factory import make_reasoner
+
+        return make_reasoner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

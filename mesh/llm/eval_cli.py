@@ -13,7 +13,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mesh.llm.anthropic_reasoner import AnthropicReasoner
 from mesh.llm.backoff import RetryPolicy
 from mesh.llm.errors import ReasonerError
 from mesh.llm.fake_anthropic import FakeAnthropicServer, NeedleResponder
@@ -48,6 +47,8 @@ def _parse_positions(text: str) -> tuple[int, ...]:
 def _build_reasoner(
     choice: ReasonerChoice, base_url: str | None, seed: int, stack: ExitStack
 ) -> Reasoner:
+    from mesh.llm.anthropic_reasoner import AnthropicReasoner  # the SDK is slow to import
+
     if choice is ReasonerChoice.rule:
         return RuleReasoner()
     if choice is ReasonerChoice.fake:

@@ -23,7 +23,6 @@ from mesh.llm import (
     ReasonerSettings,
     ReasonerSummarizer,
     RuleReasoner,
-    make_reasoner,
 )
 from mesh.runtime.actions import Action
 from mesh.runtime.options import RuntimeOptions
@@ -159,6 +158,8 @@ async def run_agent(
     store = RedisStateStore.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:")
     blobs = FileBlobStore(settings.resolved_blob_dir())
     scratchpad = ScratchpadWriter.under_state_dir(settings.state_dir)
+    from mesh.llm import make_reasoner  # imports the anthropic SDK: only agent processes pay for it
+
     reasoner_settings = ReasonerSettings()
     prompts = StackPromptBuilder(
         window=config.runtime.context_window, output_reserve=config.runtime.max_tokens, model=reasoner_settings.model,
