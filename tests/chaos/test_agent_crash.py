@@ -39,35 +39,40 @@ async def test_sigkill_at_random_turns_loses_nothing_and_duplicates_nothing(clus
               ("validate", "validate-a"), ("validate", "validate-b"), ("report", "report-a"), ("report", "report-b")]
     await cluster.start(agents)
     spec = reconciliation_spec(patients=6, page_size=2)
-    workflows = [await cluster.submit(spec) for _ in range(6)]
+    workflows: list[str] = []
+
+    async def submit_staggered() -> None:
+        # A steady trickle keeps steps running while the kills land.
+        for _ in range(8):
+            workflows.append(await cluster.submit(spec))
+            await asyncio.sleep(1.5)
+
+    submitter = asyncio.create_task(submit_staggered())
     kills: list[tuple[str, str, int]] = []
-    generation = 0
-    # Kill the owner of a running multi-turn step (fetch or validate) at a random turn, then start
-    # a replacement so the role keeps two members. The identity step is left alone: its one turn
-    # calls a token endpoint that, like real OAuth servers, is not idempotent (see the docs).
-    while len(kills) < 5:
+    # Kill the owner of a running multi-turn step (fetch or validate) at a random turn, and start a
+    # replacement so the role keeps two members. The identity step is left alone: its one turn
+    # calls a token endpoint that, like real OAuth servers, is not idempotent (see the README).
+    while len(kills) < 4:
         running = [
             (wf, step, v.turns_seen.get(step, 0))
-            for wf, v in cluster.views.items() if v.spec
+            for wf, v in list(cluster.views.items()) if v.spec
             for step in ("fetch", "validate")
             if v.status_of(step) == "running" and cluster.owner(wf, step) in cluster.agents.procs
             and cluster.agents.alive(cluster.owner(wf, step))
         ]
         if not running:
-            if all(cluster.views[wf].finished for wf in workflows):
+            if submitter.done() and all(cluster.views[wf].finished for wf in workflows):
                 break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
             continue
         wf, step, turn = rng.choice(running)
         victim = cluster.owner(wf, step)
         cluster.agents.kill(victim)
         kills.append((victim, f"{wf}/{step}", turn))
-        generation += 1
         role = cluster.agents.roles[victim]
-        replacement = f"{role}-r{generation}"
-        cluster.agents.start(role, replacement)
-        await asyncio.to_thread(cluster.agents.wait_ready, replacement)
-        await asyncio.sleep(rng.uniform(0.5, 2.0))
+        cluster.agents.start(role, f"{role}-r{len(kills)}")
+        await asyncio.sleep(rng.uniform(0.3, 1.2))
+    await submitter
     await cluster.wait_until(
         lambda: all(cluster.views[wf].finished is not None for wf in workflows),
         timeout_s=240, what="every workflow to finish",
