@@ -22,7 +22,9 @@ from mesh.gossip._cold import (
 from mesh.gossip._entries import EntryStatus, OrSet, VariableEntry
 from mesh.gossip._map import ContextMap, Delta, bucket_of
 from mesh.gossip._memory import MemoryGossipNetwork, NetworkFaults
+from mesh.gossip._persist import ContextMapStore, IndexedContextMapStore, MemoryContextMapStore
 from mesh.gossip._redis import RedisContextMapStore
+from mesh.gossip.node import VARIABLE_FACT, GossipNode, GossipNodeOptions, default_checkers
 
 __all__ = [
     # clock
@@ -55,5 +57,13 @@ __all__ = [
     "MemoryGossipNetwork",
     "NetworkFaults",
     # persistence
+    "ContextMapStore",
+    "IndexedContextMapStore",
+    "MemoryContextMapStore",
     "RedisContextMapStore",
+    # over the bus
+    "VARIABLE_FACT",
+    "GossipNode",
+    "GossipNodeOptions",
+    "default_checkers",
 ]

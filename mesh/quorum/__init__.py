@@ -21,6 +21,7 @@ from mesh.quorum._agent import QuorumAgent
 from mesh.quorum._ballots import BallotSigner, make_proposal, verify_ballot
 from mesh.quorum._book import BookResult, Decision, QuorumBook
 from mesh.quorum._reputation import Reputation, ReputationOptions
+from mesh.quorum._resend import resend_pending
 from mesh.quorum._tally import BallotOutcome, Outcome, Tally, max_faulty, quorum_size
 from mesh.quorum._validator import Checker, CheckerRegistry, Judge, Validator
 
@@ -48,4 +49,5 @@ __all__ = [
     "ReputationOptions",
     # network
     "QuorumAgent",
+    "resend_pending",
 ]

@@ -1,0 +1,98 @@
+"""Where a gossip node keeps its maps between runs: the seam, Redis with an index, in memory."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from mesh.errors import StoreUnavailable
+from mesh.gossip._clock import HybridLogicalClock
+from mesh.gossip._map import ContextMap
+from mesh.gossip._redis import RedisContextMapStore
+
+__all__ = ["ContextMapStore", "IndexedContextMapStore", "MemoryContextMapStore"]
+
+
+@runtime_checkable
+class ContextMapStore(Protocol):
+    """Saves each replica's maps and lists them again after a crash.
+
+    Why a seam: ``GossipNode`` restores every map of its agent on start, so besides save and load
+    it needs the list of workflows the agent held; a Redis store and an in-memory one for unit
+    tests give the same three calls. Errors are ``StoreUnavailable`` (the node retries later).
+    """
+
+    async def save(self, cmap: ContextMap) -> int:
+        """Write the map; return its size in bytes."""
+        ...
+
+    async def load(
+        self, workflow_id: str, replica_id: str, *, clock: HybridLogicalClock | None = None
+    ) -> ContextMap | None:
+        """The saved map, or None."""
+        ...
+
+    async def workflows(self, replica_id: str) -> list[str]:
+        """Workflow ids of every map saved for ``replica_id``, sorted."""
+        ...
+
+
+class IndexedContextMapStore(RedisContextMapStore):
+    """``RedisContextMapStore`` plus one set per replica naming its workflows (``{prefix}ctxidx:{replica}``).
+
+    The map and its index entry are written in one MULTI/EXEC, so a crash never leaves a map
+    the restart cannot find.
+    """
+
+    def index_key(self, replica_id: str) -> str:
+        """The Redis key of a replica's workflow index."""
+        return f"{self.prefix}ctxidx:{replica_id}"
+
+    async def save(self, cmap: ContextMap) -> int:
+        """Write the map and index it; return its size in bytes."""
+        data = cmap.to_bytes()
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(self.key(cmap.workflow_id, cmap.replica_id), data)
+        pipe.sadd(self.index_key(cmap.replica_id), cmap.workflow_id)
+        await self._call(pipe.execute())
+        return len(data)
+
+    async def workflows(self, replica_id: str) -> list[str]:
+        """Workflow ids of every map saved for ``replica_id``, sorted."""
+        members = await self._call(self._client.smembers(self.index_key(replica_id)))
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+
+class MemoryContextMapStore:
+    """Maps as bytes in a dict; ``available = False`` makes every call raise ``StoreUnavailable``."""
+
+    def __init__(self) -> None:
+        """An empty, reachable store."""
+        self.saved: dict[tuple[str, str], bytes] = {}
+        self.available = True
+        self.saves = 0
+        """Successful saves, for tests of debouncing."""
+
+    async def save(self, cmap: ContextMap) -> int:
+        """Keep the map's bytes."""
+        self._check()
+        data = cmap.to_bytes()
+        self.saved[(cmap.workflow_id, cmap.replica_id)] = data
+        self.saves += 1
+        return len(data)
+
+    async def load(
+        self, workflow_id: str, replica_id: str, *, clock: HybridLogicalClock | None = None
+    ) -> ContextMap | None:
+        """The saved map, or None."""
+        self._check()
+        data = self.saved.get((workflow_id, replica_id))
+        return None if data is None else ContextMap.from_bytes(data, replica_id=replica_id, clock=clock)
+
+    async def workflows(self, replica_id: str) -> list[str]:
+        """Workflow ids saved for ``replica_id``."""
+        self._check()
+        return sorted(wf for wf, replica in self.saved if replica == replica_id)
+
+    def _check(self) -> None:
+        if not self.available:
+            raise StoreUnavailable("memory context map store is switched off")

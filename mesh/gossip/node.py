@@ -1,0 +1,545 @@
+"""One agent's gossip (and votes) over the bus: signed, verified, persisted, restored after a crash.
+
+``GossipNode`` wires the pure-logic ``GossipAgent`` (and optionally a ``QuorumAgent``) to a
+``Bus``:
+
+* broadcast: each node is the only member of its own consumer group over the gossip and votes
+  topics, so every node reads every message; it starts at the latest offset (history is not
+  replayed: the map comes back from Redis and anti-entropy fills the gap);
+* every outgoing envelope is signed; every incoming one is verified by the subscription's guard
+  before any handler, and a refused one is dead-lettered by the bus with its reason
+  (``unsigned``, ``forged``, ``replayed``, ``equivocation``) and counted in ``stats``;
+* publishing never blocks a write: envelopes go out in the background (at most
+  ``max_in_flight`` at once; beyond that, or on a bus error, they are dropped and counted,
+  because anti-entropy repairs any loss) so a node cut off from the broker keeps working (AP);
+* each map is saved after it changes (debounced) and every map of the agent is restored on
+  ``start``, before the first message is handled;
+* votes that are still open are re-sent periodically, so a minority's proposals, tentative
+  while it was cut off, are decided once the partition heals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mesh.bus import Bus, Delivery, Subscription, SubscriptionOptions, TopicPartition
+from mesh.bus import EnvelopeRejected as BusEnvelopeRejected
+from mesh.errors import BusError, PermanentError, StoreUnavailable, UsageError
+from mesh.gossip._agent import GossipAgent, GossipOptions
+from mesh.gossip._clock import HybridLogicalClock
+from mesh.gossip._entries import VariableEntry
+from mesh.gossip._map import ContextMap
+from mesh.gossip._persist import ContextMapStore
+from mesh.quorum import (
+    BallotSigner,
+    CheckerRegistry,
+    Decision,
+    QuorumAgent,
+    QuorumBook,
+    Validator,
+    resend_pending,
+)
+from mesh.security import (
+    EnvelopeRejected,
+    EnvelopeSigner,
+    EnvelopeVerifier,
+    KeyPair,
+    Keyring,
+    RedisKeyringStore,
+    VerifierOptions,
+)
+from protocols.envelope import Envelope
+from protocols.events import DeadLetter
+from protocols.topics import Topics
+from protocols.votes import Proposal
+
+__all__ = ["VARIABLE_FACT", "GossipNode", "GossipNodeOptions", "default_checkers"]
+
+log = logging.getLogger(__name__)
+
+VARIABLE_FACT = "variable"
+"""Fact kind of a proposed context variable; its acceptance flips the variable to ``accepted``."""
+
+OnChange = Callable[[str, list[str]], None]
+"""Called with a workflow id and the variable names a peer's message changed (same task as handling)."""
+
+
+def default_checkers() -> CheckerRegistry:
+    """Checkers a node validates with when given none: a proposed variable is plausible as sent.
+
+    The value hash is checked by the ``Validator`` itself; deployments register real checks
+    (e.g. an identifier exists in the source system) for their own fact kinds.
+    """
+    registry = CheckerRegistry()
+    registry.register(VARIABLE_FACT, lambda proposal: True)
+    return registry
+
+
+@dataclass(frozen=True, slots=True)
+class GossipNodeOptions:
+    """Tuning of one node; the gossip protocol's own knobs are in ``GossipOptions``."""
+
+    persist_debounce_ms: int = 100
+    """A changed map is saved at most this long after the change (several changes, one save)."""
+    poll_timeout_ms: int = 500
+    """Longest wait of one poll; an idle node wakes this often (keep it cheap)."""
+    max_in_flight: int = 1000
+    """Envelopes being published at once; more are dropped (anti-entropy repairs the loss)."""
+    vote_resend_period_ms: int = 2000
+    """How often open votes this node proposed or voted on are re-sent."""
+    keyring_refresh_period_ms: int = 2000
+    """How often peers' keys are re-read from the keyring store (when one is given)."""
+    start_timeout_s: float = 30.0
+    """How long ``start`` waits for the subscription's first partition assignment."""
+    session_timeout_ms: int = 30_000
+    """Consumer session timeout: long, so a cut shorter than this keeps the group and resumes at once."""
+    group: str = ""
+    """Consumer group; default ``<gossip topic>.<agent id>.<random>``: unique per incarnation, so a
+    restarted node never waits for its dead predecessor's session to expire."""
+    flush_timeout_s: float = 5.0
+    """How long ``aclose`` waits for envelopes still being published."""
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it to end.
+
+    Cancelled again until it ends: on Python 3.11 ``asyncio.wait_for`` (used inside bus polls)
+    can swallow a cancellation that races with its inner wait completing.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s had failed", task.get_name(), exc_info=task.exception())
+
+
+class _Assigned:
+    """Rebalance listener that records when the first assignment arrives."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Nothing to commit: the node never commits (it always starts at the latest offset)."""
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        """Wake ``start``."""
+        self.event.set()
+
+
+class GossipNode:
+    """Runs one agent's gossip (and, with ``validators``, its votes) over a bus.
+
+    Concurrency: one task handles incoming envelopes in order; local calls (``set_variable``,
+    ``propose``) run on the caller's task in the same event loop (not thread-safe). The bus is
+    the caller's: ``aclose`` closes the node's subscription, not the bus.
+    """
+
+    def __init__(
+        self,
+        keys: KeyPair,
+        bus: Bus,
+        keyring: Keyring,
+        *,
+        topics: Topics | None = None,
+        store: ContextMapStore | None = None,
+        keyring_store: RedisKeyringStore | None = None,
+        validators: frozenset[str] | set[str] | None = None,
+        checkers: CheckerRegistry | None = None,
+        gossip_options: GossipOptions | None = None,
+        options: GossipNodeOptions | None = None,
+        verifier_options: VerifierOptions | None = None,
+        on_change: OnChange | None = None,
+        clock: HybridLogicalClock | None = None,
+    ) -> None:
+        """Gossip as ``keys.agent_id`` over ``bus``, trusting the senders in ``keyring``."""
+        self.agent_id = keys.agent_id
+        self._keys = keys
+        self.bus = bus
+        self.keyring = keyring
+        self.topics = topics or Topics()
+        self.store = store
+        self.keyring_store = keyring_store
+        self.options = options or GossipNodeOptions()
+        self.on_change = on_change
+        self.signer = EnvelopeSigner(keys.agent_id, keys.private_key)
+        self.verifier = EnvelopeVerifier(keyring, options=verifier_options)
+        self.stats: Counter[str] = Counter()
+        """Node-level counts: published, dropped, rejected_<reason>, saves, handler errors..."""
+        self.gossip = GossipAgent(
+            keys.agent_id,
+            self._send_gossip,
+            clock=clock,
+            options=gossip_options,
+            sign=self.signer,
+            is_quarantined=self._is_quarantined,
+        )
+        self.quorum: QuorumAgent | None = None
+        if validators:
+            book = QuorumBook(frozenset(validators), keyring=keyring)
+            validator = None
+            if keys.agent_id in validators:
+                validator = Validator(
+                    BallotSigner(keys.agent_id, keys.private_key), checkers=checkers or default_checkers()
+                )
+            self.quorum = QuorumAgent(
+                keys.agent_id,
+                self._send_vote,
+                book,
+                validator=validator,
+                on_decided=self._on_decided,
+                sign=self.signer,
+                now=self.gossip.clock.now,
+            )
+        self.group = self.options.group or f"{self.topics.gossip}.{keys.agent_id}.{uuid.uuid4().hex[:8]}"
+        self.restored: dict[str, int] = {}
+        """Entries restored from the store on start, by workflow id."""
+        self._sub: Subscription | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._dirty: set[str] = set()
+        self._dirty_event = asyncio.Event()
+        self._saved_version: dict[str, int] = {}
+        self._started = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Restore saved maps, join the topics, wait for the assignment, start background work.
+
+        Raises ``BusError`` when the bus cannot be reached. An unreachable store only logs: the
+        node starts empty and anti-entropy brings the maps back from its peers.
+        """
+        if self._started:
+            return
+        self._started = True
+        await self._restore()
+        if self.keyring_store is not None:
+            await self._share_keys()
+        assigned = _Assigned()
+        self._sub = await self.bus.subscribe(
+            [self.topics.gossip, self.topics.votes],
+            group=self.group,
+            member=self.agent_id,
+            listener=assigned,
+            options=SubscriptionOptions(
+                from_beginning=False,
+                guard=self._guard,
+                session_timeout_ms=self.options.session_timeout_ms,
+                heartbeat_interval_ms=max(1000, self.options.session_timeout_ms // 10),
+                max_poll_interval_ms=max(60_000, self.options.session_timeout_ms),
+            ),
+        )
+        self._spawn(self._receive_loop(), "receive")
+        try:
+            await asyncio.wait_for(assigned.event.wait(), self.options.start_timeout_s)
+        except TimeoutError:
+            await self.aclose()
+            raise BusError(
+                f"gossip node {self.agent_id}: no partition assignment within {self.options.start_timeout_s} s"
+            ) from None
+        self.gossip.start()
+        self._spawn(self._persist_loop(), "persist")
+        if self.quorum is not None:
+            self._spawn(self._resend_loop(), "resend-votes")
+        if self.keyring_store is not None:
+            self._spawn(self._keyring_loop(), "keyring")
+        # Push what was restored: peers that lost it (or never had it) merge it at once.
+        for workflow_id in list(self.gossip.maps):
+            await self.gossip.flush(workflow_id)
+
+    async def aclose(self) -> None:
+        """Stop background work, wait briefly for pending publishes, save dirty maps, leave the group."""
+        await self.gossip.aclose()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            await _stop(task)
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=self.options.flush_timeout_s)
+        await self._save_dirty()
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.aclose()
+
+    async def __aenter__(self) -> GossipNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- local API --------------------------------------------------------------------------
+
+    async def set_variable(
+        self,
+        workflow_id: str,
+        name: str,
+        value: Any,
+        *,
+        secret: bool = False,
+        priority: int = 1,
+        expires_at_ms: int | None = None,
+    ) -> VariableEntry:
+        """Write a variable locally and broadcast it (never blocks on the bus)."""
+        entry = await self.gossip.set(
+            workflow_id, name, value, priority=priority, expires_at_ms=expires_at_ms, secret=secret
+        )
+        self._mark_dirty(workflow_id)
+        return entry
+
+    async def delete_variable(self, workflow_id: str, name: str) -> None:
+        """Delete a variable and broadcast the tombstone."""
+        await self.gossip.delete(workflow_id, name)
+        self._mark_dirty(workflow_id)
+
+    def get(self, workflow_id: str) -> ContextMap:
+        """This node's replica of ``workflow_id`` (created empty on first use)."""
+        return self.gossip.join(workflow_id)
+
+    async def propose(
+        self,
+        workflow_id: str,
+        name: str,
+        value: Any,
+        *,
+        secret: bool = False,
+        priority: int = 1,
+        expires_at_ms: int | None = None,
+    ) -> Proposal:
+        """Write a variable (tentative) and put it to the vote; it flips to accepted on 2f+1 ballots."""
+        quorum = self._require_quorum()
+        await self.set_variable(
+            workflow_id, name, value, secret=secret, priority=priority, expires_at_ms=expires_at_ms
+        )
+        return await quorum.propose(workflow_id, VARIABLE_FACT, name, value)
+
+    async def propose_fact(self, workflow_id: str, fact_kind: str, key: str, value: Any) -> Proposal:
+        """Put any fact to the vote (validators check it with their checker for ``fact_kind``)."""
+        return await self._require_quorum().propose(workflow_id, fact_kind, key, value)
+
+    def decision(self, proposal_id: str) -> Decision | None:
+        """This node's decision on a proposal, if it reached one."""
+        return self._require_quorum().book.decision(proposal_id)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _guard(self, envelope: Envelope) -> None:
+        # Runs inside the bus's poll, before any handler: a refusal here is dead-lettered by the
+        # bus with our reason. mesh.security's error is translated to the bus's own type.
+        try:
+            self.verifier.verify(envelope)
+        except EnvelopeRejected as exc:
+            self.stats[f"rejected_{exc.reason}"] += 1
+            raise BusEnvelopeRejected(str(exc), reason=exc.reason) from None
+
+    async def _receive_loop(self) -> None:
+        assert self._sub is not None
+        backoff_s = 0.1
+        while True:
+            try:
+                deliveries = await self._sub.poll(timeout_ms=self.options.poll_timeout_ms)
+            except BusError as exc:
+                self.stats["poll_errors"] += 1
+                log.warning("gossip node %s: poll failed (%s); retrying in %.1f s", self.agent_id, exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 2.0)
+                continue
+            backoff_s = 0.1
+            for delivery in deliveries:
+                await self._dispatch(delivery)
+
+    async def _dispatch(self, delivery: Delivery) -> None:
+        envelope = delivery.envelope
+        try:
+            if delivery.topic == self.topics.gossip:
+                await self._handle_gossip(envelope)
+            elif delivery.topic == self.topics.votes and self.quorum is not None:
+                await self.quorum.handle(envelope)
+        except PermanentError as exc:
+            # Verified but unusable (a clock far ahead, a corrupt delta): dead-letter it too.
+            reason = getattr(exc, "reason", "") or "handler"
+            self.stats[f"rejected_{reason}"] += 1
+            await self._dead_letter(delivery, reason, str(exc))
+        except Exception:  # one bad message must not end the receive loop
+            self.stats["handler_errors"] += 1
+            log.warning("gossip node %s: handling %s failed", self.agent_id, envelope.kind, exc_info=True)
+
+    async def _handle_gossip(self, envelope: Envelope) -> None:
+        workflow_id = envelope.workflow_id
+        before = self.gossip.maps.get(workflow_id)
+        version = before.version if before is not None else 0
+        await self.gossip.handle(envelope)
+        cmap = self.gossip.maps.get(workflow_id)
+        if cmap is None or cmap.version == version:
+            return
+        self._mark_dirty(workflow_id)
+        if self.on_change is not None:
+            delta = cmap.delta_since(version)
+            self.on_change(workflow_id, [e.name for e in delta.registers] + [s.name for s in delta.sets])
+
+    async def _dead_letter(self, delivery: Delivery, reason: str, error: str) -> None:
+        letter = DeadLetter(
+            source_topic=delivery.topic,
+            partition=delivery.partition,
+            offset=delivery.offset,
+            reason=reason,
+            error=error[:2000],
+            key=delivery.key,
+            consumer=self.agent_id,
+        )
+        self._publish(self.topics.dead_letter, self.signer(Envelope.of(letter, sender=self.agent_id)))
+
+    def _is_quarantined(self, peer: str) -> bool:
+        return self.quorum is not None and self.quorum.is_quarantined(peer)
+
+    async def _on_decided(self, decision: Decision) -> None:
+        proposal = decision.proposal
+        self.stats[f"decided_{decision.outcome}"] += 1
+        if decision.outcome == "accepted" and proposal.fact_kind == VARIABLE_FACT:
+            if await self.gossip.mark_accepted(proposal.workflow_id, proposal.key, proposal.value_hash):
+                self._mark_dirty(proposal.workflow_id)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def _send_gossip(self, envelope: Envelope) -> None:
+        self._publish(self.topics.gossip, envelope)
+
+    async def _send_vote(self, envelope: Envelope) -> None:
+        self._publish(self.topics.votes, envelope)
+
+    def _publish(self, topic: str, envelope: Envelope) -> None:
+        # Fire and forget: the caller (a local write, or the receive loop answering a digest)
+        # must not wait on a broker that may be cut off. Kafka keeps per-partition order of
+        # what is handed over in order, and gossip tolerates loss and reordering anyway.
+        if len(self._in_flight) >= self.options.max_in_flight:
+            self.stats["dropped_backlog"] += 1
+            return
+        task = asyncio.create_task(self._publish_one(topic, envelope))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _publish_one(self, topic: str, envelope: Envelope) -> None:
+        try:
+            await self.bus.publish(topic, envelope)
+        except BusError as exc:
+            self.stats["dropped_bus_error"] += 1
+            log.info("gossip node %s: publish to %s dropped: %s", self.agent_id, topic, exc)
+        else:
+            self.stats["published"] += 1
+
+    # -- background work --------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=f"gossip-node-{self.agent_id}-{name}"))
+
+    def _mark_dirty(self, workflow_id: str) -> None:
+        if self.store is not None:
+            self._dirty.add(workflow_id)
+            self._dirty_event.set()
+
+    async def _persist_loop(self) -> None:
+        debounce_s = self.options.persist_debounce_ms / 1000
+        while True:
+            await self._dirty_event.wait()
+            await asyncio.sleep(debounce_s)
+            self._dirty_event.clear()
+            if not await self._save_dirty():
+                # Store unreachable: keep the maps dirty and try again after a pause.
+                await asyncio.sleep(max(debounce_s, 0.5))
+                self._dirty_event.set()
+
+    async def _save_dirty(self) -> bool:
+        """Save every dirty map; False if the store was unreachable (they stay dirty)."""
+        if self.store is None:
+            return True
+        for workflow_id in sorted(self._dirty):
+            cmap = self.gossip.maps.get(workflow_id)
+            self._dirty.discard(workflow_id)
+            if cmap is None or self._saved_version.get(workflow_id) == cmap.version:
+                continue
+            version = cmap.version
+            try:
+                await self.store.save(cmap)
+            except StoreUnavailable as exc:
+                self._dirty.add(workflow_id)
+                self.stats["save_errors"] += 1
+                log.info("gossip node %s: saving %s failed: %s", self.agent_id, workflow_id, exc)
+                return False
+            self._saved_version[workflow_id] = version
+            self.stats["saves"] += 1
+        return True
+
+    async def _restore(self) -> None:
+        if self.store is None:
+            return
+        try:
+            workflow_ids = await self.store.workflows(self.agent_id)
+            for workflow_id in workflow_ids:
+                saved = await self.store.load(workflow_id, self.agent_id)
+                if saved is None:
+                    continue
+                cmap = self.gossip.join(workflow_id)
+                cmap.merge(saved.delta_since(0))
+                self._saved_version[workflow_id] = cmap.version
+                self.restored[workflow_id] = len(cmap)
+        except StoreUnavailable as exc:
+            self.stats["restore_errors"] += 1
+            log.warning("gossip node %s: cannot restore maps (%s); starting from peers", self.agent_id, exc)
+
+    async def _resend_loop(self) -> None:
+        assert self.quorum is not None
+        period_s = self.options.vote_resend_period_ms / 1000
+        while True:
+            await asyncio.sleep(period_s)
+            await resend_pending(self.quorum)
+
+    async def _share_keys(self) -> None:
+        assert self.keyring_store is not None
+        try:
+            await self.keyring_store.publish(self.agent_id, self._keys.public_key)
+            await self._refresh_keyring()
+        except StoreUnavailable as exc:
+            log.warning("gossip node %s: keyring store unreachable: %s", self.agent_id, exc)
+
+    async def _refresh_keyring(self) -> None:
+        assert self.keyring_store is not None
+        shared = await self.keyring_store.load()
+        for agent_id in shared:
+            key = shared.get(agent_id)
+            if key is not None and agent_id not in self.keyring:
+                # Only new ids: a key already trusted is never replaced from the store.
+                self.keyring.add(agent_id, key)
+
+    async def _keyring_loop(self) -> None:
+        period_s = self.options.keyring_refresh_period_ms / 1000
+        while True:
+            await asyncio.sleep(period_s)
+            with contextlib.suppress(StoreUnavailable):
+                await self._refresh_keyring()
+
+    def _require_quorum(self) -> QuorumAgent:
+        if self.quorum is None:
+            raise UsageError(f"gossip node {self.agent_id} has no validators configured: pass validators=...")
+        return self.quorum
+
+    def summary(self) -> dict[str, Any]:
+        """Counters of the node, its gossip agent, verifier and quorum agent (for logs and tests)."""
+        out: dict[str, Any] = {f"node.{k}": v for k, v in self.stats.items()}
+        out.update({f"gossip.{k}": v for k, v in self.gossip.stats.items()})
+        out.update({f"verifier.rejected_{k}": v for k, v in self.verifier.rejections.items()})
+        out["verifier.accepted"] = self.verifier.accepted
+        if self.quorum is not None:
+            out.update({f"quorum.{k}": v for k, v in self.quorum.stats.items()})
+        out["time_ms"] = int(time.time() * 1000)
+        return out
+
+    def __repr__(self) -> str:
+        return f"GossipNode(agent_id={self.agent_id!r}, group={self.group!r}, workflows={sorted(self.gossip.maps)})"
