@@ -2,6 +2,12 @@
 
 from mesh.store.base import BlobStore, Checkpoint, StateStore, agent_key, step_key
 from mesh.store.blob import FileBlobStore
+from mesh.store.journal import (
+    DroppedWrite,
+    JournalingStateStore,
+    JournalOptions,
+    ProvisionalCheckpoint,
+)
 from mesh.store.memory import InMemoryBlobStore, InMemoryStateStore
 from mesh.store.redis import RedisStateStore
 
@@ -17,4 +23,9 @@ __all__ = [
     "InMemoryBlobStore",
     "InMemoryStateStore",
     "RedisStateStore",
+    # offline journal in front of a store
+    "DroppedWrite",
+    "JournalOptions",
+    "JournalingStateStore",
+    "ProvisionalCheckpoint",
 ]
