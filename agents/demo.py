@@ -19,7 +19,6 @@ from rich.table import Table
 
 from agents.mock_ehr import EhrConfig, MockEhrProcess, start_mock_ehr_process, summarize_audit_log
 from agents.processes import AgentProcesses
-from mesh.bus import KafkaBus
 from mesh.runtime import MeshClient, WorkflowView
 from mesh.settings import MeshSettings
 from protocols import (
@@ -29,7 +28,6 @@ from protocols import (
     StepFailed,
     StepProgress,
     StepStarted,
-    Topics,
     WorkflowCompleted,
     load_workflow_spec,
 )
@@ -103,11 +101,8 @@ def _describe(env: Envelope) -> str | None:
 
 async def _drive(opts: DemoOptions, settings: MeshSettings, agents: AgentProcesses, ehr: MockEhrProcess,
                  console: Console, result: DemoResult) -> None:
-    topics = Topics(prefix=settings.topic_prefix)
-    bus = KafkaBus(settings.kafka_bootstrap, topics=topics, client_id="demo", partitions=settings.topic_partitions)
-    await bus.start()
+    client = await MeshClient.connect(settings, client_id="demo")
     try:
-        client = MeshClient(bus, topics=topics, client_id="demo")
         spec = load_workflow_spec(SPEC)
         steps = tuple(
             s.model_copy(update={"params": {**s.params, "patients": opts.patients, "page_size": opts.page_size}})
@@ -148,7 +143,7 @@ async def _drive(opts: DemoOptions, settings: MeshSettings, agents: AgentProcess
         result.turns = sum(c.turns for c in view.completed.values())
         result.resumes = view.resumes()
     finally:
-        await bus.aclose()
+        await client.aclose()
 
 
 def run_demo(opts: DemoOptions | None = None, *, console: Console | None = None) -> DemoResult:

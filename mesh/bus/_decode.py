@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 
 from mesh.bus.base import Delivery, EnvelopeGuard, EnvelopeRejected
+from mesh.errors import DecodeError
 from protocols import DeadLetter, Envelope, EnvelopeCodec, EnvelopeDecodeError
 
 __all__ = ["RawRecord", "decode_record", "trace_headers"]
@@ -19,7 +21,7 @@ RawRecord = tuple[str, int, int, bytes | None, bytes | None, Sequence[tuple[str,
 """(topic, partition, offset, key, value, headers, timestamp_ms) as a broker hands it over."""
 
 
-def decode_record(
+async def decode_record(
     codec: EnvelopeCodec,
     record: RawRecord,
     *,
@@ -39,8 +41,11 @@ def decode_record(
         else:
             try:
                 if guard is not None:
-                    guard(envelope)
-            except EnvelopeRejected as exc:
+                    verdict = guard(envelope)
+                    if inspect.isawaitable(verdict):
+                        await verdict
+            except (EnvelopeRejected, DecodeError) as exc:
+                # mesh.security raises its own DecodeError subclass; both carry the reason.
                 reason, error = exc.reason, str(exc)
             else:
                 return Delivery(

@@ -63,9 +63,11 @@ class EnvelopeRejected(Exception):
         self.reason = reason
 
 
-EnvelopeGuard = Callable[[Envelope], None]
-"""Called on every decoded envelope before it is delivered; raises ``EnvelopeRejected`` to refuse it
-(signature checks, replay windows, quarantined senders)."""
+EnvelopeGuard = Callable[[Envelope], object]
+"""Called on every decoded envelope before it is delivered (sync, or async when it returns an
+awaitable); raises ``EnvelopeRejected`` (or a ``mesh.errors.DecodeError`` with a ``reason``) to
+refuse it: signature checks, replay windows, quarantined senders. Calls are sequential per
+subscription, in delivery order."""
 
 
 class RebalanceListener(Protocol):

@@ -329,7 +329,7 @@ class KafkaSubscription:
             tp = (ktp.topic, ktp.partition)
             skipped = False
             for rec in records:
-                result = decode_record(
+                result = await decode_record(
                     self._bus.codec,
                     (rec.topic, rec.partition, rec.offset, rec.key, rec.value, tuple(rec.headers or ()), rec.timestamp),
                     guard=self._options.guard,

@@ -285,7 +285,7 @@ class InMemorySubscription:
                 records = broker.read(tp, pos, budget)
                 for i, rec in enumerate(records):
                     offset = pos + i
-                    result = decode_record(
+                    result = await decode_record(
                         self._bus.codec,
                         (tp[0], tp[1], offset, rec.key, rec.value, rec.headers, rec.timestamp_ms),
                         guard=self._options.guard,

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from mesh.bus import Bus, KafkaBus
+from mesh.bus import Bus, EnvelopeGuard, KafkaBus
 from mesh.errors import ConfigError
 from mesh.llm import (
     Decision,
@@ -28,6 +28,7 @@ from mesh.runtime.actions import Action
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
 from mesh.runtime.step_runner import StepRunner
+from mesh.runtime.trust import LogTrust
 from mesh.runtime.worker import AgentWorker, WorkerOptions
 from mesh.settings import MeshSettings
 from mesh.store import BlobStore, FileBlobStore, RedisStateStore, StateStore
@@ -103,6 +104,7 @@ def build_worker(
     model: str = "rule",
     prompts: StackPromptBuilder | None = None,
     trace_events: bool = False,
+    guard: EnvelopeGuard | None = None,
 ) -> AgentWorker:
     """Wire a worker for ``role``; the reasoner defaults to the role's rule policy."""
     runtime = runtime or RuntimeOptions()
@@ -131,7 +133,7 @@ def build_worker(
         kpis=kpis,
         trace_events=emitter,
     )
-    return AgentWorker(bus, store, runner, topics=topics, options=worker)
+    return AgentWorker(bus, store, runner, topics=topics, options=worker, guard=guard)
 
 
 async def run_agent(
@@ -147,6 +149,9 @@ async def run_agent(
     topics = Topics(prefix=settings.topic_prefix)
     setup_tracing("agent-mesh", agent_id=agent_id, role=role.name)
     kpis = Kpis()
+    trust = await LogTrust.connect(
+        agent_id, redis_url=settings.redis_url, prefix=settings.topic_prefix, state_dir=settings.state_dir
+    )
     bus = KafkaBus(
         settings.kafka_bootstrap,
         codec=EnvelopeCodec(max_bytes=settings.max_envelope_bytes),
@@ -154,6 +159,7 @@ async def run_agent(
         client_id=agent_id,
         partitions=settings.topic_partitions,
         replication_factor=settings.topic_replication,
+        signer=trust.sign,
     )
     store = RedisStateStore.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:")
     blobs = FileBlobStore(settings.resolved_blob_dir())
@@ -177,7 +183,7 @@ async def run_agent(
     worker = build_worker(
         role, bus, store, agent_id=agent_id, topics=topics, reasoner=reasoner, blobs=blobs,
         resources={"http": http, "settings": settings}, runtime=config.runtime, worker=config.worker,
-        scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True,
+        scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True, guard=trust,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -189,5 +195,6 @@ async def run_agent(
         await reasoner.aclose()
         await store.aclose()
         await bus.aclose()
+        await trust.aclose()
         shutdown_tracing()
         log.info("%s stopped after completing %d step(s)", agent_id, worker.steps_completed)

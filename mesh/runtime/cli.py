@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from mesh.bus import KafkaBus
 from mesh.errors import MeshError
 from mesh.runtime.agent import AgentConfig, run_agent
 from mesh.runtime.client import MeshClient
@@ -25,7 +24,7 @@ from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.view import WorkflowView
 from mesh.runtime.worker import WorkerOptions
 from mesh.settings import MeshSettings
-from protocols import Topics, WorkflowSpecError, load_workflow_spec
+from protocols import WorkflowSpecError, load_workflow_spec
 
 __all__ = ["agent_app", "register"]
 
@@ -48,14 +47,11 @@ def _run(coro: Awaitable[T]) -> T:
 
 @asynccontextmanager
 async def _client(settings: MeshSettings) -> AsyncIterator[MeshClient]:
-    topics = Topics(prefix=settings.topic_prefix)
-    bus = KafkaBus(settings.kafka_bootstrap, topics=topics, client_id="mesh-cli",
-                   partitions=settings.topic_partitions, replication_factor=settings.topic_replication)
-    await bus.start()
+    client = await MeshClient.connect(settings)
     try:
-        yield MeshClient(bus, topics=topics)
+        yield client
     finally:
-        await bus.aclose()
+        await client.aclose()
 
 
 @agent_app.command("run")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -9,6 +11,7 @@ from typing import Any
 
 from mesh.bus import Bus, SubscriptionOptions
 from mesh.runtime.view import WorkflowView
+from mesh.settings import MeshSettings
 from mesh.telemetry import workflow_span
 from protocols import (
     Envelope,
@@ -36,6 +39,36 @@ class MeshClient:
         self.bus = bus
         self.topics = topics
         self.client_id = client_id
+        self._owned: list[Any] = []
+
+    @classmethod
+    async def connect(cls, settings: MeshSettings | None = None, *, client_id: str = "") -> MeshClient:
+        """A client on Kafka whose envelopes are signed with its own key (registered in Redis)."""
+        from mesh.bus import KafkaBus
+        from mesh.runtime.trust import LogTrust
+
+        settings = settings or MeshSettings()
+        client_id = client_id or f"cli-{getpass.getuser()}-{socket.gethostname()}"
+        topics = Topics(prefix=settings.topic_prefix)
+        trust = await LogTrust.connect(
+            client_id, redis_url=settings.redis_url, prefix=settings.topic_prefix, state_dir=settings.state_dir
+        )
+        bus = KafkaBus(settings.kafka_bootstrap, topics=topics, client_id=client_id, signer=trust.sign,
+                       partitions=settings.topic_partitions, replication_factor=settings.topic_replication)
+        try:
+            await bus.start()
+        except BaseException:
+            await trust.aclose()
+            raise
+        client = cls(bus, topics=topics, client_id=client_id)
+        client._owned = [bus, trust]
+        return client
+
+    async def aclose(self) -> None:
+        """Close what ``connect`` opened."""
+        for resource in self._owned:
+            await resource.aclose()
+        self._owned = []
 
     async def submit(
         self,

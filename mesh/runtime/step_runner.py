@@ -187,6 +187,9 @@ class StepRunner:
         if state is None:
             state = StepState(workflow_id=workflow_id, step_id=step.id, role=step.role)
         elif state.status in ("completed", "failed"):
+            # Ended before its result was published (the owner died in between): this owner
+            # publishes it, so announce the ownership first (results count only from the owner).
+            await self._announce(step, workflow_id, epoch, state.turn)
             return state
         else:
             resumed_from = state.turn
@@ -207,15 +210,7 @@ class StepRunner:
         for value in state.secret_values():
             secret_registry().add(value)
 
-        await self.publish(
-            Envelope.of(
-                StepStarted(role=step.role, owner=self.agent_id, epoch=epoch, resumed_from_turn=resumed_from),
-                sender=self.agent_id,
-                workflow_id=workflow_id,
-                step_id=step.id,
-                id=deterministic_event_id(workflow_id, step.id, "started", epoch),
-            )
-        )
+        await self._announce(step, workflow_id, epoch, resumed_from)
         if self.kpis is not None:
             self.kpis.record_step_started(resumed=resumed_from > 0)
         if self.scratchpad is not None:
@@ -471,6 +466,17 @@ class StepRunner:
         """Wait for background blob copies."""
         if self._blob_tasks:
             await asyncio.gather(*list(self._blob_tasks), return_exceptions=True)
+
+    async def _announce(self, step: StepSpec, workflow_id: str, epoch: int, resumed_from: int) -> None:
+        await self.publish(
+            Envelope.of(
+                StepStarted(role=step.role, owner=self.agent_id, epoch=epoch, resumed_from_turn=resumed_from),
+                sender=self.agent_id,
+                workflow_id=workflow_id,
+                step_id=step.id,
+                id=deterministic_event_id(workflow_id, step.id, "started", epoch),
+            )
+        )
 
     async def _event(self, name: str, state: StepState, **attributes: Any) -> None:
         if self.trace_events is not None:

@@ -21,6 +21,8 @@ from protocols import (
 
 __all__ = ["StepStatusName", "WorkflowView"]
 
+_OWNER_ONLY = frozenset({StepProgress.KIND, StepCompleted.KIND, StepFailed.KIND, StepEscalated.KIND})
+
 StepStatusName = Literal["waiting", "ready", "running", "paused", "completed", "failed"]
 
 
@@ -42,13 +44,27 @@ class WorkflowView:
     finished: WorkflowCompleted | None = None
     seen: set[str] = field(default_factory=set)
     last_event_ms: dict[str, int] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    """Why events were not folded (a step event from someone who does not own the step)."""
 
     def apply(self, env: Envelope, *, at_ms: int = 0) -> bool:
-        """Fold one event; False when it was a duplicate or not a workflow event."""
+        """Fold one event; False when it was a duplicate, not a workflow event, or not authorized.
+
+        Step results (progress, completed, failed, escalated) count only from the step's current
+        owner, the sender of its latest ``StepStarted``: an owner publishes ``StepStarted`` before
+        anything else about the step, in the same partition, so the order is guaranteed. This
+        keeps a zombie's late result and a result made up by another (authenticated) sender out.
+        """
         if env.id in self.seen:
             return False
-        self.seen.add(env.id)
         step = env.step_id
+        if env.kind in _OWNER_ONLY:
+            starts = self.started.get(step)
+            owner = starts[-1].owner if starts else None
+            if env.sender != owner:
+                self.ignored.append(f"{env.kind} for {step!r} from {env.sender!r}, not its owner {owner!r}")
+                return False
+        self.seen.add(env.id)
         if step:
             self.last_event_ms[step] = at_ms
         kind = env.kind

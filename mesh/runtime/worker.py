@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesh.bus import Bus, Delivery, Subscription, SubscriptionOptions, TopicPartition
+from mesh.bus import Bus, Delivery, EnvelopeGuard, Subscription, SubscriptionOptions, TopicPartition
 from mesh.errors import CheckpointNotFound, MeshError, TransientError
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.state import StepState, VariableEntry
@@ -84,13 +84,18 @@ class AgentWorker:
         *,
         topics: Topics,
         options: WorkerOptions | None = None,
+        guard: EnvelopeGuard | None = None,
     ) -> None:
-        """A member of group ``<prefix>.role.<role>``; ``runner`` carries the role and agent id."""
+        """A member of group ``<prefix>.role.<role>``; ``runner`` carries the role and agent id.
+
+        ``guard`` vets every event before it is folded (signatures); refused ones are dead-lettered.
+        """
         self.bus = bus
         self.store = store
         self.runner = runner
         self.topics = topics
         self.options = options or WorkerOptions()
+        self.guard = guard
         self.role = runner.role
         self.agent_id = runner.agent_id
         self._tracked: dict[str, _Tracked] = {}
@@ -141,6 +146,7 @@ class AgentWorker:
             options=SubscriptionOptions(
                 session_timeout_ms=self.options.session_timeout_ms,
                 heartbeat_interval_ms=self.options.heartbeat_interval_ms,
+                guard=self.guard,
             ),
         )
         log.info("%s joined %s", self.agent_id, self.group)

@@ -12,6 +12,7 @@ from agents.mock_ehr import EhrConfig, MockEhrProcess, start_mock_ehr_process
 from agents.processes import AgentProcesses
 from mesh.bus import KafkaBus, SubscriptionOptions
 from mesh.runtime import MeshClient, WorkflowView
+from mesh.runtime.trust import LogTrust
 from mesh.store import RedisStateStore
 from protocols import Topics, WorkflowSpec, load_workflow_spec
 
@@ -39,17 +40,22 @@ class Cluster:
         self.kafka_bootstrap, self.redis_url = kafka_bootstrap, redis_url
         env = {**os.environ, "MESH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MESH_REDIS_URL": redis_url,
                "MESH_TOPIC_PREFIX": self.prefix, "MESH_STATE_DIR": str(tmp / "state"),
-               "MESH_TOPIC_PARTITIONS": "6", "PYTHONPATH": str(SPEC_PATH.parents[2])}
+               "MESH_TOPIC_PARTITIONS": "6", "MESH_MAX_ENVELOPE_BYTES": "262144", "PYTHONPATH": str(SPEC_PATH.parents[2])}
         env.pop("ANTHROPIC_API_KEY", None)
         self.agents = AgentProcesses(tmp, env, turn_delay_s=turn_delay_s, session_timeout_ms=SESSION_TIMEOUT_MS)
         self.ehr: MockEhrProcess = start_mock_ehr_process(tmp / "audit.jsonl", config=EhrConfig(patients=patients))
         self.views: dict[str, WorkflowView] = {}
-        self.bus = KafkaBus(kafka_bootstrap, topics=self.topics, client_id="chaos-test", partitions=6)
+        self.bus = KafkaBus(kafka_bootstrap, topics=self.topics, client_id="chaos-test", partitions=6,
+                            signer=lambda env: self.trust.sign(env))
+        self.trust: LogTrust
+        self.tmp = tmp
         self.store = RedisStateStore.from_url(redis_url, key_prefix=f"{self.prefix}:")
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self, agents: Iterable[tuple[str, str]]) -> None:
-        """Create topics, start the agents and the reader."""
+        """Create topics, register the test's signing key, start the agents and the reader."""
+        self.trust = await LogTrust.connect("chaos-test", redis_url=self.redis_url, prefix=self.prefix,
+                                            state_dir=self.tmp / "state")
         await self.bus.start()
         for role, agent_id in agents:
             self.agents.start(role, agent_id)
@@ -71,7 +77,7 @@ class Cluster:
 
     async def submit(self, spec: WorkflowSpec) -> str:
         """Submit a workflow against the mock EHR."""
-        wf = await MeshClient(self.bus, topics=self.topics).submit(spec, variables={"ehr_base_url": self.ehr.base_url})
+        wf = await MeshClient(self.bus, topics=self.topics, client_id="chaos-test").submit(spec, variables={"ehr_base_url": self.ehr.base_url})
         self.views.setdefault(wf, WorkflowView(wf))
         return wf
 
@@ -106,3 +112,4 @@ class Cluster:
         await self.store.delete_prefix()
         await self.store.aclose()
         await self.bus.aclose()
+        await self.trust.aclose()
