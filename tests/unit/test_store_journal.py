@@ -121,8 +121,7 @@ async def test_journal_survives_a_restart_and_ignores_a_torn_tail(tmp_path: Path
     for i in range(3):
         await first.write("k", f"v{i}".encode(), epoch=4, owner="a1")
     first._file.close()  # a crash: no flush, no aclose
-    with open(first.path, "ab") as f:
-        f.write(b"\x00\x00\x01\x00garbage")  # a record cut short mid-append
+    first.path.write_bytes(first.path.read_bytes() + b"\x00\x00\x01\x00garbage")  # a record cut short mid-append
     second = JournalingStateStore(inner, tmp_path, agent_id="a1", options=FAST)
     assert second.pending == 3
     assert (await second.read("k")).data == b"v2"
