@@ -38,6 +38,16 @@ class DevConfig(BaseSettings):
     redis_port: int = Field(default=16379, ge=1, le=65535)
     """Redis port (``MESH_DEV_REDIS_PORT``)."""
 
+    kafka_proxied_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of an optional second client listener, ``PROXIED``, for network-cut tests (off by default)."""
+
+    kafka_proxied_advertised_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port the ``PROXIED`` listener advertises: a TCP proxy's listen port in front of it.
+
+    Kafka clients reconnect to advertised addresses, so clients that bootstrap through the
+    proxy keep talking through it, and cutting the proxy really cuts them off.
+    """
+
     kafka_version: str = "4.1.1"
     """Version of ``org.apache.kafka:kafka_2.13`` resolved from Maven Central."""
 
@@ -66,8 +76,12 @@ class DevConfig(BaseSettings):
     @model_validator(mode="after")
     def _ports_distinct(self) -> DevConfig:
         ports = [self.kafka_port, self.kafka_controller_port, self.redis_port]
+        if self.kafka_proxied_port is not None:
+            ports.append(self.kafka_proxied_port)
         if len(set(ports)) != len(ports):
-            raise ValueError(f"kafka, controller and redis ports must differ, got {ports}")
+            raise ValueError(f"kafka, controller, redis (and proxied listener) ports must differ, got {ports}")
+        if (self.kafka_proxied_port is None) != (self.kafka_proxied_advertised_port is None):
+            raise ValueError("kafka_proxied_port and kafka_proxied_advertised_port go together")
         return self
 
     # -- derived locations -------------------------------------------------------------------
@@ -132,6 +146,13 @@ class DevConfig(BaseSettings):
     def kafka_bootstrap(self) -> str:
         """Bootstrap address clients use (``MESH_KAFKA_BOOTSTRAP``)."""
         return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def kafka_proxied_bootstrap(self) -> str | None:
+        """Bootstrap address through the proxy (its advertised port), when the listener is on."""
+        if self.kafka_proxied_advertised_port is None:
+            return None
+        return f"{self.host}:{self.kafka_proxied_advertised_port}"
 
     @property
     def redis_url(self) -> str:

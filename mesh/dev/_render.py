@@ -55,6 +55,13 @@ def render_kafka_properties(config: DevConfig) -> str:
         "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",
     }
+    if config.kafka_proxied_port is not None:
+        # A second client listener reached through a TCP proxy; it advertises the proxy's port.
+        props["listeners"] = f"{props['listeners']},PROXIED://{host}:{config.kafka_proxied_port}"
+        props["advertised.listeners"] = (
+            f"{props['advertised.listeners']},PROXIED://{host}:{config.kafka_proxied_advertised_port}"
+        )
+        props["listener.security.protocol.map"] = f"{props['listener.security.protocol.map']},PROXIED:PLAINTEXT"
     lines = ["# Written by `mesh dev`; edits are overwritten on the next start."]
     lines += [f"{key}={value}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
