@@ -63,6 +63,7 @@ from mesh.runtime import (
     StepRunner,
     WorkerOptions,
 )
+from mesh.runtime.trust import LogTrust
 from mesh.store import Checkpoint, InMemoryStateStore, RedisStateStore, StateStore
 from protocols import (
     Envelope,
@@ -306,7 +307,8 @@ async def _failover_once(
     topics = Topics(prefix=prefix)
     agents = AgentProcesses(run_dir, _agent_env(svc, prefix, run_dir / "state"), turn_delay_s=turn_delay_s,
                             session_timeout_ms=session_ms, heartbeat_interval_ms=heartbeat_ms)
-    bus = KafkaBus(svc.kafka_bootstrap, topics=topics, client_id="bench-failover", partitions=6)
+    trust = await LogTrust.connect("bench", redis_url=svc.redis_url, prefix=prefix, state_dir=run_dir / "state")
+    bus = KafkaBus(svc.kafka_bootstrap, topics=topics, client_id="bench-failover", partitions=6, signer=trust.sign)
     owner = killed = resumed_by = ""
     kill_ms: float | None = None
     started_ms: int | None = None
@@ -345,6 +347,7 @@ async def _failover_once(
     finally:
         await asyncio.to_thread(agents.stop_all)
         await bus.aclose()
+        await trust.aclose()
         await delete_topics(svc.kafka_bootstrap, prefix)
         await delete_keys(svc.redis_url, prefix)
     return FailoverSample(
@@ -425,7 +428,8 @@ async def _throughput(svc: Services, workflows: int, per_role: int) -> tuple[lis
         ehr = start_mock_ehr_process(tmp / "audit.jsonl", config=EhrConfig(patients=2))
         agents = AgentProcesses(tmp, _agent_env(svc, prefix, tmp / "state"), turn_delay_s=0.0,
                                 session_timeout_ms=OURS_SESSION_TIMEOUT_MS, heartbeat_interval_ms=OURS_HEARTBEAT_MS)
-        bus = KafkaBus(svc.kafka_bootstrap, topics=topics, client_id="bench-wfps", partitions=6)
+        trust = await LogTrust.connect("bench", redis_url=svc.redis_url, prefix=prefix, state_dir=tmp / "state")
+        bus = KafkaBus(svc.kafka_bootstrap, topics=topics, client_id="bench-wfps", partitions=6, signer=trust.sign)
         submitted: dict[str, int] = {}
         completed: dict[str, int] = {}
         statuses: dict[str, str] = {}
@@ -459,6 +463,7 @@ async def _throughput(svc: Services, workflows: int, per_role: int) -> tuple[lis
             await asyncio.to_thread(agents.stop_all)
             ehr.stop()
             await bus.aclose()
+            await trust.aclose()
             await delete_topics(svc.kafka_bootstrap, prefix)
             await delete_keys(svc.redis_url, prefix)
     if not completed:
