@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from collections import Counter
@@ -58,6 +59,7 @@ from mesh.security import (
 )
 from protocols.envelope import Envelope
 from protocols.events import DeadLetter
+from protocols.gossip import GossipDelta, GossipDigest, GossipSyncRequest
 from protocols.topics import Topics
 from protocols.votes import Proposal
 
@@ -106,6 +108,13 @@ class GossipNodeOptions:
     restarted node never waits for its dead predecessor's session to expire."""
     flush_timeout_s: float = 5.0
     """How long ``aclose`` waits for envelopes still being published."""
+    sync_fanout: int = 3
+    """Expected peers that answer one differing digest with a sync request (0 = every peer).
+
+    Every peer that sees a digest differ would otherwise ask its sender, and each request is a
+    broadcast: n^2 messages per stale digest. A few answering peers repair just as well, since
+    the digest comes back every period.
+    """
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
@@ -208,6 +217,9 @@ class GossipNode:
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self._saved_version: dict[str, int] = {}
+        self._digest_in_flight: set[str] = set()
+        self._last_sync_ms: dict[tuple[str, str], float] = {}
+        self._rng = random.Random()
         self._started = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -331,9 +343,19 @@ class GossipNode:
 
     # -- receiving --------------------------------------------------------------------------
 
+    def _addressed_elsewhere(self, envelope: Envelope) -> bool:
+        # Sync requests and answers are broadcasts addressed to one peer; the others drop them
+        # unread (and unverified: signature checks are the bulk of a node's CPU).
+        if envelope.kind not in (GossipDelta.KIND, GossipSyncRequest.KIND):
+            return False
+        to = envelope.payload.get("to", "")
+        return bool(to) and to != self.agent_id
+
     def _guard(self, envelope: Envelope) -> None:
         # Runs inside the bus's poll, before any handler: a refusal here is dead-lettered by the
         # bus with our reason. mesh.security's error is translated to the bus's own type.
+        if self._addressed_elsewhere(envelope):
+            return  # never reaches a handler: _dispatch drops it
         try:
             self.verifier.verify(envelope)
         except EnvelopeRejected as exc:
@@ -358,6 +380,9 @@ class GossipNode:
 
     async def _dispatch(self, delivery: Delivery) -> None:
         envelope = delivery.envelope
+        if self._addressed_elsewhere(envelope):
+            self.stats["skipped_not_for_me"] += 1
+            return
         try:
             if delivery.topic == self.topics.gossip:
                 await self._handle_gossip(envelope)
@@ -410,6 +435,26 @@ class GossipNode:
     # -- sending ----------------------------------------------------------------------------
 
     async def _send_gossip(self, envelope: Envelope) -> None:
+        now_ms = time.monotonic() * 1000
+        if envelope.kind == GossipDigest.KIND:
+            if envelope.workflow_id in self._digest_in_flight:
+                # The previous digest is still on its way (broker slow or cut off): a queue of
+                # stale digests would only set off a sync storm when the link heals.
+                self.stats["skipped_digest"] += 1
+                return
+            self._digest_in_flight.add(envelope.workflow_id)
+        elif envelope.kind == GossipSyncRequest.KIND and not envelope.payload.get("reply"):
+            peers = max(1, len(self.keyring) - 1)
+            fanout = self.options.sync_fanout
+            if fanout and peers > fanout and self._rng.random() >= fanout / peers:
+                self.stats["skipped_sync_fanout"] += 1
+                return
+            target = (envelope.workflow_id, str(envelope.payload.get("to", "")))
+            period_ms = self.gossip.options.anti_entropy_period_ms
+            if now_ms - self._last_sync_ms.get(target, -period_ms) < period_ms:
+                self.stats["skipped_sync_recent"] += 1
+                return
+            self._last_sync_ms[target] = now_ms
         self._publish(self.topics.gossip, envelope)
 
     async def _send_vote(self, envelope: Envelope) -> None:
@@ -421,6 +466,8 @@ class GossipNode:
         # what is handed over in order, and gossip tolerates loss and reordering anyway.
         if len(self._in_flight) >= self.options.max_in_flight:
             self.stats["dropped_backlog"] += 1
+            if envelope.kind == GossipDigest.KIND:
+                self._digest_in_flight.discard(envelope.workflow_id)
             return
         task = asyncio.create_task(self._publish_one(topic, envelope))
         self._in_flight.add(task)
@@ -434,6 +481,9 @@ class GossipNode:
             log.info("gossip node %s: publish to %s dropped: %s", self.agent_id, topic, exc)
         else:
             self.stats["published"] += 1
+        finally:
+            if envelope.kind == GossipDigest.KIND:
+                self._digest_in_flight.discard(envelope.workflow_id)
 
     # -- background work --------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from mesh.errors import UsageError
 
@@ -86,9 +87,12 @@ def _child_argv(config: WorkerConfig) -> list[str]:
 class GossipWorker:
     """The parent's handle on one worker process: start, send commands, read events, kill."""
 
-    def __init__(self, config: WorkerConfig, *, env: Mapping[str, str] | None = None) -> None:
-        """Prepare (not start) a worker with ``config``."""
+    def __init__(
+        self, config: WorkerConfig, *, env: Mapping[str, str] | None = None, stderr_path: Path | None = None
+    ) -> None:
+        """Prepare (not start) a worker with ``config``; its stderr (logs) goes to ``stderr_path`` if given."""
         self.config = config
+        self.stderr_path = stderr_path
         self._env = dict(env if env is not None else os.environ)
         self.proc: asyncio.subprocess.Process | None = None
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -104,13 +108,19 @@ class GossipWorker:
         env = dict(self._env)
         env[KEY_ENV] = self.config.private_key_hex
         env["MESH_KEYRING"] = self.config.keyring_json
-        self.proc = await asyncio.create_subprocess_exec(
-            *_child_argv(self.config),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-            limit=16 * 1024 * 1024,
-        )
+        stderr = self.stderr_path.open("ab") if self.stderr_path is not None else None
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *_child_argv(self.config),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                limit=16 * 1024 * 1024,
+            )
+        finally:
+            if stderr is not None:
+                stderr.close()
         self._reader = asyncio.create_task(self._read())
         self.ready = await self._reply(timeout_s, expect="ready")
         return self.ready
@@ -183,7 +193,7 @@ def _emit(event: dict[str, Any]) -> None:
 async def _child(args: argparse.Namespace) -> None:
     import redis.asyncio as aioredis
 
-    from mesh.bus import KafkaBus
+    from mesh.bus import Bus, KafkaBus
     from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions, IndexedContextMapStore
     from mesh.security import KeyPair, Keyring, private_key_from_hex
     from protocols import Topics
@@ -211,7 +221,7 @@ async def _child(args: argparse.Namespace) -> None:
 
     node = GossipNode(
         keys,
-        bus,
+        cast("Bus", bus),
         keyring,
         topics=topics,
         store=store,
