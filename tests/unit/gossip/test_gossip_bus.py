@@ -235,3 +235,47 @@ async def test_propose_without_validators_is_a_usage_error() -> None:
     node = GossipNode(pairs[0], InMemoryBus(), keyring, topics=topics)
     with pytest.raises(UsageError, match="no validators"):
         await node.propose(WF, "k", 1)
+
+
+async def test_envelopes_addressed_to_another_peer_are_left_to_it() -> None:
+    from protocols import GossipSyncRequest
+
+    broker, pairs, keyring, topics = _cluster(3)
+    nodes = [GossipNode(p, InMemoryBus(broker, topics=topics), keyring, topics=topics, gossip_options=FAST, options=NODE) for p in pairs]
+    await _start(nodes)
+    attacker = InMemoryBus(broker, topics=topics)
+    try:
+        unsigned_sync = GossipSyncRequest(to="n1", bucket_count=8, buckets=(0,))
+        await attacker.publish(topics.gossip, Envelope.of(unsigned_sync, sender="n0", workflow_id=WF))
+        await _until(lambda: nodes[1].stats["rejected_unsigned"] == 1)
+        await _until(lambda: all(n.stats["skipped_not_for_me"] >= 1 for n in (nodes[0], nodes[2])))
+        # Only the addressee verified (and refused) it; the others dropped it unread.
+        assert nodes[0].stats["rejected_unsigned"] == nodes[2].stats["rejected_unsigned"] == 0
+    finally:
+        await _close(nodes)
+        await attacker.aclose()
+
+
+async def test_only_one_digest_per_workflow_waits_on_a_stuck_broker() -> None:
+    broker, pairs, keyring, topics = _cluster(1)
+    release = asyncio.Event()
+
+    class StuckBus(CuttableBus):
+        async def publish(self, topic, envelope, *, key=None, headers=None):  # type: ignore[override]
+            await release.wait()
+            await self.inner.publish(topic, envelope, key=key, headers=headers)
+
+    node = GossipNode(pairs[0], StuckBus(InMemoryBus(broker, topics=topics)), keyring, topics=topics,  # type: ignore[arg-type]
+                      gossip_options=GossipOptions(anti_entropy_period_ms=60_000), options=NODE)
+    await node.start()
+    try:
+        node.get(WF)
+        for _ in range(5):
+            await node.gossip.send_digest(WF)
+        assert node.stats["skipped_digest"] == 4
+        release.set()
+        await _until(lambda: node.stats["published"] == 1)
+        await node.gossip.send_digest(WF)  # the first one landed: the next goes out again
+        await _until(lambda: node.stats["published"] == 2)
+    finally:
+        await node.aclose()
