@@ -14,11 +14,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis.asyncio as aioredis
 from rich.console import Console
 from rich.table import Table
 
 from agents.mock_ehr import EhrConfig, MockEhrProcess, start_mock_ehr_process, summarize_audit_log
 from agents.processes import AgentProcesses
+from mesh.gossip import RedisContextMapStore
 from mesh.runtime import MeshClient, WorkflowView
 from mesh.settings import MeshSettings
 from protocols import (
@@ -74,6 +76,8 @@ class DemoResult:
     effects_created: int = 0
     replays: int = 0
     elapsed_s: float = 0.0
+    gossip_variables: int = 0
+    gossip_replicas_complete: int = 0
     run_dir: str = ""
     events: list[str] = field(default_factory=list)
 
@@ -138,6 +142,21 @@ async def _drive(opts: DemoOptions, settings: MeshSettings, agents: AgentProcess
                 killed_at, result.killed = time.monotonic(), fetch_owner
                 console.print(f"[bold red]SIGKILL[/bold red] {fetch_owner} (pid {pid}), the owner of fetch, after turn "
                               f"{env.payload_model(StepProgress).turn}")
+        # Every agent gossips the variables steps discovered; read each replica's persisted map.
+        await asyncio.sleep(1.5)  # a debounced save after the last change
+        redis = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            maps = RedisContextMapStore(redis, prefix=f"{settings.topic_prefix}:")
+            names = {v.name for c in view.completed.values() for v in c.variables}
+            result.gossip_variables = len(names)
+            for _, agent_id in AGENTS:
+                if agent_id == result.killed:
+                    continue
+                cmap = await maps.load(wf, agent_id)
+                held = {name for name, _ in cmap.items()} if cmap is not None else set()
+                result.gossip_replicas_complete += names <= held
+        finally:
+            await redis.aclose()
         result.status = view.status if view.finished else f"{view.status} (timed out)"
         result.steps_completed = len(view.completed)
         result.turns = sum(c.turns for c in view.completed.values())
@@ -209,6 +228,7 @@ def summary_table(r: DemoResult) -> Table:
         ("side effects created", str(r.effects_created)),
         ("idempotent replays", str(r.replays)),
         ("duplicated effects", str(r.duplicate_effects)),
+        ("gossiped variables", f"{r.gossip_variables}, held by {r.gossip_replicas_complete}/{len(AGENTS) - bool(r.killed)} live agents"),
         ("wall time", f"{r.elapsed_s:.1f} s"),
         ("logs", r.run_dir),
     ]

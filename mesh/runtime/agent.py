@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
+import redis.asyncio as aioredis
 
 from mesh.bus import Bus, EnvelopeGuard, KafkaBus
 from mesh.errors import ConfigError
+from mesh.gossip import GossipNode, IndexedContextMapStore
 from mesh.llm import (
     Decision,
     Reasoner,
@@ -31,7 +33,7 @@ from mesh.runtime.step_runner import StepRunner
 from mesh.runtime.trust import LogTrust
 from mesh.runtime.worker import AgentWorker, WorkerOptions
 from mesh.settings import MeshSettings
-from mesh.store import BlobStore, FileBlobStore, RedisStateStore, StateStore
+from mesh.store import BlobStore, FileBlobStore, JournalingStateStore, RedisStateStore, StateStore
 from mesh.telemetry import (
     Kpis,
     ScratchpadWriter,
@@ -105,6 +107,7 @@ def build_worker(
     prompts: StackPromptBuilder | None = None,
     trace_events: bool = False,
     guard: EnvelopeGuard | None = None,
+    gossip: GossipNode | None = None,
 ) -> AgentWorker:
     """Wire a worker for ``role``; the reasoner defaults to the role's rule policy."""
     runtime = runtime or RuntimeOptions()
@@ -133,7 +136,7 @@ def build_worker(
         kpis=kpis,
         trace_events=emitter,
     )
-    return AgentWorker(bus, store, runner, topics=topics, options=worker, guard=guard)
+    return AgentWorker(bus, store, runner, topics=topics, options=worker, guard=guard, gossip=gossip)
 
 
 async def run_agent(
@@ -161,7 +164,10 @@ async def run_agent(
         replication_factor=settings.topic_replication,
         signer=trust.sign,
     )
-    store = RedisStateStore.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:")
+    # While Redis is unreachable, checkpoints go to an fsync'd local journal and are replayed in
+    # order when it returns (mesh/store/journal.py); the agent keeps working on what it owns.
+    redis_store = RedisStateStore.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:")
+    store = JournalingStateStore(redis_store, settings.state_dir / "journal", agent_id=agent_id)
     blobs = FileBlobStore(settings.resolved_blob_dir())
     scratchpad = ScratchpadWriter.under_state_dir(settings.state_dir)
     from mesh.llm import make_reasoner  # imports the anthropic SDK: only agent processes pay for it
@@ -180,10 +186,17 @@ async def run_agent(
         prompts.summarizer = ReasonerSummarizer(reasoner)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     await bus.start()
+    store.start()
+    gossip_redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    gossip = GossipNode(
+        trust.keys, bus, trust.keyring, topics=topics, keyring_store=trust.store,
+        store=IndexedContextMapStore(gossip_redis, prefix=f"{settings.topic_prefix}:"),
+    )
+    await gossip.start()
     worker = build_worker(
         role, bus, store, agent_id=agent_id, topics=topics, reasoner=reasoner, blobs=blobs,
         resources={"http": http, "settings": settings}, runtime=config.runtime, worker=config.worker,
-        scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True, guard=trust,
+        scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True, guard=trust, gossip=gossip,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -193,6 +206,8 @@ async def run_agent(
     finally:
         await http.aclose()
         await reasoner.aclose()
+        await gossip.aclose()
+        await gossip_redis.aclose()
         await store.aclose()
         await bus.aclose()
         await trust.aclose()

@@ -20,6 +20,7 @@ from typing import Any
 
 from mesh.bus import Bus, Delivery, EnvelopeGuard, Subscription, SubscriptionOptions, TopicPartition
 from mesh.errors import CheckpointNotFound, MeshError, TransientError
+from mesh.gossip import GossipNode
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.state import StepState, VariableEntry
 from mesh.runtime.step_runner import OwnershipLost, Rehydration, StepRunner
@@ -85,10 +86,14 @@ class AgentWorker:
         topics: Topics,
         options: WorkerOptions | None = None,
         guard: EnvelopeGuard | None = None,
+        gossip: GossipNode | None = None,
     ) -> None:
         """A member of group ``<prefix>.role.<role>``; ``runner`` carries the role and agent id.
 
         ``guard`` vets every event before it is folded (signatures); refused ones are dead-lettered.
+        ``gossip``, when given, receives every variable a step discovers (secrets as their store
+        reference) and lends its replicated map to re-hydration: a variable the log has not shown
+        yet (a partition, a lagging peer) is still seen, as tentative or accepted.
         """
         self.bus = bus
         self.store = store
@@ -96,6 +101,7 @@ class AgentWorker:
         self.topics = topics
         self.options = options or WorkerOptions()
         self.guard = guard
+        self.gossip = gossip
         self.role = runner.role
         self.agent_id = runner.agent_id
         self._tracked: dict[str, _Tracked] = {}
@@ -254,6 +260,16 @@ class AgentWorker:
                     value=value, secret=var.secret, priority=var.priority,
                     expires_at_ms=var.expires_at_ms, origin=dep,
                 )
+        if self.gossip is not None:
+            for name, entry in self.gossip.get(view.workflow_id).items():
+                value = getattr(entry, "value", None)
+                if name in variables or getattr(entry, "secret", False) or getattr(entry, "deleted", False):
+                    continue
+                status = getattr(entry, "status", "tentative")
+                variables[name] = VariableEntry(
+                    value=value, priority=max(int(getattr(entry, "priority", 2)), 2),
+                    origin=f"gossip:{getattr(entry, 'origin', '?')} ({status})",
+                )
         return Rehydration(inputs=inputs, variables=variables, summaries=summaries)
 
     async def _run_step(self, view: WorkflowView, step: StepSpec, resume: bool) -> None:
@@ -301,6 +317,15 @@ class AgentWorker:
                 else:
                     records.append(VariableRecord(name=name, value=entry.value, priority=entry.priority,
                                                   expires_at_ms=entry.expires_at_ms))
+            if self.gossip is not None:
+                for record in records:
+                    try:
+                        await self.gossip.set_variable(
+                            wf, record.name, record.ref if record.secret else record.value,
+                            secret=record.secret, priority=record.priority, expires_at_ms=record.expires_at_ms,
+                        )
+                    except MeshError as exc:  # gossip is best effort: the log carries the result
+                        log.warning("gossip of %s/%s failed: %s", wf, record.name, one_line_error(exc))
             await self._publish(
                 StepCompleted(
                     outputs=state.outputs, variables=tuple(records), summary=_summarize(state),

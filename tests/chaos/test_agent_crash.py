@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from agents.mock_ehr import summarize_audit_log
 from mesh.errors import CheckpointNotFound
+from mesh.gossip import RedisContextMapStore
 from mesh.runtime import StepState
 from mesh.store import step_key
 from tests.chaos.cluster import Cluster, reconciliation_spec
@@ -132,3 +134,15 @@ async def test_zombie_cannot_overwrite_the_newer_checkpoint(cluster: Cluster) ->
     assert final.turn == 6 and [h.turn for h in final.history] == list(range(1, 7))
     audit = summarize_audit_log(cluster.ehr.audit_log)
     assert audit.duplicate_effects == 0 and audit.unauthorized == 0 and audit.auth_calls == 1, audit
+    # Every agent gossiped what identity discovered and persisted its replica of the map in Redis.
+    redis = aioredis.Redis.from_url(cluster.redis_url)
+    try:
+        maps = RedisContextMapStore(redis, prefix=f"{cluster.prefix}:")
+        for agent_id in ("identity-a", "fetch-a", "validate-a", "validate-b", "report-a"):
+            cmap = await maps.load(wf, agent_id)
+            assert cmap is not None, f"{agent_id} persisted no gossip map"
+            assert isinstance(cmap.value("auth_expires_at_ms"), int), agent_id
+            token = cmap.get("auth_token")
+            assert token is not None and token.secret and token.value == f"wf:{wf}:secret:auth_token"
+    finally:
+        await redis.aclose()
