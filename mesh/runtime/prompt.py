@@ -95,6 +95,9 @@ class StackPromptBuilder:
         seq = 10
         for name, entry in sorted(state.variables.items()):
             shown = "[secret: injected by the runtime]" if entry.secret else _fmt(entry.value)
+            if entry.origin.startswith("gossip:"):
+                # Learned from a peer, not from a dependency's result: say whether a quorum accepted it.
+                shown += " (accepted by quorum)" if entry.origin.endswith("(accepted)") else " (tentative, from gossip)"
             out.append(
                 Block(f"var:{name}", f"{name}: {shown}", kind=Kind.VARIABLE,
                       priority=Priority(min(max(entry.priority, 0), 3)), seq=seq)

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from mesh.runtime import WorkflowView
-from protocols import Envelope, StepCompleted, StepStarted, WorkflowSpec, WorkflowSubmitted, deterministic_event_id
+from protocols import (
+    Envelope,
+    StepCompleted,
+    StepStarted,
+    WorkflowSpec,
+    WorkflowSubmitted,
+    deterministic_event_id,
+)
 
 SPEC = WorkflowSpec.parse({"name": "w", "steps": [{"id": "a", "role": "r"}, {"id": "b", "role": "r", "depends_on": ["a"]}]})
 
@@ -29,3 +36,17 @@ def test_results_count_only_from_the_current_owner() -> None:
     # A duplicate folds to nothing.
     assert not view.apply(ev(StepCompleted(turns=5, owner="agent-2"), "agent-2", "a", done_id))
     assert len(view.ignored) == 2 and view.resumes() == 1
+
+
+def test_gossiped_variables_are_marked_tentative_or_accepted_in_the_prompt() -> None:
+    from mesh.runtime import StackPromptBuilder, StepState, VariableEntry
+
+    state = StepState("wf", "a", "r", variables={
+        "region": VariableEntry("eu-west", priority=2, origin="gossip:agent-7 (tentative)"),
+        "tenant": VariableEntry("acme", priority=2, origin="gossip:agent-8 (accepted)"),
+        "base_url": VariableEntry("http://x", origin="identity"),
+    })
+    text = "\n".join(b.text for b in StackPromptBuilder().blocks(SPEC, SPEC.steps[0], state))
+    assert "region: eu-west (tentative, from gossip)" in text
+    assert "tenant: acme (accepted by quorum)" in text
+    assert "base_url: http://x\n" in text + "\n"
