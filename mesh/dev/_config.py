@@ -55,7 +55,9 @@ class DevConfig(BaseSettings):
     """Maximum JVM heap of the broker in MiB; modest so a 2-core box running tests stays happy."""
 
     redis_appendfsync: AppendFsync = "everysec"
-    """Redis AOF fsync policy; ``always`` loses nothing on SIGKILL, ``everysec`` up to a second."""
+    """Redis AOF fsync policy. Redis writes the AOF before it replies, so a killed redis-server
+    loses nothing it acknowledged either way; on an OS crash or power loss ``everysec`` can lose
+    up to a second, ``always`` nothing (at a cost per write)."""
 
     start_timeout_s: float = Field(default=90.0, gt=0)
     """How long a service may take to answer its readiness probe after it is launched."""
