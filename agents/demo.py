@@ -20,6 +20,7 @@ from rich.table import Table
 
 from agents.mock_ehr import EhrConfig, MockEhrProcess, start_mock_ehr_process, summarize_audit_log
 from agents.processes import AgentProcesses
+from agents.specs import reconciliation_spec
 from mesh.gossip import RedisContextMapStore
 from mesh.runtime import MeshClient, WorkflowView
 from mesh.settings import MeshSettings
@@ -31,12 +32,10 @@ from protocols import (
     StepProgress,
     StepStarted,
     WorkflowCompleted,
-    load_workflow_spec,
 )
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo"]
 
-SPEC = Path(__file__).with_name("workflows") / "reconciliation.yaml"
 AGENTS = (("identity", "identity-1"), ("fetch", "fetch-1"), ("fetch", "fetch-2"), ("validate", "validate-1"), ("report", "report-1"))
 
 
@@ -107,13 +106,7 @@ async def _drive(opts: DemoOptions, settings: MeshSettings, agents: AgentProcess
                  console: Console, result: DemoResult) -> None:
     client = await MeshClient.connect(settings, client_id="demo")
     try:
-        spec = load_workflow_spec(SPEC)
-        steps = tuple(
-            s.model_copy(update={"params": {**s.params, "patients": opts.patients, "page_size": opts.page_size}})
-            if s.id == "fetch" else s
-            for s in spec.steps
-        )
-        spec = spec.model_copy(update={"steps": steps})
+        spec = reconciliation_spec(patients=opts.patients, page_size=opts.page_size)
         wf = await client.submit(spec, variables={"ehr_base_url": ehr.base_url})
         result.workflow_id, result.steps_total = wf, len(spec.steps)
         console.print(f"submitted workflow [bold]{wf}[/bold] ({len(spec.steps)} steps)")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.specs import reconciliation_spec
 from bench.common import (
     Services,
     Stats,
@@ -73,7 +74,6 @@ from protocols import (
     WorkflowCompleted,
     WorkflowSpec,
     WorkflowSubmitted,
-    load_workflow_spec,
 )
 
 __all__ = [
@@ -125,17 +125,6 @@ def effective_session_timeout_ms(requested_ms: int, broker_min_ms: int | None) -
 def workflow_latencies_ms(submitted_ms: Mapping[str, int], completed_ms: Mapping[str, int]) -> list[float]:
     """Submit -> completed per workflow that has both marks."""
     return [float(completed_ms[wf] - submitted_ms[wf]) for wf in completed_ms if wf in submitted_ms]
-
-
-def reconciliation_spec(*, patients: int, page_size: int) -> WorkflowSpec:
-    """The example reconciliation workflow, sized."""
-    spec = load_workflow_spec(SPEC_PATH)
-    steps = tuple(
-        s.model_copy(update={"params": {**s.params, "patients": patients, "page_size": page_size}})
-        if s.id == "fetch" else s
-        for s in spec.steps
-    )
-    return spec.model_copy(update={"steps": steps})
 
 
 # -- (a) overhead --------------------------------------------------------------------------------

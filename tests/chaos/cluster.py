@@ -10,25 +10,14 @@ from pathlib import Path
 
 from agents.mock_ehr import EhrConfig, MockEhrProcess, start_mock_ehr_process
 from agents.processes import AgentProcesses
+from agents.specs import RECONCILIATION
 from mesh.bus import KafkaBus, SubscriptionOptions
 from mesh.runtime import MeshClient, WorkflowView
 from mesh.runtime.trust import LogTrust
 from mesh.store import RedisStateStore
-from protocols import Topics, WorkflowSpec, load_workflow_spec
+from protocols import Topics, WorkflowSpec
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "agents" / "workflows" / "reconciliation.yaml"
 SESSION_TIMEOUT_MS = int(os.environ.get("MESH_TEST_SESSION_TIMEOUT_MS", "2500"))
-
-
-def reconciliation_spec(*, patients: int, page_size: int) -> WorkflowSpec:
-    """The example workflow, sized for a test."""
-    spec = load_workflow_spec(SPEC_PATH)
-    steps = tuple(
-        s.model_copy(update={"params": {**s.params, "patients": patients, "page_size": page_size}})
-        if s.id == "fetch" else s
-        for s in spec.steps
-    )
-    return spec.model_copy(update={"steps": steps})
 
 
 class Cluster:
@@ -40,7 +29,7 @@ class Cluster:
         self.kafka_bootstrap, self.redis_url = kafka_bootstrap, redis_url
         env = {**os.environ, "MESH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MESH_REDIS_URL": redis_url,
                "MESH_TOPIC_PREFIX": self.prefix, "MESH_STATE_DIR": str(tmp / "state"),
-               "MESH_TOPIC_PARTITIONS": "6", "MESH_MAX_ENVELOPE_BYTES": "262144", "PYTHONPATH": str(SPEC_PATH.parents[2])}
+               "MESH_TOPIC_PARTITIONS": "6", "MESH_MAX_ENVELOPE_BYTES": "262144", "PYTHONPATH": str(RECONCILIATION.parents[2])}
         env.pop("ANTHROPIC_API_KEY", None)
         self.agents = AgentProcesses(tmp, env, turn_delay_s=turn_delay_s, session_timeout_ms=SESSION_TIMEOUT_MS)
         self.ehr: MockEhrProcess = start_mock_ehr_process(tmp / "audit.jsonl", config=EhrConfig(patients=patients))

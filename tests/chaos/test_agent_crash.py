@@ -17,11 +17,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from agents.mock_ehr import summarize_audit_log
+from agents.specs import reconciliation_spec
 from mesh.errors import CheckpointNotFound
 from mesh.gossip import RedisContextMapStore
 from mesh.runtime import StepState
 from mesh.store import step_key
-from tests.chaos.cluster import Cluster, reconciliation_spec
+from tests.chaos.cluster import Cluster
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(420)]
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from agents.specs import reconciliation_spec
 from mesh.bus import SubscriptionOptions
 from mesh.security import EnvelopeSigner, generate_keypair
 from protocols import DeadLetter, Envelope, EnvelopeCodec, StepCompleted
-from tests.chaos.cluster import Cluster, reconciliation_spec
+from tests.chaos.cluster import Cluster
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
