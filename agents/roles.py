@@ -180,7 +180,7 @@ FETCH = Role(
 
 def allergy_conflicts(record: Mapping[str, Any], formulary: Mapping[str, Mapping[str, str]]) -> list[str]:
     """Medications whose drug class the patient is allergic to."""
-    classes = set()
+    classes: set[str] = set()
     for allergy in record.get("allergies", []):
         classes |= _ALLERGY_CLASSES.get(str(allergy.get("substance", "")).lower(), frozenset())
     return [

@@ -125,8 +125,11 @@ class Subscription(Protocol):
         """Wait up to ``timeout_ms`` for messages; undecodable ones are dead-lettered, not returned."""
         ...
 
-    async def commit(self, delivery: Delivery) -> None:
-        """Mark a delivery as done; its partition's committed offset advances when it can."""
+    async def commit(self, delivery: Delivery) -> bool:
+        """Mark a delivery as done; its partition's committed offset advances when it can.
+
+        Returns False when the partition moved to another member meanwhile (it will redeliver).
+        """
         ...
 
     def assignment(self) -> set[TopicPartition]:

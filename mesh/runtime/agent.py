@@ -170,7 +170,8 @@ async def run_agent(
     store = JournalingStateStore(redis_store, settings.state_dir / "journal", agent_id=agent_id)
     blobs = FileBlobStore(settings.resolved_blob_dir())
     scratchpad = ScratchpadWriter.under_state_dir(settings.state_dir)
-    from mesh.llm import make_reasoner  # imports the anthropic SDK: only agent processes pay for it
+    # Imported here: the anthropic SDK is slow to import and only agent processes need it.
+    from mesh.llm.factory import make_reasoner
 
     reasoner_settings = ReasonerSettings()
     prompts = StackPromptBuilder(

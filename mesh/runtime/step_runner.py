@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from mesh.errors import CheckpointNotFound, MeshError, StaleEpochError
 from mesh.llm import (
@@ -510,6 +510,7 @@ class StepRunner:
     ) -> None:
         latency_ms = (time.perf_counter() - started) * 1000
         record = state.history[-1]
+        outcome: Literal["ok", "failed", "spinning"]
         if state.status == "paused":
             outcome = "spinning"
         elif error is not None:

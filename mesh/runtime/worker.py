@@ -11,6 +11,7 @@ from the last turn checkpoint.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -234,7 +235,10 @@ class AgentWorker:
                 self._resume_done[key] = resume_count
                 task = asyncio.create_task(self._run_step(view, step, resume), name=f"{wf}/{step.id}")
                 self._tasks[key] = task
-                task.add_done_callback(lambda _t, k=key: self._tasks.pop(k, None))
+                task.add_done_callback(functools.partial(self._forget_task, key))
+
+    def _forget_task(self, key: tuple[str, str], _task: asyncio.Task[None]) -> None:
+        self._tasks.pop(key, None)
 
     async def _rehydrate(self, view: WorkflowView, step: StepSpec) -> Rehydration:
         assert view.spec is not None

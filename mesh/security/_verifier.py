@@ -70,7 +70,7 @@ class EnvelopeVerifier:
         """Rejections by reason, for metrics."""
         self.accepted = 0
         """Envelopes that passed."""
-        self._seen_ids: OrderedDict[str, bytes] = OrderedDict()
+        self._seen_ids: OrderedDict[Hashable, bytes] = OrderedDict()
         self._slots: OrderedDict[Hashable, bytes] = OrderedDict()
 
     def verify(self, envelope: Envelope) -> Envelope:

@@ -135,7 +135,10 @@ class RedisStateStore:
 
     async def current_epoch(self, key: str) -> int:
         """The highest epoch claimed or written for ``key`` (0 if none)."""
-        value = await self._call(f"epoch of {key}", lambda: self._redis.hget(self._hash(key), "fence"))
+        async def fence() -> Any:
+            return await self._redis.hget(self._hash(key), "fence")  # type: ignore[misc]
+
+        value = await self._call(f"epoch of {key}", fence)
         return int(value or 0)
 
     async def write(
@@ -189,7 +192,10 @@ class RedisStateStore:
     async def expire_workflow(self, workflow_id: str, ttl_s: int) -> int:
         """Set a TTL on every checkpoint of a workflow (and on its index)."""
         index = self._index(workflow_id)
-        members = await self._call("list workflow keys", lambda: self._redis.smembers(index))
+        async def list_keys() -> Any:
+            return await self._redis.smembers(index)  # type: ignore[misc]
+
+        members = await self._call("list workflow keys", list_keys)
 
         async def apply() -> None:
             pipe = self._redis.pipeline(transaction=False)
