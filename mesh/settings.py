@@ -48,15 +48,6 @@ class MeshSettings(BaseSettings):
     blob_dir: Path | None = None
     """Directory of the durable blob store; defaults to ``<state_dir>/blobs``."""
 
-    checkpoint_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
-    """How long checkpoints of a finished workflow are kept, in seconds."""
-
-    session_timeout_ms: int = Field(default=6000, ge=1000)
-    """Kafka consumer-group session timeout in milliseconds; bounds failover time."""
-
-    heartbeat_interval_ms: int = Field(default=1000, ge=100)
-    """Kafka consumer-group heartbeat interval in milliseconds."""
-
     def resolved_blob_dir(self) -> Path:
         """The blob store directory, defaulted under the state directory."""
         return self.blob_dir if self.blob_dir is not None else self.state_dir / "blobs"

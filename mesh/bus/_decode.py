@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from mesh.bus.base import Delivery, EnvelopeGuard, EnvelopeRejected
-from mesh.errors import DecodeError
+from mesh.errors import BusError, DecodeError
 from protocols import DeadLetter, Envelope, EnvelopeCodec, EnvelopeDecodeError
 
-__all__ = ["RawRecord", "decode_record", "trace_headers"]
+__all__ = ["RawRecord", "Signer", "decode_record", "encode_for_publish", "trace_headers"]
+
+Signer = Callable[[Envelope], Envelope]
+"""Signs an envelope before it is encoded (``mesh.runtime.trust.LogTrust.sign``)."""
 
 log = logging.getLogger("mesh.bus")
 
@@ -70,6 +73,29 @@ async def decode_record(
         raw=(value or b"")[:_MAX_DEAD_LETTER_RAW],
         consumer=consumer,
     )
+
+
+def encode_for_publish(
+    codec: EnvelopeCodec,
+    signer: Signer | None,
+    envelope: Envelope,
+    *,
+    key: str | None,
+    headers: Mapping[str, bytes] | None,
+) -> tuple[bytes, str, list[tuple[str, bytes]]]:
+    """What every Bus appends for ``publish``: (value, key, headers), signed and encoded.
+
+    The key defaults to the workflow id (one workflow, one partition); the headers carry the
+    kind, the sender and the W3C trace context, then the caller's.
+    """
+    if signer is not None:
+        envelope = signer(envelope)
+    try:
+        value = codec.encode(envelope)
+    except ValueError as exc:
+        raise BusError(str(exc)) from None
+    all_headers = trace_headers(envelope) + list((headers or {}).items())
+    return value, key if key is not None else envelope.workflow_id, all_headers
 
 
 def trace_headers(envelope: Envelope) -> list[tuple[str, bytes]]:

@@ -22,7 +22,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import TopicPartition as KafkaTP
 
-from mesh.bus._decode import decode_record, trace_headers
+from mesh.bus._decode import Signer, decode_record, encode_for_publish
 from mesh.bus._offsets import OffsetTracker
 from mesh.bus.base import (
     Delivery,
@@ -73,7 +73,7 @@ class KafkaBus:
         partitions: int = 6,
         replication_factor: int = 1,
         create_topics: Sequence[str] | None = None,
-        signer: Callable[[Envelope], Envelope] | None = None,
+        signer: Signer | None = None,
         linger_ms: int = 0,
         request_timeout_ms: int = 30000,
     ) -> None:
@@ -175,16 +175,8 @@ class KafkaBus:
         headers: Mapping[str, bytes] | None = None,
     ) -> None:
         """Append an envelope and wait for acks=all."""
-        if self._signer is not None:
-            envelope = self._signer(envelope)
-        try:
-            value = self.codec.encode(envelope)
-        except ValueError as exc:
-            raise BusError(str(exc)) from None
-        all_headers = trace_headers(envelope) + list((headers or {}).items())
-        await self.publish_raw(
-            topic, value, key=key if key is not None else envelope.workflow_id, headers=all_headers
-        )
+        value, key, all_headers = encode_for_publish(self.codec, self._signer, envelope, key=key, headers=headers)
+        await self.publish_raw(topic, value, key=key, headers=all_headers)
 
     async def publish_raw(
         self,

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mesh.bus._decode import decode_record, trace_headers
+from mesh.bus._decode import Signer, decode_record, encode_for_publish
 from mesh.bus._offsets import OffsetTracker
 from mesh.bus.base import (
     Delivery,
@@ -145,7 +145,7 @@ class InMemoryBus:
         codec: EnvelopeCodec | None = None,
         topics: Topics | None = None,
         client_id: str = "mesh",
-        signer: object | None = None,
+        signer: Signer | None = None,
     ) -> None:
         """Create a client; several buses sharing one broker behave like processes on one cluster."""
         self.broker = broker if broker is not None else InMemoryBroker()
@@ -173,14 +173,8 @@ class InMemoryBus:
         headers: Mapping[str, bytes] | None = None,
     ) -> None:
         """Append an envelope to a topic."""
-        if self._signer is not None:
-            envelope = self._signer(envelope)  # type: ignore[operator]
-        try:
-            value = self.codec.encode(envelope)
-        except ValueError as exc:
-            raise BusError(str(exc)) from None
-        all_headers = trace_headers(envelope) + list((headers or {}).items())
-        await self.publish_raw(topic, value, key=key if key is not None else envelope.workflow_id, headers=all_headers)
+        value, key, all_headers = encode_for_publish(self.codec, self._signer, envelope, key=key, headers=headers)
+        await self.publish_raw(topic, value, key=key, headers=all_headers)
 
     async def publish_raw(
         self,

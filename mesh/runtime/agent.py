@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
-import redis.asyncio as aioredis
 
 from mesh.bus import Bus, EnvelopeGuard, KafkaBus
 from mesh.errors import ConfigError
@@ -188,10 +187,9 @@ async def run_agent(
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     await bus.start()
     store.start()
-    gossip_redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     gossip = GossipNode(
         trust.keys, bus, trust.keyring, topics=topics, keyring_store=trust.store,
-        store=IndexedContextMapStore(gossip_redis, prefix=f"{settings.topic_prefix}:"),
+        store=IndexedContextMapStore(trust.redis, prefix=f"{settings.topic_prefix}:"),
     )
     await gossip.start()
     worker = build_worker(
@@ -208,7 +206,6 @@ async def run_agent(
         await http.aclose()
         await reasoner.aclose()
         await gossip.aclose()
-        await gossip_redis.aclose()
         await store.aclose()
         await bus.aclose()
         await trust.aclose()

@@ -129,7 +129,7 @@ class MeshClient:
                 for d in await sub.poll(timeout_ms=200):
                     if d.envelope.workflow_id != workflow_id:
                         continue
-                    if view.apply(d.envelope, at_ms=d.timestamp_ms):
+                    if view.apply(d.envelope):
                         yield view, d.envelope
                         if until_done and view.finished is not None:
                             return

@@ -62,7 +62,8 @@ class StackPromptBuilder:
         self.window, self.output_reserve, self.model = window, output_reserve, model
         self.summarizer, self.cold_store = summarizer, cold_store
         self.history_turns = history_turns
-        self._steps: dict[tuple[str, str], tuple[PromptBuilder, int, list[Block]]] = {}
+        # Per step: its builder (compression hysteresis), last turn built, carried history, secrets.
+        self._steps: dict[tuple[str, str], tuple[PromptBuilder, int, list[Block], frozenset[str]]] = {}
 
     @property
     def budget(self) -> Budget:
@@ -140,24 +141,27 @@ class StackPromptBuilder:
         """Assemble the next turn's prompt within the budget, compressing old history when due."""
         key = (state.workflow_id, state.step_id)
         carried = self._steps.get(key)
+        secrets = frozenset(state.secret_values())
         if carried is None or carried[1] > state.turn:
             builder = PromptBuilder(
-                self.counter, summarizer=self.summarizer, cold_store=self.cold_store,
-                redactor=Redactor(state.secret_values()),
+                self.counter, summarizer=self.summarizer, cold_store=self.cold_store, redactor=Redactor(secrets),
             )
             blocks = self.blocks(spec, step, state)
         else:
-            builder, last_turn, middle = carried
-            builder.redactor = Redactor(state.secret_values())
+            builder, last_turn, middle, known = carried
+            if secrets != known:  # the redactor compiles its secrets into one regex: rebuild only on change
+                builder.redactor = Redactor(secrets)
             new = [b for pair in self._history(state, after=last_turn) for b in pair]
             blocks = self._frame(spec, step, state) + middle + new
-        assembled = await builder.build(blocks, self.budget)
-        self._steps[key] = (builder, state.turn, [b for b in assembled.blocks if b.region == Region.MIDDLE and not b.id.startswith("summary:")])
+        budget = self.budget
+        assembled = await builder.build(blocks, budget)
+        middle = [b for b in assembled.blocks if b.region == Region.MIDDLE and not b.id.startswith("summary:")]
+        self._steps[key] = (builder, state.turn, middle, secrets)
         system, _, prompt = assembled.text.partition("\n\n")
         return BuiltPrompt(
             system=system,
             prompt=prompt,
             tokens=assembled.tokens,
-            budget=self.budget.usable,
+            budget=budget.usable,
             ledger=tuple(assembled.ledger.lines()) if len(assembled.ledger) else (),
         )

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
+from mesh.context import sanitize_error
 from mesh.telemetry import redact_text
 
 __all__ = ["one_line_error"]
 
 
 def one_line_error(exc: BaseException, *, limit: int = 300) -> str:
-    """``ErrorType: root cause`` on one line, secrets redacted, never a stack trace."""
-    root: BaseException = exc
-    while root.__cause__ is not None and root.__cause__ is not root:
-        root = root.__cause__
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if root is not exc:
-        inner = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
-        if inner and inner not in message:
-            message = f"{message} ({type(root).__name__}: {inner})" if message else f"{type(root).__name__}: {inner}"
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    text = redact_text(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """``ErrorType: root cause`` on one line, never a stack trace.
+
+    The context engine's sanitizer does the shaping and the pattern redaction (bearer tokens,
+    API keys); the telemetry registry adds the secret values this process has seen at run time
+    (the auth token a step discovered).
+    """
+    return redact_text(sanitize_error(exc, max_chars=limit))

@@ -136,6 +136,13 @@ class LogTrust:
                 self.keyring.add(agent_id, key)
 
     @property
+    def redis(self) -> aioredis.Redis:
+        """The Redis connection ``connect`` opened (the agent shares it for its gossip maps)."""
+        if self._client is None:
+            raise RuntimeError("this LogTrust was not made by connect(); it has no Redis client of its own")
+        return self._client
+
+    @property
     def rejections(self) -> dict[str, int]:
         """Rejected envelopes by reason."""
         return dict(self.verifier.rejections)

@@ -33,7 +33,6 @@ class WorkflowView:
     workflow_id: str
     spec: WorkflowSpec | None = None
     trace: dict[str, str] = field(default_factory=dict)
-    submitted_ms: int = 0
     completed: dict[str, StepCompleted] = field(default_factory=dict)
     failed: dict[str, StepFailed] = field(default_factory=dict)
     started: dict[str, list[StepStarted]] = field(default_factory=dict)
@@ -43,11 +42,10 @@ class WorkflowView:
     resume_requests: dict[str, int] = field(default_factory=dict)
     finished: WorkflowCompleted | None = None
     seen: set[str] = field(default_factory=set)
-    last_event_ms: dict[str, int] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
     """Why events were not folded (a step event from someone who does not own the step)."""
 
-    def apply(self, env: Envelope, *, at_ms: int = 0) -> bool:
+    def apply(self, env: Envelope) -> bool:
         """Fold one event; False when it was a duplicate, not a workflow event, or not authorized.
 
         Step results (progress, completed, failed, escalated) count only from the step's current
@@ -65,15 +63,12 @@ class WorkflowView:
                 self.ignored.append(f"{env.kind} for {step!r} from {env.sender!r}, not its owner {owner!r}")
                 return False
         self.seen.add(env.id)
-        if step:
-            self.last_event_ms[step] = at_ms
         kind = env.kind
         if kind == WorkflowSubmitted.KIND:
             sub = env.payload_model(WorkflowSubmitted)
             if self.spec is None:
                 self.spec = sub.spec
                 self.trace = dict(env.trace)
-                self.submitted_ms = at_ms
         elif kind == StepStarted.KIND:
             self.started.setdefault(step, []).append(env.payload_model(StepStarted))
             self.escalated.pop(step, None)

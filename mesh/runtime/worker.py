@@ -185,7 +185,7 @@ class AgentWorker:
         if tracked is None:
             tracked = self._tracked[wf] = _Tracked(WorkflowView(wf), d.tp)
         view = tracked.view
-        changed = view.apply(env, at_ms=d.timestamp_ms)
+        changed = view.apply(env)
         tracked.deliveries.append(d)
         if changed and env.kind in (StepCompleted.KIND, StepFailed.KIND) and view.spec is not None:
             step = view.spec.step(env.step_id) if env.step_id in {s.id for s in view.spec.steps} else None

@@ -60,7 +60,7 @@ class Cluster:
             while True:
                 for d in await sub.poll(timeout_ms=100):
                     wf = d.envelope.workflow_id
-                    self.views.setdefault(wf, WorkflowView(wf)).apply(d.envelope, at_ms=d.timestamp_ms)
+                    self.views.setdefault(wf, WorkflowView(wf)).apply(d.envelope)
         finally:
             await sub.aclose()
 
