@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from pathlib import Path
 from typing import Literal
@@ -180,18 +181,60 @@ class DevConfig(BaseSettings):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
+    """A TCP port nobody listens on right now, below the OS's ephemeral range."""
     return _free_ports(1, host)[0]
 
 
-def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    # Hold all sockets open until every port is chosen, so the OS hands out distinct ones.
-    sockets = []
+# Listen ports are taken below the ephemeral range (Linux: 32768-60999). A port the OS may also
+# hand out as a *source* port can be stolen by a client's reconnect loop: while a restarted
+# server is down, a client dialing 127.0.0.1:P may bind source port P and connect to itself
+# (TCP simultaneous open), and the server's restart then fails with "Address already in use".
+_LISTEN_RANGE_FLOOR = 20000
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The OS's ephemeral (source) port range; Linux's default when it cannot be read."""
     try:
-        for _ in range(count):
+        low, high = (int(x) for x in _EPHEMERAL_RANGE_FILE.read_text().split()[:2])
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _listen_range() -> range:
+    low, high = ephemeral_port_range()
+    if low - _LISTEN_RANGE_FLOOR >= 1000:
+        return range(_LISTEN_RANGE_FLOOR, low)
+    if 65535 - high >= 1000:  # an OS whose ephemeral range starts low: use the ports above it
+        return range(high + 1, 65536)
+    return range(10000, low) if low > 11000 else range(1024, 65536)
+
+
+def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    # Random candidates outside the ephemeral range; every socket is held open until all ports
+    # are chosen, so they are distinct. A port another process binds after we close is a race
+    # any picker has; a random start keeps concurrent test sessions apart.
+    candidates = _listen_range()
+    sockets: list[socket.socket] = []
+    chosen: set[int] = set()
+    try:
+        for _ in range(200 * count):
+            if len(sockets) == count:
+                break
+            port = random.choice(candidates)
+            if port in chosen:
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
             sockets.append(s)
+            chosen.add(port)
+        if len(sockets) < count:
+            raise OSError(f"no {count} free port(s) on {host} in {candidates.start}-{candidates.stop - 1}")
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:

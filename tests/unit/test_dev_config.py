@@ -103,3 +103,18 @@ def test_free_port_is_bindable() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
     assert 1024 <= port <= 65535
+
+
+def test_free_ports_stay_out_of_the_ephemeral_range() -> None:
+    # A listen port inside the ephemeral range can be taken by a client's reconnect loop as its
+    # own source port (self-connect) while the server restarts: never hand one out.
+    from mesh.dev._config import _free_ports, ephemeral_port_range
+
+    low, high = ephemeral_port_range()
+    ports = [p for _ in range(50) for p in _free_ports(3)]
+    assert all(not (low <= p <= high) for p in ports), sorted(p for p in ports if low <= p <= high)
+    for _ in range(20):
+        trio = _free_ports(3)
+        assert len(set(trio)) == 3
+    configs = [DevConfig.isolated(Path("/tmp/x")) for _ in range(20)]
+    assert all(not (low <= p <= high) for c in configs for p in (c.kafka_port, c.kafka_controller_port, c.redis_port))
