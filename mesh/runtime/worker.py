@@ -108,6 +108,10 @@ class AgentWorker:
         self._tracked: dict[str, _Tracked] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._resume_done: dict[tuple[str, str], int] = {}
+        # Steps whose run ended here (completed, failed or paused), with the resume-request count
+        # at the time: not started again until the log says otherwise (a new resume request). The
+        # log catches up a poll or two later; until then the view still calls the step runnable.
+        self._ended: dict[tuple[str, str], int] = {}
         self._sub: Subscription | None = None
         self._stopping = asyncio.Event()
         self.steps_completed = 0
@@ -127,6 +131,8 @@ class AgentWorker:
                     if twf == wf:
                         task.cancel()
                         self._tasks.pop((twf, step), None)
+                for key in [k for k in self._ended if k[0] == wf]:
+                    del self._ended[key]
                 del self._tracked[wf]
         log.info("%s lost partitions %s", self.agent_id, sorted(partitions))
 
@@ -187,6 +193,8 @@ class AgentWorker:
         view = tracked.view
         changed = view.apply(env)
         tracked.deliveries.append(d)
+        if changed and env.kind in (StepCompleted.KIND, StepFailed.KIND):
+            self._ended.pop((wf, env.step_id), None)  # the log has caught up with this step
         if changed and env.kind in (StepCompleted.KIND, StepFailed.KIND) and view.spec is not None:
             step = view.spec.step(env.step_id) if env.step_id in {s.id for s in view.spec.steps} else None
             if step is not None and step.role == self.role:
@@ -229,6 +237,8 @@ class AgentWorker:
                 if key in self._tasks:
                     continue
                 resume_count = view.resume_requests.get(step.id, 0)
+                if key in self._ended and resume_count <= self._ended[key]:
+                    continue  # ended here; its result is on its way back through the log
                 if step.id in view.escalated and resume_count <= self._resume_done.get(key, 0):
                     continue  # paused, waiting for `mesh resume`
                 resume = resume_count > self._resume_done.get(key, 0)
@@ -288,6 +298,7 @@ class AgentWorker:
                     resume_paused=resume,
                 )
                 await self._publish_result(state)
+                self._ended[(wf, step.id)] = view.resume_requests.get(step.id, 0)
                 return
             except OwnershipLost:
                 log.warning("%s: %s/%s was taken over by a newer owner", self.agent_id, wf, step.id)
@@ -300,10 +311,12 @@ class AgentWorker:
             except MeshError as exc:
                 log.error("%s/%s failed: %s", wf, step.id, one_line_error(exc))
                 await self._publish(StepFailed(error=one_line_error(exc), owner=self.agent_id), wf, step.id, "failed")
+                self._ended[(wf, step.id)] = view.resume_requests.get(step.id, 0)
                 return
             except Exception as exc:  # a bug in an action must not kill the agent
                 log.exception("%s/%s crashed", wf, step.id)
                 await self._publish(StepFailed(error=one_line_error(exc), owner=self.agent_id), wf, step.id, "failed")
+                self._ended[(wf, step.id)] = view.resume_requests.get(step.id, 0)
                 return
 
     async def _publish_result(self, state: StepState) -> None:

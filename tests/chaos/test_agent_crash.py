@@ -147,3 +147,26 @@ async def test_zombie_cannot_overwrite_the_newer_checkpoint(cluster: Cluster) ->
             assert token is not None and token.secret and token.value == f"wf:{wf}:secret:auth_token"
     finally:
         await redis.aclose()
+
+
+async def test_without_faults_every_step_starts_once_and_nothing_resumes(cluster: Cluster) -> None:
+    # The baseline the crash test's "resumed >= 1" is measured against: with no fault, no step is
+    # started twice (a finished step was once re-run between the end of its task and reading its
+    # own StepCompleted back, which counted as a resume).
+    await cluster.start([("identity", "identity-a"), ("fetch", "fetch-a"), ("validate", "validate-a"),
+                         ("report", "report-a")])
+    spec = reconciliation_spec(patients=3, page_size=2)
+    workflows = [await cluster.submit(spec) for _ in range(4)]
+    await cluster.wait_until(
+        lambda: all(cluster.views[wf].finished is not None for wf in workflows),
+        timeout_s=120, what="every workflow to finish",
+    )
+    await asyncio.sleep(2.0)  # a would-be second run announces itself within a poll or two
+    for wf in workflows:
+        view = cluster.views[wf]
+        assert view.finished is not None and view.finished.status == "succeeded", cluster.describe()
+        starts = {step: [s.owner for s in started] for step, started in view.started.items()}
+        assert all(len(owners) == 1 for owners in starts.values()), f"{wf}: {starts}"
+        assert view.resumes() == 0, f"{wf}: {starts}"
+    audit = summarize_audit_log(cluster.ehr.audit_log)
+    assert audit.auth_calls == len(workflows), audit

@@ -86,3 +86,22 @@ async def test_reconciliation_completes_with_one_auth_call(mesh: dict, ehr: Mock
     # The token never reached a checkpointed history line.
     token_value = (await mesh["store"].read(token_var.ref)).data.decode()
     assert token_value not in repr(state.history)
+
+
+async def test_a_fault_free_run_starts_every_step_once(mesh: dict, ehr: MockEhrServer) -> None:  # type: ignore[type-arg]
+    # Between the end of a step's task and reading its own StepCompleted back, the owner must not
+    # start the step again (that was a second claim, a StepStarted "resumed" from the last turn).
+    spec = load_workflow_spec(SPEC)
+    client: MeshClient = mesh["client"]
+    wf = await client.submit(spec, variables={"ehr_base_url": ehr.base_url})
+    view = None
+    async for view, _ in client.follow(wf, timeout_s=60):  # noqa: B007 - read after the loop
+        pass
+    assert view is not None and view.finished is not None and view.finished.status == "succeeded"
+    await asyncio.sleep(0.5)  # give a would-be second run time to announce itself
+    async for view, _ in client.follow(wf, timeout_s=5):  # noqa: B007 - re-read the whole log
+        pass
+    assert view is not None
+    starts = {step: len(s) for step, s in view.started.items()}
+    assert starts == {"identity": 1, "fetch": 1, "validate": 1, "report": 1}
+    assert view.resumes() == 0
