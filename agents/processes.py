@@ -80,6 +80,12 @@ class AgentProcesses:
         """SIGKILL an agent and reap it."""
         return self.signal(agent_id, signal.SIGKILL)
 
+    def terminate(self, agent_id: str, *, timeout_s: float = 30.0) -> int:
+        """SIGTERM an agent (a rolling update) and wait for it to exit; returns its exit code."""
+        proc = self.procs[agent_id]
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=timeout_s)
+
     def alive(self, agent_id: str) -> bool:
         """Whether the process still runs."""
         return self.procs[agent_id].poll() is None

@@ -1,5 +1,6 @@
 """The message bus: the Bus protocol, its Kafka implementation and its in-memory implementation."""
 
+from mesh.bus._security import FileTokenProvider, KafkaSecurity
 from mesh.bus.base import (
     Bus,
     Delivery,
@@ -24,7 +25,9 @@ __all__ = [
     "SubscriptionOptions",
     "TopicPartition",
     # Kafka
+    "FileTokenProvider",
     "KafkaBus",
+    "KafkaSecurity",
     "KafkaSubscription",
     # in memory
     "InMemoryBroker",

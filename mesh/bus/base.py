@@ -111,6 +111,11 @@ class SubscriptionOptions:
     dead_letter: bool = True
     """Send undecodable or refused messages to the dead-letter topic (else only log and skip)."""
 
+    group_instance_id: str = ""
+    """A stable member identity (static membership, KIP-345), e.g. the pod name: a member that
+    restarts within the session timeout gets its partitions back without a rebalance of the whole
+    group. Empty: a dynamic member (it leaves the group on close; its partitions move at once)."""
+
 
 @runtime_checkable
 class Subscription(Protocol):

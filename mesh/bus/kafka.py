@@ -24,6 +24,7 @@ from aiokafka.structs import TopicPartition as KafkaTP
 
 from mesh.bus._decode import Signer, decode_record, encode_for_publish
 from mesh.bus._offsets import OffsetTracker
+from mesh.bus._security import KafkaSecurity
 from mesh.bus.base import (
     Delivery,
     RebalanceListener,
@@ -60,6 +61,22 @@ async def _guarded(what: str, call: Callable[[], Awaitable[T]]) -> T:
         raise _translate(exc, what) from exc
 
 
+async def _connecting(what: str, call: Callable[[], Awaitable[T]], bus: KafkaBus) -> T:
+    """``_guarded`` for the first connection of a client: a failure names its cause."""
+    try:
+        return await call()
+    except KafkaConnectionError as exc:
+        cause = await bus.security.diagnose(bus.bootstrap_servers)
+        if cause is None:
+            raise _translate(exc, what) from exc
+        if bus.security.security_protocol == "PLAINTEXT" or "no answer" in cause:
+            raise BusUnavailable(f"{what}: {bus.bootstrap_servers} ({bus.security.describe()}): {cause}") from exc
+        # Credentials and certificates do not fix themselves: not retryable.
+        raise BusError(f"{what}: {bus.bootstrap_servers} ({bus.security.describe()}): {cause}") from exc
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise _translate(exc, what) from exc
+
+
 class KafkaBus:
     """A Bus over a Kafka cluster."""
 
@@ -76,9 +93,16 @@ class KafkaBus:
         signer: Signer | None = None,
         linger_ms: int = 0,
         request_timeout_ms: int = 30000,
+        security: KafkaSecurity | None = None,
     ) -> None:
-        """Configure the client; ``start`` connects and creates topics (all of ``topics`` by default)."""
+        """Configure the client; ``start`` connects and creates topics (all of ``topics`` by default).
+
+        ``security`` (TLS, SASL) applies to every client this bus makes; by default it is read from
+        ``MESH_KAFKA_*`` (plaintext when none is set).
+        """
         self.bootstrap_servers = bootstrap_servers
+        self.security = security if security is not None else KafkaSecurity.from_env()
+        self._client_kwargs = self.security.client_kwargs()
         self.codec = codec if codec is not None else EnvelopeCodec()
         self.topics = topics if topics is not None else Topics()
         self.client_id = client_id
@@ -111,9 +135,10 @@ class KafkaBus:
             linger_ms=self._linger_ms,
             max_request_size=max(self.codec.max_bytes + 4096, 1_048_576),
             request_timeout_ms=self._request_timeout_ms,
+            **self._client_kwargs,
         )
         try:
-            await _guarded("connect producer", producer.start)
+            await _connecting("connect producer", producer.start, self)
         except BusError:
             await producer.stop()
             raise
@@ -127,9 +152,10 @@ class KafkaBus:
             bootstrap_servers=self.bootstrap_servers,
             client_id=f"{self.client_id}-admin",
             request_timeout_ms=self._request_timeout_ms,
+            **self._client_kwargs,
         )
         try:
-            await _guarded("connect admin client", admin.start)
+            await _connecting("connect admin client", admin.start, self)
             existing = set(await _guarded("list topics", admin.list_topics))
             missing = [t for t in dict.fromkeys(topics) if t not in existing]
             if missing:
@@ -265,6 +291,8 @@ class KafkaSubscription:
             rebalance_timeout_ms=max(options.session_timeout_ms, 10000),
             fetch_max_wait_ms=100,
             metadata_max_age_ms=5000,
+            group_instance_id=options.group_instance_id or None,
+            **bus._client_kwargs,
         )
         self._closed = False
         self._joined = asyncio.Event()
@@ -272,7 +300,7 @@ class KafkaSubscription:
     async def start(self, *, join_timeout_s: float = 30.0) -> None:
         """Connect, subscribe, and wait until the group gave this member its first assignment."""
         try:
-            await _guarded("connect consumer", self._consumer.start)
+            await _connecting("connect consumer", self._consumer.start, self._bus)
             self._consumer.subscribe(self.topics, listener=_ListenerAdapter(self))
         except (BusError, IllegalStateError):
             await self._consumer.stop()

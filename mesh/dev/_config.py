@@ -49,6 +49,19 @@ class DevConfig(BaseSettings):
     proxy keep talking through it, and cutting the proxy really cuts them off.
     """
 
+    kafka_sasl_ssl_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of an optional ``SASL_SSL`` client listener (TLS + SASL PLAIN/SCRAM), off by default.
+
+    Needs ``kafka_ssl_keystore_pem``; users come from ``kafka_sasl_users``. For testing the
+    clients' security settings against a real broker.
+    """
+
+    kafka_ssl_keystore_pem: Path | None = None
+    """PEM file with the broker's private key (unencrypted PKCS#8) and certificate chain."""
+
+    kafka_sasl_users: dict[str, str] = Field(default_factory=dict)
+    """SASL users and passwords of the ``SASL_SSL`` listener: PLAIN, SCRAM-SHA-256 and -512."""
+
     kafka_version: str = "4.1.1"
     """Version of ``org.apache.kafka:kafka_2.13`` resolved from Maven Central."""
 
@@ -81,6 +94,10 @@ class DevConfig(BaseSettings):
         ports = [self.kafka_port, self.kafka_controller_port, self.redis_port]
         if self.kafka_proxied_port is not None:
             ports.append(self.kafka_proxied_port)
+        if self.kafka_sasl_ssl_port is not None:
+            ports.append(self.kafka_sasl_ssl_port)
+            if self.kafka_ssl_keystore_pem is None or not self.kafka_sasl_users:
+                raise ValueError("kafka_sasl_ssl_port needs kafka_ssl_keystore_pem and kafka_sasl_users")
         if len(set(ports)) != len(ports):
             raise ValueError(f"kafka, controller, redis (and proxied listener) ports must differ, got {ports}")
         if (self.kafka_proxied_port is None) != (self.kafka_proxied_advertised_port is None):
@@ -149,6 +166,13 @@ class DevConfig(BaseSettings):
     def kafka_bootstrap(self) -> str:
         """Bootstrap address clients use (``MESH_KAFKA_BOOTSTRAP``)."""
         return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def kafka_sasl_ssl_bootstrap(self) -> str | None:
+        """Bootstrap address of the ``SASL_SSL`` listener, when it is on."""
+        if self.kafka_sasl_ssl_port is None:
+            return None
+        return f"{self.host}:{self.kafka_sasl_ssl_port}"
 
     @property
     def kafka_proxied_bootstrap(self) -> str | None:

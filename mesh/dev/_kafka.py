@@ -16,6 +16,7 @@ from mesh.dev._install import kafka_jars_ready
 from mesh.dev._process import port_accepts
 from mesh.dev._render import (
     kafka_jvm_args,
+    kafka_scram_format_args,
     new_cluster_id,
     render_kafka_log4j2,
     render_kafka_properties,
@@ -110,6 +111,7 @@ class KafkaService(LocalService):
             cluster_id,
             "--config",
             str(self.properties_path),
+            *kafka_scram_format_args(self.config),
         ]
         with self.log_path.open("a") as log:
             done = subprocess.run(

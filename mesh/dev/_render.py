@@ -62,9 +62,44 @@ def render_kafka_properties(config: DevConfig) -> str:
             f"{props['advertised.listeners']},PROXIED://{host}:{config.kafka_proxied_advertised_port}"
         )
         props["listener.security.protocol.map"] = f"{props['listener.security.protocol.map']},PROXIED:PLAINTEXT"
+    if config.kafka_sasl_ssl_port is not None:
+        props.update(_sasl_ssl_listener(config))
     lines = ["# Written by `mesh dev`; edits are overwritten on the next start."]
     lines += [f"{key}={value}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
+
+
+def _sasl_ssl_listener(config: DevConfig) -> dict[str, str | int]:
+    # A TLS listener with SASL PLAIN and SCRAM; SCRAM credentials are written into the metadata
+    # log at format time (`--add-scram`), PLAIN users live in the listener's JAAS line.
+    host, port = config.host, config.kafka_sasl_ssl_port
+    plain_users = " ".join(f'user_{u}="{p}"' for u, p in sorted(config.kafka_sasl_users.items()))
+    base = "listener.name.sasl_ssl"
+    return {
+        "listeners": f"PLAINTEXT://{host}:{config.kafka_port},CONTROLLER://{host}:{config.kafka_controller_port},"
+                     f"SASL_SSL://{host}:{port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{config.kafka_port},SASL_SSL://{host}:{port}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        f"{base}.plain.sasl.jaas.config":
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+        f"{base}.scram-sha-256.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        f"{base}.scram-sha-512.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        f"{base}.ssl.keystore.type": "PEM",
+        f"{base}.ssl.keystore.location": str(config.kafka_ssl_keystore_pem),
+        f"{base}.ssl.client.auth": "none",
+    }
+
+
+def kafka_scram_format_args(config: DevConfig) -> list[str]:
+    """``kafka-storage format`` arguments that create the SCRAM users of the SASL_SSL listener."""
+    if config.kafka_sasl_ssl_port is None:
+        return []
+    args: list[str] = []
+    for user, password in sorted(config.kafka_sasl_users.items()):
+        for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            args += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
+    return args
 
 
 def render_kafka_log4j2() -> str:

@@ -62,6 +62,13 @@ def agent_run(
     turn_delay_s: Annotated[float, typer.Option(help="Pause after each turn, in seconds (demos).")] = 0.0,
     session_timeout_ms: Annotated[int, typer.Option(help="Consumer-group session timeout; bounds failover time.")] = 2500,
     heartbeat_interval_ms: Annotated[int, typer.Option(help="Consumer-group heartbeat interval.")] = 500,
+    group_instance_id: Annotated[str, typer.Option(
+        envvar="MESH_GROUP_INSTANCE_ID",
+        help="Stable member id (static membership; the pod name): a restart within the session timeout moves no partition.",
+    )] = "",
+    drain_timeout_s: Annotated[float, typer.Option(
+        envvar="MESH_DRAIN_TIMEOUT_S", help="On SIGTERM, seconds a turn in flight may take to finish and checkpoint.",
+    )] = 20.0,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
 ) -> None:
     """Run one agent process of ROLE until SIGTERM or Ctrl-C."""
@@ -77,6 +84,8 @@ def agent_run(
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
             heartbeat_file=os.environ.get("MESH_HEARTBEAT_FILE", ""),
+            group_instance_id=group_instance_id,
+            drain_timeout_s=drain_timeout_s,
         ),
     )
 

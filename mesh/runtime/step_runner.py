@@ -157,6 +157,7 @@ class StepRunner:
         self.kpis = kpis
         self.trace_events = trace_events
         self._blob_tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     # -- step ------------------------------------------------------------------------------
 
@@ -224,10 +225,10 @@ class StepRunner:
         ) as span:
             await self._event("step.started", state, resumed_from_turn=resumed_from, epoch=epoch)
             fresh = True
-            while state.status == "running":
+            while state.status == "running" and not self._stopping:
                 await self._turn(spec, step, state, first=fresh)
                 fresh = False
-                if self.options.turn_delay_s and state.status == "running":
+                if self.options.turn_delay_s and state.status == "running" and not self._stopping:
                     await asyncio.sleep(self.options.turn_delay_s)
             span.set_many({"mesh.step.status": state.status, "mesh.step.turns": state.turn})
             await self._event(f"step.{state.status}", state, turns=state.turn, resumes=state.resumes)
@@ -461,6 +462,19 @@ class StepRunner:
             await self.blobs.put(name, data)
         except MeshError as exc:
             log.warning("blob copy %s failed: %s", name, exc)
+
+    def request_stop(self) -> None:
+        """Finish the turn in flight (it is checkpointed as usual), then start no new turn.
+
+        A step left this way stays ``running`` in the store; the next owner resumes it from that
+        checkpoint without redoing the turn (a graceful shutdown, SIGTERM).
+        """
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``request_stop`` was called."""
+        return self._stopping
 
     async def drain(self) -> None:
         """Wait for background blob copies."""

@@ -67,6 +67,13 @@ class WorkerOptions:
     heartbeat_file: str = ""
     """Touched at most once a second while the poll loop runs (a liveness probe reads its age)."""
 
+    group_instance_id: str = ""
+    """Stable member id for static membership (the pod name); empty for a dynamic member."""
+
+    drain_timeout_s: float = 20.0
+    """On ``stop`` (SIGTERM), how long running steps may take to finish their turn in flight
+    before they are cancelled; keep it under the pod's termination grace period."""
+
 
 @dataclass
 class _Tracked:
@@ -143,8 +150,9 @@ class AgentWorker:
     # -- main loop -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask ``run`` to return after the current poll."""
+        """Ask ``run`` to return: no new step or turn starts; turns in flight finish and checkpoint."""
         self._stopping.set()
+        self.runner.request_stop()
 
     async def run(self, *, on_joined: Callable[[AgentWorker], None] | None = None) -> None:
         """Consume and run steps until ``stop`` is called or the task is cancelled.
@@ -160,6 +168,7 @@ class AgentWorker:
                 session_timeout_ms=self.options.session_timeout_ms,
                 heartbeat_interval_ms=self.options.heartbeat_interval_ms,
                 guard=self.guard,
+                group_instance_id=self.options.group_instance_id,
             ),
         )
         log.info("%s joined %s", self.agent_id, self.group)
@@ -175,11 +184,23 @@ class AgentWorker:
                     await self._on_delivery(d)
                 self._schedule()
         finally:
-            for task in self._tasks.values():
-                task.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self._drain_steps()
             await self.runner.drain()
+            # Leaving the group (a dynamic member) moves the partitions at once: the successor
+            # does not wait for the session timeout.
             await self._sub.aclose()
+
+    async def _drain_steps(self) -> None:
+        tasks = list(self._tasks.values())
+        if tasks and self._stopping.is_set() and self.options.drain_timeout_s > 0:
+            log.info("%s: letting %d step(s) finish their turn in flight", self.agent_id, len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=self.options.drain_timeout_s)
+            if pending:
+                log.warning("%s: %d step(s) still busy after %.0f s; cancelling", self.agent_id, len(pending),
+                            self.options.drain_timeout_s)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _on_delivery(self, d: Delivery) -> None:
         env = d.envelope
@@ -289,7 +310,7 @@ class AgentWorker:
     async def _run_step(self, view: WorkflowView, step: StepSpec, resume: bool) -> None:
         assert view.spec is not None
         wf = view.workflow_id
-        while True:
+        while not self._stopping.is_set():
             try:
                 state = await self.runner.run(
                     view.spec, step, wf,
@@ -297,6 +318,9 @@ class AgentWorker:
                     trace=view.trace,
                     resume_paused=resume,
                 )
+                if state.status == "running":  # stopped between turns (graceful shutdown)
+                    log.info("%s/%s left at turn %d for the next owner", wf, step.id, state.turn)
+                    return
                 await self._publish_result(state)
                 self._ended[(wf, step.id)] = view.resume_requests.get(step.id, 0)
                 return
