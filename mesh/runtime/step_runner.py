@@ -488,7 +488,9 @@ class StepRunner:
                 sender=self.agent_id,
                 workflow_id=workflow_id,
                 step_id=step.id,
-                id=deterministic_event_id(workflow_id, step.id, "started", epoch),
+                # The turn is part of the id: a re-claim while the store is unreachable keeps the
+                # epoch it knew, and the same id with other content would read as equivocation.
+                id=deterministic_event_id(workflow_id, step.id, "started", epoch, resumed_from),
             )
         )
 

@@ -358,6 +358,8 @@ class AgentWorker:
                 else:
                     records.append(VariableRecord(name=name, value=entry.value, priority=entry.priority,
                                                   expires_at_ms=entry.expires_at_ms))
+            if records and any(r.secret for r in records):
+                await self._await_durable(wf, step)
             if self.gossip is not None:
                 for record in records:
                     try:
@@ -377,6 +379,18 @@ class AgentWorker:
             self.steps_completed += 1
         elif state.status == "failed":
             await self._publish(StepFailed(error=state.error or "failed", turns=state.turn, owner=self.agent_id), wf, step, "failed")
+
+    async def _await_durable(self, wf: str, step: str) -> None:
+        """Hold a result back until the secrets it references are in the shared store.
+
+        A dependent step reads them by reference as soon as the result is on the log; a write
+        still in this agent's local journal (the store was unreachable) would look missing.
+        ``StoreUnavailable`` (transient) makes the caller retry later.
+        """
+        flush = getattr(self.store, "flush", None)
+        if flush is not None and not getattr(self.store, "durable", True):
+            log.info("%s/%s: waiting for journaled secret writes to reach the store", wf, step)
+            await flush()
 
     async def _publish(self, payload: Any, wf: str, step: str, what: str) -> None:
         await self.bus.publish(

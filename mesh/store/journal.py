@@ -12,7 +12,9 @@ Trade-offs (this is the AP side of the store):
   ``version`` is a guess (the last version this process saw, plus one per journaled write).
 * ``claim`` while the inner store is unreachable returns the last epoch this process knew for
   the key, without fencing anyone: two owners may both believe they own a key during a
-  partition. Fencing resumes on reconnect: when a replayed write meets a newer epoch
+  partition. A ``claim`` once the store answers again first replays this agent's journal, so
+  an owner's own new epoch never fences off writes it acknowledged earlier. Fencing resumes on
+  reconnect: when a replayed write meets a newer epoch
   (``StaleEpochError``), a newer owner took over, so every journaled write of that key is
   dropped, logged and listed in ``dropped``; the newer owner's state wins.
 * Replay is at-least-once: a crash between a replayed write and the journal cursor moving on
@@ -185,17 +187,33 @@ class JournalingStateStore:
 
         Raises ``StoreUnavailable`` when the store is unreachable and no epoch is known.
         """
-        try:
-            epoch = await self.inner.claim(key, owner)
-        except StoreUnavailable:
-            known = self._epochs.get(key)
-            if known is None:
-                raise
-            self.stats["offline_claims"] += 1
-            log.warning("store unreachable: keeping epoch %d of %r unfenced until it is back", known, key)
-            return known
-        self._epochs[key] = epoch
-        return epoch
+        async with self._lock:
+            # Our own journaled writes go first: a new epoch claimed before they are replayed
+            # would fence them off as stale, and this owner would drop what it acknowledged.
+            if self._pending:
+                try:
+                    await self._drain()
+                except StoreUnavailable:
+                    return self._offline_claim(key)
+            try:
+                epoch = await self.inner.claim(key, owner)
+            except StoreUnavailable:
+                return self._offline_claim(key)
+            self._epochs[key] = epoch
+            return epoch
+
+    def _offline_claim(self, key: str) -> int:
+        known = self._epochs.get(key)
+        if known is None:
+            raise StoreUnavailable(f"store unreachable and no epoch known for {key!r}")
+        self.stats["offline_claims"] += 1
+        log.warning("store unreachable: keeping epoch %d of %r unfenced until it is back", known, key)
+        return known
+
+    @property
+    def durable(self) -> bool:
+        """Whether every acknowledged write has reached the inner store (nothing journaled)."""
+        return not self._pending
 
     async def write(
         self,

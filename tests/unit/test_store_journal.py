@@ -172,3 +172,23 @@ async def test_one_journal_per_agent(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="in use"):
         JournalingStateStore(FlakyStore(), tmp_path, agent_id="a1")
     await store.aclose()
+
+
+async def test_a_claim_after_the_outage_replays_the_journal_before_taking_a_new_epoch(tmp_path: Path) -> None:
+    # The owner's own retry claimed epoch 2 before its journal was replayed, so the replay was
+    # refused as stale and the owner dropped writes it had acknowledged.
+    inner = FlakyStore()
+    store = JournalingStateStore(inner, tmp_path, agent_id="a1", options=JournalOptions(retry_interval_s=60))
+    epoch = await store.claim("k", "a1")
+    await store.write("k", b"turn-1", epoch=epoch)
+    inner.available = False
+    for turn in (2, 3):
+        assert isinstance(await store.write("k", f"turn-{turn}".encode(), epoch=epoch), ProvisionalCheckpoint)
+    assert await store.claim("k", "a1") == epoch  # offline: the known epoch
+    inner.available = True
+    new_epoch = await store.claim("k", "a1")  # the flusher has not run yet (60 s pause)
+    assert new_epoch > epoch
+    assert store.dropped == [] and store.pending == 0
+    assert await _history(inner, "k") == [b"turn-1", b"turn-2", b"turn-3"]
+    assert (await inner.read("k")).data == b"turn-3"
+    await store.aclose()
