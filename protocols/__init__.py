@@ -33,6 +33,7 @@ from protocols.gossip import (
     SetTag,
 )
 from protocols.hlc import HlcTimestamp
+from protocols.limits import LimitExceeded, Limits, check_structure, current_limits, set_limits
 from protocols.registry import Payload, kind_of, payload_type, register_kind, registered_kinds
 from protocols.topics import Topics
 from protocols.votes import (
@@ -49,6 +50,7 @@ from protocols.workflow import (
     WorkflowSpec,
     WorkflowSpecError,
     load_workflow_spec,
+    parse_workflow_spec,
 )
 
 __all__ = [
@@ -86,6 +88,13 @@ __all__ = [
     "WorkflowSpec",
     "WorkflowSpecError",
     "load_workflow_spec",
+    "parse_workflow_spec",
+    # structural limits on outside input
+    "LimitExceeded",
+    "Limits",
+    "check_structure",
+    "current_limits",
+    "set_limits",
     # topics
     "Topics",
     # gossip

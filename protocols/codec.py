@@ -8,6 +8,7 @@ canonicalisation step. The codec never mutates the payloads handed to it.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from protocols.envelope import SCHEMA_VERSION, Envelope
 from protocols.hlc import HlcTimestamp
+from protocols.limits import LimitExceeded, Limits, check_structure
 from protocols.registry import payload_type
 
 __all__ = ["DEFAULT_MAX_ENVELOPE_BYTES", "EnvelopeCodec", "EnvelopeDecodeError", "format_validation_error"]
@@ -27,8 +29,8 @@ DEFAULT_MAX_ENVELOPE_BYTES = 1_048_576
 class EnvelopeDecodeError(ValueError):
     """Bytes that are not a valid envelope; ``reason`` is a short code, the message says where.
 
-    Reasons: ``oversize``, ``malformed``, ``version``, ``structure``, ``unknown_kind``,
-    ``schema``. protocols/ imports nothing of the runtime, so the runtime translates this into
+    Reasons: ``oversize``, ``malformed``, ``too_deep``, ``too_large``, ``version``,
+    ``structure``, ``unknown_kind``, ``schema``. protocols/ imports nothing of the runtime, so the runtime translates this into
     ``mesh.errors.DecodeError`` at its boundary.
     """
 
@@ -53,10 +55,21 @@ _BODY_FIELDS = ("id", "k", "s", "w", "st", "h", "tr", "p")
 class EnvelopeCodec:
     """Encodes envelopes to bytes and decodes bytes to validated envelopes."""
 
-    def __init__(self, *, max_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES, validate_payload: bool = True) -> None:
-        """Create a codec; ``max_bytes`` bounds both what it writes and what it accepts."""
+    def __init__(
+        self,
+        *,
+        max_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
+        validate_payload: bool = True,
+        limits: Limits | None = None,
+    ) -> None:
+        """Create a codec; ``max_bytes`` bounds both what it writes and what it accepts.
+
+        ``limits`` bounds the nesting and size of what it decodes (default: ``current_limits()``,
+        read from the environment), checked before anything recurses into the value.
+        """
         self.max_bytes = max_bytes
         self.validate_payload = validate_payload
+        self.limits = limits
 
     # -- encoding -------------------------------------------------------------------------
 
@@ -97,7 +110,9 @@ class EnvelopeCodec:
                 f"envelope of {len(data)} bytes exceeds the limit of {self.max_bytes} bytes",
                 reason="oversize",
             )
-        outer = _unpack(data, what="envelope")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise EnvelopeDecodeError(f"envelope must be bytes, got {type(data).__name__}", reason="structure")
+        outer = _unpack(data, what="envelope", limits=self.limits)
         if not isinstance(outer, list) or len(outer) != 3:
             raise EnvelopeDecodeError(
                 "envelope must be a msgpack array [schema_version, body, signature], "
@@ -118,7 +133,7 @@ class EnvelopeCodec:
             raise EnvelopeDecodeError(
                 f"envelope signature must be bytes, got {_describe(signature)}", reason="structure"
             )
-        body = _unpack(body_bytes, what="envelope body")
+        body = _unpack(body_bytes, what="envelope body", limits=self.limits)
         if not isinstance(body, dict):
             raise EnvelopeDecodeError(
                 f"envelope body must be a map, got {_describe(body)}", reason="structure"
@@ -138,8 +153,11 @@ class EnvelopeCodec:
             raise EnvelopeDecodeError("envelope field 'kind' is empty", reason="structure")
         try:
             hlc = HlcTimestamp.unpack(body["h"])
-        except ValueError as exc:
-            raise EnvelopeDecodeError(f"envelope field 'hlc': {exc}", reason="structure") from None
+        except ValueError:
+            raise EnvelopeDecodeError(
+                f"envelope field 'hlc' must be [wall_ms, logical] of non-negative ints, got {_describe(body['h'])}",
+                reason="structure",
+            ) from None
         trace = body["tr"]
         if not isinstance(trace, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in trace.items()
@@ -180,25 +198,45 @@ def _validate_payload(kind: str, payload: Mapping[str, Any]) -> None:
         raise EnvelopeDecodeError(
             format_validation_error(exc, prefix=f"payload of kind {kind!r}"), reason="schema"
         ) from None
+    except (ValueError, TypeError) as exc:
+        # A validator that raised outside pydantic's wrapping (e.g. a spec limit): same verdict.
+        raise EnvelopeDecodeError(
+            f"payload of kind {kind!r}: {str(exc)[:500]}", reason=getattr(exc, "reason", "schema")
+        ) from None
 
 
-def _unpack(data: bytes, *, what: str) -> Any:
+def _unpack(data: bytes, *, what: str, limits: Limits | None) -> Any:
+    # msgpack's C unpacker is iterative (its own stack of 1024 levels raises StackError); the
+    # structure check below bounds depth and size before anything of ours recurses into it.
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except msgpack.ExtraData as exc:
         raise EnvelopeDecodeError(
             f"malformed msgpack in {what}: {len(exc.extra)} trailing byte(s) after a complete value",
             reason="malformed",
         ) from None
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
+        # StackError, FormatError, invalid UTF-8, non-str map keys, unhashable keys...
         raise EnvelopeDecodeError(
-            f"malformed msgpack in {what} ({len(data)} bytes): {type(exc).__name__}: {exc}",
+            f"malformed msgpack in {what} ({len(data)} bytes): {type(exc).__name__}: {str(exc)[:200]}",
             reason="malformed",
         ) from None
+    try:
+        check_structure(value, what=what, limits=limits)
+    except LimitExceeded as exc:
+        raise EnvelopeDecodeError(str(exc), reason=exc.reason) from None
+    return value
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxstring = 40
+_REPR.maxother = 40
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    # reprlib bounds depth and length: a plain repr of a deep value raises RecursionError.
+    text = _REPR.repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{type(value).__name__} {text}"

@@ -1,5 +1,11 @@
 """The message bus: the Bus protocol, its Kafka implementation and its in-memory implementation."""
 
+from mesh.bus._dead_letters import (
+    DeadLetterClaims,
+    InMemoryDeadLetterClaims,
+    RedisDeadLetterClaims,
+    publish_dead_letter,
+)
 from mesh.bus._security import FileTokenProvider, KafkaSecurity
 from mesh.bus.base import (
     Bus,
@@ -24,6 +30,11 @@ __all__ = [
     "Subscription",
     "SubscriptionOptions",
     "TopicPartition",
+    # one dead letter per bad record, across consumer groups
+    "DeadLetterClaims",
+    "InMemoryDeadLetterClaims",
+    "RedisDeadLetterClaims",
+    "publish_dead_letter",
     # Kafka
     "FileTokenProvider",
     "KafkaBus",

@@ -41,6 +41,11 @@ async def decode_record(
             envelope = codec.decode(value)
         except EnvelopeDecodeError as exc:
             reason, error = exc.reason, str(exc)
+        except Exception as exc:  # containment: no record may stop a consumer
+            # A foreign exception is a decoder bug (the fuzzers hunt these); the record is still
+            # only one record. RecursionError and MemoryError are Exceptions too.
+            log.error("decoder bug on %s[%d]@%d: %s", topic, partition, offset, type(exc).__name__)
+            reason, error = "decoder_error", f"decoder failed: {type(exc).__name__}: {str(exc)[:200]}"
         else:
             try:
                 if guard is not None:
@@ -50,6 +55,9 @@ async def decode_record(
             except (EnvelopeRejected, DecodeError) as exc:
                 # mesh.security raises its own DecodeError subclass; both carry the reason.
                 reason, error = exc.reason, str(exc)
+            except Exception as exc:  # a guard bug (or a hostile record that trips one)
+                log.error("guard failed on %s[%d]@%d: %s", topic, partition, offset, type(exc).__name__)
+                reason, error = "guard_error", f"guard failed: {type(exc).__name__}: {str(exc)[:200]}"
             else:
                 return Delivery(
                     topic=topic,
@@ -70,7 +78,8 @@ async def decode_record(
         reason=reason,
         error=error[:2000],
         key=key,
-        raw=(value or b"")[:_MAX_DEAD_LETTER_RAW],
+        # Room for the letter's own fields, so a letter always fits the codec's size limit.
+        raw=(value or b"")[: max(0, min(_MAX_DEAD_LETTER_RAW, codec.max_bytes // 2 - 4096))],
         consumer=consumer,
     )
 

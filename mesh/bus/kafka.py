@@ -22,6 +22,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import TopicPartition as KafkaTP
 
+from mesh.bus._dead_letters import DeadLetterClaims, publish_dead_letter
 from mesh.bus._decode import Signer, decode_record, encode_for_publish
 from mesh.bus._offsets import OffsetTracker
 from mesh.bus._security import KafkaSecurity
@@ -94,11 +95,14 @@ class KafkaBus:
         linger_ms: int = 0,
         request_timeout_ms: int = 30000,
         security: KafkaSecurity | None = None,
+        dead_letters: DeadLetterClaims | None = None,
     ) -> None:
         """Configure the client; ``start`` connects and creates topics (all of ``topics`` by default).
 
         ``security`` (TLS, SASL) applies to every client this bus makes; by default it is read from
-        ``MESH_KAFKA_*`` (plaintext when none is set).
+        ``MESH_KAFKA_*`` (plaintext when none is set). ``dead_letters`` decides which consumer
+        group dead-letters a bad record (one letter per record across groups and processes, e.g.
+        ``RedisDeadLetterClaims``); without it every group that refuses a record dead-letters it.
         """
         self.bootstrap_servers = bootstrap_servers
         self.security = security if security is not None else KafkaSecurity.from_env()
@@ -112,6 +116,7 @@ class KafkaBus:
         self._signer = signer
         self._linger_ms = linger_ms
         self._request_timeout_ms = request_timeout_ms
+        self.dead_letters = dead_letters
         self._producer: AIOKafkaProducer | None = None
         self._subs: list[KafkaSubscription] = []
 
@@ -369,8 +374,7 @@ class KafkaSubscription:
     async def _dead_letter(self, letter: DeadLetter) -> None:
         if not self._options.dead_letter:
             return
-        env = Envelope.of(letter, sender=self.member)
-        await self._bus.publish(self._bus.topics.dead_letter, env, key=letter.source_topic)
+        await publish_dead_letter(self._bus, letter, sender=self.member, claims=self._bus.dead_letters)
 
     async def _commit_position(self, tp: TopicPartition) -> bool:
         position = self._tracker.committable(tp)

@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mesh.bus._dead_letters import DeadLetterClaims, InMemoryDeadLetterClaims, publish_dead_letter
 from mesh.bus._decode import Signer, decode_record, encode_for_publish
 from mesh.bus._offsets import OffsetTracker
 from mesh.bus.base import (
@@ -52,6 +53,8 @@ class InMemoryBroker:
         self._logs: dict[str, list[list[_Record]]] = {}
         self._groups: dict[str, _Group] = {}
         self._changed = asyncio.Event()
+        self.dead_letters: DeadLetterClaims = InMemoryDeadLetterClaims()
+        """Which consumer dead-letters a bad record: the twin of ``RedisDeadLetterClaims``."""
 
     def create_topic(self, topic: str, partitions: int | None = None) -> None:
         """Create a topic if it does not exist."""
@@ -153,6 +156,7 @@ class InMemoryBus:
         self.topics = topics if topics is not None else Topics()
         self.client_id = client_id
         self._signer = signer
+        self.dead_letters: DeadLetterClaims | None = self.broker.dead_letters
         self._closed = False
         self._subs: list[InMemorySubscription] = []
 
@@ -304,8 +308,7 @@ class InMemorySubscription:
     async def _dead_letter(self, letter: DeadLetter) -> None:
         if not self._options.dead_letter:
             return
-        env = Envelope.of(letter, sender=self.member)
-        await self._bus.publish(self._bus.topics.dead_letter, env, key=letter.source_topic)
+        await publish_dead_letter(self._bus, letter, sender=self.member, claims=self._bus.dead_letters)
 
     def _commit_if_possible(self, tp: TopicPartition) -> bool:
         position = self._tracker.committable(tp)

@@ -393,9 +393,12 @@ class GossipNode:
             reason = getattr(exc, "reason", "") or "handler"
             self.stats[f"rejected_{reason}"] += 1
             await self._dead_letter(delivery, reason, str(exc))
-        except Exception:  # one bad message must not end the receive loop
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # containment: one bad message must not end the receive loop
             self.stats["handler_errors"] += 1
             log.warning("gossip node %s: handling %s failed", self.agent_id, envelope.kind, exc_info=True)
+            await self._dead_letter(delivery, "handler_error", f"{type(exc).__name__}: {str(exc)[:300]}")
 
     async def _handle_gossip(self, envelope: Envelope) -> None:
         workflow_id = envelope.workflow_id
@@ -420,6 +423,12 @@ class GossipNode:
             key=delivery.key,
             consumer=self.agent_id,
         )
+        # One letter per record across every node and group that reads it (a claim keyed by the
+        # record's place in the log); the others only count it.
+        claims = getattr(self.bus, "dead_letters", None)
+        if claims is not None and not await claims.claim(delivery.topic, delivery.partition, delivery.offset):
+            self.stats["dead_letter_claimed_elsewhere"] += 1
+            return
         self._publish(self.topics.dead_letter, self.signer(Envelope.of(letter, sender=self.agent_id)))
 
     def _is_quarantined(self, peer: str) -> bool:

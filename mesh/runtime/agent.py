@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from mesh.bus import Bus, EnvelopeGuard, KafkaBus
+from mesh.bus import Bus, EnvelopeGuard, KafkaBus, RedisDeadLetterClaims
 from mesh.errors import ConfigError
 from mesh.gossip import GossipNode, IndexedContextMapStore
 from mesh.llm import (
@@ -162,6 +162,8 @@ async def run_agent(
         partitions=settings.topic_partitions,
         replication_factor=settings.topic_replication,
         signer=trust.sign,
+        # One dead letter per bad record across every role's group and every agent.
+        dead_letters=RedisDeadLetterClaims(trust.redis, prefix=f"{settings.topic_prefix}:"),
     )
     # While Redis is unreachable, checkpoints go to an fsync'd local journal and are replayed in
     # order when it returns (mesh/store/journal.py); the agent keeps working on what it owns.

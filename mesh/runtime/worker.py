@@ -19,8 +19,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesh.bus import Bus, Delivery, EnvelopeGuard, Subscription, SubscriptionOptions, TopicPartition
-from mesh.errors import CheckpointNotFound, MeshError, TransientError
+from mesh.bus import (
+    Bus,
+    Delivery,
+    EnvelopeGuard,
+    Subscription,
+    SubscriptionOptions,
+    TopicPartition,
+    publish_dead_letter,
+)
+from mesh.errors import BusError, CheckpointNotFound, MeshError, TransientError
 from mesh.gossip import GossipNode
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.state import StepState, VariableEntry
@@ -28,6 +36,7 @@ from mesh.runtime.step_runner import OwnershipLost, Rehydration, StepRunner
 from mesh.runtime.view import WorkflowView
 from mesh.store import StateStore
 from protocols import (
+    DeadLetter,
     Envelope,
     StepCompleted,
     StepFailed,
@@ -121,7 +130,10 @@ class AgentWorker:
         self._ended: dict[tuple[str, str], int] = {}
         self._sub: Subscription | None = None
         self._stopping = asyncio.Event()
+        self._broken: set[str] = set()
         self.steps_completed = 0
+        self.records_contained = 0
+        """Records whose handling raised and that were dead-lettered and skipped."""
 
     @property
     def group(self) -> str:
@@ -176,12 +188,22 @@ class AgentWorker:
             on_joined(self)
         try:
             beat = 0.0
+            backoff_s = 0.1
             while not self._stopping.is_set():
                 if self.options.heartbeat_file and time.monotonic() - beat >= 1.0:
                     beat = time.monotonic()
                     _touch(self.options.heartbeat_file)
-                for d in await self._sub.poll(timeout_ms=self.options.poll_timeout_ms):
-                    await self._on_delivery(d)
+                try:
+                    deliveries = await self._sub.poll(timeout_ms=self.options.poll_timeout_ms)
+                except BusError as exc:
+                    # The broker is away for a moment: the agent waits for it, it does not exit.
+                    log.warning("%s: poll failed (%s); retrying in %.1f s", self.agent_id, one_line_error(exc), backoff_s)
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, 2.0)
+                    continue
+                backoff_s = 0.1
+                for d in deliveries:
+                    await self._contain(d)
                 self._schedule()
         finally:
             await self._drain_steps()
@@ -201,6 +223,28 @@ class AgentWorker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _contain(self, d: Delivery) -> None:
+        # Containment: whatever one record does in the handler, it is dead-lettered (once,
+        # across groups), committed past, and the loop goes on. Bus errors are not the record's
+        # fault: they propagate to the poll loop's retry.
+        try:
+            await self._on_delivery(d)
+        except (asyncio.CancelledError, BusError):
+            raise
+        except Exception as exc:
+            self.records_contained += 1
+            log.error("%s: handling %s[%d]@%d (%s) failed: %s", self.agent_id, d.topic, d.partition, d.offset,
+                      d.envelope.kind, one_line_error(exc))
+            tracked = self._tracked.get(d.envelope.workflow_id)
+            if tracked is not None and d in tracked.deliveries:
+                tracked.deliveries.remove(d)
+            letter = DeadLetter(
+                source_topic=d.topic, partition=d.partition, offset=d.offset, reason="handler_error",
+                error=f"{type(exc).__name__}: {one_line_error(exc)}"[:2000], key=d.key, consumer=self.agent_id,
+            )
+            await publish_dead_letter(self.bus, letter, sender=self.agent_id, claims=getattr(self.bus, "dead_letters", None))
+            await self._commit(d)
 
     async def _on_delivery(self, d: Delivery) -> None:
         env = d.envelope
@@ -252,21 +296,30 @@ class AgentWorker:
 
     def _schedule(self) -> None:
         for wf, tracked in self._tracked.items():
-            view = tracked.view
-            for step in view.runnable(self.role):
-                key = (wf, step.id)
-                if key in self._tasks:
-                    continue
-                resume_count = view.resume_requests.get(step.id, 0)
-                if key in self._ended and resume_count <= self._ended[key]:
-                    continue  # ended here; its result is on its way back through the log
-                if step.id in view.escalated and resume_count <= self._resume_done.get(key, 0):
-                    continue  # paused, waiting for `mesh resume`
-                resume = resume_count > self._resume_done.get(key, 0)
-                self._resume_done[key] = resume_count
-                task = asyncio.create_task(self._run_step(view, step, resume), name=f"{wf}/{step.id}")
-                self._tasks[key] = task
-                task.add_done_callback(functools.partial(self._forget_task, key))
+            if wf in self._broken:
+                continue
+            try:
+                self._schedule_workflow(wf, tracked)
+            except Exception:  # one workflow's bad state must not stop the others
+                self._broken.add(wf)
+                log.exception("%s: cannot schedule steps of %s; skipping it", self.agent_id, wf)
+
+    def _schedule_workflow(self, wf: str, tracked: _Tracked) -> None:
+        view = tracked.view
+        for step in view.runnable(self.role):
+            key = (wf, step.id)
+            if key in self._tasks:
+                continue
+            resume_count = view.resume_requests.get(step.id, 0)
+            if key in self._ended and resume_count <= self._ended[key]:
+                continue  # ended here; its result is on its way back through the log
+            if step.id in view.escalated and resume_count <= self._resume_done.get(key, 0):
+                continue  # paused, waiting for `mesh resume`
+            resume = resume_count > self._resume_done.get(key, 0)
+            self._resume_done[key] = resume_count
+            task = asyncio.create_task(self._run_step(view, step, resume), name=f"{wf}/{step.id}")
+            self._tasks[key] = task
+            task.add_done_callback(functools.partial(self._forget_task, key))
 
     def _forget_task(self, key: tuple[str, str], _task: asyncio.Task[None]) -> None:
         self._tasks.pop(key, None)

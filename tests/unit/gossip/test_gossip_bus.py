@@ -129,12 +129,14 @@ async def test_unsigned_and_forged_envelopes_are_dead_lettered_and_nodes_keep_wo
         await _until(lambda: nodes[1].get(WF).value("after-attack") == 1)
         await _until(lambda: all(n.stats["rejected_unsigned"] == 1 and n.stats["rejected_forged"] == 1 for n in nodes))
         letters = []
-        while len(letters) < 4:
+        while len(letters) < 2:
             batch = await dlq.poll(timeout_ms=1000)
             assert batch, "dead letters missing"
             letters += [d.envelope.payload_model(DeadLetter) for d in batch]
-        assert sorted(letter.reason for letter in letters) == ["forged", "forged", "unsigned", "unsigned"]
-        assert {letter.consumer for letter in letters} == {"n0", "n1"}
+        letters += [d.envelope.payload_model(DeadLetter) for d in await dlq.poll(timeout_ms=500)]
+        # Both nodes refused both records, but each record is dead-lettered once (issue 8, defect 10).
+        assert sorted(letter.reason for letter in letters) == ["forged", "unsigned"]
+        assert {letter.consumer for letter in letters} <= {"n0", "n1"}
     finally:
         await _close(nodes)
         await attacker.aclose()
