@@ -14,17 +14,20 @@ from protocols.votes import Ballot, Proposal, ballot_signing_bytes, canonical_ha
 __all__ = ["BallotSigner", "make_proposal", "verify_ballot"]
 
 
-def make_proposal(workflow_id: str, fact_kind: str, key: str, value: Any, *, proposer: str) -> Proposal:
+def make_proposal(
+    workflow_id: str, fact_kind: str, key: str, value: Any, *, proposer: str, epoch: int = 0
+) -> Proposal:
     """A proposal whose id is derived from its content, so a re-sent proposal folds to one."""
     value_hash = canonical_hash(value)
     return Proposal(
-        id=deterministic_event_id("proposal", workflow_id, fact_kind, key, value_hash, proposer),
+        id=deterministic_event_id("proposal", workflow_id, fact_kind, key, value_hash, proposer, epoch),
         workflow_id=workflow_id,
         fact_kind=fact_kind,
         key=key,
         value=value,
         value_hash=value_hash,
         proposer=proposer,
+        epoch=epoch,
     )
 
 
