@@ -46,6 +46,7 @@ from mesh.quorum import (
     QuorumAgent,
     QuorumBook,
     Validator,
+    VoteLedger,
     resend_pending,
 )
 from mesh.security import (
@@ -163,6 +164,7 @@ class GossipNode:
         keyring_store: RedisKeyringStore | None = None,
         validators: frozenset[str] | set[str] | None = None,
         checkers: CheckerRegistry | None = None,
+        vote_ledger: VoteLedger | None = None,
         gossip_options: GossipOptions | None = None,
         options: GossipNodeOptions | None = None,
         verifier_options: VerifierOptions | None = None,
@@ -196,8 +198,11 @@ class GossipNode:
             book = QuorumBook(frozenset(validators), keyring=keyring)
             validator = None
             if keys.agent_id in validators:
+                # The ledger (Redis in a deployment) keeps this validator's votes across restarts.
                 validator = Validator(
-                    BallotSigner(keys.agent_id, keys.private_key), checkers=checkers or default_checkers()
+                    BallotSigner(keys.agent_id, keys.private_key),
+                    checkers=checkers or default_checkers(),
+                    ledger=vote_ledger,
                 )
             self.quorum = QuorumAgent(
                 keys.agent_id,
