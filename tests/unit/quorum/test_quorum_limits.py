@@ -160,3 +160,11 @@ async def test_an_observer_refuses_a_certificate_of_a_superseded_epoch() -> None
     fresh = QuorumBook(set(VOTERS), keyring=KEYRING, limits=BookLimits(now_ms=lambda: t0 + 2_000))
     fresh.add_proposal(old_p)
     assert fresh.add_ballot(moved).outcome == "wrong_epoch"
+
+
+def test_the_flood_benchmark_compares_capped_and_uncapped_books() -> None:
+    from bench.quorum import UNCAPPED, flood
+
+    ours, baseline = flood(BookLimits(max_buffered=500), 2_000), flood(UNCAPPED, 2_000)
+    assert (ours[2], ours[3]) == (500, 1_500) and (baseline[2], baseline[3]) == (2_000, 0)
+    assert ours[0] < baseline[0]
