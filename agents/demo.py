@@ -23,6 +23,7 @@ from agents.processes import AgentProcesses
 from agents.specs import reconciliation_spec
 from mesh.gossip import RedisContextMapStore
 from mesh.runtime import MeshClient, WorkflowView
+from mesh.security import ensure_operator_key, operator_key_path
 from mesh.settings import MeshSettings
 from protocols import (
     Envelope,
@@ -182,6 +183,8 @@ def run_demo(opts: DemoOptions | None = None, *, console: Console | None = None)
                             topic_prefix=prefix, state_dir=run_dir / "state")
     ehr = start_mock_ehr_process(run_dir / "ehr-audit.jsonl", config=EhrConfig(patients=opts.patients))
     console.print(f"mock EHR on {ehr.base_url} (audit log {ehr.audit_log})")
+    # Dev trust root: the demo's agents and client read this operator key and certify their own keys.
+    ensure_operator_key(operator_key_path(run_dir / "state"))
     agents = AgentProcesses(run_dir, env, turn_delay_s=opts.turn_delay_s, session_timeout_ms=opts.session_timeout_ms)
     try:
         for role, agent_id in AGENTS:

@@ -7,6 +7,7 @@ import typer
 from mesh.dev.cli import app as dev_app
 from mesh.llm.eval_cli import app as eval_app
 from mesh.runtime.cli import register as register_runtime
+from mesh.security.cli import app as keys_app
 
 app = typer.Typer(
     name="mesh",
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(dev_app, name="dev", help="Local Kafka and Redis for development, tests and the demo.")
 app.add_typer(eval_app, name="eval", help="Measure how reasoners use their context.")
+app.add_typer(keys_app, name="keys", help="The operator key and agent key certificates (the trust root).")
 register_runtime(app)
 
 

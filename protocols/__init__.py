@@ -1,5 +1,6 @@
 """Wire contracts of agent-mesh: pure data and codecs, no I/O, nothing imported from mesh/."""
 
+from protocols.canonical import CanonicalEncodingError, canonical_bytes
 from protocols.codec import (
     DEFAULT_MAX_ENVELOPE_BYTES,
     EnvelopeCodec,
@@ -114,4 +115,7 @@ __all__ = [
     "QuarantineEvent",
     "ballot_signing_bytes",
     "canonical_hash",
+    # canonical encoding (what is hashed or signed)
+    "CanonicalEncodingError",
+    "canonical_bytes",
 ]

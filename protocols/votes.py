@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
 from typing import Any, Literal
 
-import msgpack
 from pydantic import Field
 
+from protocols.canonical import canonical_bytes, canonical_hash
 from protocols.registry import Payload, register_kind
 
 __all__ = [
@@ -19,23 +17,6 @@ __all__ = [
     "ballot_signing_bytes",
     "canonical_hash",
 ]
-
-
-def _canonical(value: Any) -> Any:
-    # Maps are sorted by key so two peers hashing equal values get equal bytes.
-    if isinstance(value, Mapping):
-        return [[_canonical(k), _canonical(v)] for k, v in sorted(value.items(), key=lambda kv: repr(kv[0]))]
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    if isinstance(value, set | frozenset):
-        return sorted((_canonical(v) for v in value), key=repr)
-    return value
-
-
-def canonical_hash(value: Any) -> str:
-    """A stable hex hash of a msgpack-able value (maps hashed independently of key order)."""
-    packed = msgpack.packb(_canonical(value), use_bin_type=True)
-    return hashlib.blake2b(packed, digest_size=16).hexdigest()
 
 
 @register_kind("vote.proposal")
@@ -53,6 +34,11 @@ class Proposal(Payload):
     value_hash: str
     """``canonical_hash(value)``; ballots name it so they cannot be moved to another value."""
     proposer: str
+    epoch: int = Field(default=0, ge=0)
+    """Proposal epoch of the slot (workflow, fact kind, key): a later epoch supersedes an earlier one.
+
+    Validators endorse one value per slot and epoch and never vote on an epoch below the highest
+    they voted in, so once they moved on, certificates of older epochs are refused."""
 
 
 @register_kind("vote.ballot")
@@ -66,15 +52,27 @@ class Ballot(Payload):
     """The hash of the value the voter checked."""
     reason: str = ""
     """Short why, for rejections."""
+    epoch: int = Field(default=0, ge=0)
+    """The proposal's epoch (signed: a ballot cannot be moved to another epoch)."""
+    expires_at_ms: int = Field(default=0, ge=0)
+    """Unix ms after which the ballot no longer counts (signed); 0 = never (unsigned legacy form)."""
     signature: bytes = b""
     """Ed25519 signature of ``ballot_signing_bytes(...)`` by ``voter``."""
 
 
 def ballot_signing_bytes(ballot: Ballot) -> bytes:
-    """The bytes a ballot signature covers (every field but the signature)."""
-    return msgpack.packb(
-        ["ballot/1", ballot.proposal_id, ballot.voter, ballot.verdict, ballot.value_hash, ballot.reason],
-        use_bin_type=True,
+    """The bytes a ballot signature covers: every field but the signature, canonically encoded."""
+    return canonical_bytes(
+        [
+            "mesh-ballot/2",
+            ballot.proposal_id,
+            ballot.voter,
+            ballot.verdict,
+            ballot.value_hash,
+            ballot.reason,
+            ballot.epoch,
+            ballot.expires_at_ms,
+        ]
     )
 
 

@@ -146,6 +146,18 @@ def up(
     _out.print(
         f"MESH_KAFKA_BOOTSTRAP={services.kafka_bootstrap} MESH_REDIS_URL={services.redis_url}"
     )
+    _ensure_dev_operator_key()
+
+
+def _ensure_dev_operator_key() -> None:
+    # Dev convenience: agents of this state dir can read it, so they certify their own keys.
+    from mesh.security import ensure_operator_key, operator_key_path
+    from mesh.settings import MeshSettings
+
+    path = operator_key_path(MeshSettings().state_dir)
+    _, created = ensure_operator_key(path)
+    if created:
+        _out.print(f"dev operator key created: {path} (agents here certify their own keys; dev only)")
 
 
 @app.command()

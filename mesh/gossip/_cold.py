@@ -15,6 +15,7 @@ import msgpack
 
 from mesh.errors import PermanentError
 from mesh.gossip._entries import VariableEntry
+from protocols.canonical import legacy_canonical_hash
 from protocols.votes import canonical_hash
 
 __all__ = [
@@ -134,6 +135,7 @@ class ColdValues:
         if data is None:
             raise ColdValueError(f"cold value of {entry.name!r} is missing at {entry.cold_ref}")
         value = msgpack.unpackb(data, raw=False)
-        if canonical_hash(value) != entry.value_hash:
+        # Values stored before the v2 (injective) hash still carry a v1 hash: check those too.
+        if entry.value_hash not in (canonical_hash(value), legacy_canonical_hash(value)):
             raise ColdValueError(f"cold value of {entry.name!r} at {entry.cold_ref} does not match its hash")
         return value

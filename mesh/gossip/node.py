@@ -46,9 +46,11 @@ from mesh.quorum import (
     QuorumAgent,
     QuorumBook,
     Validator,
+    VoteLedger,
     resend_pending,
 )
 from mesh.security import (
+    AgentCertificate,
     EnvelopeRejected,
     EnvelopeSigner,
     EnvelopeVerifier,
@@ -161,8 +163,10 @@ class GossipNode:
         topics: Topics | None = None,
         store: ContextMapStore | None = None,
         keyring_store: RedisKeyringStore | None = None,
+        certificate: AgentCertificate | None = None,
         validators: frozenset[str] | set[str] | None = None,
         checkers: CheckerRegistry | None = None,
+        vote_ledger: VoteLedger | None = None,
         gossip_options: GossipOptions | None = None,
         options: GossipNodeOptions | None = None,
         verifier_options: VerifierOptions | None = None,
@@ -177,6 +181,7 @@ class GossipNode:
         self.topics = topics or Topics()
         self.store = store
         self.keyring_store = keyring_store
+        self.certificate = certificate
         self.options = options or GossipNodeOptions()
         self.on_change = on_change
         self.signer = EnvelopeSigner(keys.agent_id, keys.private_key)
@@ -196,8 +201,11 @@ class GossipNode:
             book = QuorumBook(frozenset(validators), keyring=keyring)
             validator = None
             if keys.agent_id in validators:
+                # The ledger (Redis in a deployment) keeps this validator's votes across restarts.
                 validator = Validator(
-                    BallotSigner(keys.agent_id, keys.private_key), checkers=checkers or default_checkers()
+                    BallotSigner(keys.agent_id, keys.private_key),
+                    checkers=checkers or default_checkers(),
+                    ledger=vote_ledger,
                 )
             self.quorum = QuorumAgent(
                 keys.agent_id,
@@ -563,19 +571,16 @@ class GossipNode:
     async def _share_keys(self) -> None:
         assert self.keyring_store is not None
         try:
-            await self.keyring_store.publish(self.agent_id, self._keys.public_key)
+            await self.keyring_store.publish(self.agent_id, self._keys.public_key, certificate=self.certificate)
             await self._refresh_keyring()
         except StoreUnavailable as exc:
             log.warning("gossip node %s: keyring store unreachable: %s", self.agent_id, exc)
 
     async def _refresh_keyring(self) -> None:
         assert self.keyring_store is not None
-        shared = await self.keyring_store.load()
-        for agent_id in shared:
-            key = shared.get(agent_id)
-            if key is not None and agent_id not in self.keyring:
-                # Only new ids: a key already trusted is never replaced from the store.
-                self.keyring.add(agent_id, key)
+        # The keyring's one policy decides (operator certificate, or pinning with signed rotation);
+        # the log verifier and the quorum book share this keyring, so all three agree.
+        self.keyring.refresh(await self.keyring_store.records())
 
     async def _keyring_loop(self) -> None:
         period_s = self.options.keyring_refresh_period_ms / 1000

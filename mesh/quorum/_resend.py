@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from mesh.quorum._agent import QuorumAgent
 
 __all__ = ["resend_pending"]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 async def resend_pending(agent: QuorumAgent) -> int:
@@ -24,6 +30,10 @@ async def resend_pending(agent: QuorumAgent) -> int:
             await agent._emit(proposal.workflow_id, proposal)
             sent += 1
         ballot = tally.ballots.get(agent.agent_id)
+        if ballot is not None and agent.validator is not None and ballot.expires_at_ms <= _now_ms() + 60_000:
+            # About to expire: cast it again (the ledger gives the same verdict, with a new expiry).
+            ballot = await agent.validator.review(proposal)
+            tally.ballots[agent.agent_id] = ballot
         if ballot is not None:
             await agent._emit(proposal.workflow_id, ballot)
             sent += 1

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 
-from mesh.quorum._ballots import BallotSigner
+from mesh.quorum._ballots import DEFAULT_BALLOT_TTL_MS, BallotSigner
+from mesh.quorum._ledger import MemoryVoteLedger, VoteLedger
 from protocols.votes import Ballot, Proposal, canonical_hash
 
 __all__ = ["Checker", "CheckerRegistry", "Judge", "Validator"]
@@ -47,13 +49,27 @@ class CheckerRegistry:
         return fact_kind in self._checkers
 
 
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def slot_of(proposal: Proposal) -> str:
+    """The ledger name of a proposal's slot (fact kind and key; the workflow is the ledger key)."""
+    return canonical_hash([proposal.fact_kind, proposal.key])
+
+
 class Validator:
     """Reviews proposals as one voter: value hash, deterministic check, optional judge, one value per slot.
 
     Fail-closed: a fact kind with no checker and no judge, or a checker that raises, is
     rejected. A slot is ``(workflow, fact kind, key)``; once this validator accepted a value in a
-    slot it rejects every other value there, which is what makes two conflicting facts
+    slot and epoch it rejects every other value there, and it never votes on an epoch below the
+    highest it voted in for that slot. That is what makes two conflicting facts of one epoch
     impossible to both reach quorum while at most f validators are faulty.
+
+    Every vote is written to the ``ledger`` before the ballot is returned (so before it is
+    sent): a restarted validator answers a proposal it already voted on the same way and keeps
+    its slot locks. A ledger that cannot be written raises ``StoreUnavailable``: no ballot.
     """
 
     def __init__(
@@ -63,13 +79,20 @@ class Validator:
         checkers: CheckerRegistry,
         judge: Judge | None = None,
         lock_slots: bool = True,
+        ledger: VoteLedger | None = None,
+        ballot_ttl_ms: int = DEFAULT_BALLOT_TTL_MS,
+        now_ms: Callable[[], int] = _wall_ms,
     ) -> None:
-        """Vote with ``signer``'s identity, checking with ``checkers`` and ``judge``."""
+        """Vote with ``signer``'s identity, checking with ``checkers`` and ``judge``, recording in ``ledger``."""
         self.signer = signer
         self.checkers = checkers
         self.judge = judge
         self.lock_slots = lock_slots
-        self._endorsed: dict[tuple[str, str, str], str] = {}
+        self.ledger: VoteLedger = ledger if ledger is not None else MemoryVoteLedger()
+        self.ballot_ttl_ms = ballot_ttl_ms
+        self._now_ms = now_ms
+        self._endorsed: dict[tuple[str, str, int], str] = {}
+        """What the ledger answered, so a taken slot skips the checker and judge (the ledger decides)."""
 
     @property
     def voter(self) -> str:
@@ -77,19 +100,36 @@ class Validator:
         return self.signer.voter
 
     async def review(self, proposal: Proposal) -> Ballot:
-        """Check ``proposal`` and return this validator's signed ballot."""
-        reason = await self._problem(proposal)
-        if reason:
-            return self.signer.cast(proposal, "reject", reason=reason)
-        if self.lock_slots:
-            self._endorsed[(proposal.workflow_id, proposal.fact_kind, proposal.key)] = proposal.value_hash
-        return self.signer.cast(proposal, "accept")
+        """Check ``proposal``, record the verdict in the ledger, return this validator's signed ballot.
+
+        A proposal already voted on (before a restart, too) gets the recorded verdict again.
+        """
+        prior = await self.ledger.recorded_ballot(proposal.workflow_id, proposal.id)
+        reason = prior[1] if prior is not None else await self._problem(proposal)
+        if prior is None and not reason and self.lock_slots:
+            held = await self.ledger.endorse(proposal.workflow_id, slot_of(proposal), proposal.epoch, proposal.value_hash)
+            if held.status != "stale":
+                if len(self._endorsed) >= 10_000:
+                    self._endorsed.clear()  # a cache only: the ledger stays authoritative
+                self._endorsed[(proposal.workflow_id, slot_of(proposal), proposal.epoch)] = held.value_hash
+            if held.status == "stale":
+                reason = f"epoch {proposal.epoch} is older than epoch {held.floor} already voted for this key"
+            elif held.status == "taken":
+                reason = "another value was already endorsed for this key"
+        verdict, reason = await self.ledger.record_ballot(
+            proposal.workflow_id, proposal.id, "reject" if reason else "accept", reason
+        )
+        return self.signer.cast(
+            proposal,
+            "accept" if verdict == "accept" else "reject",
+            reason=reason,
+            expires_at_ms=self._now_ms() + self.ballot_ttl_ms,
+        )
 
     async def _problem(self, proposal: Proposal) -> str:
         if canonical_hash(proposal.value) != proposal.value_hash:
             return "value does not match its hash"
-        slot = (proposal.workflow_id, proposal.fact_kind, proposal.key)
-        endorsed = self._endorsed.get(slot)
+        endorsed = self._endorsed.get((proposal.workflow_id, slot_of(proposal), proposal.epoch))
         if self.lock_slots and endorsed is not None and endorsed != proposal.value_hash:
             return "another value was already endorsed for this key"
         checker = self.checkers.get(proposal.fact_kind)

@@ -190,7 +190,7 @@ async def run_agent(
     await bus.start()
     store.start()
     gossip = GossipNode(
-        trust.keys, bus, trust.keyring, topics=topics, keyring_store=trust.store,
+        trust.keys, bus, trust.keyring, topics=topics, keyring_store=trust.store, certificate=trust.certificate,
         store=IndexedContextMapStore(trust.redis, prefix=f"{settings.topic_prefix}:"),
     )
     await gossip.start()

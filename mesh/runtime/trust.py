@@ -1,17 +1,26 @@
 """Signing what an agent publishes and verifying what it reads on the workflow log.
 
 Every agent (and every CLI client) has an Ed25519 key pair. The private key stays in the agent's
-state directory (``<state_dir>/keys/<agent_id>.ed25519``, mode 0600) so a restarted agent keeps its
-identity and the envelopes it signed earlier still verify when the log is replayed; the public
-key is published in the keyring hash in Redis (``<prefix>:keyring``), where peers look it up.
+state directory (``<state_dir>/keys/<agent_id>.ed25519``, mode 0600; or ``MESH_AGENT_KEY_FILE``)
+so a restarted agent keeps its identity and the envelopes it signed earlier still verify when the
+log is replayed; the public key is published in the keyring hash in Redis (``<prefix>:keyring``)
+with the operator's certificate for it, where peers look it up.
+
+Trust root (``mesh.security.TrustPolicy``): Redis carries keys, it does not vouch for them. With an
+operator public key configured (``MESH_OPERATOR_PUBLIC_KEY`` or ``..._FILE``, e.g. a Kubernetes
+Secret) only keys certified by the operator are admitted, and replaced only by a newer
+certificate. The certificate comes from ``MESH_AGENT_CERT_FILE`` or ``<state_dir>/keys/<id>.cert``
+(made by ``mesh keys certify``); in dev, an agent that can read the operator PRIVATE key
+(``MESH_OPERATOR_KEY_FILE``, or the one ``mesh dev up`` made under the state dir) certifies its own
+key. Without any operator key, keys are pinned on first use and replaced only by a rotation
+statement signed with the pinned key. One ``Keyring`` with that policy is shared by this log
+verifier, gossip and votes.
 
 The workflow log is replayable by design (at-least-once delivery, failover replays), so its
 verifier accepts the same envelope again — handlers fold duplicates — and rejects unsigned and
 forged envelopes, and a different content under an id already seen (equivocation). A sender not
 yet in the local keyring triggers a reload from Redis before the envelope is judged, so an agent
 that just started is never mistaken for a forger.
-
-Trust model: whoever can write the keyring hash in Redis can introduce a key. Protect Redis.
 """
 
 from __future__ import annotations
@@ -23,40 +32,100 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from mesh.errors import StoreUnavailable
+from mesh.errors import ConfigError, StoreUnavailable
 from mesh.security import (
+    AgentCertificate,
     EnvelopeRejected,
     EnvelopeSigner,
     EnvelopeVerifier,
     KeyPair,
     Keyring,
+    KeyringError,
     RedisKeyringStore,
+    TrustPolicy,
     VerifierOptions,
+    certify,
     generate_keypair,
+    load_operator_key,
     private_key_from_hex,
     private_key_to_hex,
     public_key_to_hex,
 )
 from protocols import Envelope
 
-__all__ = ["LogTrust", "load_or_create_keys"]
+__all__ = ["AGENT_CERT_FILE_ENV", "AGENT_KEY_FILE_ENV", "LogTrust", "load_or_create_keys", "load_or_issue_certificate"]
+
+AGENT_KEY_FILE_ENV = "MESH_AGENT_KEY_FILE"
+"""The agent's private key file (hex), e.g. mounted from a Kubernetes Secret; else the state dir."""
+AGENT_CERT_FILE_ENV = "MESH_AGENT_CERT_FILE"
+"""The agent's certificate file (JSON from ``mesh keys certify``); else ``<state_dir>/keys/<id>.cert``."""
 
 log = logging.getLogger("mesh.runtime.trust")
 
 
+def _safe(agent_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in agent_id)
+
+
 def load_or_create_keys(agent_id: str, key_dir: Path) -> KeyPair:
-    """The agent's key pair from ``key_dir``, created (mode 0600) on first use."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in agent_id)
-    path = key_dir / f"{safe}.ed25519"
+    """The agent's key pair from ``MESH_AGENT_KEY_FILE`` or ``key_dir``, created (mode 0600) on first use."""
+    configured = os.environ.get(AGENT_KEY_FILE_ENV, "").strip()
+    if configured:
+        try:
+            private = private_key_from_hex(Path(configured).read_text().strip())
+        except OSError as exc:
+            raise KeyringError(f"cannot read {AGENT_KEY_FILE_ENV}={configured}: {exc.strerror}") from None
+        return KeyPair(agent_id, private, private.public_key())
+    path = key_dir / f"{_safe(agent_id)}.ed25519"
     if path.exists():
         private = private_key_from_hex(path.read_text().strip())
         return KeyPair(agent_id, private, private.public_key())
     keys = generate_keypair(agent_id)
-    key_dir.mkdir(parents=True, exist_ok=True)
+    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(private_key_to_hex(keys.private_key))
     return keys
+
+
+def load_or_issue_certificate(keys: KeyPair, key_dir: Path, policy: TrustPolicy, *, state_dir: Path) -> AgentCertificate | None:
+    """The operator certificate of ``keys``: from file, or issued now when the operator key is readable (dev).
+
+    None in pinned mode without one. Raises ``ConfigError`` when the policy needs a certificate
+    and there is none for this agent id and key.
+    """
+    configured = os.environ.get(AGENT_CERT_FILE_ENV, "").strip()
+    path = Path(configured) if configured else key_dir / f"{_safe(keys.agent_id)}.cert"
+    own_key = public_key_to_hex(keys.public_key)
+    if path.exists():
+        try:
+            cert = AgentCertificate.from_json(path.read_text())
+        except (OSError, KeyringError) as exc:
+            raise ConfigError(f"cannot read the certificate {path}: {exc}") from None
+        valid = (cert.agent_id, cert.public_key) == (keys.agent_id, own_key) and (
+            policy.operator_key is None or cert.verify(policy.operator_key)
+        )
+        if valid:
+            return cert
+        log.warning("certificate %s is not the operator's for %s and this key; ignoring it", path, keys.agent_id)
+    operator = load_operator_key(state_dir=state_dir)
+    if operator is not None and (policy.operator_key is None or
+                                 public_key_to_hex(operator.public_key()) == public_key_to_hex(policy.operator_key)):
+        cert = certify(operator, keys.agent_id, keys.public_key)
+        if not configured:
+            key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(cert.to_json())
+        log.info("%s: key certified with the operator key found locally (dev convenience)", keys.agent_id)
+        return cert
+    if policy.operator_key is not None:
+        raise ConfigError(
+            f"agent {keys.agent_id!r} has no operator certificate for its key {own_key}: run "
+            f"`mesh keys certify {keys.agent_id} {own_key}` where the operator key is and put the output in "
+            f"{path} (or {AGENT_CERT_FILE_ENV})"
+        )
+    return None
 
 
 class LogTrust:
@@ -69,11 +138,16 @@ class LogTrust:
         *,
         reload_interval_s: float = 0.2,
         client: aioredis.Redis | None = None,
+        policy: TrustPolicy | None = None,
+        certificate: AgentCertificate | None = None,
     ) -> None:
-        """Sign as ``keys.agent_id``; look peers' keys up in ``store``."""
+        """Sign as ``keys.agent_id``; look peers' keys up in ``store``, admitting them by ``policy``."""
         self.keys = keys
         self.store = store
-        self.keyring = Keyring({keys.agent_id: keys.public_key})
+        self.certificate = certificate
+        """The operator's certificate of this agent's key (None in pinned mode)."""
+        self.keyring = Keyring(policy=policy)
+        self.keyring.add(keys.agent_id, keys.public_key, issued_at_ms=certificate.issued_at_ms if certificate else 0)
         self.verifier = EnvelopeVerifier(
             self.keyring,
             options=VerifierOptions(accept_redelivery=True, max_age_ms=None, equivocation_rules=(),
@@ -87,19 +161,27 @@ class LogTrust:
     @classmethod
     async def connect(cls, agent_id: str, *, redis_url: str, prefix: str, state_dir: Path) -> LogTrust:
         """Load or create this agent's keys, publish the public key, load the keyring."""
+        policy = TrustPolicy.from_env(state_dir=state_dir)
+        keys = load_or_create_keys(agent_id, state_dir / "keys")
+        certificate = load_or_issue_certificate(keys, state_dir / "keys", policy, state_dir=state_dir)
         client = aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         store = RedisKeyringStore(client, prefix=f"{prefix}:")
-        trust = cls(load_or_create_keys(agent_id, state_dir / "keys"), store, client=client)
-        await trust.register()
+        trust = cls(keys, store, client=client, policy=policy, certificate=certificate)
+        try:
+            await trust.register()
+        except BaseException:
+            await client.aclose()
+            raise
         return trust
 
     async def register(self) -> None:
         """Publish this agent's public key and load everyone else's."""
-        known = (await self.store.load()).get(self.keys.agent_id)
-        if known is not None and public_key_to_hex(known) != public_key_to_hex(self.keys.public_key):
-            log.warning("agent id %s had another key in the keyring; replacing it (envelopes signed with the "
-                        "old key will no longer verify)", self.keys.agent_id)
-        await self.store.publish(self.keys.agent_id, self.keys.public_key)
+        known = (await self.store.records()).get(self.keys.agent_id)
+        if known is not None and known.public_key != public_key_to_hex(self.keys.public_key):
+            log.warning("agent id %s had another key in the keyring; publishing this one (peers admit it only "
+                        "with a newer operator certificate, or a rotation signed by the key they pinned)",
+                        self.keys.agent_id)
+        await self.store.publish(self.keys.agent_id, self.keys.public_key, certificate=self.certificate)
         await self._reload()
 
     def sign(self, envelope: Envelope) -> Envelope:
@@ -118,7 +200,7 @@ class LogTrust:
         try:
             self.verifier.verify(envelope)
         except EnvelopeRejected as exc:
-            # A known sender with a new key (it restarted without its key file): look again once.
+            # A known sender with a new key (a newer certificate, a signed rotation): look again once.
             if exc.reason != "forged" or time.monotonic() - self._last_reload < self._reload_interval_s:
                 raise
             try:
@@ -129,11 +211,8 @@ class LogTrust:
 
     async def _reload(self) -> None:
         self._last_reload = time.monotonic()
-        loaded = await self.store.load()
-        for agent_id in loaded:
-            key = loaded.get(agent_id)
-            if key is not None:
-                self.keyring.add(agent_id, key)
+        # Through the keyring's one policy: a key Redis offers counts only if certified (or pinned).
+        self.keyring.refresh(await self.store.records())
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -19,6 +19,20 @@ from mesh.security._keys import (
 )
 from mesh.security._redaction import SECRET_MASK, SecretLogFilter, redact_text, render_safe
 from mesh.security._signer import EnvelopeSigner
+from mesh.security._trust import (
+    OPERATOR_KEY_FILE_ENV,
+    OPERATOR_PUBLIC_KEY_ENV,
+    OPERATOR_PUBLIC_KEY_FILE_ENV,
+    AgentCertificate,
+    KeyRecord,
+    KeyRotation,
+    TrustPolicy,
+    certify,
+    ensure_operator_key,
+    load_operator_key,
+    operator_key_path,
+    rotate,
+)
 from mesh.security._verifier import (
     EnvelopeVerifier,
     EquivocationRule,
@@ -38,6 +52,19 @@ __all__ = [
     "DEFAULT_KEYRING_ENV",
     "Keyring",
     "RedisKeyringStore",
+    # trust root: operator certificates, pinning and rotation, the one admission policy
+    "OPERATOR_KEY_FILE_ENV",
+    "OPERATOR_PUBLIC_KEY_ENV",
+    "OPERATOR_PUBLIC_KEY_FILE_ENV",
+    "AgentCertificate",
+    "KeyRecord",
+    "KeyRotation",
+    "TrustPolicy",
+    "certify",
+    "ensure_operator_key",
+    "load_operator_key",
+    "operator_key_path",
+    "rotate",
     # signing and verification
     "EnvelopeSigner",
     "EnvelopeVerifier",

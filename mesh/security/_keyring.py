@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,19 +15,35 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from mesh.errors import StoreUnavailable
 from mesh.security._errors import KeyringError
 from mesh.security._keys import public_key_from_hex, public_key_to_hex
+from mesh.security._trust import AgentCertificate, KeyRecord, KeyRotation, TrustPolicy
 
 __all__ = ["DEFAULT_KEYRING_ENV", "Keyring", "RedisKeyringStore"]
+
+log = logging.getLogger("mesh.security.keyring")
 
 DEFAULT_KEYRING_ENV = "MESH_KEYRING"
 """Environment variable holding the keyring as JSON ``{agent_id: hex public key}``."""
 
 
 class Keyring:
-    """Public keys by agent id; an envelope from an id not in here is forged."""
+    """Public keys by agent id; an envelope from an id not in here is forged.
 
-    def __init__(self, keys: Mapping[str, Ed25519PublicKey] | None = None) -> None:
-        """Create a keyring from already-parsed keys."""
+    Keys given to the constructor or ``add`` are trusted as configured (local knowledge). Keys
+    read from a shared store go through ``offer``/``refresh``, which apply the one ``policy``
+    (operator certificates, or pinning with signed rotation) for every user of this keyring: the
+    workflow log verifier, gossip and the quorum book.
+    """
+
+    def __init__(
+        self, keys: Mapping[str, Ed25519PublicKey] | None = None, *, policy: TrustPolicy | None = None
+    ) -> None:
+        """Create a keyring from already-parsed keys, admitting store keys by ``policy`` (default: pinned)."""
         self._keys: dict[str, Ed25519PublicKey] = dict(keys or {})
+        self._hex: dict[str, str] = {a: public_key_to_hex(k) for a, k in self._keys.items()}
+        self._issued: dict[str, int] = {}
+        self.policy = policy or TrustPolicy()
+        self.refusals: Counter[str] = Counter()
+        """Store keys the policy refused, by agent id (an impersonation attempt or a misconfiguration)."""
 
     # -- loading --------------------------------------------------------------------------
 
@@ -71,13 +89,37 @@ class Keyring:
 
     # -- access ---------------------------------------------------------------------------
 
-    def add(self, agent_id: str, public_key: Ed25519PublicKey) -> None:
-        """Trust ``public_key`` for ``agent_id`` (replacing any previous key)."""
+    def add(self, agent_id: str, public_key: Ed25519PublicKey, *, issued_at_ms: int = 0) -> None:
+        """Trust ``public_key`` for ``agent_id`` as configured (replacing any previous key, no policy)."""
         self._keys[agent_id] = public_key
+        self._hex[agent_id] = public_key_to_hex(public_key)
+        self._issued[agent_id] = issued_at_ms
+
+    def offer(self, agent_id: str, record: KeyRecord) -> bool:
+        """Admit ``record``'s key for ``agent_id`` if the policy allows it; return whether it changed."""
+        verdict, why = self.policy.judge(agent_id, record, self._hex.get(agent_id), self._issued.get(agent_id, 0))
+        if verdict == "refuse":
+            if self.refusals[agent_id] == 0:
+                log.warning("keyring: refused a key for %s: %s", agent_id, why)
+            self.refusals[agent_id] += 1
+            return False
+        if verdict == "keep":
+            return False
+        if agent_id in self._keys:
+            log.info("keyring: key of %s replaced (%s)", agent_id, why)
+        issued = record.certificate.issued_at_ms if record.certificate is not None else 0
+        self.add(agent_id, public_key_from_hex(record.public_key), issued_at_ms=issued)
+        return True
+
+    def refresh(self, records: Mapping[str, KeyRecord]) -> int:
+        """Offer every record (e.g. ``RedisKeyringStore.records()``); return how many keys changed."""
+        return sum(self.offer(agent_id, record) for agent_id, record in records.items())
 
     def remove(self, agent_id: str) -> None:
         """Stop trusting ``agent_id``."""
         self._keys.pop(agent_id, None)
+        self._hex.pop(agent_id, None)
+        self._issued.pop(agent_id, None)
 
     def get(self, agent_id: str) -> Ed25519PublicKey | None:
         """The public key of ``agent_id``, or None."""
@@ -111,14 +153,35 @@ class RedisKeyringStore:
         self._client = client
         self.key = f"{prefix}keyring"
 
-    async def publish(self, agent_id: str, public_key: Ed25519PublicKey) -> None:
-        """Announce ``agent_id``'s public key."""
-        await self._call(self._client.hset(self.key, agent_id, public_key_to_hex(public_key)))
+    async def publish(
+        self,
+        agent_id: str,
+        public_key: Ed25519PublicKey,
+        *,
+        certificate: AgentCertificate | None = None,
+        rotation: KeyRotation | None = None,
+    ) -> None:
+        """Announce ``agent_id``'s public key with the evidence for it (operator certificate, rotation)."""
+        record = KeyRecord(public_key_to_hex(public_key), certificate, rotation)
+        await self._call(self._client.hset(self.key, agent_id, record.to_json()))
 
-    async def load(self) -> Keyring:
-        """Every published key as a keyring."""
+    async def records(self) -> dict[str, KeyRecord]:
+        """Every published record, unverified; unreadable entries are skipped (and logged), not fatal."""
         raw = await self._call(self._client.hgetall(self.key))
-        return Keyring.from_dict({_text(k): _text(v) for k, v in raw.items()})
+        out: dict[str, KeyRecord] = {}
+        for k, v in raw.items():
+            agent_id = _text(k)
+            try:
+                out[agent_id] = KeyRecord.parse(_text(v))
+            except (KeyringError, UnicodeDecodeError) as exc:
+                log.warning("keyring %s: skipping the entry of %r: %s", self.key, agent_id, exc)
+        return out
+
+    async def load(self, policy: TrustPolicy | None = None) -> Keyring:
+        """A keyring of the published keys that ``policy`` admits (default: pinned, first use)."""
+        keyring = Keyring(policy=policy)
+        keyring.refresh(await self.records())
+        return keyring
 
     async def _call(self, awaitable: Any) -> Any:
         from redis.exceptions import RedisError

@@ -1,0 +1,173 @@
+"""Redis write access does not let an agent sign as another (real Redis and Kafka; issue #8 defect 3).
+
+Mallory is a legitimate, certified agent of the mesh, so she can write the keyring hash in Redis
+and publish on every topic. She overwrites the keyring entry of validator k2 with keys of her
+own (bare, with her own certificate, with a certificate from an operator key she made up) and
+signs as k2 on the gossip topic, the votes topic and the workflow log. Every peer keeps k2's
+real key: her messages are refused, k2's still verify, and she never counts as k2 in a vote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from mesh.bus import KafkaBus
+from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions
+from mesh.quorum import BallotSigner, make_proposal
+from mesh.runtime.trust import LogTrust
+from mesh.security import (
+    AgentCertificate,
+    EnvelopeRejected,
+    EnvelopeSigner,
+    KeyPair,
+    RedisKeyringStore,
+    TrustPolicy,
+    certify,
+    generate_keypair,
+    rotate,
+)
+from mesh.security._trust import KeyRecord
+from protocols import Envelope, GossipDigest, Topics
+from protocols.events import WorkflowSubmitted
+
+pytestmark = pytest.mark.integration
+
+WF = "wf-trust"
+GOSSIP = GossipOptions(anti_entropy_period_ms=300, bucket_count=16)
+NODE = GossipNodeOptions(persist_debounce_ms=50, poll_timeout_ms=200, start_timeout_s=30, keyring_refresh_period_ms=200)
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def topics(kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[Topics]:
+    t = Topics(topic_prefix)
+    admin_bus = KafkaBus(kafka_bootstrap, topics=t, partitions=1)
+    await admin_bus.ensure_topics(list(t.all()))
+    yield t
+
+
+async def _forge_k2(store: RedisKeyringStore, client: aioredis.Redis, mallory: KeyPair, mallory_cert: AgentCertificate) -> None:
+    """Every way Mallory can dress her key up as k2's in Redis (the last write stays)."""
+    fake_operator = generate_keypair("fake-operator")
+    forged_cert = certify(fake_operator.private_key, "k2", mallory.public_key)
+    await client.hset(store.key, "k2", KeyRecord(mallory_cert.public_key).to_json())
+    await client.hset(store.key, "k2", KeyRecord(mallory_cert.public_key, mallory_cert).to_json())
+    await store.publish("k2", mallory.public_key, certificate=forged_cert)
+
+
+def _wf_event(sender: str) -> Envelope:
+    payload = WorkflowSubmitted.model_validate(
+        {"spec": {"name": "t", "steps": [{"id": "a", "role": "r"}]}, "submitted_by": sender}
+    )
+    return Envelope.of(payload, sender=sender, workflow_id=WF)
+
+
+async def test_redis_write_access_does_not_make_mallory_k2(
+    kafka_bootstrap: str, redis_client: aioredis.Redis, key_prefix: str, topics: Topics
+) -> None:
+    operator = generate_keypair("operator")
+    policy = TrustPolicy(operator.public_key)
+    store = RedisKeyringStore(redis_client, prefix=key_prefix)
+    pairs = {a: generate_keypair(a) for a in ("k0", "k1", "k2", "mallory")}
+    certs = {a: certify(operator.private_key, a, p.public_key) for a, p in pairs.items()}
+    mallory = pairs["mallory"]
+    # Mallory writes first: a fresh peer finds only her records for k2.
+    await store.publish("mallory", mallory.public_key, certificate=certs["mallory"])
+    await _forge_k2(store, redis_client, mallory, certs["mallory"])
+
+    trusts = {a: LogTrust(pairs[a], store, policy=policy, certificate=certs[a]) for a in ("k0", "k1", "k2")}
+    for a in ("k0", "k1"):
+        await trusts[a].register()
+        assert "k2" not in trusts[a].keyring and trusts[a].keyring.refusals["k2"] >= 1
+    await trusts["k2"].register()  # the real k2 publishes its certified key
+    buses = {a: KafkaBus(kafka_bootstrap, topics=topics, client_id=a, create_topics=[]) for a in (*trusts, "mallory")}
+    for bus in buses.values():
+        await bus.start()
+    validators = {"k0", "k1", "k2", "mallory"}
+    nodes = {
+        a: GossipNode(pairs[a], buses[a], trusts[a].keyring, topics=topics, keyring_store=store, certificate=certs[a],
+                      validators=validators, gossip_options=GOSSIP, options=NODE)
+        for a in trusts
+    }
+    try:
+        await asyncio.gather(*(n.start() for n in nodes.values()))
+        await _until(lambda: all("k2" in n.keyring for n in nodes.values()), what="everyone admitted the real k2")
+        # Mallory overwrites k2's entry again, after everyone admitted the real key.
+        await _forge_k2(store, redis_client, mallory, certs["mallory"])
+        await asyncio.sleep(0.6)  # several keyring refreshes
+        for a, node in nodes.items():
+            await node._refresh_keyring()
+            await trusts[a]._reload()
+
+        # Gossip: Mallory signs a digest as k2 and publishes it on the real gossip topic.
+        impostor = EnvelopeSigner("k2", mallory.private_key)
+        digest = GossipDigest(buckets=(b"\x00" * 8,) * 16, entries=99)
+        await buses["mallory"].publish(topics.gossip, impostor.sign(Envelope.of(digest, sender="k2", workflow_id=WF)))
+        # Votes: a ballot "by k2", signed by Mallory, on the votes topic and straight into a book.
+        proposal = make_proposal(WF, "order_id", "order_id", "o-evil", proposer="mallory")
+        forged_ballot = BallotSigner("k2", mallory.private_key).cast(proposal, "accept")
+        await buses["mallory"].publish(topics.votes, impostor.sign(Envelope.of(forged_ballot, sender="k2", workflow_id=WF)))
+        await _until(
+            lambda: all(n.stats["rejected_forged"] >= 2 for a, n in nodes.items() if a != "k2"),
+            what="k0 and k1 refused both forgeries",
+        )
+        book = nodes["k0"].quorum.book  # type: ignore[union-attr]
+        book.add_proposal(proposal)
+        assert book.add_ballot(forged_ballot).outcome == "forged"
+        # The workflow log: the same keyring, the same answer (the reload-on-forged path included).
+        with pytest.raises(EnvelopeRejected) as rejected:
+            await trusts["k0"](impostor.sign(_wf_event("k2")))
+        assert rejected.value.reason == "forged"
+
+        # The real k2 is unaffected everywhere: its log envelope, gossip and ballots verify.
+        await trusts["k0"](trusts["k2"].sign(_wf_event("k2")))
+        await nodes["k2"].set_variable(WF, "from-k2", 42)
+        real = await nodes["k0"].propose(WF, "order_id", "o-1")
+        await _until(
+            lambda: all(n.get(WF).value("from-k2") == 42 for n in nodes.values())
+            and nodes["k1"].decision(real.id) is not None,
+            what="k2's gossip and the vote went through",
+        )
+        decision = nodes["k1"].decision(real.id)
+        assert decision is not None and decision.outcome == "accepted"
+        assert "k2" in {b.voter for b in decision.certificate}
+        for a in ("k0", "k1"):
+            assert nodes[a].keyring.get("k2") is not None
+            assert nodes[a].keyring.to_dict()["k2"] == certs["k2"].public_key
+    finally:
+        for node in nodes.values():
+            await node.aclose()
+        for bus in buses.values():
+            await bus.aclose()
+
+
+async def test_pinned_keys_rotate_only_with_the_old_key(redis_client: aioredis.Redis, key_prefix: str) -> None:
+    store = RedisKeyringStore(redis_client, prefix=key_prefix)
+    k2, k2_new, mallory = generate_keypair("k2"), generate_keypair("k2"), generate_keypair("mallory")
+    await store.publish("k2", k2.public_key)
+    observer = await store.load()  # pinned: first use
+    assert observer.policy.mode == "pinned" and observer.to_dict()["k2"] == KeyRecord.parse(
+        (await redis_client.hget(store.key, "k2")).decode()).public_key
+    # Mallory's key with a rotation statement she signed herself: refused.
+    await store.publish("k2", mallory.public_key, rotation=rotate("k2", mallory.private_key, mallory.public_key))
+    assert observer.refresh(await store.records()) == 0 and observer.refusals["k2"] == 1
+    # The real rotation, signed with k2's pinned key: admitted.
+    await store.publish("k2", k2_new.public_key, rotation=rotate("k2", k2.private_key, k2_new.public_key))
+    assert observer.refresh(await store.records()) == 1
+    assert observer.get("k2") is not None and observer.to_dict()["k2"] == KeyRecord.parse(
+        (await redis_client.hget(store.key, "k2")).decode()).public_key
+    # Garbage in the hash is skipped, not fatal for everyone's reload.
+    await redis_client.hset(store.key, "junk", b"\xff\x00not a key")
+    assert "junk" not in await store.records()
