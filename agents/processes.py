@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
+from mesh.security import DATA_KEY_ENV, DATA_KEY_FILE_ENV, ensure_data_key_file
+from mesh.settings import default_state_dir
+
 __all__ = ["AgentProcesses"]
 
 READY_MARK = b" ready (role "
@@ -28,9 +31,16 @@ class AgentProcesses:
         session_timeout_ms: int = 2500,
         heartbeat_interval_ms: int | None = None,
     ) -> None:
-        """Children get ``env`` (MESH_* settings) and these runtime options."""
+        """Children get ``env`` (MESH_* settings) and these runtime options.
+
+        Without a data key in ``env``, one is made in the children's state directory (zero setup):
+        they seal secrets at rest with it.
+        """
         self.log_dir = log_dir
         self.env = dict(env)
+        if not self.env.get(DATA_KEY_ENV) and not self.env.get(DATA_KEY_FILE_ENV):
+            state_dir = Path(self.env.get("MESH_STATE_DIR") or default_state_dir()).expanduser()
+            self.env[DATA_KEY_FILE_ENV] = str(ensure_data_key_file(state_dir))
         self.turn_delay_s = turn_delay_s
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms or max(100, session_timeout_ms // 6)

@@ -110,7 +110,7 @@ def make_state(size_bytes: int, *, seed: int = 0) -> StepState:
             TurnRecord(
                 turn=turn,
                 action=action,
-                params={"page": turn, "page_size": 5, "token": "[secret]", "base_url": "http://127.0.0.1:8089"},
+                params={"page": turn, "page_size": 5, "token": "[REDACTED]", "base_url": "http://127.0.0.1:8089"},
                 outcome="ok",
                 summary=summary,
                 injected=["token (filled)", "base_url (filled)"],

@@ -27,6 +27,10 @@ from pathlib import Path
 import pytest
 
 from mesh.dev import DevConfig, DevServices
+from mesh.security import DATA_KEY_ENV, generate_data_key
+
+# Secrets at rest are sealed with a data key: one per test session, inherited by agent processes.
+os.environ.setdefault(DATA_KEY_ENV, generate_data_key())
 
 _TESTS_DIR = Path(__file__).resolve().parent
 _SERVICE_DIRS = {"integration": ("integration",), "chaos": ("integration", "chaos")}

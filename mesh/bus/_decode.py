@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from mesh.bus.base import Delivery, EnvelopeGuard, EnvelopeRejected
 from mesh.errors import BusError, DecodeError
+from mesh.security._redaction import redact_bytes, redact_text
 from protocols import DeadLetter, Envelope, EnvelopeCodec, EnvelopeDecodeError
 
 __all__ = ["RawRecord", "Signer", "decode_record", "encode_for_publish", "trace_headers"]
@@ -76,10 +77,10 @@ async def decode_record(
         partition=partition,
         offset=offset,
         reason=reason,
-        error=error[:2000],
+        error=redact_text(error)[:2000],
         key=key,
         # Room for the letter's own fields, so a letter always fits the codec's size limit.
-        raw=(value or b"")[: max(0, min(_MAX_DEAD_LETTER_RAW, codec.max_bytes // 2 - 4096))],
+        raw=redact_bytes((value or b"")[: max(0, min(_MAX_DEAD_LETTER_RAW, codec.max_bytes // 2 - 4096))]),
         consumer=consumer,
     )
 

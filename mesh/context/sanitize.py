@@ -3,7 +3,8 @@
 A stack trace in a prompt costs hundreds of tokens and teaches the model nothing it can act on;
 what it needs is one line, ``ErrorType: root cause``. Repeated failures of one operation are
 collapsed to one line. Secrets are redacted before text becomes a block, so they never reach a
-prompt; the same :class:`Redactor` serves logs, spans and scratchpads.
+prompt; :class:`Redactor` is the one redactor of ``mesh.security`` that also serves logs, spans,
+trace events, scratchpads, the CLI and dead letters.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from mesh.security._redaction import REDACTED, Redactor, redact_text
 
 __all__ = [
     "REDACTED",
@@ -22,79 +25,12 @@ __all__ = [
     "sanitize_error",
 ]
 
-REDACTED = "[REDACTED]"
-"""What a redacted value is replaced with."""
-
-# Each pattern keeps its non-secret prefix in group 1 (if any) so the reader still sees what
-# kind of value was there.
-_SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
-    re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*"),
-    re.compile(r"(?i)(\bauthorization\s*[:=]\s*(?:basic|token|digest)?\s*)(?!bearer\b)[A-Za-z0-9\-._~+/]{6,}=*"),
-    re.compile(r"()\bsk-ant-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"()\bsk-[A-Za-z0-9_\-]{16,}"),
-    re.compile(r"()\bgh[pousr]_[A-Za-z0-9]{20,}"),
-    re.compile(r"()\bAKIA[0-9A-Z]{16}\b"),
-    re.compile(r"()\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
-    re.compile(
-        r"(?i)(\b[\w-]*(?:api[_-]?key|access[_-]?token|auth[_-]?token|refresh[_-]?token|"
-        r"client[_-]?secret|secret[_-]?key|password|passwd|pwd)[\"']?\s*[:=]\s*[\"']?)"
-        r"(?!\[REDACTED\])[^\s\"',;&}]+"
-    ),
-    re.compile(r"(://[^/\s:@]+:)[^/\s@]+(?=@)"),
-)
-
-
-class Redactor:
-    """Replaces secret values and well-known credential shapes with ``[REDACTED]``.
-
-    ``secrets`` are literal values (variables flagged secret); values shorter than
-    ``min_secret_chars`` are ignored because redacting every ``"1"`` or ``"ok"`` would wreck the
-    text while protecting nothing. Patterns cover bearer tokens, Authorization headers,
-    ``sk-ant-``/``sk-`` API keys, GitHub and AWS keys, JWTs, ``api_key=...``-style pairs and
-    passwords in URLs. Compiled once; ``redact`` is safe to call from many threads.
-    """
-
-    def __init__(
-        self,
-        secrets: Iterable[str] = (),
-        *,
-        patterns: bool = True,
-        min_secret_chars: int = 4,
-    ) -> None:
-        self._min_secret_chars = min_secret_chars
-        self._secrets = frozenset(s for s in secrets if s and len(s) >= min_secret_chars)
-        # Longest first, so a secret that contains another is replaced whole.
-        values = sorted(self._secrets, key=len, reverse=True)
-        self._literal = re.compile("|".join(map(re.escape, values))) if values else None
-        self._patterns = _SECRET_PATTERNS if patterns else ()
-
-    def with_secrets(self, secrets: Iterable[str]) -> Redactor:
-        """A redactor that also hides ``secrets``."""
-        return Redactor(
-            [*self._secrets, *secrets],
-            patterns=bool(self._patterns),
-            min_secret_chars=self._min_secret_chars,
-        )
-
-    def redact(self, text: str) -> str:
-        """``text`` with every secret replaced."""
-        if self._literal is not None:
-            text = self._literal.sub(REDACTED, text)
-        for pattern in self._patterns:
-            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
-        return text
-
-    __call__ = redact
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with ``secrets``, registered secrets and credential shapes replaced by ``[REDACTED]``."""
+    return redact_text(text, tuple(secrets))
 
 
 _DEFAULT_REDACTOR = Redactor()
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with ``secrets`` and well-known credential shapes replaced by ``[REDACTED]``."""
-    secrets = tuple(secrets)
-    redactor = Redactor(secrets) if secrets else _DEFAULT_REDACTOR
-    return redactor.redact(text)
 
 
 # -- errors -------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from mesh.dev._process import file_lock, is_alive, read_pidfile
 from mesh.dev._redis import RedisService
 from mesh.dev._service import LocalService, ServiceStatus
 from mesh.errors import UsageError
+from mesh.security import ensure_data_key_file
 
 __all__ = [
     "SERVICE_NAMES",
@@ -189,6 +190,8 @@ class DevServices:
                 raise
             # Started by hand now, so no test session's lease may stop it later.
             self._discard_autostarted(started)
+            # Agents run against these services seal secrets at rest with this key (zero setup).
+            ensure_data_key_file(self.config.root)
             current = self.status()
         return UpReport(tuple(started), tuple(already), current, time.monotonic() - began)
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import msgpack
 
+from mesh.security._redaction import REDACTED
 from protocols.gossip import RegisterStamp, RegisterState, SetMeta, SetState, SetTag
 from protocols.hlc import HlcTimestamp
 from protocols.votes import canonical_hash
@@ -17,7 +18,7 @@ __all__ = ["EntryStatus", "OrSet", "SetTagKey", "VariableEntry"]
 
 EntryStatus = Literal["tentative", "accepted"]
 _STATUS_RANK = {"tentative": 0, "accepted": 1}
-_MASK = "***"
+_MASK = REDACTED
 
 _ZERO = HlcTimestamp(0, 0)
 

@@ -48,8 +48,8 @@ class IndexedContextMapStore(RedisContextMapStore):
         return f"{self.prefix}ctxidx:{replica_id}"
 
     async def save(self, cmap: ContextMap) -> int:
-        """Write the map and index it; return its size in bytes."""
-        data = cmap.to_bytes()
+        """Write the map (secret values sealed) and index it; return its size in bytes."""
+        data = self.encode(cmap)
         pipe = self._client.pipeline(transaction=True)
         pipe.set(self.key(cmap.workflow_id, cmap.replica_id), data)
         pipe.sadd(self.index_key(cmap.replica_id), cmap.workflow_id)

@@ -58,6 +58,7 @@ from mesh.security import (
     Keyring,
     RedisKeyringStore,
     VerifierOptions,
+    redact_text,
 )
 from protocols.envelope import Envelope
 from protocols.events import DeadLetter
@@ -427,7 +428,7 @@ class GossipNode:
             partition=delivery.partition,
             offset=delivery.offset,
             reason=reason,
-            error=error[:2000],
+            error=redact_text(error)[:2000],
             key=delivery.key,
             consumer=self.agent_id,
         )

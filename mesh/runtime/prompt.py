@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from mesh.context import (
+    REDACTED,
     Block,
     Budget,
     ColdStore,
@@ -95,7 +96,7 @@ class StackPromptBuilder:
             out.append(Block("rules", "RULES:\n" + "\n".join(f"- {r}" for r in spec.rules), kind=Kind.RULES, seq=2))
         seq = 10
         for name, entry in sorted(state.variables.items()):
-            shown = "[secret: injected by the runtime]" if entry.secret else _fmt(entry.value)
+            shown = f"{REDACTED} (secret, injected by the runtime)" if entry.secret else _fmt(entry.value)
             if entry.origin.startswith("gossip:"):
                 # Learned from a peer, not from a dependency's result: say whether a quorum accepted it.
                 shown += " (accepted by quorum)" if entry.origin.endswith("(accepted)") else " (tentative, from gossip)"

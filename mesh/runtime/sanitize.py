@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from mesh.context import sanitize_error
-from mesh.telemetry import redact_text
 
 __all__ = ["one_line_error"]
 
@@ -11,8 +10,8 @@ __all__ = ["one_line_error"]
 def one_line_error(exc: BaseException, *, limit: int = 300) -> str:
     """``ErrorType: root cause`` on one line, never a stack trace.
 
-    The context engine's sanitizer does the shaping and the pattern redaction (bearer tokens,
-    API keys); the telemetry registry adds the secret values this process has seen at run time
+    The context engine's sanitizer does the shaping and the redaction, with the one redactor of
+    ``mesh.security``: credential shapes and the secret values this process has seen at run time
     (the auth token a step discovered).
     """
-    return redact_text(sanitize_error(exc, max_chars=limit))
+    return sanitize_error(exc, max_chars=limit)

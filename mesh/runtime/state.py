@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgpack
+
+from mesh.security import data_cipher, is_sealed
+
+if TYPE_CHECKING:
+    from mesh.security import DataCipher
 
 __all__ = ["StepState", "StepStatus", "TurnRecord", "VariableEntry"]
 
@@ -91,22 +96,45 @@ class StepState:
     epoch: int = 0
     consecutive_failures: int = 0
 
-    def to_bytes(self) -> bytes:
-        """Serialize (msgpack), on the hot path of every turn.
+    def to_bytes(self, cipher: DataCipher | None = None) -> bytes:
+        """Serialize (msgpack), on the hot path of every turn, secret values sealed with ``cipher``.
 
         msgpack calls ``_fields`` only for the dataclasses (state, turn records, variables) and
         packs everything else natively: the same bytes as packing ``asdict(self)`` without its
-        deep copy, which was most of the cost of a checkpoint (bench/checkpoint.py).
+        deep copy, which was most of the cost of a checkpoint (bench/checkpoint.py). A secret
+        variable's value is stored sealed (``mesh.security.DataCipher``: bytes), bound to this
+        workflow, step and variable name; with secrets
+        and no ``cipher`` the process's data key is used (``DataKeyError`` if there is none).
         """
-        return msgpack.packb(self, default=_fields, use_bin_type=True)
+        secret = [name for name, v in self.variables.items() if v.secret and v.value is not None]
+        if not secret:
+            return msgpack.packb(self, default=_fields, use_bin_type=True)
+        if cipher is None:
+            cipher = data_cipher()
+        body = _fields(self)
+        variables = dict(self.variables)
+        for name in secret:
+            entry = variables[name]
+            variables[name] = replace(entry, value=cipher.seal(entry.value, context=self._context(name)))
+        body["variables"] = variables
+        return msgpack.packb(body, default=_fields, use_bin_type=True)
+
+    def _context(self, name: str) -> tuple[str, ...]:
+        return ("checkpoint", self.workflow_id, self.step_id, name)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> StepState:
-        """Deserialize what ``to_bytes`` produced."""
+    def from_bytes(cls, data: bytes, cipher: DataCipher | None = None) -> StepState:
+        """Deserialize what ``to_bytes`` produced, opening sealed secrets (``SealedValueError`` if they do not open)."""
         raw = msgpack.unpackb(data, raw=False)
         raw["history"] = [TurnRecord(**h) for h in raw.get("history", [])]
         raw["variables"] = {k: VariableEntry(**v) for k, v in raw.get("variables", {}).items()}
-        return cls(**raw)
+        state = cls(**raw)
+        for name, entry in state.variables.items():
+            if entry.secret and is_sealed(entry.value):
+                if cipher is None:
+                    cipher = data_cipher()
+                entry.value = cipher.open(entry.value, context=state._context(name))
+        return state
 
     def secret_values(self) -> list[str]:
         """Values of secret variables, for redaction."""

@@ -25,8 +25,10 @@ from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.spinning import decision_signature, spinning_reason
 from mesh.runtime.state import StepState, TurnRecord, VariableEntry
 from mesh.runtime.validation import InvalidDecision, check_params
+from mesh.security import DataCipher
 from mesh.store import BlobStore, StateStore, step_key
 from mesh.telemetry import (
+    REDACTED,
     Kpis,
     ScratchpadWriter,
     TraceEventEmitter,
@@ -141,8 +143,13 @@ class StepRunner:
         scratchpad: ScratchpadWriter | None = None,
         kpis: Kpis | None = None,
         trace_events: TraceEventEmitter | None = None,
+        cipher: DataCipher | None = None,
     ) -> None:
-        """Wire the runner to its reasoner, store, prompt builder and event publisher."""
+        """Wire the runner to its reasoner, store, prompt builder and event publisher.
+
+        ``cipher`` seals secret variables in checkpoints and blob copies; None means the
+        process's data key (``mesh.security.data_cipher``), loaded when a secret is first stored.
+        """
         self.reasoner = reasoner
         self.store = store
         self.prompts = prompts
@@ -156,6 +163,7 @@ class StepRunner:
         self.scratchpad = scratchpad
         self.kpis = kpis
         self.trace_events = trace_events
+        self.cipher = cipher
         self._blob_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -167,7 +175,7 @@ class StepRunner:
             ckpt = await self.store.read(step_key(workflow_id, step_id))
         except CheckpointNotFound:
             return None
-        return StepState.from_bytes(ckpt.data)
+        return StepState.from_bytes(ckpt.data, self.cipher)
 
     async def run(
         self,
@@ -399,7 +407,7 @@ class StepRunner:
     ) -> None:
         secrets = {v.value for v in state.variables.values() if v.secret}
         shown = {
-            k: ("[secret]" if v in secrets else redact_value(v))
+            k: (REDACTED if v in secrets else redact_value(v))
             for k, v in params.items()
         }
         state.turn = turn
@@ -433,7 +441,7 @@ class StepRunner:
     # -- persist ---------------------------------------------------------------------------
 
     async def _persist(self, state: StepState) -> None:
-        data = state.to_bytes()
+        data = state.to_bytes(self.cipher)
         key = step_key(state.workflow_id, state.step_id)
         t0 = time.perf_counter()
         with checkpoint_span(

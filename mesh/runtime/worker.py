@@ -34,6 +34,7 @@ from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.state import StepState, VariableEntry
 from mesh.runtime.step_runner import OwnershipLost, Rehydration, StepRunner
 from mesh.runtime.view import WorkflowView
+from mesh.security import DataCipher, data_cipher
 from mesh.store import StateStore
 from protocols import (
     DeadLetter,
@@ -321,6 +322,10 @@ class AgentWorker:
             self._tasks[key] = task
             task.add_done_callback(functools.partial(self._forget_task, key))
 
+    def _cipher(self) -> DataCipher:
+        # Secrets passed by reference are stored sealed, bound to their workflow and name.
+        return self.runner.cipher or data_cipher()
+
     def _forget_task(self, key: tuple[str, str], _task: asyncio.Task[None]) -> None:
         self._tasks.pop(key, None)
 
@@ -340,7 +345,7 @@ class AgentWorker:
                 value = var.value
                 if var.secret and var.ref:
                     try:
-                        value = (await self.store.read(var.ref)).data.decode()
+                        value = self._cipher().open((await self.store.read(var.ref)).data, context=("secret", view.workflow_id, var.name))
                     except CheckpointNotFound:
                         log.warning("secret %s of %s not found in the store", var.name, view.workflow_id)
                         continue
@@ -405,7 +410,8 @@ class AgentWorker:
                 if entry.secret:
                     key = secret_key(wf, name)
                     epoch = await self.store.claim(key, self.agent_id)
-                    await self.store.write(key, str(entry.value).encode(), epoch=epoch, owner=self.agent_id, workflow_id=wf)
+                    sealed = self._cipher().seal(str(entry.value), context=("secret", wf, name))
+                    await self.store.write(key, sealed, epoch=epoch, owner=self.agent_id, workflow_id=wf)
                     records.append(VariableRecord(name=name, value=None, secret=True, priority=entry.priority,
                                                   expires_at_ms=entry.expires_at_ms, ref=key))
                 else:

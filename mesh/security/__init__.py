@@ -4,9 +4,25 @@ Every envelope is signed by its sender over ``EnvelopeCodec.encode_body(env)``. 
 ``EnvelopeVerifier.verify`` before any handler: unsigned, forged (bad signature, unknown sender,
 fields that differ from the signed body), replayed (id already seen, or HLC older than the
 window) and equivocating envelopes raise ``EnvelopeRejected`` whose ``reason`` is the
-dead-letter reason. Secret variables are masked by ``render_safe`` and ``SecretLogFilter``.
+dead-letter reason. ``redact_text``/``redact_value``/``Redactor`` are the one redactor every sink
+uses (prompts, spans, trace events, logs, scratchpads, the CLI, dead letters), masking with ``REDACTED``.
 """
 
+from mesh.security._data_key import (
+    DATA_KEY_ENV,
+    DATA_KEY_FILE_ENV,
+    DATA_KEY_FILENAME,
+    DataCipher,
+    DataKeyError,
+    SealedValueError,
+    data_cipher,
+    ensure_data_key_file,
+    generate_data_key,
+    is_sealed,
+    load_data_cipher,
+    private_dir,
+    write_private_file,
+)
 from mesh.security._errors import EnvelopeRejected, KeyringError, RejectionReason
 from mesh.security._keyring import DEFAULT_KEYRING_ENV, Keyring, RedisKeyringStore
 from mesh.security._keys import (
@@ -17,7 +33,24 @@ from mesh.security._keys import (
     public_key_from_hex,
     public_key_to_hex,
 )
-from mesh.security._redaction import SECRET_MASK, SecretLogFilter, redact_text, render_safe
+from mesh.security._redaction import (
+    CREDENTIAL_PATTERNS,
+    MIN_SECRET_CHARS,
+    REDACTED,
+    SECRET_MASK,
+    RedactingLogFilter,
+    Redactor,
+    SecretLogFilter,
+    SecretRegistry,
+    install_log_redaction,
+    is_secret_key,
+    redact_bytes,
+    redact_record,
+    redact_text,
+    redact_value,
+    render_safe,
+    secret_registry,
+)
 from mesh.security._signer import EnvelopeSigner
 from mesh.security._trust import (
     OPERATOR_KEY_FILE_ENV,
@@ -75,9 +108,35 @@ __all__ = [
     "EnvelopeRejected",
     "KeyringError",
     "RejectionReason",
-    # redaction
+    # secrets at rest: the data key, AES-GCM sealing, private files
+    "DATA_KEY_ENV",
+    "DATA_KEY_FILE_ENV",
+    "DATA_KEY_FILENAME",
+    "DataCipher",
+    "DataKeyError",
+    "SealedValueError",
+    "data_cipher",
+    "ensure_data_key_file",
+    "generate_data_key",
+    "is_sealed",
+    "load_data_cipher",
+    "private_dir",
+    "write_private_file",
+    # redaction: the one redactor of every sink
+    "CREDENTIAL_PATTERNS",
+    "MIN_SECRET_CHARS",
+    "REDACTED",
     "SECRET_MASK",
+    "RedactingLogFilter",
+    "Redactor",
     "SecretLogFilter",
+    "SecretRegistry",
+    "install_log_redaction",
+    "is_secret_key",
+    "redact_bytes",
+    "redact_record",
     "redact_text",
+    "redact_value",
     "render_safe",
+    "secret_registry",
 ]

@@ -1,4 +1,8 @@
-"""Filesystem BlobStore: each blob written to a temp file, fsync'd, then renamed into place."""
+"""Filesystem BlobStore: each blob written to a temp file, fsync'd, then renamed into place.
+
+Blobs are 0600 in 0700 directories: checkpoint copies are readable by the agent's user only (and
+their secret values are sealed anyway, ``mesh.security.DataCipher``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mesh.errors import CheckpointNotFound, StoreError, UsageError
+from mesh.security import private_dir
 
 __all__ = ["FileBlobStore"]
 
@@ -27,9 +32,10 @@ class FileBlobStore:
         return self.root.joinpath(*parts)
 
     def _put_sync(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        private_dir(path.parent)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             fh.write(data)
             if self.fsync:
                 fh.flush()

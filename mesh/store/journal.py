@@ -40,6 +40,7 @@ from pathlib import Path
 import msgpack
 
 from mesh.errors import StaleEpochError, StoreUnavailable, UsageError
+from mesh.security import private_dir
 from mesh.store.base import Checkpoint, StateStore
 
 __all__ = ["DroppedWrite", "JournalOptions", "JournalingStateStore", "ProvisionalCheckpoint"]
@@ -146,8 +147,9 @@ class JournalingStateStore:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a+b")  # held open (and locked) for the store's lifetime
+        private_dir(self.path.parent)
+        # Held open (and locked) for the store's lifetime; 0600 in a 0700 directory.
+        self._file = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+b")
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -372,7 +374,7 @@ class JournalingStateStore:
 
     def _write_cursor(self, seq: int) -> None:
         tmp = self.cursor_path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(f"{seq}\n")
             f.flush()
             if self.options.fsync:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mesh.security import private_dir
 from mesh.telemetry._redact import SecretRegistry, redact_text, redact_value
 
 __all__ = ["ScratchpadWriter", "TurnRecord", "sanitize_line"]
@@ -207,7 +208,7 @@ class ScratchpadWriter:
         return last
 
     def _append(self, path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         data = text.encode("utf-8")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

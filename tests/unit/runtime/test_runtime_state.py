@@ -8,6 +8,7 @@ import msgpack
 import pytest
 
 from mesh.runtime import StepState, TurnRecord, VariableEntry
+from mesh.security import DataCipher, SealedValueError, generate_data_key, is_sealed
 
 
 def sample() -> StepState:
@@ -30,7 +31,34 @@ def test_round_trip() -> None:
 
 def test_fast_packer_is_byte_identical_to_asdict() -> None:
     state = sample()
+    state.variables["auth_token"].secret = False  # secrets are sealed: checked below
     assert state.to_bytes() == msgpack.packb(asdict(state), use_bin_type=True)
+
+
+KEY = DataCipher.from_text(generate_data_key())
+
+
+def test_secret_values_are_sealed_in_the_bytes_and_open_again() -> None:
+    state = sample()
+    state.variables["auth_token"].value = "tok-plaintext-0123456789"
+    data = state.to_bytes(KEY)
+    assert b"tok-plaintext-0123456789" not in data
+    raw = msgpack.unpackb(data, raw=False)
+    assert is_sealed(raw["variables"]["auth_token"]["value"])
+    assert StepState.from_bytes(data, KEY) == state
+    assert state.variables["auth_token"].value == "tok-plaintext-0123456789"  # to_bytes left it alone
+
+
+def test_a_sealed_secret_does_not_open_in_another_step_or_under_another_key() -> None:
+    state = sample()
+    data = state.to_bytes(KEY)
+    # The same bytes presented as another step's checkpoint: the associated data differs.
+    raw = msgpack.unpackb(data, raw=False)
+    raw["step_id"] = "other-step"
+    with pytest.raises(SealedValueError, match="copied from another workflow, step or variable"):
+        StepState.from_bytes(msgpack.packb(raw, use_bin_type=True), KEY)
+    with pytest.raises(SealedValueError, match="does not hold"):
+        StepState.from_bytes(data, DataCipher.from_text(generate_data_key()))
 
 
 def test_unserializable_value_says_what() -> None:

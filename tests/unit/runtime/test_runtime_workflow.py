@@ -14,6 +14,7 @@ from agents.roles import ROLES
 from mesh.bus import InMemoryBroker, InMemoryBus
 from mesh.runtime import AgentWorker, MeshClient, RuntimeOptions, StepState, WorkerOptions
 from mesh.runtime.agent import build_worker
+from mesh.security import data_cipher
 from mesh.store import InMemoryBlobStore, InMemoryStateStore, step_key
 from protocols import Topics, load_workflow_spec
 
@@ -84,7 +85,9 @@ async def test_reconciliation_completes_with_one_auth_call(mesh: dict, ehr: Mock
     assert state.status == "completed" and state.turn == view.completed["validate"].turns == 12
     assert len(await mesh["blobs"].list(f"{wf}/validate/")) == 12
     # The token never reached a checkpointed history line.
-    token_value = (await mesh["store"].read(token_var.ref)).data.decode()
+    sealed = (await mesh["store"].read(token_var.ref)).data
+    token_value = data_cipher().open(sealed, context=("secret", wf, "auth_token"))
+    assert token_value.encode() not in sealed  # stored by reference, and sealed there
     assert token_value not in repr(state.history)
 
 

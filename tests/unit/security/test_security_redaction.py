@@ -73,5 +73,5 @@ def test_secret_variables_of_a_context_map_never_show_in_repr_str_views_or_logs(
     for text in rendered:
         assert TOKEN not in text
     assert render_safe(cmap) == {"auth_token": SECRET_MASK, "order_id": "o-1", "api_keys": SECRET_MASK}
-    assert "careless: ***" in out.getvalue()
+    assert f"careless: {SECRET_MASK}" in out.getvalue()
     assert cmap.value("auth_token") == TOKEN  # the value itself is intact for the code that needs it

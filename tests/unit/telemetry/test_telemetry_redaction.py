@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import mesh.telemetry._logging as logging_module
+import mesh.security._redaction as logging_module
 from mesh.telemetry import (
     REDACTED,
     RedactingLogFilter,
