@@ -23,7 +23,7 @@ from aiokafka.protocol.api import Request
 from mesh.bus.kafka import _translate
 from mesh.errors import BusError
 
-__all__ = ["group_member_counts"]
+__all__ = ["delete_topics_with_prefix", "group_member_counts"]
 
 
 class _DescribeGroupsV1(Request[DescribeGroupsRequest_v1]):
@@ -69,3 +69,21 @@ def _groups(response: Any) -> list[dict[str, Any]]:
         return list(response.to_object().get("groups", ()))
     except Exception as exc:  # an unexpected response layout is the bus's problem, said plainly
         raise BusError(f"describe consumer groups: unreadable response: {type(exc).__name__}: {exc}") from None
+
+
+async def delete_topics_with_prefix(bootstrap_servers: str, prefix: str, *, client_id: str = "mesh-admin") -> list[str]:
+    """Delete every topic whose name starts with ``<prefix>.``; return their names (a run's cleanup)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id)
+    try:
+        await admin.start()
+        doomed = sorted(t for t in await admin.list_topics() if t.startswith(f"{prefix}."))
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise _translate(exc, f"delete topics {prefix}.*") from exc
+    finally:
+        try:
+            await admin.close()
+        except (KafkaError, OSError):
+            pass

@@ -129,3 +129,17 @@ async def test_status_and_runs_read_the_index(env: dict[str, str], redis_url: st
     assert [json.loads(x)["workflow_id"] for x in proc.stdout.splitlines()] == ["wf-idx-2"]
     proc = await asyncio.to_thread(mesh, env, "watch", "wf-idx-0", "--timeout-s", "10")
     assert proc.returncode == 0 and "succeeded" in proc.stdout, proc.stderr
+
+
+async def test_admin_helpers_on_real_kafka(kafka_bootstrap: str, topic_prefix: str) -> None:
+    from mesh.bus.groups import delete_topics_with_prefix, group_member_counts
+
+    topics = Topics(prefix=topic_prefix)
+    bus = KafkaBus(kafka_bootstrap, topics=topics, client_id="t-admin", partitions=1)
+    await bus.start()
+    await bus.aclose()
+    counts = await group_member_counts(kafka_bootstrap, [f"{topic_prefix}.role.none", f"{topic_prefix}.role.other"])
+    assert counts == {f"{topic_prefix}.role.none": 0, f"{topic_prefix}.role.other": 0}
+    deleted = await delete_topics_with_prefix(kafka_bootstrap, topic_prefix)
+    assert set(deleted) == set(topics.all())
+    assert await delete_topics_with_prefix(kafka_bootstrap, topic_prefix) == []
