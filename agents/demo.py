@@ -54,6 +54,8 @@ class DemoOptions:
     timeout_s: float = 180.0
     run_dir: Path | None = None
     keep_services: bool = False
+    keep_topics: bool = False
+    """Leave this run's topics and Redis keys behind (by default the demo deletes them at the end)."""
 
 
 @dataclass
@@ -159,6 +161,24 @@ async def _drive(opts: DemoOptions, settings: MeshSettings, agents: AgentProcess
         await client.aclose()
 
 
+def _clean_up_run(settings: MeshSettings, console: Console) -> None:
+    """Delete the run's topics and Redis keys (its prefix is unique to the run)."""
+    import redis
+
+    from mesh.bus.groups import delete_topics_with_prefix
+    from mesh.errors import MeshError
+
+    try:
+        topics = asyncio.run(delete_topics_with_prefix(settings.kafka_bootstrap, settings.topic_prefix))
+        with redis.Redis.from_url(settings.redis_url) as client:
+            keys = list(client.scan_iter(match=f"{settings.topic_prefix}:*", count=500))
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])
+        console.print(f"[dim]cleaned up: {len(topics)} topic(s), {len(keys)} Redis key(s) of {settings.topic_prefix}[/dim]")
+    except (MeshError, redis.RedisError, OSError) as exc:
+        console.print(f"[yellow]could not clean up {settings.topic_prefix}: {exc}[/yellow]")
+
+
 def run_demo(opts: DemoOptions | None = None, *, console: Console | None = None) -> DemoResult:
     """Run the demo end to end; returns its measurements (and prints as it goes)."""
     from mesh.dev import DevServices
@@ -195,6 +215,8 @@ def run_demo(opts: DemoOptions | None = None, *, console: Console | None = None)
     finally:
         agents.stop_all()
         ehr.stop()
+        if not opts.keep_topics:
+            _clean_up_run(settings, console)
         if up.started and not opts.keep_services:
             services.down()
     audit = summarize_audit_log(run_dir / "ehr-audit.jsonl")

@@ -48,6 +48,12 @@ class MeshSettings(BaseSettings):
     blob_dir: Path | None = None
     """Directory of the durable blob store; defaults to ``<state_dir>/blobs``."""
 
+    finished_ttl_s: int = Field(default=7 * 24 * 3600, ge=0)
+    """Seconds a finished workflow's checkpoints, secrets and run-index entry are kept (0: forever)."""
+
+    blob_retention_s: int = Field(default=30 * 24 * 3600, ge=0)
+    """Age after which ``mesh gc`` deletes blob copies of checkpoints (0: keep forever)."""
+
     def resolved_blob_dir(self) -> Path:
         """The blob store directory, defaulted under the state directory."""
         return self.blob_dir if self.blob_dir is not None else self.state_dir / "blobs"

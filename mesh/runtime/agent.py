@@ -32,7 +32,15 @@ from mesh.runtime.step_runner import StepRunner
 from mesh.runtime.trust import LogTrust
 from mesh.runtime.worker import AgentWorker, WorkerOptions
 from mesh.settings import MeshSettings
-from mesh.store import BlobStore, FileBlobStore, JournalingStateStore, RedisStateStore, StateStore
+from mesh.store import (
+    BlobStore,
+    FileBlobStore,
+    JournalingStateStore,
+    RedisRunIndex,
+    RedisStateStore,
+    RunIndex,
+    StateStore,
+)
 from mesh.telemetry import (
     Kpis,
     ScratchpadWriter,
@@ -107,6 +115,7 @@ def build_worker(
     trace_events: bool = False,
     guard: EnvelopeGuard | None = None,
     gossip: GossipNode | None = None,
+    index: RunIndex | None = None,
 ) -> AgentWorker:
     """Wire a worker for ``role``; the reasoner defaults to the role's rule policy."""
     runtime = runtime or RuntimeOptions()
@@ -135,7 +144,7 @@ def build_worker(
         kpis=kpis,
         trace_events=emitter,
     )
-    return AgentWorker(bus, store, runner, topics=topics, options=worker, guard=guard, gossip=gossip)
+    return AgentWorker(bus, store, runner, topics=topics, options=worker, guard=guard, gossip=gossip, index=index)
 
 
 async def run_agent(
@@ -170,6 +179,8 @@ async def run_agent(
     redis_store = RedisStateStore.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:")
     store = JournalingStateStore(redis_store, settings.state_dir / "journal", agent_id=agent_id)
     blobs = FileBlobStore(settings.resolved_blob_dir())
+    # The run index `mesh status` / `mesh runs` read (a view of the log, written as events fold).
+    run_index = RedisRunIndex.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:")
     scratchpad = ScratchpadWriter.under_state_dir(settings.state_dir)
     # Imported here: the anthropic SDK is slow to import and only agent processes need it.
     from mesh.llm.factory import make_reasoner
@@ -198,6 +209,7 @@ async def run_agent(
         role, bus, store, agent_id=agent_id, topics=topics, reasoner=reasoner, blobs=blobs,
         resources={"http": http, "settings": settings}, runtime=config.runtime, worker=config.worker,
         scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True, guard=trust, gossip=gossip,
+        index=run_index,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -208,6 +220,7 @@ async def run_agent(
         await http.aclose()
         await reasoner.aclose()
         await gossip.aclose()
+        await run_index.aclose()
         await store.aclose()
         await bus.aclose()
         await trust.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mesh.store.run_index import RunSummary, StepSummary
 from protocols import (
     Envelope,
     StepCompleted,
@@ -19,7 +20,7 @@ from protocols import (
     WorkflowSubmitted,
 )
 
-__all__ = ["StepStatusName", "WorkflowView"]
+__all__ = ["StepStatusName", "WorkflowView", "run_summary", "trace_id_of"]
 
 _OWNER_ONLY = frozenset({StepProgress.KIND, StepCompleted.KIND, StepFailed.KIND, StepEscalated.KIND})
 
@@ -44,14 +45,22 @@ class WorkflowView:
     seen: set[str] = field(default_factory=set)
     ignored: list[str] = field(default_factory=list)
     """Why events were not folded (a step event from someone who does not own the step)."""
+    created_ms: int = 0
+    """Log time of the first folded event (Unix ms; 0 when the caller gave none)."""
+    updated_ms: int = 0
+    """Log time of the latest folded event."""
+    finished_ms: int = 0
+    """Log time of ``WorkflowCompleted``."""
+    submitted_by: str = ""
 
-    def apply(self, env: Envelope) -> bool:
+    def apply(self, env: Envelope, *, at_ms: int = 0) -> bool:
         """Fold one event; False when it was a duplicate, not a workflow event, or not authorized.
 
         Step results (progress, completed, failed, escalated) count only from the step's current
         owner, the sender of its latest ``StepStarted``: an owner publishes ``StepStarted`` before
         anything else about the step, in the same partition, so the order is guaranteed. This
         keeps a zombie's late result and a result made up by another (authenticated) sender out.
+        ``at_ms`` is the event's log time (the Kafka record timestamp), kept for the run index.
         """
         if env.id in self.seen:
             return False
@@ -69,6 +78,7 @@ class WorkflowView:
             if self.spec is None:
                 self.spec = sub.spec
                 self.trace = dict(env.trace)
+                self.submitted_by = sub.submitted_by
         elif kind == StepStarted.KIND:
             self.started.setdefault(step, []).append(env.payload_model(StepStarted))
             self.escalated.pop(step, None)
@@ -89,6 +99,11 @@ class WorkflowView:
             self.finished = self.finished or env.payload_model(WorkflowCompleted)
         else:
             return False
+        if at_ms:
+            self.created_ms = self.created_ms or at_ms
+            self.updated_ms = max(self.updated_ms, at_ms)
+            if kind == WorkflowCompleted.KIND and not self.finished_ms:
+                self.finished_ms = at_ms
         return True
 
     def status_of(self, step_id: str) -> StepStatusName:
@@ -143,3 +158,42 @@ class WorkflowView:
     def resumes(self) -> int:
         """Times a step was taken over from a checkpoint by a new owner."""
         return sum(1 for starts in self.started.values() for s in starts if s.resumed_from_turn > 0)
+
+
+def trace_id_of(trace: dict[str, str]) -> str:
+    """The trace id (32 hex) in a W3C ``traceparent``, or "" (engineer "trace" may carry it otherwise)."""
+    explicit = trace.get("trace_id", "")
+    if explicit:
+        return explicit
+    parts = trace.get("traceparent", "").split("-")
+    if len(parts) >= 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+        return parts[1].lower()
+    return ""
+
+
+def run_summary(view: WorkflowView) -> RunSummary:
+    """What the run index keeps of a view (``mesh/store/run_index.py`` documents the schema)."""
+    steps = []
+    for step in view.spec.steps if view.spec is not None else ():
+        starts = view.started.get(step.id, [])
+        done = view.completed.get(step.id)
+        last = ""
+        if step.id in view.escalated:
+            last = view.escalated[step.id].reason
+        elif step.id in view.failed:
+            last = view.failed[step.id].error
+        elif (prog := view.progress.get(step.id)) is not None:
+            last = f"{prog.action}: {prog.detail}"
+        steps.append(StepSummary(
+            id=step.id, role=step.role, status=view.status_of(step.id),
+            owner=starts[-1].owner if starts else "", epoch=starts[-1].epoch if starts else 0,
+            turns=done.turns if done else view.turns_seen.get(step.id, 0),
+            resumes=sum(1 for s in starts if s.resumed_from_turn > 0),
+            last=" ".join(last.split())[:200],
+        ))
+    return RunSummary(
+        workflow_id=view.workflow_id, name=view.spec.name if view.spec is not None else "", status=view.status,
+        events=len(view.seen), created_ms=view.created_ms, updated_ms=view.updated_ms,
+        finished_ms=view.finished_ms, trace_id=trace_id_of(dict(view.trace)), submitted_by=view.submitted_by,
+        steps=tuple(steps),
+    )

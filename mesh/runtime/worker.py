@@ -33,9 +33,9 @@ from mesh.gossip import GossipNode
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.state import StepState, VariableEntry
 from mesh.runtime.step_runner import OwnershipLost, Rehydration, StepRunner
-from mesh.runtime.view import WorkflowView
+from mesh.runtime.view import WorkflowView, run_summary
 from mesh.security import DataCipher, data_cipher
-from mesh.store import StateStore
+from mesh.store import RunIndex, StateStore
 from protocols import (
     DeadLetter,
     Envelope,
@@ -84,6 +84,12 @@ class WorkerOptions:
     """On ``stop`` (SIGTERM), how long running steps may take to finish their turn in flight
     before they are cancelled; keep it under the pod's termination grace period."""
 
+    finished_ttl_s: int = 7 * 24 * 3600
+    """Seconds a finished workflow's checkpoints, secrets and run-index entry are kept (0: forever)."""
+
+    index_retry_s: float = 5.0
+    """After a failed run-index write, seconds before writing again (the log is unaffected)."""
+
 
 @dataclass
 class _Tracked:
@@ -105,6 +111,7 @@ class AgentWorker:
         options: WorkerOptions | None = None,
         guard: EnvelopeGuard | None = None,
         gossip: GossipNode | None = None,
+        index: RunIndex | None = None,
     ) -> None:
         """A member of group ``<prefix>.role.<role>``; ``runner`` carries the role and agent id.
 
@@ -112,6 +119,8 @@ class AgentWorker:
         ``gossip``, when given, receives every variable a step discovers (secrets as their store
         reference) and lends its replicated map to re-hydration: a variable the log has not shown
         yet (a partition, a lagging peer) is still seen, as tentative or accepted.
+        ``index``, when given, gets the summary of every workflow this member folds (the run index
+        ``mesh status`` reads); when a workflow finishes, its state expires after ``finished_ttl_s``.
         """
         self.bus = bus
         self.store = store
@@ -135,6 +144,9 @@ class AgentWorker:
         self.steps_completed = 0
         self.records_contained = 0
         """Records whose handling raised and that were dead-lettered and skipped."""
+        self.index = index
+        self._index_dirty: dict[str, WorkflowView] = {}
+        self._index_retry_at = 0.0
 
     @property
     def group(self) -> str:
@@ -205,6 +217,7 @@ class AgentWorker:
                 backoff_s = 0.1
                 for d in deliveries:
                     await self._contain(d)
+                await self._flush_index()
                 self._schedule()
         finally:
             await self._drain_steps()
@@ -257,7 +270,9 @@ class AgentWorker:
         if tracked is None:
             tracked = self._tracked[wf] = _Tracked(WorkflowView(wf), d.tp)
         view = tracked.view
-        changed = view.apply(env)
+        changed = view.apply(env, at_ms=d.timestamp_ms)
+        if changed:
+            await self._on_folded(view, env)
         tracked.deliveries.append(d)
         if changed and env.kind in (StepCompleted.KIND, StepFailed.KIND):
             self._ended.pop((wf, env.step_id), None)  # the log has caught up with this step
@@ -269,6 +284,42 @@ class AgentWorker:
             for delivery in tracked.deliveries:
                 await self._commit(delivery)
             tracked.deliveries.clear()
+
+    # -- run index and retention (a view of the log; never blocks the log's own work) ------------
+
+    async def _on_folded(self, view: WorkflowView, env: Envelope) -> None:
+        if self.index is not None and view.spec is not None:
+            # A member that joined mid-workflow (spec unseen) would only write a partial view.
+            self._index_dirty[view.workflow_id] = view
+        if env.kind == WorkflowCompleted.KIND and self.options.finished_ttl_s > 0:
+            await self._flush_index()
+            await self._expire_finished(view.workflow_id)
+
+    async def _flush_index(self) -> None:
+        if self.index is None or not self._index_dirty or time.monotonic() < self._index_retry_at:
+            return
+        for wf, view in list(self._index_dirty.items()):
+            try:
+                await self.index.record(run_summary(view))
+            except MeshError as exc:  # the index is a view: the log still has everything
+                self._index_retry_at = time.monotonic() + self.options.index_retry_s
+                log.warning("run index write for %s failed: %s (retrying in %.0f s)",
+                            wf, one_line_error(exc), self.options.index_retry_s)
+                return
+            self._index_dirty.pop(wf, None)
+            if view.finished is not None and self.options.finished_ttl_s > 0:
+                try:
+                    await self.index.expire(wf, self.options.finished_ttl_s)
+                except MeshError as exc:
+                    log.warning("cannot set the retention TTL of run %s: %s", wf, one_line_error(exc))
+
+    async def _expire_finished(self, wf: str) -> None:
+        ttl = self.options.finished_ttl_s
+        try:
+            keys = await self.store.expire_workflow(wf, ttl)
+            log.info("%s finished: its %d checkpoint/secret key(s) expire in %d s", wf, keys, ttl)
+        except MeshError as exc:  # retention is housekeeping: a later finisher or replay sets it again
+            log.warning("cannot set the retention TTL of %s: %s", wf, one_line_error(exc))
 
     async def _commit(self, d: Delivery) -> None:
         assert self._sub is not None

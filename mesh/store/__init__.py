@@ -10,6 +10,7 @@ from mesh.store.journal import (
 )
 from mesh.store.memory import InMemoryBlobStore, InMemoryStateStore
 from mesh.store.redis import RedisStateStore
+from mesh.store.run_index import InMemoryRunIndex, RedisRunIndex, RunIndex, RunSummary, StepSummary
 
 __all__ = [
     # the seams
@@ -23,6 +24,12 @@ __all__ = [
     "InMemoryBlobStore",
     "InMemoryStateStore",
     "RedisStateStore",
+    # the run index (a view of every workflow, kept by the agents)
+    "InMemoryRunIndex",
+    "RedisRunIndex",
+    "RunIndex",
+    "RunSummary",
+    "StepSummary",
     # offline journal in front of a store
     "DroppedWrite",
     "JournalOptions",

@@ -1,0 +1,89 @@
+"""Who is consuming: live members of Kafka consumer groups, through the admin API.
+
+``mesh submit`` uses it to warn when no agent serves a role a workflow needs (each role is the
+consumer group ``<prefix>.role.<role>``). aiokafka errors become ``BusError`` here.
+
+Why not ``AIOKafkaAdminClient.describe_consumer_groups``: aiokafka 0.13 negotiates DescribeGroups
+v3 with Kafka 4.x and misreads the answer (a ``Buffer underrun`` for a group that does not exist,
+empty names otherwise). DescribeGroups v1 carries everything needed here (state and members) and
+every Kafka from 0.10 to 4.x answers it, so this module sends v1, one request per coordinator.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.admin import DescribeGroupsRequest_v1
+from aiokafka.protocol.api import Request
+
+from mesh.bus.kafka import _translate
+from mesh.errors import BusError
+
+__all__ = ["delete_topics_with_prefix", "group_member_counts"]
+
+
+class _DescribeGroupsV1(Request[DescribeGroupsRequest_v1]):
+    API_KEY = 15
+
+    def __init__(self, groups: list[str]) -> None:
+        self._groups = groups
+
+    def build(self, request_struct_class: type[DescribeGroupsRequest_v1]) -> DescribeGroupsRequest_v1:
+        return request_struct_class(self._groups)
+
+
+async def group_member_counts(
+    bootstrap_servers: str, groups: Sequence[str], *, client_id: str = "mesh-admin", timeout_ms: int = 10000
+) -> dict[str, int]:
+    """Live members per consumer group (0 for a group that is empty or was never joined)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id=client_id, request_timeout_ms=timeout_ms,
+    )
+    counts = dict.fromkeys(groups, 0)
+    try:
+        await admin.start()
+        by_node: dict[int, list[str]] = defaultdict(list)
+        for group in groups:
+            by_node[await admin.find_coordinator(group)].append(group)
+        for node, names in by_node.items():
+            response = await admin._send_request(_DescribeGroupsV1(names), node)
+            for described in _groups(response):
+                if described.get("group") in counts:
+                    counts[described["group"]] = len(described.get("members") or ())
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise _translate(exc, "describe consumer groups") from exc
+    finally:
+        try:
+            await admin.close()
+        except (KafkaError, OSError):
+            pass
+    return counts
+
+
+def _groups(response: Any) -> list[dict[str, Any]]:
+    try:
+        return list(response.to_object().get("groups", ()))
+    except Exception as exc:  # an unexpected response layout is the bus's problem, said plainly
+        raise BusError(f"describe consumer groups: unreadable response: {type(exc).__name__}: {exc}") from None
+
+
+async def delete_topics_with_prefix(bootstrap_servers: str, prefix: str, *, client_id: str = "mesh-admin") -> list[str]:
+    """Delete every topic whose name starts with ``<prefix>.``; return their names (a run's cleanup)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id)
+    try:
+        await admin.start()
+        doomed = sorted(t for t in await admin.list_topics() if t.startswith(f"{prefix}."))
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise _translate(exc, f"delete topics {prefix}.*") from exc
+    finally:
+        try:
+            await admin.close()
+        except (KafkaError, OSError):
+            pass

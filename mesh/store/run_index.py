@@ -1,0 +1,317 @@
+"""The run index: one small document per workflow, kept current by the agents as they fold events.
+
+Why a boundary here: ``mesh status``, ``mesh watch``, ``mesh runs`` (and the operator console to
+come) must answer "where is workflow X" and "what ran lately" without replaying the workflow log
+from offset zero, which costs time proportional to everything ever submitted. Agents already fold
+every event into a ``WorkflowView``; they also write its summary here, and readers read one key.
+
+The index is a *view*, never a source of truth: the log is. A reader that finds no entry (Redis
+down, entry expired, agents not running yet) falls back to the log.
+
+Schema (Redis; ``P`` is the key prefix, ``mesh:`` by default)::
+
+    P run:{<workflow_id>}   hash
+        events      int     how many distinct events were folded into ``doc`` (a version: writes
+                            with fewer or equal events are refused, so a lagging agent never moves
+                            a run back)
+        updated_ms  int     wall time of the last folded event, Unix ms
+        status      str     pending | running | paused | succeeded | failed
+        doc         JSON    a ``RunSummary`` (below), ``"v": 1``
+    P runs                  sorted set: member workflow id, score ``updated_ms``
+
+The hash carries the workflow id as a hash tag, like the checkpoint keys, so the conditional write
+is one single-slot script on Redis Cluster. The sorted set is updated after the hash (not in the same
+script: it lives in another slot); a member whose hash has expired is removed by the next listing.
+A finished run's hash gets the workflow's retention TTL (``expire``).
+
+``RunSummary`` JSON: ``workflow_id``, ``name``, ``status``, ``created_ms``, ``updated_ms``,
+``finished_ms`` (0 while running), ``trace_id`` ("" when unknown), ``submitted_by``, ``events``,
+``steps``: a list of ``{id, role, status, owner, epoch, turns, resumes, last}`` in spec order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from mesh.errors import StoreError, StoreUnavailable
+
+__all__ = ["InMemoryRunIndex", "RedisRunIndex", "RunIndex", "RunSummary", "StepSummary"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StepSummary:
+    """One step of a run, as far as the log tells."""
+
+    id: str
+    role: str
+    status: str
+    """waiting | ready | running | paused | completed | failed"""
+    owner: str = ""
+    """Agent id of the current (latest) owner."""
+    epoch: int = 0
+    """Owner epoch of the latest start (fences checkpoint writes)."""
+    turns: int = 0
+    resumes: int = 0
+    """Times the step was taken over from a checkpoint."""
+    last: str = ""
+    """Last progress, failure or escalation, one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One workflow in the run index (the ``doc`` of its hash)."""
+
+    workflow_id: str
+    name: str
+    status: str
+    """pending | running | paused | succeeded | failed"""
+    events: int
+    """Distinct events folded; the version of this summary."""
+    created_ms: int = 0
+    updated_ms: int = 0
+    finished_ms: int = 0
+    trace_id: str = ""
+    """Trace id of the workflow's root span (32 hex), when known."""
+    submitted_by: str = ""
+    steps: tuple[StepSummary, ...] = field(default_factory=tuple)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has ended (succeeded or failed)."""
+        return self.status in ("succeeded", "failed")
+
+    def to_json(self) -> str:
+        """The stored document."""
+        doc = asdict(self)
+        doc["v"] = SCHEMA_VERSION
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> RunSummary:
+        """Parse a stored document; ``StoreError`` if it is not one."""
+        try:
+            doc = json.loads(raw)
+            steps = tuple(StepSummary(**s) for s in doc.get("steps", ()))
+            return cls(
+                workflow_id=str(doc["workflow_id"]), name=str(doc.get("name", "")), status=str(doc["status"]),
+                events=int(doc["events"]), created_ms=int(doc.get("created_ms", 0)),
+                updated_ms=int(doc.get("updated_ms", 0)), finished_ms=int(doc.get("finished_ms", 0)),
+                trace_id=str(doc.get("trace_id", "")), submitted_by=str(doc.get("submitted_by", "")), steps=steps,
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StoreError(f"run index entry is not a run summary: {type(exc).__name__}: {exc}") from None
+
+
+@runtime_checkable
+class RunIndex(Protocol):
+    """Latest summary per workflow, and recent workflows by update time."""
+
+    async def record(self, run: RunSummary) -> bool:
+        """Store ``run`` unless the index already holds one with as many events or more; True if stored."""
+        ...
+
+    async def get(self, workflow_id: str) -> RunSummary | None:
+        """The summary of one workflow, or None if the index has none."""
+        ...
+
+    async def list(
+        self, *, status: str | None = None, name: str | None = None, updated_since_ms: int = 0, limit: int = 50
+    ) -> Sequence[RunSummary]:
+        """Most recently updated runs first, filtered (``name`` matches as a substring)."""
+        ...
+
+    async def expire(self, workflow_id: str, ttl_s: int) -> None:
+        """Let a (finished) run's entry disappear after ``ttl_s`` seconds."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+def _matches(run: RunSummary, status: str | None, name: str | None, since_ms: int) -> bool:
+    return (
+        (status is None or run.status == status)
+        and (name is None or name in run.name or name in run.workflow_id)
+        and run.updated_ms >= since_ms
+    )
+
+
+class InMemoryRunIndex:
+    """The run index in a dict (unit tests, single-process use); same contract as Redis."""
+
+    def __init__(self, *, clock_ms: Callable[[], int] | None = None) -> None:
+        """An empty index; ``clock_ms`` (Unix ms) decides when entries expire."""
+        import time
+
+        self._clock = clock_ms or (lambda: int(time.time() * 1000))
+        self._runs: dict[str, RunSummary] = {}
+        self._expires_at: dict[str, int] = {}
+
+    def _live(self, workflow_id: str) -> RunSummary | None:
+        deadline = self._expires_at.get(workflow_id)
+        if deadline is not None and self._clock() >= deadline:
+            self._runs.pop(workflow_id, None)
+            self._expires_at.pop(workflow_id, None)
+        return self._runs.get(workflow_id)
+
+    async def record(self, run: RunSummary) -> bool:
+        """Store unless an entry with as many events or more exists."""
+        current = self._live(run.workflow_id)
+        if current is not None and current.events >= run.events:
+            return False
+        self._runs[run.workflow_id] = run
+        return True
+
+    async def get(self, workflow_id: str) -> RunSummary | None:
+        """The entry, if any and not expired."""
+        return self._live(workflow_id)
+
+    async def list(
+        self, *, status: str | None = None, name: str | None = None, updated_since_ms: int = 0, limit: int = 50
+    ) -> Sequence[RunSummary]:
+        """Newest first, filtered."""
+        live = [r for wf in list(self._runs) if (r := self._live(wf)) is not None]
+        live.sort(key=lambda r: (r.updated_ms, r.workflow_id), reverse=True)
+        return [r for r in live if _matches(r, status, name, updated_since_ms)][: max(limit, 0)]
+
+    async def expire(self, workflow_id: str, ttl_s: int) -> None:
+        """Expire the entry after ``ttl_s`` seconds."""
+        if workflow_id in self._runs:
+            self._expires_at[workflow_id] = self._clock() + ttl_s * 1000
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+# KEYS[1] = run hash; ARGV = events, doc, updated_ms, status
+_RECORD = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'events') or '-1')
+if tonumber(ARGV[1]) <= cur then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'events', ARGV[1], 'doc', ARGV[2], 'updated_ms', ARGV[3], 'status', ARGV[4])
+return 1
+"""
+
+
+def _translate(exc: RedisError | OSError, what: str) -> StoreError:
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        return StoreUnavailable(f"{what}: Redis unreachable or slow: {type(exc).__name__}: {exc}")
+    return StoreError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+class RedisRunIndex:
+    """The run index in Redis (schema in the module docstring)."""
+
+    def __init__(self, client: aioredis.Redis, *, key_prefix: str = "mesh:") -> None:
+        """Wrap a ``redis.asyncio`` client (``decode_responses`` False)."""
+        self._redis = client
+        self.key_prefix = key_prefix
+        self._record = client.register_script(_RECORD)
+
+    @classmethod
+    def from_url(cls, url: str, *, key_prefix: str = "mesh:", socket_timeout_s: float = 5.0) -> RedisRunIndex:
+        """Connect lazily to a Redis URL."""
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
+        )
+        return cls(client, key_prefix=key_prefix)
+
+    def run_key(self, workflow_id: str) -> str:
+        """Key of one run's hash."""
+        return f"{self.key_prefix}run:{{{workflow_id}}}"
+
+    @property
+    def recent_key(self) -> str:
+        """Key of the sorted set of runs by update time."""
+        return f"{self.key_prefix}runs"
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await fn()
+        except (RedisError, OSError) as exc:
+            raise _translate(exc, what) from exc
+
+    async def record(self, run: RunSummary) -> bool:
+        """Conditional write of the hash, then the sorted set."""
+        async def go() -> bool:
+            stored = await self._record(
+                keys=[self.run_key(run.workflow_id)],
+                args=[run.events, run.to_json(), run.updated_ms, run.status],
+            )
+            if int(stored):
+                await self._redis.zadd(self.recent_key, {run.workflow_id: run.updated_ms})
+            return bool(int(stored))
+
+        return await self._call(f"record run {run.workflow_id}", go)
+
+    async def get(self, workflow_id: str) -> RunSummary | None:
+        """One HGET."""
+        async def go() -> Any:
+            return await self._redis.hget(self.run_key(workflow_id), "doc")  # type: ignore[misc]
+
+        raw = await self._call(f"read run {workflow_id}", go)
+        return None if raw is None else RunSummary.from_json(raw)
+
+    async def list(
+        self, *, status: str | None = None, name: str | None = None, updated_since_ms: int = 0, limit: int = 50
+    ) -> Sequence[RunSummary]:
+        """Walk the sorted set newest first, in batches, dropping members whose hash expired."""
+        found: list[RunSummary] = []
+        batch = max(min(limit, 500), 50)
+
+        async def go() -> None:
+            start = 0
+            while len(found) < limit:
+                members = await self._redis.zrevrangebyscore(
+                    self.recent_key, "+inf", updated_since_ms, start=start, num=batch,
+                )
+                if not members:
+                    return
+                pipe = self._redis.pipeline(transaction=False)
+                for member in members:
+                    pipe.hget(self.run_key(member.decode()), "doc")
+                docs = await pipe.execute()
+                gone = [m for m, d in zip(members, docs, strict=True) if d is None]
+                for doc in docs:
+                    if doc is None:
+                        continue
+                    run = RunSummary.from_json(doc)
+                    if _matches(run, status, name, updated_since_ms) and len(found) < limit:
+                        found.append(run)
+                if gone:
+                    await self._redis.zrem(self.recent_key, *gone)
+                start += len(members) - len(gone)
+                if len(members) < batch:
+                    return
+
+        if limit > 0:
+            await self._call("list runs", go)
+        return found
+
+    async def expire(self, workflow_id: str, ttl_s: int) -> None:
+        """EXPIRE on the run's hash (the sorted-set member goes at the next listing after it expired)."""
+        async def go() -> None:
+            await self._redis.expire(self.run_key(workflow_id), ttl_s)
+
+        await self._call(f"expire run {workflow_id}", go)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        try:
+            await self._redis.aclose()
+        except RedisError:
+            pass
