@@ -11,7 +11,7 @@ The daemonless build makes the same image as the Dockerfile (same Debian release
 environment, entrypoint, labels, workflow specs) with tools from Debian: ``debootstrap`` for the base
 root filesystem (Debian's python3.11 instead of the python:slim image's), a venv holding the
 project's dependencies from PyPI (layer 1), the project's wheel (layer 2), packed as an OCI image
-with ``umoci`` and unpacked again into a runtime bundle that ``crun`` (or ``runc``) can start.
+with ``umoci`` and unpacked again into a runtime bundle that ``runc`` (or ``crun``) can start.
 
 Everything lands under ``$MESH_IMAGE_CACHE`` (default ``~/.cache/agent-mesh/image``)::
 
@@ -19,9 +19,9 @@ Everything lands under ``$MESH_IMAGE_CACHE`` (default ``~/.cache/agent-mesh/imag
     bundle-<image key>/   that image unpacked again (config.json + rootfs/), what tests start
     current               the image key of the last build
 
-The base key hashes image.toml's base/user/layout sections and the wheel's Requires-Dist, so a code
-change rebuilds only the small app layer (seconds); the image key also hashes the wheel's contents
-and the runtime config. A second build with the same inputs does nothing.
+The base key hashes image.toml's base/user/layout sections and pyproject's dependencies, so a code
+change rebuilds only the small app layer; the image key also hashes the sources the wheel is built
+from (pyproject.toml, README.md, mesh/, protocols/, agents/) and the runtime config. A second build with the same inputs does nothing.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ import sys
 import tempfile
 import time
 import tomllib
-import zipfile
-from email.parser import Parser
 from pathlib import Path
 from typing import Any
 
@@ -165,27 +163,31 @@ def build_wheel(out_dir: Path) -> Path:
     return wheel
 
 
-def wheel_facts(wheel: Path) -> tuple[list[str], str]:
-    """(Requires-Dist without extras, a hash of every file the wheel installs)."""
+def project_requires() -> list[str]:
+    """The project's runtime dependencies (pyproject.toml ``[project] dependencies``): layer 1."""
+    with (REPO / "pyproject.toml").open("rb") as f:
+        return sorted(tomllib.load(f)["project"]["dependencies"])
+
+
+def source_hash() -> str:
+    """A hash of everything the wheel is built from (pyproject.toml, README.md, the packages)."""
     digest = hashlib.sha256()
-    requires: list[str] = []
-    with zipfile.ZipFile(wheel) as zf:
-        for name in sorted(zf.namelist()):
-            data = zf.read(name)
-            digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-            if name.endswith(".dist-info/METADATA"):
-                meta = Parser().parsestr(data.decode())
-                requires = sorted(r for r in meta.get_all("Requires-Dist") or [] if "extra ==" not in r)
-    return requires, digest.hexdigest()[:16]
+    files = [REPO / "pyproject.toml", REPO / "README.md"]
+    for package in ("mesh", "protocols", "agents"):
+        files += [p for p in (REPO / package).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                  and p.suffix not in (".pyc", ".pyo")]
+    for path in sorted(files):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
 
 
-def cache_keys(spec: dict[str, Any], requires: list[str], wheel_hash: str) -> tuple[str, str]:
+def cache_keys(spec: dict[str, Any], requires: list[str], src_hash: str) -> tuple[str, str]:
     """(base key, image key)."""
     base_key = _sha([BUILDER_VERSION, spec["base"], spec["user"], spec["layout"], requires])
     workflows = sorted(
         (p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in (REPO / "agents" / "workflows").glob("*.yaml")
     )
-    image_key = _sha([base_key, wheel_hash, spec["runtime"], spec["labels"], workflows])
+    image_key = _sha([base_key, src_hash, spec["runtime"], spec["labels"], workflows])
     return base_key, image_key
 
 
@@ -203,15 +205,38 @@ def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(cmd, check=True, stdout=kw.pop("stdout", sys.stderr), **kw)
 
 
+# Passed from the build host into the chroot so pip reaches PyPI the way the host does (a proxy, a
+# mirror); never written into the image.
+_PASS_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+             "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_DEFAULT_TIMEOUT")
+_BUILD_CA = "/run/build-ca.pem"
+
+
+def _host_ca_bundle() -> Path | None:
+    """The CA bundle the host's pip trusts (PIP_CERT, SSL_CERT_FILE, REQUESTS_CA_BUNDLE), if any."""
+    for var in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        value = os.environ.get(var)
+        if value and Path(value).is_file():
+            return Path(value)
+    return None
+
+
 def in_root(rootfs: Path, script: str) -> None:
-    """Run a shell script chrooted in ``rootfs``, with /proc and /dev mounted in a private namespace."""
-    wrapper = (
-        f"set -e; mount -t proc proc {rootfs}/proc; mount --rbind /dev {rootfs}/dev; "
-        f"exec chroot {rootfs} /bin/sh -euc {json.dumps(script)}"
-    )
-    run(["unshare", "--mount", "--propagation", "private", "sh", "-c", wrapper],
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root",
-             "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    """Run a shell script chrooted in ``rootfs``, with /proc and /dev mounted in a private namespace.
+
+    The host's CA bundle (a TLS-intercepting proxy's CA, say) is bind-mounted read-only for the
+    build only, on a tmpfs /run, so it never lands in a layer.
+    """
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root",
+           "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env |= {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
+    mounts = f"mount -t proc proc {rootfs}/proc; mount --rbind /dev {rootfs}/dev; mount -t tmpfs tmpfs {rootfs}/run; "
+    ca = _host_ca_bundle()
+    if ca is not None:
+        mounts += f"touch {rootfs}{_BUILD_CA}; mount --bind -o ro {json.dumps(str(ca))} {rootfs}{_BUILD_CA}; "
+        env["PIP_CERT"] = _BUILD_CA
+    wrapper = f"set -e; {mounts}exec chroot {rootfs} /bin/sh -euc {json.dumps(script)}"
+    run(["unshare", "--mount", "--propagation", "private", "sh", "-c", wrapper], env=env)
 
 
 def tags(layout: Path) -> list[str]:
@@ -225,11 +250,10 @@ def tags(layout: Path) -> list[str]:
 def build_base(spec: dict[str, Any], requires: list[str], base_key: str, layout: Path, work: Path) -> None:
     """Layer 1: a Debian root filesystem, the user, and a venv with the project's dependencies."""
     base, venv = spec["base"], spec["layout"]["venv"]
+    debootstrapped = debootstrap(base, layout.parent)
     rootfs = work / "base-rootfs"
-    log(f"debootstrap {base['debian_suite']} (minbase + {', '.join(base['debian_packages'])}) from {base['debian_mirror']}")
-    run(["nice", "-n", "10", "debootstrap", "--variant=minbase", "--include=" + ",".join(base["debian_packages"]),
-         base["debian_suite"], str(rootfs), base["debian_mirror"]])
-    log("debootstrap done; adding the user and the venv with the project's dependencies (PyPI)")
+    log(f"copying {debootstrapped.name}; adding the user and the venv with the project's dependencies (PyPI)")
+    run(["cp", "-a", str(debootstrapped), str(rootfs)])
     shutil.copy("/etc/resolv.conf", rootfs / "etc" / "resolv.conf")
     deps = " ".join(json.dumps(r) for r in requires)
     in_root(rootfs, "; ".join([
@@ -252,6 +276,28 @@ def build_base(spec: dict[str, Any], requires: list[str], base_key: str, layout:
     run(["umoci", "new", "--image", f"{layout}:{tag}"])
     run(["nice", "-n", "10", "umoci", "insert", "--image", f"{layout}:{tag}", str(rootfs), "/"])
     shutil.rmtree(rootfs)
+    shutil.rmtree(debootstrapped)
+
+
+def debootstrap(base: dict[str, Any], root: Path) -> Path:
+    """A minbase Debian tree with ``base['debian_packages']``, kept until layer 1 is packed.
+
+    Kept under its own key so a build that fails later (PyPI, umoci) resumes without running
+    debootstrap again; deleted once layer 1 is in the OCI layout (the cache keeps only the image).
+    """
+    key = _sha([BUILDER_VERSION, base["debian_suite"], base["debian_mirror"], base["debian_packages"]])
+    target = root / f"debootstrap-{key}"
+    if target.exists():
+        log(f"debootstrap tree {target.name} kept from an earlier build")
+        return target
+    partial = root / f"debootstrap-{key}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    log(f"debootstrap {base['debian_suite']} (minbase + {', '.join(base['debian_packages'])}) from {base['debian_mirror']}")
+    run(["nice", "-n", "10", "debootstrap", "--variant=minbase", "--include=" + ",".join(base["debian_packages"]),
+         base["debian_suite"], str(partial), base["debian_mirror"]])
+    partial.rename(target)
+    log("debootstrap done")
+    return target
 
 
 def build_app(spec: dict[str, Any], wheel: Path, base_key: str, image_key: str, layout: Path, work: Path,
@@ -307,10 +353,8 @@ def build(*, force: bool = False) -> Path:
     layout = root / "oci"
     with tempfile.TemporaryDirectory(prefix="image-build-", dir=root) as tmp:
         work = Path(tmp)
-        log("building the project's wheel")
-        wheel = build_wheel(work / "wheel")
-        requires, wheel_hash = wheel_facts(wheel)
-        base_key, image_key = cache_keys(spec, requires, wheel_hash)
+        requires = project_requires()
+        base_key, image_key = cache_keys(spec, requires, source_hash())
         bundle = root / f"bundle-{image_key}"
         if not force and (bundle / ".complete").exists() and f"app-{image_key}" in tags(layout):
             log(f"cached: image {image_key} (base {base_key}) at {bundle}")
@@ -321,6 +365,8 @@ def build(*, force: bool = False) -> Path:
             build_base(spec, requires, base_key, layout, work)
         else:
             log(f"base layer {base_key} cached")
+        log("building the project's wheel")
+        wheel = build_wheel(work / "wheel")
         build_app(spec, wheel, base_key, image_key, layout, work, revision=git_revision())
         log(f"unpacking the OCI image again into {bundle.name}")
         if bundle.exists():
@@ -365,9 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(text)
         return 0
     if args.command == "inputs":
-        with tempfile.TemporaryDirectory() as tmp:
-            requires, wheel_hash = wheel_facts(build_wheel(Path(tmp)))
-        base_key, image_key = cache_keys(spec, requires, wheel_hash)
+        requires = project_requires()
+        base_key, image_key = cache_keys(spec, requires, source_hash())
         print(json.dumps({"base_key": base_key, "image_key": image_key, "requires": requires}, indent=2))
         return 0
     print(build(force=args.force))
