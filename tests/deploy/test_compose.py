@@ -231,3 +231,23 @@ def test_images_are_pinned(resolved: Doc) -> None:
         image = service.get("image", "")
         tag = image.rsplit(":", 1)[-1] if ":" in image else ""
         assert tag and tag != "latest", f"{name}: {image!r} is not pinned"
+
+
+def test_keys_are_made_once_before_any_agent_and_mounted_read_only(resolved: Doc) -> None:
+    services = _services(resolved)
+    keys = services["keys"]
+    script = " ".join(_command(keys))
+    assert "data.key" in script and "chown -R 10001:10001" in script
+    assert keys.get("restart", "no") == "no"
+    users = [*(name for name, _ in _role_services(resolved).values()), "submit"]
+    for name in users:
+        service = services[name]
+        assert service["depends_on"]["keys"]["condition"] == "service_completed_successfully", name
+        mounts = {v["target"]: v for v in service.get("volumes", []) if v.get("source") == "mesh-keys"}
+        assert len(mounts) == 1, name
+        ((target, mount),) = mounts.items()
+        assert mount.get("read_only") is True, f"{name} must not be able to change the keys"
+        env = service["environment"]
+        for var in ("MESH_DATA_KEY_FILE", "MESH_OPERATOR_KEY_FILE"):
+            assert env[var].startswith(target + "/"), (name, var)
+    assert "mesh-keys" not in {v.get("source") for v in services["ehr"].get("volumes", [])}, "the EHR needs no keys"
