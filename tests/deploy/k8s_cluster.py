@@ -238,6 +238,7 @@ class ControlPlane:
                 "--node-lease-duration-seconds=40",
                 "--cidr=10.244.0.1/24",
                 "--node-ip=10.0.0.10",
+                f"--server-address=127.0.0.1:{_free_port()}",
             ],
         )
         self.apply(self._fake_node())

@@ -457,3 +457,18 @@ def test_pdb_per_enabled_role() -> None:
     for role, deployment in deployments(docs).items():
         assert pdbs[role]["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     assert not [d for d in helm_template(helm, "--set", "pdb.enabled=false") if d["kind"] == "PodDisruptionBudget"]
+
+
+def test_numbers_in_env_render_as_written() -> None:
+    """Helm reads numbers in values files as float64; env must still say 1048576, not 1.048576e+06."""
+    assert load_yaml(PRODUCTION_VALUES)["env"]["MESH_MAX_ENVELOPE_BYTES"] == 1048576
+    helm = _helm_or_skip()
+    if helm is None:
+        return
+    for args in (["-f", str(PRODUCTION_VALUES)], ["--set", "env.MESH_MAX_ENVELOPE_BYTES=1048576"]):
+        docs = helm_template(helm, *args, "--set", "env.MESH_X=true")
+        for workload in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet")):
+            env = _env(workload)
+            assert env["MESH_MAX_ENVELOPE_BYTES"]["value"] == "1048576"
+            assert env["MESH_X"]["value"] == "true"
+            assert env["MESH_TOPIC_PARTITIONS"]["value"] in ("6", "12")
