@@ -246,7 +246,11 @@ def test_default_values_install_roll_out_upgrade_and_uninstall(
     values = yaml.safe_load((CHART / "values.yaml").read_text())
 
     began = time.monotonic()
-    helm.run("install", release, str(CHART), "-n", ns, "--wait", "--timeout", "240s")
+    installed = helm.run("install", release, str(CHART), "-n", ns, "--wait", "--timeout", "240s")
+    # NOTES.txt: how to submit a workflow and where the trace is, with this release's names.
+    assert f"exec deploy/{release}-agent-mesh-identity -- \\" in installed.stdout, installed.stdout
+    assert "mesh submit /etc/agent-mesh/workflows/reconciliation.yaml" in installed.stdout
+    assert "TRACE_ID" in installed.stdout
     print(f"helm install --wait (default values): {time.monotonic() - began:.1f}s")
     manifest = helm.manifest(release, ns)
     assert Counter(o["kind"] for o in manifest) == Counter(
@@ -289,7 +293,7 @@ def test_default_values_install_roll_out_upgrade_and_uninstall(
     # Upgrade: one more fetch member and the chart's own Jaeger; every pod's env changes, so every
     # Deployment rolls (maxUnavailable 0) and --wait returns only when the new pods are ready.
     old_pods = {p["metadata"]["name"] for role_pods in pods.values() for p in role_pods}
-    helm.run(
+    upgraded = helm.run(
         "upgrade",
         release,
         str(CHART),
@@ -304,6 +308,7 @@ def test_default_values_install_roll_out_upgrade_and_uninstall(
         "--set",
         "jaeger.enabled=true",
     )
+    assert f"port-forward svc/{release}-agent-mesh-jaeger 16686:16686" in upgraded.stdout
     history = yaml.safe_load(helm.run("history", release, "-n", ns, "-o", "yaml").stdout)
     assert [(h["revision"], h["status"]) for h in history] == [(1, "superseded"), (2, "deployed")]
     expected = {**DEFAULT_ROLES, "fetch": 3}
