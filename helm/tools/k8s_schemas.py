@@ -6,8 +6,10 @@ split into one ``_definitions.json`` plus per-kind files whose ``$ref`` points a
 path that kubeconform cannot resolve. This script inlines the definitions into each per-kind file
 so that ``kubeconform -schema-location 'DIR/{{ .ResourceKind }}{{ .KindSuffix }}.json'`` works.
 
-Usage: python helm/tools/k8s_schemas.py OUT_DIR [--kubernetes-version 1.30.0] [KIND_FILE ...]
-(KIND_FILE like ``deployment-apps-v1``; default: the kinds the agent-mesh chart renders).
+Usage: python helm/tools/k8s_schemas.py OUT_DIR [--kubernetes-version 1.30.0] [--crd CRD.yaml ...] [KIND_FILE ...]
+(KIND_FILE like ``deployment-apps-v1``; default: the kinds the agent-mesh chart renders). ``--crd``
+also writes each served version's ``openAPIV3Schema`` of a CustomResourceDefinition under the name
+kubeconform looks for (``scaledobject-keda-v1alpha1.json`` for KEDA's ScaledObject).
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-DEFAULT_KINDS = ("deployment-apps-v1", "configmap-v1", "secret-v1", "serviceaccount-v1")
+DEFAULT_KINDS = (
+    "deployment-apps-v1",
+    "statefulset-apps-v1",
+    "poddisruptionbudget-policy-v1",
+    "service-v1",
+    "configmap-v1",
+    "secret-v1",
+    "serviceaccount-v1",
+)
 """Schema files the agent-mesh chart needs."""
 
 _DEFINITIONS_REF = "/api/_definitions.json#"
@@ -69,15 +79,38 @@ def write_standalone(out_dir: Path, kubernetes_version: str, kinds: tuple[str, .
     return written
 
 
+def write_crd_schemas(out_dir: Path, crd_path: Path) -> list[Path]:
+    """Write the schema of every version of a CRD as ``<kind>-<group prefix>-<version>.json``."""
+    import yaml  # PyYAML: a dependency of the project already
+
+    crd = yaml.safe_load(crd_path.read_text(encoding="utf-8"))
+    spec = crd["spec"]
+    kind = spec["names"]["kind"].lower()
+    group_prefix = spec["group"].split(".")[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for version in spec["versions"]:
+        schema = dict(version["schema"]["openAPIV3Schema"])
+        schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+        path = out_dir / f"{kind}-{group_prefix}-{version['name']}.json"
+        path.write_text(json.dumps(schema), encoding="utf-8")
+        written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--kubernetes-version", default="1.30.0")
+    parser.add_argument("--crd", type=Path, action="append", default=[], help="a CustomResourceDefinition YAML")
     parser.add_argument("kinds", nargs="*", default=list(DEFAULT_KINDS))
     args = parser.parse_args(argv)
     for path in write_standalone(args.out_dir, args.kubernetes_version, tuple(args.kinds)):
         print(path)
+    for crd in args.crd:
+        for path in write_crd_schemas(args.out_dir, crd):
+            print(path)
     return 0
 
 

@@ -8,6 +8,7 @@ a missing binary fails the test instead of leaving only the static part.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,8 @@ RECOMMENDED_LABELS = {
     "app.kubernetes.io/part-of",
     "helm.sh/chart",
 }
+PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
+KEDA_CRD = ROOT / "helm" / "tools" / "crds" / "keda-scaledobject.yaml"
 REQUIRED_ENV = {"MESH_KAFKA_BOOTSTRAP", "MESH_REDIS_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "ANTHROPIC_API_KEY"}
 
 
@@ -129,7 +132,7 @@ def _value_paths(node: Any, prefix: str = "") -> Iterator[str]:
 
 def test_templates_reference_only_values_that_exist() -> None:
     defined = set(_value_paths(load_yaml(CHART / "values.yaml")))
-    # `$agent` is bound to .Values.agent in deployment.yaml.
+    # `$agent` is bound to .Values.agent in workload.yaml.
     pattern = re.compile(r"(?:\.Values|\$agent)\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)")
     referenced: set[str] = set()
     for template in (CHART / "templates").iterdir():
@@ -142,13 +145,16 @@ def test_templates_reference_only_values_that_exist() -> None:
 
 
 def test_templates_reference_the_secret_and_never_inline_the_key() -> None:
-    deployment = (CHART / "templates" / "deployment.yaml").read_text(encoding="utf-8")
+    deployment = (CHART / "templates" / "workload.yaml").read_text(encoding="utf-8")
     assert "secretKeyRef" in deployment
     assert "llm.apiKey" not in deployment
     assert "mesh" in deployment and "--role" in deployment
     assert "llm.apiKey" in (CHART / "templates" / "secret.yaml").read_text(encoding="utf-8")
     names = {p.name for p in (CHART / "templates").iterdir()}
-    assert {"_helpers.tpl", "deployment.yaml", "secret.yaml", "configmap.yaml", "serviceaccount.yaml", "NOTES.txt"} <= names
+    assert {
+        "_helpers.tpl", "workload.yaml", "pdb.yaml", "scaledobject.yaml", "jaeger.yaml", "secret.yaml",
+        "configmap.yaml", "serviceaccount.yaml", "NOTES.txt",
+    } <= names
 
 
 def test_chart_ships_the_workflow_specs_of_agents_unchanged() -> None:
@@ -175,7 +181,7 @@ def test_helm_lint_and_template_render_the_agents() -> None:
 
     docs = helm_template(helm)
     kinds = sorted(doc["kind"] for doc in docs)
-    assert kinds == ["ConfigMap", *["Deployment"] * 4, "ServiceAccount"]
+    assert kinds == ["ConfigMap", *["Deployment"] * 4, *["PodDisruptionBudget"] * 4, "ServiceAccount"]
     found = deployments(docs)
     assert {role: d["spec"]["replicas"] for role, d in found.items()} == ROLES
     for doc in docs:
@@ -261,14 +267,20 @@ def test_kubeconform_validates_the_rendered_manifests_offline(tmp_path: Path) ->
 
     schemas = tmp_path / "schemas"
     made = subprocess.run(
-        [sys.executable, str(ROOT / "helm/tools/k8s_schemas.py"), str(schemas)],
+        [sys.executable, str(ROOT / "helm/tools/k8s_schemas.py"), str(schemas), "--crd", str(KEDA_CRD)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert made.returncode == 0, made.stderr
     location = f"{schemas}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json"
-    for extra in ([], ["--set", "llm.createSecret=true", "--set", "llm.apiKey=k"]):
+    variants: list[list[str]] = [
+        [],
+        ["--set", "llm.createSecret=true", "--set", "llm.apiKey=k"],
+        ["-f", str(PRODUCTION_VALUES)],  # StatefulSets, headless Services, ScaledObjects (CRD schema)
+        ["--set", "jaeger.enabled=true"],
+    ]
+    for extra in variants:
         rendered = tmp_path / "rendered.yaml"
         rendered.write_text(
             yaml.safe_dump_all(helm_template(helm, *extra)), encoding="utf-8"
@@ -281,3 +293,182 @@ def test_kubeconform_validates_the_rendered_manifests_offline(tmp_path: Path) ->
         )
         assert check.returncode == 0, check.stdout + check.stderr
         assert "Invalid: 0, Errors: 0, Skipped: 0" in check.stdout
+
+
+# values.schema.json, StatefulSet mode, KEDA, Jaeger, key Secrets --------------------------------
+
+
+def _helm_or_skip() -> str | None:
+    return require_tool("helm", "MESH_REQUIRE_HELM")
+
+
+def _env(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container(deployment)["env"]}
+
+
+def test_values_schema_is_valid_json_schema_and_accepts_the_shipped_values() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    jsonschema.Draft7Validator.check_schema(schema)
+    for values_file in (CHART / "values.yaml", PRODUCTION_VALUES):
+        errors = list(jsonschema.Draft7Validator(schema).iter_errors(load_yaml(values_file)))
+        assert errors == [], f"{values_file}: {[e.message for e in errors]}"
+
+
+# (--set arguments, a word the error must name): each is a mistake an operator can make.
+BAD_VALUES = [
+    (["--set", "roles.fetch.replicas=-1"], "replicas"),
+    (["--set", "roles.fetch.replicas=two"], "replicas"),
+    (["--set", "agent.kind=DaemonSet"], "kind"),
+    (["--set", "kafka.partitions=0"], "partitions"),
+    (["--set", "kafka.bootstrap="], "bootstrap"),
+    (["--set", "redis.url=http://redis:6379"], "url"),
+    (["--set", "otel.endpoint=jaeger:4318"], "endpoint"),
+    (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
+    (["--set", "keda.maxReplicaCount=0"], "maxReplicaCount"),
+    (["--set", "pdb.maxUnavailable=0"], "maxUnavailable"),
+    (["--set", "replica=3"], "replica"),  # a typo at the top level
+    (["--set", "roles.fetch.replica=3"], "replica"),  # a typo inside a role
+    (["--set", "roles.Fetch_Role.enabled=true"], "Fetch_Role"),
+    (["--set", "env.1BAD=x"], "1BAD"),
+    (["--set", "keys.data.env=bad-name"], "env"),
+    (["--set", "agent.resources.limits.memory=lots"], "memory"),
+]
+
+
+@pytest.mark.parametrize(("args", "names"), BAD_VALUES, ids=[" ".join(a[1:]) for a, _ in BAD_VALUES])
+def test_values_schema_rejects_bad_values_with_a_clear_error(args: list[str], names: str) -> None:
+    assert json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))["additionalProperties"] is False
+    helm = _helm_or_skip()
+    if helm is None:
+        return  # MESH_REQUIRE_HELM=1 makes this a failure
+    lint = subprocess.run([helm, "lint", "--strict", str(CHART), *args], capture_output=True, text=True, timeout=60)
+    assert lint.returncode != 0, f"helm lint accepted {args}"
+    out = lint.stdout + lint.stderr
+    assert "schema" in out and names in out, out
+    rendered = subprocess.run(
+        [helm, "template", "t", str(CHART), *args], capture_output=True, text=True, timeout=60
+    )
+    assert rendered.returncode != 0 and names in rendered.stderr
+
+
+def test_statefulset_mode_gives_each_pod_a_stable_group_instance_id() -> None:
+    assert load_yaml(CHART / "values.yaml")["agent"]["kind"] == "Deployment"
+    helm = _helm_or_skip()
+    if helm is None:
+        return
+    docs = helm_template(helm, "--set", "agent.kind=StatefulSet")
+    sets = [d for d in docs if d["kind"] == "StatefulSet"]
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    assert not [d for d in docs if d["kind"] == "Deployment"]
+    assert {s["metadata"]["labels"]["app.kubernetes.io/component"]: s["spec"]["replicas"] for s in sets} == ROLES
+    for workload in sets:
+        name = workload["metadata"]["name"]
+        assert workload["spec"]["serviceName"] == name
+        assert services[name]["spec"]["clusterIP"] == "None"
+        assert services[name]["spec"]["selector"] == workload["spec"]["selector"]["matchLabels"]
+        env = _env(workload)
+        assert env["MESH_GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    for deployment in deployments(helm_template(helm)).values():
+        assert "MESH_GROUP_INSTANCE_ID" not in _env(deployment)  # random pod names: no static membership
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 6, 12, 64])
+def test_keda_scaledobject_is_capped_at_the_partition_count(partitions: int) -> None:
+    assert load_yaml(CHART / "values.yaml")["keda"]["enabled"] is False
+    helm = _helm_or_skip()
+    if helm is None:
+        return
+    for asked in (1, 5, 24):
+        docs = helm_template(
+            helm, "--set", "keda.enabled=true", "--set", f"kafka.partitions={partitions}",
+            "--set", f"keda.maxReplicaCount={asked}", "--set", "keda.minReplicaCount=2",
+            "--set", "kafka.topicPrefix=t1",
+        )
+        scaled = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in docs if d["kind"] == "ScaledObject"}
+        assert set(scaled) == set(ROLES)
+        for role, obj in scaled.items():
+            spec = obj["spec"]
+            assert spec["maxReplicaCount"] == min(asked, partitions)
+            assert spec["minReplicaCount"] == min(2, asked, partitions)
+            assert spec["scaleTargetRef"]["name"] == f"t-agent-mesh-{role}"
+            meta = spec["triggers"][0]["metadata"]
+            assert meta["consumerGroup"] == f"t1.role.{role}" and meta["topic"] == "t1.workflow.events"
+            assert all(isinstance(v, str) for v in meta.values())  # KEDA's schema: string values only
+        # KEDA owns the replica count: the workloads leave it out so upgrades do not fight it.
+        assert all("replicas" not in d["spec"] for d in deployments(docs).values())
+
+
+def test_jaeger_option_makes_a_self_contained_install() -> None:
+    assert load_yaml(CHART / "values.yaml")["jaeger"]["enabled"] is False
+    helm = _helm_or_skip()
+    if helm is None:
+        return
+    docs = helm_template(helm, "--set", "jaeger.enabled=true")
+    jaeger = [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "jaeger"]
+    assert sorted(d["kind"] for d in jaeger) == ["Deployment", "Service"]
+    service = next(d for d in jaeger if d["kind"] == "Service")
+    assert {p["port"] for p in service["spec"]["ports"]} == {4317, 4318, 16686}
+    jaeger_container = container(next(d for d in jaeger if d["kind"] == "Deployment"))
+    assert jaeger_container["image"].startswith("jaegertracing/jaeger:2.")
+    agents = {k: v for k, v in deployments(docs).items() if k != "jaeger"}
+    assert set(agents) == set(ROLES)
+    for deployment in agents.values():
+        assert _env(deployment)["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://t-agent-mesh-jaeger.mesh.svc:4318"
+    # PDBs select agent pods of one role only, never Jaeger's.
+    for pdb in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
+        assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] in ROLES
+
+
+def test_signing_operator_and_data_keys_come_from_secrets_only() -> None:
+    values = load_yaml(CHART / "values.yaml")
+    assert all(values["keys"][k]["existingSecret"] == "" for k in ("operator", "signing", "data"))
+    helm = _helm_or_skip()
+    if helm is None:
+        return
+    for deployment in deployments(helm_template(helm)).values():
+        assert not {"MESH_OPERATOR_PUBLIC_KEY", "MESH_SIGNING_KEY", "MESH_DATA_KEY"} & set(_env(deployment))
+    docs = helm_template(
+        helm, "--set", "keys.operator.existingSecret=op", "--set", "keys.signing.existingSecret=sig",
+        "--set", "keys.data.existingSecret=dk", "--set", "keys.data.env=MESH_SECRETS_DATA_KEY",
+    )
+    for role, deployment in deployments(docs).items():
+        env = _env(deployment)
+        refs = {n: e["valueFrom"]["secretKeyRef"] for n, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})}
+        assert {n: (r["name"], r["key"]) for n, r in refs.items()} == {
+            "ANTHROPIC_API_KEY": ("agent-mesh-llm", "anthropic-api-key"),
+            "MESH_OPERATOR_PUBLIC_KEY": ("op", "operator-public-key"),
+            "MESH_SIGNING_KEY": ("sig", f"{role}.key"),
+            "MESH_SIGNING_CERT": ("sig", f"{role}.cert"),
+            "MESH_SECRETS_DATA_KEY": ("dk", "data-key"),
+        }
+    assert not [d for d in docs if d["kind"] == "Secret"]  # the chart never makes key Secrets
+
+
+def test_pdb_per_enabled_role() -> None:
+    assert load_yaml(CHART / "values.yaml")["pdb"]["enabled"] is True
+    helm = _helm_or_skip()
+    if helm is None:
+        return
+    docs = helm_template(helm, "--set", "roles.report.enabled=false", "--set-string", "pdb.maxUnavailable=50%")
+    pdbs = {d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]: d for d in docs if d["kind"] == "PodDisruptionBudget"}
+    assert set(pdbs) == set(ROLES) - {"report"}
+    assert {p["spec"]["maxUnavailable"] for p in pdbs.values()} == {"50%"}
+    for role, deployment in deployments(docs).items():
+        assert pdbs[role]["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert not [d for d in helm_template(helm, "--set", "pdb.enabled=false") if d["kind"] == "PodDisruptionBudget"]
+
+
+def test_numbers_in_env_render_as_written() -> None:
+    """Helm reads numbers in values files as float64; env must still say 1048576, not 1.048576e+06."""
+    assert load_yaml(PRODUCTION_VALUES)["env"]["MESH_MAX_ENVELOPE_BYTES"] == 1048576
+    helm = _helm_or_skip()
+    if helm is None:
+        return
+    for args in (["-f", str(PRODUCTION_VALUES)], ["--set", "env.MESH_MAX_ENVELOPE_BYTES=1048576"]):
+        docs = helm_template(helm, *args, "--set", "env.MESH_X=true")
+        for workload in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet")):
+            env = _env(workload)
+            assert env["MESH_MAX_ENVELOPE_BYTES"]["value"] == "1048576"
+            assert env["MESH_X"]["value"] == "true"
+            assert env["MESH_TOPIC_PARTITIONS"]["value"] in ("6", "12")

@@ -82,3 +82,28 @@ ConfigMap holding the workflow specs.
 {{- define "agent-mesh.workflowsConfigMap" -}}
 {{- printf "%s-workflows" (include "agent-mesh.fullname" .) }}
 {{- end }}
+
+{{/*
+Name of a role's workload (and PDB, ScaledObject, headless Service): <fullname>-<role>.
+*/}}
+{{- define "agent-mesh.roleName" -}}
+{{- printf "%s-%s" (include "agent-mesh.fullname" .root) .role | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Name of the chart's own Jaeger (jaeger.enabled).
+*/}}
+{{- define "agent-mesh.jaegerName" -}}
+{{- printf "%s-jaeger" (include "agent-mesh.fullname" .) }}
+{{- end }}
+
+{{/*
+OTLP endpoint the agents send to: the chart's Jaeger when enabled, else otel.endpoint.
+*/}}
+{{- define "agent-mesh.otelEndpoint" -}}
+{{- if .Values.jaeger.enabled }}
+{{- printf "http://%s.%s.svc:4318" (include "agent-mesh.jaegerName" .) .Release.Namespace }}
+{{- else }}
+{{- .Values.otel.endpoint }}
+{{- end }}
+{{- end }}
