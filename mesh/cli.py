@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from mesh.dev.cli import app as dev_app
+from mesh.ingress.cli import ingress as ingress_command
+from mesh.ingress.cli import schema_app
 from mesh.llm.eval_cli import app as eval_app
 from mesh.runtime.cli import register as register_runtime
 
@@ -17,6 +19,8 @@ app = typer.Typer(
 app.add_typer(dev_app, name="dev", help="Local Kafka and Redis for development, tests and the demo.")
 app.add_typer(eval_app, name="eval", help="Measure how reasoners use their context.")
 register_runtime(app)
+app.add_typer(schema_app, name="schema", help="Print the JSON Schemas of what the mesh accepts from outside.")
+app.command("ingress")(ingress_command)
 
 
 @app.command()

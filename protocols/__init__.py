@@ -34,6 +34,13 @@ from protocols.gossip import (
 )
 from protocols.hlc import HlcTimestamp
 from protocols.registry import Payload, kind_of, payload_type, register_kind, registered_kinds
+from protocols.task_event import (
+    TASK_EVENT_SCHEMA,
+    TASK_EVENT_SCHEMA_ID,
+    TASK_EVENT_TYPE,
+    WORKFLOW_ID_PATTERN,
+    task_event_schema,
+)
 from protocols.topics import Topics
 from protocols.votes import (
     Ballot,
@@ -88,6 +95,12 @@ __all__ = [
     "load_workflow_spec",
     # topics
     "Topics",
+    # task events (CloudEvents from any producer)
+    "TASK_EVENT_SCHEMA",
+    "TASK_EVENT_SCHEMA_ID",
+    "TASK_EVENT_TYPE",
+    "WORKFLOW_ID_PATTERN",
+    "task_event_schema",
     # gossip
     "DeltaBody",
     "GossipDelta",
