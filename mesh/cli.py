@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from mesh.dev.cli import app as dev_app
@@ -31,6 +33,7 @@ def demo(
     turn_delay_s: float = typer.Option(0.4, help="Pause after each turn, in seconds."),
     session_timeout_ms: int = typer.Option(2500, help="Consumer-group session timeout (bounds failover)."),
     keep_services: bool = typer.Option(False, help="Leave Kafka and Redis running afterwards."),
+    run_dir: Path | None = typer.Option(None, help="Logs and audit of this run (default: <state dir>/demo/<time>)."),  # noqa: B008
 ) -> None:
     """Run the reconciliation workflow on local services, kill an agent mid-step, show the resume."""
     # Imported here: agents/ builds on mesh/, not the other way round.
@@ -40,6 +43,7 @@ def demo(
         DemoOptions(
             patients=patients, page_size=page_size, kill_after_turn=kill_after_turn,
             turn_delay_s=turn_delay_s, session_timeout_ms=session_timeout_ms, keep_services=keep_services,
+            run_dir=run_dir,
         )
     )
     ok = result.status == "succeeded" and result.duplicate_effects == 0 and result.unauthorized == 0

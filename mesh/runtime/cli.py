@@ -169,13 +169,17 @@ def status(
     async def go() -> None:
         async with _client(MeshSettings()) as client:
             view = await client.status(workflow_id)
+        from mesh.telemetry import workflow_trace_id
+
+        trace_id = format(workflow_trace_id(workflow_id), "032x")  # one trace per workflow, derived from its id
         if as_json:
             out.print_json(json.dumps({
-                "workflow_id": workflow_id, "status": view.status,
+                "workflow_id": workflow_id, "status": view.status, "trace_id": trace_id,
                 "steps": {s.id: view.status_of(s.id) for s in (view.spec.steps if view.spec else ())},
             }))
         else:
             out.print(render(view))
+            out.print(f"trace id: {trace_id}")
         if view.spec is None:
             raise typer.Exit(1)
 
