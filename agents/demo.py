@@ -25,6 +25,7 @@ from mesh.gossip import RedisContextMapStore
 from mesh.runtime import MeshClient, WorkflowView
 from mesh.security import ensure_operator_key, operator_key_path
 from mesh.settings import MeshSettings
+from mesh.telemetry import setup_tracing, shutdown_tracing, workflow_trace_id
 from protocols import (
     Envelope,
     StepCompleted,
@@ -80,6 +81,8 @@ class DemoResult:
     elapsed_s: float = 0.0
     gossip_variables: int = 0
     gossip_replicas_complete: int = 0
+    trace_id: str = ""
+    """The workflow's trace id (32 hex chars): open it in Jaeger as /trace/<id>."""
     run_dir: str = ""
     events: list[str] = field(default_factory=list)
 
@@ -112,7 +115,8 @@ async def _drive(opts: DemoOptions, settings: MeshSettings, agents: AgentProcess
         spec = reconciliation_spec(patients=opts.patients, page_size=opts.page_size)
         wf = await client.submit(spec, variables={"ehr_base_url": ehr.base_url})
         result.workflow_id, result.steps_total = wf, len(spec.steps)
-        console.print(f"submitted workflow [bold]{wf}[/bold] ({len(spec.steps)} steps)")
+        result.trace_id = format(workflow_trace_id(wf), "032x")
+        console.print(f"submitted workflow [bold]{wf}[/bold] ({len(spec.steps)} steps, trace {result.trace_id})")
         t0 = time.monotonic()
         killed_at: float | None = None
         fetch_owner = ""
@@ -211,8 +215,11 @@ def run_demo(opts: DemoOptions | None = None, *, console: Console | None = None)
             agents.start(role, agent_id)
         agents.wait_ready()
         console.print(f"agents ready: {', '.join(a for _, a in AGENTS)} (logs in {run_dir})")
+        # The submit opens the workflow's root span: exported (OTEL_* variables) like the agents' spans.
+        setup_tracing("agent-mesh", agent_id="demo", role="client")
         asyncio.run(_drive(opts, settings, agents, ehr, console, result))
     finally:
+        shutdown_tracing()
         agents.stop_all()
         ehr.stop()
         if not opts.keep_topics:
@@ -247,6 +254,7 @@ def summary_table(r: DemoResult) -> Table:
         ("idempotent replays", str(r.replays)),
         ("duplicated effects", str(r.duplicate_effects)),
         ("gossiped variables", f"{r.gossip_variables}, held by {r.gossip_replicas_complete}/{len(AGENTS) - bool(r.killed)} live agents"),
+        ("trace id", r.trace_id or "-"),
         ("wall time", f"{r.elapsed_s:.1f} s"),
         ("logs", r.run_dir),
     ]

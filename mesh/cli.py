@@ -7,12 +7,15 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import typer
 
 from mesh.dev.cli import app as dev_app
 from mesh.errors import MeshError
+from mesh.ingress.cli import ingress as ingress_command
+from mesh.ingress.cli import schema_app
 from mesh.llm.eval_cli import app as eval_app
 from mesh.runtime.cli import EXIT_INTERNAL, EXIT_USAGE, error_line, exit_code_of
 from mesh.runtime.cli import register as register_runtime
@@ -28,6 +31,8 @@ app.add_typer(dev_app, name="dev", help="Local Kafka and Redis for development, 
 app.add_typer(eval_app, name="eval", help="Measure how reasoners use their context.")
 app.add_typer(keys_app, name="keys", help="The operator key and agent key certificates (the trust root).")
 register_runtime(app)
+app.add_typer(schema_app, name="schema", help="Print the JSON Schemas of what the mesh accepts from outside.")
+app.command("ingress")(ingress_command)
 
 
 @app.command()
@@ -39,6 +44,7 @@ def demo(
     session_timeout_ms: int = typer.Option(2500, help="Consumer-group session timeout (bounds failover)."),
     keep_services: bool = typer.Option(False, help="Leave Kafka and Redis running afterwards."),
     keep_topics: bool = typer.Option(False, help="Keep this run's topics and Redis keys (deleted by default)."),
+    run_dir: Path | None = typer.Option(None, help="Logs and audit of this run (default: <state dir>/demo/<time>)."),  # noqa: B008
 ) -> None:
     """Run the reconciliation workflow on local services, kill an agent mid-step, show the resume."""
     # Imported here: agents/ builds on mesh/, not the other way round.
@@ -49,6 +55,7 @@ def demo(
             patients=patients, page_size=page_size, kill_after_turn=kill_after_turn,
             turn_delay_s=turn_delay_s, session_timeout_ms=session_timeout_ms, keep_services=keep_services,
             keep_topics=keep_topics,
+            run_dir=run_dir,
         )
     )
     ok = result.status == "succeeded" and result.duplicate_effects == 0 and result.unauthorized == 0

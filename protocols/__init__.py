@@ -36,6 +36,13 @@ from protocols.gossip import (
 from protocols.hlc import HlcTimestamp
 from protocols.limits import LimitExceeded, Limits, check_structure, current_limits, set_limits
 from protocols.registry import Payload, kind_of, payload_type, register_kind, registered_kinds
+from protocols.task_event import (
+    TASK_EVENT_SCHEMA,
+    TASK_EVENT_SCHEMA_ID,
+    TASK_EVENT_TYPE,
+    WORKFLOW_ID_PATTERN,
+    task_event_schema,
+)
 from protocols.topics import Topics
 from protocols.votes import (
     Ballot,
@@ -98,6 +105,12 @@ __all__ = [
     "set_limits",
     # topics
     "Topics",
+    # task events (CloudEvents from any producer)
+    "TASK_EVENT_SCHEMA",
+    "TASK_EVENT_SCHEMA_ID",
+    "TASK_EVENT_TYPE",
+    "WORKFLOW_ID_PATTERN",
+    "task_event_schema",
     # gossip
     "DeltaBody",
     "GossipDelta",

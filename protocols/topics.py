@@ -39,6 +39,11 @@ class Topics:
         """Messages that failed to decode or to be handled, with the reason."""
         return f"{self.prefix}.dlq"
 
+    @property
+    def tasks(self) -> str:
+        """Task events from any producer (CloudEvents JSON), read by the ingress; not signed."""
+        return f"{self.prefix}.tasks"
+
     def all(self) -> tuple[str, ...]:
         """Every topic the mesh creates at start."""
         return (self.workflow_events, self.gossip, self.votes, self.trace_events, self.dead_letter)

@@ -45,7 +45,10 @@ from mesh.telemetry import (
     Kpis,
     ScratchpadWriter,
     TraceEventEmitter,
+    publish_span,
+    setup_metrics,
     setup_tracing,
+    shutdown_metrics,
     shutdown_tracing,
 )
 from protocols import Envelope, EnvelopeCodec, Topics, TraceEvent
@@ -121,7 +124,9 @@ def build_worker(
     runtime = runtime or RuntimeOptions()
 
     async def publish(env: Envelope) -> None:
-        await bus.publish(topics.workflow_events, env)
+        with publish_span(topics.workflow_events, kind=env.kind, workflow_id=env.workflow_id,
+                          step_id=env.step_id, message_id=env.id) as span:
+            await bus.publish(topics.workflow_events, env.with_fields(trace=span.inject()))
 
     emitter = None
     if trace_events:
@@ -143,6 +148,8 @@ def build_worker(
         scratchpad=scratchpad,
         kpis=kpis,
         trace_events=emitter,
+        log_topic=topics.workflow_events,
+        consumer_group=f"{topics.prefix}.role.{role.name}",
     )
     return AgentWorker(bus, store, runner, topics=topics, options=worker, guard=guard, gossip=gossip, index=index)
 
@@ -159,7 +166,9 @@ async def run_agent(
     agent_id = config.resolved_agent_id()
     topics = Topics(prefix=settings.topic_prefix)
     setup_tracing("agent-mesh", agent_id=agent_id, role=role.name)
-    kpis = Kpis()
+    # KPIs go out as OTel metrics under the same OTEL_* rules as spans (OTLP when an endpoint is set).
+    setup_metrics("agent-mesh", agent_id=agent_id, role=role.name)
+    kpis = Kpis(attributes={"mesh.role": role.name})
     trust = await LogTrust.connect(
         agent_id, redis_url=settings.redis_url, prefix=settings.topic_prefix, state_dir=settings.state_dir
     )
@@ -225,4 +234,5 @@ async def run_agent(
         await bus.aclose()
         await trust.aclose()
         shutdown_tracing()
+        shutdown_metrics()
         log.info("%s stopped after completing %d step(s)", agent_id, worker.steps_completed)

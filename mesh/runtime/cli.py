@@ -398,10 +398,18 @@ def status(
     async def go() -> None:
         async with _client(MeshSettings(), read_only=True) as client:
             run, source = await client.summary(workflow_id, read_s=read_s)
+        from mesh.telemetry import workflow_trace_id
+
+        # One trace per workflow; its id is derived from the workflow id when the index has none.
+        trace_id = (run.trace_id if run is not None else "") or format(workflow_trace_id(workflow_id), "032x")
         if as_json:
-            out.print(_summary_json(workflow_id, run, source), soft_wrap=True, markup=False, highlight=False)
+            doc = json.loads(_summary_json(workflow_id, run, source))
+            if run is not None:
+                doc["trace_id"] = trace_id
+            out.print(json.dumps(doc), soft_wrap=True, markup=False, highlight=False)
         elif run is not None:
             out.print(render(run))
+            out.print(f"trace id: {trace_id}")
         if run is None:
             error_line("status", _unknown(workflow_id))
             raise typer.Exit(EXIT_NOT_FOUND)

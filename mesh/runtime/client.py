@@ -105,7 +105,8 @@ class MeshClient:
         if variables:
             spec = spec.model_copy(update={"variables": {**spec.variables, **variables}})
         # The root span of the workflow's one trace; every step span descends from it.
-        with workflow_span(wf, name=f"workflow {spec.name}", attributes={"mesh.workflow.name": spec.name}) as span:
+        with workflow_span(wf, name=f"workflow {spec.name}", attributes={"mesh.workflow.name": spec.name},
+                           topic=self.topics.workflow_events) as span:
             carrier = dict(trace) if trace else span.inject()
             await self.bus.publish(
                 self.topics.workflow_events,

@@ -144,11 +144,15 @@ class StepRunner:
         kpis: Kpis | None = None,
         trace_events: TraceEventEmitter | None = None,
         cipher: DataCipher | None = None,
+        log_topic: str = "",
+        consumer_group: str = "",
     ) -> None:
         """Wire the runner to its reasoner, store, prompt builder and event publisher.
 
         ``cipher`` seals secret variables in checkpoints and blob copies; None means the
         process's data key (``mesh.security.data_cipher``), loaded when a secret is first stored.
+        ``log_topic`` and ``consumer_group`` (where steps are read from) only label the step span
+        with messaging attributes.
         """
         self.reasoner = reasoner
         self.store = store
@@ -164,6 +168,7 @@ class StepRunner:
         self.kpis = kpis
         self.trace_events = trace_events
         self.cipher = cipher
+        self.log_topic, self.consumer_group = log_topic, consumer_group
         self._blob_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -230,6 +235,7 @@ class StepRunner:
         with step_span(
             workflow_id, step.id, role=step.role, agent_id=self.agent_id, epoch=epoch,
             resumed_from_turn=resumed_from, trace_carrier=trace,
+            topic=self.log_topic, consumer_group=self.consumer_group,
         ) as span:
             await self._event("step.started", state, resumed_from_turn=resumed_from, epoch=epoch)
             fresh = True
@@ -331,6 +337,12 @@ class StepRunner:
                         output_tokens=result.usage.output_tokens,
                         finish_reasons=["tool_use"],
                     )
+                    if self.kpis is not None:
+                        self.kpis.record_token_usage(
+                            model=result.model or self.reasoner.name,
+                            input_tokens=result.usage.input_tokens,
+                            output_tokens=result.usage.output_tokens,
+                        )
             decision = result.decision
             try:
                 if decision.action not in self.actions:

@@ -19,6 +19,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+from opentelemetry.semconv._incubating.attributes import messaging_attributes as messaging
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from mesh.telemetry._propagation import (
@@ -37,6 +38,9 @@ __all__ = [
     "ToolSpan",
     "TurnSpan",
     "checkpoint_span",
+    "consume_span",
+    "messaging_attributes",
+    "publish_span",
     "reasoner_span",
     "step_span",
     "tool_span",
@@ -45,6 +49,39 @@ __all__ = [
 ]
 
 _MAX_ERROR_CHARS = 300
+
+MESSAGING_SYSTEM = "kafka"
+"""``messaging.system`` of every publish and consume span: the log is Apache Kafka."""
+
+
+def messaging_attributes(
+    topic: str,
+    *,
+    operation: str,
+    operation_type: str,
+    message_id: str = "",
+    key: str = "",
+    partition: int | None = None,
+    offset: int | None = None,
+    consumer_group: str = "",
+) -> dict[str, Any]:
+    """OpenTelemetry messaging semantic-convention attributes of one Kafka operation.
+
+    ``operation_type`` is ``send``, ``receive`` or ``process``; ``operation`` the system-specific
+    name (``send``, ``poll``, ``process``). Empty or None values are left out.
+    """
+    attrs: dict[str, Any] = {
+        messaging.MESSAGING_SYSTEM: MESSAGING_SYSTEM,
+        messaging.MESSAGING_DESTINATION_NAME: topic,
+        messaging.MESSAGING_OPERATION_NAME: operation,
+        messaging.MESSAGING_OPERATION_TYPE: operation_type,
+        messaging.MESSAGING_MESSAGE_ID: message_id or None,
+        messaging.MESSAGING_KAFKA_MESSAGE_KEY: key or None,
+        messaging.MESSAGING_DESTINATION_PARTITION_ID: str(partition) if partition is not None else None,
+        messaging.MESSAGING_KAFKA_OFFSET: offset,
+        messaging.MESSAGING_CONSUMER_GROUP_NAME: consumer_group or None,
+    }
+    return {k: v for k, v in attrs.items() if v is not None}
 
 
 def _one_line(exc: BaseException, registry: SecretRegistry | None) -> str:
@@ -244,16 +281,24 @@ def workflow_span(
     *,
     name: str = "",
     attributes: Mapping[str, Any] | None = None,
+    topic: str = "",
     registry: SecretRegistry | None = None,
 ) -> SpanScope:
     """The root span of a workflow, opened at submit; its ids derive from ``workflow_id``.
 
     It is always a root (any current span is ignored), so the workflow's trace id is the same
     in every process; ``workflow_root_context`` parents on it without any context travelling.
+    With ``topic`` (where ``WorkflowSubmitted`` is published) it carries the messaging ``send``
+    attributes: it is the producer span of the submission.
     """
+    sent = (
+        messaging_attributes(topic, operation="send", operation_type="send", key=workflow_id)
+        if topic
+        else {}
+    )
     return SpanScope(
         name or f"workflow {workflow_id}",
-        attributes={"mesh.workflow.id": workflow_id, **(attributes or {})},
+        attributes={"mesh.workflow.id": workflow_id, **sent, **(attributes or {})},
         kind=SpanKind.PRODUCER,
         parent=Context(),
         registry=registry,
@@ -270,15 +315,28 @@ def step_span(
     epoch: int = 0,
     resumed_from_turn: int = 0,
     trace_carrier: Mapping[str, str] | None = None,
+    topic: str = "",
+    consumer_group: str = "",
     registry: SecretRegistry | None = None,
 ) -> SpanScope:
     """A step run by its owner; parented on the carried context or the workflow root.
 
-    Pass the triggering envelope's ``trace`` as ``trace_carrier``.
+    Pass the triggering envelope's ``trace`` as ``trace_carrier``. With ``topic`` (the workflow
+    log the step was read from) it carries the messaging ``process`` attributes: it is the
+    consumer span of the submission.
     """
+    processed = (
+        messaging_attributes(
+            topic, operation="process", operation_type="process", key=workflow_id,
+            consumer_group=consumer_group,
+        )
+        if topic
+        else {}
+    )
     return SpanScope(
         f"step {step_id}",
         attributes={
+            **processed,
             "mesh.workflow.id": workflow_id,
             "mesh.step.id": step_id,
             "mesh.role": role,
@@ -373,5 +431,64 @@ def checkpoint_span(
             "mesh.checkpoint.version": version,
             "mesh.checkpoint.bytes": size_bytes,
         },
+        registry=registry,
+    )
+
+
+def publish_span(
+    topic: str,
+    *,
+    kind: str,
+    workflow_id: str = "",
+    step_id: str = "",
+    message_id: str = "",
+    registry: SecretRegistry | None = None,
+) -> SpanScope:
+    """Publishing one envelope to Kafka (``send {topic}``, a PRODUCER span).
+
+    Parented on the current span, else on the workflow's derived root (so a publish outside any
+    step still lands in the workflow's trace). Inject its context (``SpanScope.inject``) into the
+    envelope so the consumer parents on it.
+    """
+    return SpanScope(
+        f"send {topic}",
+        attributes={
+            **messaging_attributes(
+                topic, operation="send", operation_type="send", message_id=message_id,
+                key=workflow_id,
+            ),
+            "mesh.event.kind": kind,
+            "mesh.workflow.id": workflow_id or None,
+            "mesh.step.id": step_id or None,
+        },
+        kind=SpanKind.PRODUCER,
+        parent=(lambda: resolve_parent(None, workflow_id=workflow_id)) if workflow_id else None,
+        registry=registry,
+    )
+
+
+def consume_span(
+    topic: str,
+    *,
+    partition: int,
+    offset: int,
+    consumer_group: str,
+    message_id: str = "",
+    key: str = "",
+    parent: Context | None = None,
+    registry: SecretRegistry | None = None,
+) -> SpanScope:
+    """Processing one consumed Kafka record (``process {topic}``, a CONSUMER span).
+
+    ``parent`` defaults to the current context.
+    """
+    return SpanScope(
+        f"process {topic}",
+        attributes=messaging_attributes(
+            topic, operation="process", operation_type="process", message_id=message_id,
+            key=key, partition=partition, offset=offset, consumer_group=consumer_group,
+        ),
+        kind=SpanKind.CONSUMER,
+        parent=parent,
         registry=registry,
     )
