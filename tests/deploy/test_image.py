@@ -111,7 +111,7 @@ def test_writable_paths_match_the_chart_volumes() -> None:
 def test_entrypoint_is_mesh_as_the_chart_runs_it() -> None:
     assert json.loads(_last("ENTRYPOINT")) == ["mesh"]
     assert json.loads(_last("CMD")) == ["--help"]
-    deployment = (REPO / "helm" / "agent-mesh" / "templates" / "deployment.yaml").read_text()
+    deployment = (REPO / "helm" / "agent-mesh" / "templates" / "workload.yaml").read_text()
     assert 'command: ["mesh"]' in deployment
 
 
