@@ -172,7 +172,7 @@ def oci_runtime() -> str:
 
 def _oci_config(bundle: Path) -> dict[str, Any]:
     """The image config (not the runtime spec) of the image the bundle was unpacked from."""
-    layout = image_build.cache_root() / "oci" if not os.environ.get("MESH_IMAGE_OCI") else Path(os.environ["MESH_IMAGE_OCI"])
+    layout = bundle.parent / "oci"  # image/build.py keeps the OCI layout beside the bundle
     tag = f"app-{(bundle / '.complete').read_text().strip()}"
     index = json.loads((layout / "index.json").read_text())
     (desc,) = [m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
