@@ -195,6 +195,7 @@ async def _child(args: argparse.Namespace) -> None:
 
     from mesh.bus import Bus, KafkaBus
     from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions, IndexedContextMapStore
+    from mesh.quorum import RedisVoteLedger
     from mesh.security import KeyPair, Keyring, private_key_from_hex
     from protocols import Topics
 
@@ -226,6 +227,8 @@ async def _child(args: argparse.Namespace) -> None:
         topics=topics,
         store=store,
         validators=set(args.validators.split(",")) if args.validators else None,
+        # With Redis, a validator's votes survive a SIGKILL of this process (mesh.quorum.RedisVoteLedger).
+        vote_ledger=RedisVoteLedger(redis_client, keys.agent_id, prefix=args.key_prefix) if redis_client else None,
         gossip_options=GossipOptions(anti_entropy_period_ms=args.anti_entropy_ms),
         options=GossipNodeOptions(session_timeout_ms=args.session_timeout_ms),
         on_change=on_change if args.watch else None,

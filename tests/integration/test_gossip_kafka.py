@@ -81,7 +81,9 @@ async def test_three_nodes_converge_and_forgeries_are_dead_lettered(kafka_bootst
         await nodes[2].set_variable(WF, "after-attack", True)
         await _until(
             lambda: all(n.get(WF).value("after-attack") is True for n in nodes)
-            and all(n.get(WF).entry("order_id") is not None and n.get(WF).entry("order_id").status == "accepted" for n in nodes),  # type: ignore[union-attr]
+            and all(n.get(WF).entry("order_id") is not None and n.get(WF).entry("order_id").status == "accepted" for n in nodes)  # type: ignore[union-attr]
+            # The accepted status may arrive by gossip before a node's own tally decides: wait for both.
+            and all(n.decision(proposal.id) is not None for n in nodes),
             what="variable and accepted fact everywhere",
         )
         assert all(n.decision(proposal.id).outcome == "accepted" for n in nodes)  # type: ignore[union-attr]
