@@ -147,6 +147,8 @@ class AgentWorker:
         self.index = index
         self._index_dirty: dict[str, WorkflowView] = {}
         self._index_retry_at = 0.0
+        self._to_expire: set[str] = set()
+        self._housekeeping: asyncio.Task[None] | None = None
 
     @property
     def group(self) -> str:
@@ -217,10 +219,15 @@ class AgentWorker:
                 backoff_s = 0.1
                 for d in deliveries:
                     await self._contain(d)
-                await self._flush_index()
+                self._kick_housekeeping()
                 self._schedule()
         finally:
             await self._drain_steps()
+            if self._housekeeping is not None:  # let pending index writes land, briefly
+                done, _ = await asyncio.wait({self._housekeeping}, timeout=2.0)
+                if not done:
+                    self._housekeeping.cancel()
+                    await asyncio.gather(self._housekeeping, return_exceptions=True)
             await self.runner.drain()
             # Leaving the group (a dynamic member) moves the partitions at once: the successor
             # does not wait for the session timeout.
@@ -285,41 +292,51 @@ class AgentWorker:
                 await self._commit(delivery)
             tracked.deliveries.clear()
 
-    # -- run index and retention (a view of the log; never blocks the log's own work) ------------
+    # -- run index and retention: a view of the log, written in the background ----------------
+    # Redis slow or cut (a partition) must never hold up the consume loop, so the writes run in
+    # one background task; a failed write is retried after ``index_retry_s`` with the latest view.
 
     async def _on_folded(self, view: WorkflowView, env: Envelope) -> None:
         if self.index is not None and view.spec is not None:
             # A member that joined mid-workflow (spec unseen) would only write a partial view.
             self._index_dirty[view.workflow_id] = view
         if env.kind == WorkflowCompleted.KIND and self.options.finished_ttl_s > 0:
+            self._to_expire.add(view.workflow_id)
+        self._kick_housekeeping()
+
+    def _kick_housekeeping(self) -> None:
+        if not (self._index_dirty or self._to_expire) or time.monotonic() < self._index_retry_at:
+            return
+        if self._housekeeping is None or self._housekeeping.done():
+            self._housekeeping = asyncio.create_task(self._housekeep(), name=f"{self.agent_id}/run-index")
+
+    async def _housekeep(self) -> None:
+        try:
             await self._flush_index()
-            await self._expire_finished(view.workflow_id)
+            for wf in list(self._to_expire):
+                await self._expire_finished(wf)
+                self._to_expire.discard(wf)
+        except MeshError as exc:  # the index is a view and retention is housekeeping: the log has everything
+            self._index_retry_at = time.monotonic() + self.options.index_retry_s
+            log.warning("run index / retention write failed: %s (retrying in %.0f s)",
+                        one_line_error(exc), self.options.index_retry_s)
 
     async def _flush_index(self) -> None:
-        if self.index is None or not self._index_dirty or time.monotonic() < self._index_retry_at:
+        if self.index is None:
+            self._index_dirty.clear()
             return
         for wf, view in list(self._index_dirty.items()):
-            try:
-                await self.index.record(run_summary(view))
-            except MeshError as exc:  # the index is a view: the log still has everything
-                self._index_retry_at = time.monotonic() + self.options.index_retry_s
-                log.warning("run index write for %s failed: %s (retrying in %.0f s)",
-                            wf, one_line_error(exc), self.options.index_retry_s)
-                return
-            self._index_dirty.pop(wf, None)
+            summary = run_summary(view)
+            await self.index.record(summary)
+            if len(view.seen) == summary.events:  # nothing folded meanwhile
+                self._index_dirty.pop(wf, None)
             if view.finished is not None and self.options.finished_ttl_s > 0:
-                try:
-                    await self.index.expire(wf, self.options.finished_ttl_s)
-                except MeshError as exc:
-                    log.warning("cannot set the retention TTL of run %s: %s", wf, one_line_error(exc))
+                await self.index.expire(wf, self.options.finished_ttl_s)
 
     async def _expire_finished(self, wf: str) -> None:
         ttl = self.options.finished_ttl_s
-        try:
-            keys = await self.store.expire_workflow(wf, ttl)
-            log.info("%s finished: its %d checkpoint/secret key(s) expire in %d s", wf, keys, ttl)
-        except MeshError as exc:  # retention is housekeeping: a later finisher or replay sets it again
-            log.warning("cannot set the retention TTL of %s: %s", wf, one_line_error(exc))
+        keys = await self.store.expire_workflow(wf, ttl)
+        log.info("%s finished: its %d checkpoint/secret key(s) expire in %d s", wf, keys, ttl)
 
     async def _commit(self, d: Delivery) -> None:
         assert self._sub is not None
