@@ -208,25 +208,32 @@ class ControlPlane:
         )
         self._wait_ready("/readyz", timeout_s)
         self.timings["apiserver_ready_s"] = time.monotonic() - began
-        common = [
-            f"--kubeconfig={self.kubeconfig}",
-            "--leader-elect=false",
-            "--secure-port=0",
-            "--v=0",
-        ]
+
+        def common(name: str) -> list[str]:
+            # Their own health/metrics endpoints on free loopback ports, self-signed in the workdir.
+            return [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={_free_port()}",
+                f"--cert-dir={self.workdir / name}",
+                "--v=0",
+            ]
+
         self._spawn(
             "kube-controller-manager",
             [
                 self.tools.kube_controller_manager,
-                *common,
+                *common("controller-manager"),
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={pki / 'ca.crt'}",
                 "--use-service-account-credentials=false",
-                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
                 "--concurrent-deployment-syncs=5",
             ],
         )
-        self._spawn("kube-scheduler", [self.tools.kube_scheduler, *common])
+        self._spawn("kube-scheduler", [self.tools.kube_scheduler, *common("scheduler")])
         self._spawn(
             "kwok",
             [

@@ -504,11 +504,14 @@ def test_production_values_statefulset_keda_and_key_secrets(
             assert refs == {
                 "ANTHROPIC_API_KEY": ("agent-mesh-llm", "anthropic-api-key"),
                 "MESH_OPERATOR_PUBLIC_KEY": ("agent-mesh-operator", "operator-public-key"),
-                "MESH_SIGNING_KEY": ("agent-mesh-signing", f"{role}.key"),
-                "MESH_SIGNING_CERT": ("agent-mesh-signing", f"{role}.cert"),
                 "MESH_DATA_KEY": ("agent-mesh-data-key", "data-key"),
             }
             assert all("value" not in env[name] for name in refs)
+            assert env["MESH_AGENT_KEY_FILE"]["value"] == "/var/run/agent-mesh/keys/agent.key"
+            volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "signing-key")
+            assert volume["secret"]["secretName"] == "agent-mesh-signing"
+            assert [i["key"] for i in volume["secret"]["items"]] == [f"{role}.key", f"{role}.cert"]
+            assert volume["secret"]["defaultMode"] == 0o440
             args = pod["spec"]["containers"][0]["args"]
             assert args[4:] == values["roles"][role]["extraArgs"]
             assert pod["spec"]["terminationGracePeriodSeconds"] == 60

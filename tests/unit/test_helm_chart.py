@@ -427,7 +427,8 @@ def test_signing_operator_and_data_keys_come_from_secrets_only() -> None:
     if helm is None:
         return
     for deployment in deployments(helm_template(helm)).values():
-        assert not {"MESH_OPERATOR_PUBLIC_KEY", "MESH_SIGNING_KEY", "MESH_DATA_KEY"} & set(_env(deployment))
+        assert not {"MESH_OPERATOR_PUBLIC_KEY", "MESH_AGENT_KEY_FILE", "MESH_DATA_KEY"} & set(_env(deployment))
+        assert "signing-key" not in {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
     docs = helm_template(
         helm, "--set", "keys.operator.existingSecret=op", "--set", "keys.signing.existingSecret=sig",
         "--set", "keys.data.existingSecret=dk", "--set", "keys.data.env=MESH_SECRETS_DATA_KEY",
@@ -438,10 +439,20 @@ def test_signing_operator_and_data_keys_come_from_secrets_only() -> None:
         assert {n: (r["name"], r["key"]) for n, r in refs.items()} == {
             "ANTHROPIC_API_KEY": ("agent-mesh-llm", "anthropic-api-key"),
             "MESH_OPERATOR_PUBLIC_KEY": ("op", "operator-public-key"),
-            "MESH_SIGNING_KEY": ("sig", f"{role}.key"),
-            "MESH_SIGNING_CERT": ("sig", f"{role}.cert"),
             "MESH_SECRETS_DATA_KEY": ("dk", "data-key"),
         }
+        # The private key is a file from a Secret volume, never an env value; only this role's pair.
+        assert env["MESH_AGENT_KEY_FILE"]["value"] == "/var/run/agent-mesh/keys/agent.key"
+        assert env["MESH_AGENT_CERT_FILE"]["value"] == "/var/run/agent-mesh/keys/agent.cert"
+        pod = deployment["spec"]["template"]["spec"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "signing-key")
+        assert volume["secret"]["secretName"] == "sig"
+        assert volume["secret"]["items"] == [
+            {"key": f"{role}.key", "path": "agent.key"},
+            {"key": f"{role}.cert", "path": "agent.cert"},
+        ]
+        mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == "signing-key")
+        assert mount == {"name": "signing-key", "mountPath": "/var/run/agent-mesh/keys", "readOnly": True}
     assert not [d for d in docs if d["kind"] == "Secret"]  # the chart never makes key Secrets
 
 
