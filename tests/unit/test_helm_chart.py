@@ -333,6 +333,8 @@ BAD_VALUES = [
     (["--set", "env.1BAD=x"], "1BAD"),
     (["--set", "keys.data.env=bad-name"], "env"),
     (["--set", "agent.resources.limits.memory=lots"], "memory"),
+    (["--set", "kafka.security.protocol=SASL_TLS"], "protocol"),
+    (["--set", "kafka.security.saslMechanism=GSSAPI"], "saslMechanism"),
 ]
 
 
@@ -483,3 +485,30 @@ def test_numbers_in_env_render_as_written() -> None:
             assert env["MESH_MAX_ENVELOPE_BYTES"]["value"] == "1048576"
             assert env["MESH_X"]["value"] == "true"
             assert env["MESH_TOPIC_PARTITIONS"]["value"] in ("6", "12")
+
+
+def test_kafka_security_comes_from_values_and_credentials_from_a_secret() -> None:
+    helm = _helm_or_skip()
+    if helm is None:
+        return
+    for deployment in deployments(helm_template(helm)).values():  # default: plaintext, no credentials
+        env = _env(deployment)
+        assert env["MESH_KAFKA_SECURITY_PROTOCOL"]["value"] == "PLAINTEXT"
+        assert "MESH_KAFKA_SASL_PLAIN_PASSWORD" not in env
+    docs = helm_template(helm, "--set", "kafka.security.protocol=SASL_SSL", "--set", "kafka.security.existingSecret=kc",
+                         "--set", "kafka.security.caSecret=kca", "--set", "kafka.security.saslMechanism=SCRAM-SHA-256")
+    for deployment in deployments(docs).values():
+        env = _env(deployment)
+        assert env["MESH_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+        assert env["MESH_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-256"
+        for var, key in (("MESH_KAFKA_SASL_PLAIN_USERNAME", "username"), ("MESH_KAFKA_SASL_PLAIN_PASSWORD", "password")):
+            assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "kc", "key": key}
+        ca_path = env["MESH_KAFKA_SSL_CAFILE"]["value"]
+        pod = deployment["spec"]["template"]["spec"]
+        [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "kafka-ca"]
+        assert ca_path.startswith(mount["mountPath"] + "/") and mount["readOnly"] is True
+        [volume] = [v for v in pod["volumes"] if v["name"] == "kafka-ca"]
+        assert volume["secret"]["secretName"] == "kca"
+    failed = subprocess.run([helm, "template", "t", str(CHART), "--set", "kafka.security.protocol=SASL_SSL"],
+                            capture_output=True, text=True, timeout=60)
+    assert failed.returncode != 0 and "kafka.security.existingSecret" in failed.stderr
