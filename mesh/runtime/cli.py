@@ -23,6 +23,7 @@ from mesh.runtime.client import MeshClient
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.view import WorkflowView
 from mesh.runtime.worker import WorkerOptions
+from mesh.security import redact_text
 from mesh.settings import MeshSettings
 from protocols import WorkflowSpecError, load_workflow_spec
 
@@ -39,7 +40,7 @@ def _run(coro: Awaitable[T]) -> T:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except MeshError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {redact_text(str(exc))}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -148,7 +149,7 @@ def render(view: WorkflowView) -> Table:
             last = f"{prog.action}: {prog.detail}"
         status = view.status_of(step.id)
         color = {"completed": "green", "failed": "red", "paused": "yellow", "running": "cyan"}.get(status, "white")
-        table.add_row(step.id, step.role, f"[{color}]{status}[/{color}]", owner, str(turns), str(resumes), last[:70])
+        table.add_row(step.id, step.role, f"[{color}]{status}[/{color}]", owner, str(turns), str(resumes), redact_text(last)[:70])
     return table
 
 

@@ -9,6 +9,7 @@ import string
 from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
+import msgpack
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -192,6 +193,18 @@ def test_every_sink_masks_alike_and_redaction_is_idempotent(case: tuple[str, str
     assert len(set(outputs.values())) == 1, outputs
     once = redact_text(line)
     assert redact_text(once) == once
+
+
+@SETTINGS
+@given(st.lists(SHAPES, min_size=1, max_size=4), st.binary(max_size=16))
+def test_secrets_inside_binary_records_are_masked_in_dead_letter_bytes(shapes: list[Shape], junk: bytes) -> None:
+    # msgpack puts a length byte, which may read as a letter or digit, right before each string.
+    texts = [text for text, _ in shapes]
+    record = junk + msgpack.packb({"payload": " | ".join(texts), "items": texts, "pad": "x" * len(junk) * 9},
+                                  use_bin_type=True)
+    out = redact_bytes(record)
+    for _, secret in shapes:
+        assert secret.encode() not in out.replace(REDACTED.encode(), b"\x00"), (record, out)
 
 
 def unmasked(text: str) -> str:
