@@ -61,6 +61,7 @@ _NOT_MASKED = r"(?!\[REDACTED\])"
 # Control characters and undecodable bytes (``surrogateescape``) end a value: in a binary record
 # they are the framing around a string, not part of it.
 _BINARY = r"\x00-\x1f\x7f-\x9f\udc80-\udcff"
+# Every repetition before a keyword is bounded, so hostile text costs linear time, not quadratic.
 # Patterns do not rely on a word boundary before a keyword: in binary records (msgpack in a dead
 # letter) a length byte that reads as a letter or digit may sit right before it.
 # Field names that hold a credential, as they appear before ``=``/``:`` in free text.
@@ -69,7 +70,9 @@ _KEY_WORDS = (
     r"|(?:api|access|secret|private|signing|encryption|master|data)[_\-]?key"
     r"|credentials?|cookie|session[_\-]?id|signature"
 )
-_KV_KEY = r"(?i)(\b[\w.\-]*(?:" + _KEY_WORDS + r")[\"']?\s*(?:=|:)\s*)"
+# The match starts at the keyword (``db_password=`` masks from ``password=`` on): no scan of the
+# name before it, which cost quadratic time on long dotted words.
+_KV_KEY = r"(?i)((?:" + _KEY_WORDS + r")[\"']?\s*(?:=|:)\s*)"
 _LITERALS = r"(?!(?:true|false|none|null)(?:[\s,;&}\])]|$))"
 
 CREDENTIAL_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
@@ -77,7 +80,7 @@ CREDENTIAL_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "pem_private_key",
         re.compile(
-            r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----(?:[\s\S]*?-----END[A-Z0-9 ]*PRIVATE KEY-----"
+            r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY-----(?:[\s\S]{0,16384}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY-----"
             r"|[A-Za-z0-9+/=\s\\:,\-]*)"
         ),
         REDACTED,
@@ -108,11 +111,11 @@ CREDENTIAL_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("slack_token", re.compile(r"(?:xox[abposre]|xapp)-[A-Za-z0-9\-]{10,}"), REDACTED),
     ("google_api_key", re.compile(r"AIza[0-9A-Za-z_\-]{35}"), REDACTED),
     ("stripe_key", re.compile(r"(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}"), REDACTED),
-    ("jwt", re.compile(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*"), REDACTED),
+    ("jwt", re.compile(r"eyJ[A-Za-z0-9_\-]{4,512}\.[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*"), REDACTED),
     # user:password@host in any URL; the user is kept.
     (
         "url_password",
-        re.compile(r"(?i)([a-z][a-z0-9+.\-]*://[^/\s:@\"']*:)" + _NOT_MASKED + r"[^/\s@\"'" + _BINARY + r"]+(?=@)"),
+        re.compile(r"(?i)([a-z][a-z0-9+.\-]{0,30}://[^/\s:@\"']{0,256}:)" + _NOT_MASKED + r"[^/\s@\"'" + _BINARY + r"]+(?=@)"),
         r"\1" + REDACTED,
     ),
     # password/secret/token fields: quoted values (JSON, Python repr) first, then bare ones.

@@ -246,3 +246,21 @@ def test_credential_keys_mask_whole_values() -> None:
     assert not is_secret_key("max_tokens") and not is_secret_key("token_count")
     assert redact_value({"headers": {"Authorization": "anything at all"}, "tokens": 5}) == {
         "headers": {"Authorization": REDACTED}, "tokens": 5}
+
+
+FRAGMENTS = ["a.", "a", "aws", "x://", "x://a:", "Bearer ", "-----BEGIN PRIVATE KEY-----", "password", "password=",
+             '"password": "', "authorization: ", "eyJ", "eyJaaaa.", "sk-", "sk-ant-", "ghp_", "AKIA", "xoxb-", "AIza",
+             ":", "@", "=", " ", "\\", '"', "a-", "\x00", "\udcd9"]
+
+
+def test_hostile_text_costs_linear_time() -> None:
+    # 30k characters of pairs of pattern fragments: linear redaction takes a few ms each; a
+    # quadratic pattern (as the URL, field and JWT patterns once were) takes tens of seconds.
+    import time
+
+    for first in FRAGMENTS:
+        for second in FRAGMENTS[:3]:
+            text = (first + second) * (30_000 // len(first + second))
+            started = time.perf_counter()
+            redact_text(text)
+            assert time.perf_counter() - started < 5, (first, second)
