@@ -35,6 +35,7 @@ from mesh.runtime.client import MeshClient
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.view import WorkflowView, run_summary
 from mesh.runtime.worker import WorkerOptions
+from mesh.security import redact_text
 from mesh.settings import MeshSettings
 from mesh.store import RunSummary
 from mesh.store.retention import sweep_blobs
@@ -72,13 +73,13 @@ def one_line(text: str) -> str:
 def error_line(where: str, message: str) -> None:
     """Print ``mesh <where>: error: <message>`` as exactly one line on stderr."""
     prefix = f"mesh {where}" if where else "mesh"
-    sys.stderr.write(f"{prefix}: error: {one_line(message)}\n")
+    sys.stderr.write(f"{prefix}: error: {one_line(redact_text(message))}\n")
     sys.stderr.flush()
 
 
 def warning_line(where: str, message: str) -> None:
     """Print ``mesh <where>: warning: <message>`` as one line on stderr."""
-    sys.stderr.write(f"mesh {where}: warning: {one_line(message)}\n")
+    sys.stderr.write(f"mesh {where}: warning: {one_line(redact_text(message))}\n")
     sys.stderr.flush()
 
 
@@ -95,7 +96,7 @@ def _run(coro: Awaitable[T], where: str = "") -> T:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except MeshError as exc:
-        error_line(where, _explain(exc))
+        error_line(where, redact_text(_explain(exc)))
         raise typer.Exit(exit_code_of(exc)) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -359,7 +360,7 @@ def render(run: RunSummary | WorkflowView) -> Table:
         color = _COLORS.get(step.status, "white")
         table.add_row(
             escape(step.id), escape(step.role), f"[{color}]{step.status}[/{color}]", escape(step.owner),
-            str(step.epoch or ""), str(step.turns), str(step.resumes), escape(step.last[:70]),
+            str(step.epoch or ""), str(step.turns), str(step.resumes), escape(redact_text(step.last)[:70]),
         )
     return table
 

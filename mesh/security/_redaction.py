@@ -58,13 +58,21 @@ numbers, ids) and masking them would shred every line without protecting anythin
 _log = logging.getLogger(__name__)
 
 _NOT_MASKED = r"(?!\[REDACTED\])"
+# Control characters and undecodable bytes (``surrogateescape``) end a value: in a binary record
+# they are the framing around a string, not part of it.
+_BINARY = r"\x00-\x1f\x7f-\x9f\udc80-\udcff"
+# Every repetition before a keyword is bounded, so hostile text costs linear time, not quadratic.
+# Patterns do not rely on a word boundary before a keyword: in binary records (msgpack in a dead
+# letter) a length byte that reads as a letter or digit may sit right before it.
 # Field names that hold a credential, as they appear before ``=``/``:`` in free text.
 _KEY_WORDS = (
     r"password|passwd|pwd|passphrase|secret|token|apikey"
     r"|(?:api|access|secret|private|signing|encryption|master|data)[_\-]?key"
     r"|credentials?|cookie|session[_\-]?id|signature"
 )
-_KV_KEY = r"(?i)(\b[\w.\-]*(?:" + _KEY_WORDS + r")[\"']?\s*(?:=|:)\s*)"
+# The match starts at the keyword (``db_password=`` masks from ``password=`` on): no scan of the
+# name before it, which cost quadratic time on long dotted words.
+_KV_KEY = r"(?i)((?:" + _KEY_WORDS + r")[\"']?\s*(?:=|:)\s*)"
 _LITERALS = r"(?!(?:true|false|none|null)(?:[\s,;&}\])]|$))"
 
 CREDENTIAL_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
@@ -72,7 +80,7 @@ CREDENTIAL_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "pem_private_key",
         re.compile(
-            r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----(?:[\s\S]*?-----END[A-Z0-9 ]*PRIVATE KEY-----"
+            r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY-----(?:[\s\S]{0,16384}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY-----"
             r"|[A-Za-z0-9+/=\s\\:,\-]*)"
         ),
         REDACTED,
@@ -81,15 +89,15 @@ CREDENTIAL_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "authorization",
         re.compile(
-            r"(?i)(\b(?:proxy[_\-]?)?authori[sz]ation\b[\"']?\s*[:=]\s*[\"']?"
+            r"(?i)((?:proxy[_\-]?)?authori[sz]ation\b[\"']?\s*[:=]\s*[\"']?"
             r"(?:(?:bearer|basic|token|digest|negotiate|apikey|hoba|mutual|aws4-hmac-sha256|sso-key)\s+)?+)"
             + _NOT_MASKED
-            + r"[^\s\"',;}\]]+"
+            + r"[^\s\"',;}\]" + _BINARY + r"]+"
         ),
         r"\1" + REDACTED,
     ),
     # A bearer token anywhere. 8+ chars so that prose ("missing bearer token") survives.
-    ("bearer", re.compile(r"(?i)(\bbearer\s+)" + _NOT_MASKED + r"[A-Za-z0-9\-._~+/]{8,}=*"), r"\1" + REDACTED),
+    ("bearer", re.compile(r"(?i)(bearer\s+)" + _NOT_MASKED + r"[A-Za-z0-9\-._~+/]{8,}=*"), r"\1" + REDACTED),
     ("anthropic_key", re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}"), REDACTED),
     # OpenAI and friends; 20+ chars so that words like "sk-learn" survive.
     ("openai_key", re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{20,}"), REDACTED),
@@ -103,15 +111,25 @@ CREDENTIAL_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("slack_token", re.compile(r"(?:xox[abposre]|xapp)-[A-Za-z0-9\-]{10,}"), REDACTED),
     ("google_api_key", re.compile(r"AIza[0-9A-Za-z_\-]{35}"), REDACTED),
     ("stripe_key", re.compile(r"(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}"), REDACTED),
-    ("jwt", re.compile(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*"), REDACTED),
+    ("jwt", re.compile(r"eyJ[A-Za-z0-9_\-]{4,512}\.[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*"), REDACTED),
     # user:password@host in any URL; the user is kept.
-    ("url_password", re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^/\s:@\"']*:)" + _NOT_MASKED + r"[^/\s@\"']+(?=@)"), r"\1" + REDACTED),
+    (
+        "url_password",
+        re.compile(r"(?i)([a-z][a-z0-9+.\-]{0,30}://[^/\s:@\"']{0,256}:)" + _NOT_MASKED + r"[^/\s@\"'" + _BINARY + r"]+(?=@)"),
+        r"\1" + REDACTED,
+    ),
     # password/secret/token fields: quoted values (JSON, Python repr) first, then bare ones.
     ("credential_field", re.compile(_KV_KEY + r"\"" + _NOT_MASKED + r"(?:[^\"\\]|\\.)+\""), r'\1"' + REDACTED + '"'),
     ("credential_field", re.compile(_KV_KEY + r"'" + _NOT_MASKED + r"(?:[^'\\]|\\.)+'"), r"\1'" + REDACTED + "'"),
-    ("credential_field", re.compile(_KV_KEY + _NOT_MASKED + _LITERALS + r"[^\s\"',;&}\]\[)(]+"), r"\1" + REDACTED),
+    (
+        "credential_field",
+        re.compile(_KV_KEY + _NOT_MASKED + _LITERALS + r"[^\s\"',;&}\]\[)(" + _BINARY + r"]+"),
+        r"\1" + REDACTED,
+    ),
 )
 """``(kind, pattern, replacement)`` for credential shapes masked whether registered or not."""
+
+_BYTES_OPENAI_KEY = re.compile(r"sk-[A-Za-z0-9_\-]{20,}")
 
 # A mapping key whose last segment is one of these names holds a credential, whatever its value.
 _SECRET_KEY = re.compile(
@@ -285,8 +303,10 @@ def redact_text(text: str, secrets: Secrets = None) -> str:
 
 def redact_bytes(data: bytes, secrets: Secrets = None) -> bytes:
     """``data`` with secrets masked; every byte outside a secret is kept, invalid UTF-8 included."""
-    text = bytes(data).decode("utf-8", "surrogateescape")
-    return _redactor_for(secrets).redact(text).encode("utf-8", "surrogateescape")
+    text = _redactor_for(secrets).redact(bytes(data).decode("utf-8", "surrogateescape"))
+    # In binary framing a length byte may read as a letter right before a key: no word boundary.
+    text = _BYTES_OPENAI_KEY.sub(REDACTED, text)
+    return text.encode("utf-8", "surrogateescape")
 
 
 def redact_value(value: Any, secrets: Secrets = None, *, key: str = "") -> Any:

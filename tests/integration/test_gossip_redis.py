@@ -6,8 +6,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from mesh.errors import StoreUnavailable
-from mesh.gossip import ContextMap, RedisContextMapStore
-from mesh.security import Keyring, RedisKeyringStore, generate_keypair
+from mesh.gossip import ContextMap, IndexedContextMapStore, RedisContextMapStore
+from mesh.security import (
+    DataCipher,
+    Keyring,
+    RedisKeyringStore,
+    SealedValueError,
+    generate_data_key,
+    generate_keypair,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -19,8 +26,7 @@ async def test_context_map_round_trips_through_redis(redis_client: aioredis.Redi
     cmap.add("ids", "o-1", "o-2")
     cmap.delete("gone")
     size = await store.save(cmap)
-    assert size == len(cmap.to_bytes())
-    assert await redis_client.exists(f"{key_prefix}ctx:wf-redis:agent-1") == 1
+    assert size == len(await redis_client.get(f"{key_prefix}ctx:wf-redis:agent-1"))
     loaded = await store.load("wf-redis", "agent-1")
     assert loaded == cmap
     assert loaded is not None and loaded.get("token").secret  # type: ignore[union-attr]
@@ -28,6 +34,31 @@ async def test_context_map_round_trips_through_redis(redis_client: aioredis.Redi
     await store.delete("wf-redis", "agent-1")
     assert await store.load("wf-redis", "agent-1") is None
 
+
+
+async def test_secret_entries_are_sealed_in_redis_and_bound_to_their_map(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    cipher = DataCipher.from_text(generate_data_key())
+    store = IndexedContextMapStore(redis_client, prefix=key_prefix, cipher=cipher)
+    cmap = ContextMap("wf-sealed", "agent-1")
+    cmap.set("auth_token", "tok-0123456789-plaintext", secret=True, priority=0)
+    cmap.add("api_keys", "key-aaaaaaaaaaaaaaaa", "key-bbbbbbbbbbbbbbbb", secret=True)
+    cmap.set("order_id", "o-visible-1")
+    await store.save(cmap)
+    raw = await redis_client.get(f"{key_prefix}ctx:wf-sealed:agent-1")
+    for secret in (b"tok-0123456789-plaintext", b"key-aaaaaaaaaaaaaaaa", b"key-bbbbbbbbbbbbbbbb"):
+        assert secret not in raw
+    assert b"o-visible-1" in raw  # only secrets are sealed
+    assert await store.load("wf-sealed", "agent-1") == cmap
+    # Another key does not open it; nor does the same bytes moved under another workflow.
+    with pytest.raises(SealedValueError, match="does not hold"):
+        await IndexedContextMapStore(redis_client, prefix=key_prefix,
+                                     cipher=DataCipher.from_text(generate_data_key())).load("wf-sealed", "agent-1")
+    moved = raw.replace(b"wf-sealed", b"wf-stolen")
+    await redis_client.set(f"{key_prefix}ctx:wf-stolen:agent-1", moved)
+    with pytest.raises(SealedValueError, match="copied from another workflow"):
+        await store.load("wf-stolen", "agent-1")
 
 async def test_keyring_is_shared_through_redis(redis_client: aioredis.Redis, key_prefix: str) -> None:
     shared = RedisKeyringStore(redis_client, prefix=key_prefix)

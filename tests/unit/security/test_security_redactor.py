@@ -9,6 +9,7 @@ import string
 from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
+import msgpack
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -194,6 +195,18 @@ def test_every_sink_masks_alike_and_redaction_is_idempotent(case: tuple[str, str
     assert redact_text(once) == once
 
 
+@SETTINGS
+@given(st.lists(SHAPES, min_size=1, max_size=4), st.binary(max_size=16))
+def test_secrets_inside_binary_records_are_masked_in_dead_letter_bytes(shapes: list[Shape], junk: bytes) -> None:
+    # msgpack puts a length byte, which may read as a letter or digit, right before each string.
+    texts = [text for text, _ in shapes]
+    record = junk + msgpack.packb({"payload": " | ".join(texts), "items": texts, "pad": "x" * len(junk) * 9},
+                                  use_bin_type=True)
+    out = redact_bytes(record)
+    for _, secret in shapes:
+        assert secret.encode() not in out.replace(REDACTED.encode(), b"\x00"), (record, out)
+
+
 def unmasked(text: str) -> str:
     """``text`` without the masks, so a secret that happens to spell part of ``[REDACTED]`` is not found in it."""
     return text.replace(REDACTED, "\x00")
@@ -233,3 +246,21 @@ def test_credential_keys_mask_whole_values() -> None:
     assert not is_secret_key("max_tokens") and not is_secret_key("token_count")
     assert redact_value({"headers": {"Authorization": "anything at all"}, "tokens": 5}) == {
         "headers": {"Authorization": REDACTED}, "tokens": 5}
+
+
+FRAGMENTS = ["a.", "a", "aws", "x://", "x://a:", "Bearer ", "-----BEGIN PRIVATE KEY-----", "password", "password=",
+             '"password": "', "authorization: ", "eyJ", "eyJaaaa.", "sk-", "sk-ant-", "ghp_", "AKIA", "xoxb-", "AIza",
+             ":", "@", "=", " ", "\\", '"', "a-", "\x00", "\udcd9"]
+
+
+def test_hostile_text_costs_linear_time() -> None:
+    # 30k characters of pairs of pattern fragments: linear redaction takes a few ms each; a
+    # quadratic pattern (as the URL, field and JWT patterns once were) takes tens of seconds.
+    import time
+
+    for first in FRAGMENTS:
+        for second in FRAGMENTS[:3]:
+            text = (first + second) * (30_000 // len(first + second))
+            started = time.perf_counter()
+            redact_text(text)
+            assert time.perf_counter() - started < 5, (first, second)
