@@ -27,6 +27,7 @@ def demo(
     turn_delay_s: float = typer.Option(0.4, help="Pause after each turn, in seconds."),
     session_timeout_ms: int = typer.Option(2500, help="Consumer-group session timeout (bounds failover)."),
     keep_services: bool = typer.Option(False, help="Leave Kafka and Redis running afterwards."),
+    reasoner: str = typer.Option("rules", help="rules, or local: the model of `mesh dev llm` decides (use fewer patients)."),
 ) -> None:
     """Run the reconciliation workflow on local services, kill an agent mid-step, show the resume."""
     # Imported here: agents/ builds on mesh/, not the other way round.
@@ -36,6 +37,7 @@ def demo(
         DemoOptions(
             patients=patients, page_size=page_size, kill_after_turn=kill_after_turn,
             turn_delay_s=turn_delay_s, session_timeout_ms=session_timeout_ms, keep_services=keep_services,
+            reasoner=reasoner,
         )
     )
     ok = result.status == "succeeded" and result.duplicate_effects == 0 and result.unauthorized == 0
