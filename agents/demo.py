@@ -57,6 +57,8 @@ class DemoOptions:
     keep_services: bool = False
     keep_topics: bool = False
     """Leave this run's topics and Redis keys behind (by default the demo deletes them at the end)."""
+    reasoner: str = "rules"
+    """``rules`` (deterministic policies) or ``local`` (the model of ``mesh dev llm`` decides)."""
 
 
 @dataclass
@@ -79,6 +81,7 @@ class DemoResult:
     effects_created: int = 0
     replays: int = 0
     elapsed_s: float = 0.0
+    reasoner: str = "rules"
     gossip_variables: int = 0
     gossip_replicas_complete: int = 0
     trace_id: str = ""
@@ -203,6 +206,14 @@ def run_demo(opts: DemoOptions | None = None, *, console: Console | None = None)
     env = {**os.environ, "MESH_KAFKA_BOOTSTRAP": services.kafka_bootstrap, "MESH_REDIS_URL": services.redis_url,
            "MESH_TOPIC_PREFIX": prefix, "MESH_STATE_DIR": str(run_dir / "state")}
     env.pop("ANTHROPIC_API_KEY", None) if env.get("MESH_DEMO_RULES", "1") == "1" else None
+    if opts.reasoner == "local":  # agents decide with the local model (mesh dev llm), through the SDK
+        from mesh.dev._llm import LocalLlm
+
+        local = LocalLlm(services.config)
+        llm_up = local.up(progress=lambda msg: console.print(f"[dim]llm:[/dim] {msg}"))
+        env.update(local.env())
+        result.reasoner = f"{llm_up.model} on {llm_up.base_url}"
+        console.print(f"agents decide with {result.reasoner}")
     settings = MeshSettings(kafka_bootstrap=services.kafka_bootstrap, redis_url=services.redis_url,
                             topic_prefix=prefix, state_dir=run_dir / "state")
     ehr = start_mock_ehr_process(run_dir / "ehr-audit.jsonl", config=EhrConfig(patients=opts.patients))
@@ -242,6 +253,7 @@ def summary_table(r: DemoResult) -> Table:
     t.add_column("value", justify="right")
     rows = [
         ("workflow", r.status),
+        ("reasoner", r.reasoner),
         ("steps completed", f"{r.steps_completed}/{r.steps_total}"),
         ("turns", str(r.turns)),
         ("resumes from checkpoint", str(r.resumes)),

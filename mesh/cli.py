@@ -45,6 +45,7 @@ def demo(
     keep_services: bool = typer.Option(False, help="Leave Kafka and Redis running afterwards."),
     keep_topics: bool = typer.Option(False, help="Keep this run's topics and Redis keys (deleted by default)."),
     run_dir: Path | None = typer.Option(None, help="Logs and audit of this run (default: <state dir>/demo/<time>)."),  # noqa: B008
+    reasoner: str = typer.Option("rules", help="rules, or local: the model of `mesh dev llm` decides (use fewer patients)."),
 ) -> None:
     """Run the reconciliation workflow on local services, kill an agent mid-step, show the resume."""
     # Imported here: agents/ builds on mesh/, not the other way round.
@@ -56,6 +57,7 @@ def demo(
             turn_delay_s=turn_delay_s, session_timeout_ms=session_timeout_ms, keep_services=keep_services,
             keep_topics=keep_topics,
             run_dir=run_dir,
+            reasoner=reasoner,
         )
     )
     ok = result.status == "succeeded" and result.duplicate_effects == 0 and result.unauthorized == 0

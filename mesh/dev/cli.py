@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,7 @@ from rich.console import Console
 
 from mesh.dev._config import DevConfig
 from mesh.dev._errors import DevInstallError, DevServiceError
+from mesh.dev._llm import LocalLlm
 from mesh.dev._process import log_tail
 from mesh.dev._services import DevServices, DevStatus
 
@@ -127,8 +129,11 @@ def up(
     redis_port: RedisPortOpt = None,
     redis_appendfsync: FsyncOpt = None,
     timeout_s: TimeoutOpt = None,
+    llm: Annotated[
+        bool, typer.Option("--llm", help="Also start the local model server (see `mesh dev llm`).")
+    ] = False,
 ) -> None:
-    """Start Kafka and Redis (a no-op for those already running)."""
+    """Start Kafka and Redis (a no-op for those already running); with --llm the local model too."""
     services = _services(
         state_dir, kafka_port, kafka_controller_port, redis_port, redis_appendfsync, timeout_s
     )
@@ -147,6 +152,8 @@ def up(
         f"MESH_KAFKA_BOOTSTRAP={services.kafka_bootstrap} MESH_REDIS_URL={services.redis_url}"
     )
     _ensure_dev_operator_key()
+    if llm:
+        _llm_up(LocalLlm(services.config))
 
 
 def _ensure_dev_operator_key() -> None:
@@ -176,6 +183,8 @@ def down(state_dir: StateDirOpt = None) -> None:
         report = services.down()
     except DevServiceError as exc:
         raise _fail(exc) from None
+    if LocalLlm(services.config).down():
+        report = dataclasses.replace(report, stopped=(*report.stopped, "llm"))
     if report.stopped:
         _out.print(f"stopped: {', '.join(report.stopped)} in {report.elapsed_s:.1f} s")
     else:
@@ -211,3 +220,35 @@ def logs(
     target = services.kafka if service == "kafka" else services.redis
     _out.print(f"[dim]{target.log_path}[/dim]")
     _out.print(log_tail(target.log_path, lines), markup=False)
+
+
+# -- the local model (mesh/dev/_llm.py) ------------------------------------------------------------
+
+
+def _llm_up(local: LocalLlm) -> None:
+    try:
+        report = local.up(progress=_progress)
+    except (DevServiceError, DevInstallError) as exc:
+        raise _fail(exc) from None
+    how = "started" if report.started else "already running"
+    _out.print(f"llm {how}: {report.model} on {report.base_url} ({report.elapsed_s:.1f} s)")
+    # Ready to paste into a shell (or `eval $(mesh dev llm --env-only)`).
+    for name, value in local.env().items():
+        _out.print(f"export {name}={value!r}", markup=False)
+
+
+@app.command()
+def llm(
+    state_dir: StateDirOpt = None,
+    port: Annotated[int | None, typer.Option("--port", help="Server port [env MESH_DEV_LLM_PORT; 18080].")] = None,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the local model server instead.")] = False,
+) -> None:
+    """Build (once, cached) and start llama-server with the pinned model; print ANTHROPIC_BASE_URL."""
+    from mesh.dev._llm import LlmConfig
+
+    services = _services(state_dir)
+    local = LocalLlm(services.config, LlmConfig(port=port) if port is not None else None)
+    if stop:
+        _out.print("stopped llm" if local.down() else "llm was not running")
+        return
+    _llm_up(local)

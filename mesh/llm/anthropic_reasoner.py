@@ -61,6 +61,7 @@ class AnthropicReasoner:
         retry: RetryPolicy | None = None,
         send_temperature: bool = False,
         on_usage: UsageCallback | None = None,
+        tool_prefill: str | None = None,
     ) -> None:
         if not api_key:
             raise ReasonerAuthError("AnthropicReasoner needs an API key (ANTHROPIC_API_KEY)")
@@ -70,6 +71,9 @@ class AnthropicReasoner:
         self._retry = retry if retry is not None else RetryPolicy()
         self._on_usage = on_usage
         self._send_temperature = send_temperature
+        # Small local models (llama-server) write a tool call as text unless the answer is
+        # already inside the call format; real Claude models need no prefill.
+        self._tool_prefill = tool_prefill or None
         # Kept only so error messages can be scrubbed of it; SecretStr keeps it out of reprs.
         self._secret = SecretStr(api_key)
         self._client = anthropic.AsyncAnthropic(
@@ -100,6 +104,7 @@ class AnthropicReasoner:
             ),
             send_temperature=settings.send_temperature,
             on_usage=on_usage,
+            tool_prefill=settings.tool_prefill,
         )
 
     def __repr__(self) -> str:
@@ -119,12 +124,15 @@ class AnthropicReasoner:
         if request.repair_hint:
             prompt += _REPAIR_TEMPLATE.format(hint=request.repair_hint)
         estimated_text = "\n\n".join([request.system, prompt, json.dumps(tools)])
+        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+        if self._tool_prefill:
+            messages.append({"role": "assistant", "content": self._tool_prefill})
         message = await self._create(
             estimated_text,
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             system=request.system,
-            messages=[{"role": "user", "content": prompt}],
+            messages=messages,
             tools=tools,
             tool_choice={"type": "any"},
         )

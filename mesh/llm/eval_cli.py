@@ -35,6 +35,7 @@ class ReasonerChoice(StrEnum):
     rule = "rule"
     anthropic = "anthropic"
     fake = "fake"
+    local = "local"
 
 
 def _parse_positions(text: str) -> tuple[int, ...]:
@@ -57,6 +58,15 @@ def _build_reasoner(
             base_url = srv.base_url
         return AnthropicReasoner(
             api_key=FAKE_API_KEY, base_url=base_url, model="fake-needle", retry=RetryPolicy(2)
+        )
+    if choice is ReasonerChoice.local:  # llama-server of `mesh dev llm`: no key, prefill on
+        from mesh.dev._llm import LocalLlm, local_reasoner_env
+
+        env = local_reasoner_env(base_url or LocalLlm().base_url)
+        return AnthropicReasoner(
+            api_key=env["ANTHROPIC_API_KEY"], base_url=env["ANTHROPIC_BASE_URL"], model=env["MESH_LLM_MODEL"],
+            timeout_s=float(env["MESH_LLM_TIMEOUT_S"]), send_temperature=True,
+            tool_prefill=env["MESH_LLM_TOOL_PREFILL"], retry=RetryPolicy(2),
         )
     settings = ReasonerSettings()
     if base_url is not None:
@@ -140,3 +150,29 @@ async def _run(reasoner: Reasoner, options: PositionEvalOptions) -> PositionEval
         return await run_position_eval(reasoner, options)
     finally:
         await reasoner.aclose()
+
+
+@app.command("retry")
+def retry(
+    p: Annotated[float, typer.Option(min=0.0, max=0.99, help="failure probability of one call")] = 0.02,
+    steps: Annotated[int, typer.Option(min=1, help="steps per workflow (N)")] = 50,
+    attempts: Annotated[str, typer.Option(help="attempts per step to compare (k), comma-separated")] = "1,3",
+    trials: Annotated[int, typer.Option(min=1, help="workflows per k")] = 200,
+    seed: Annotated[int, typer.Option(help="seed of the failures")] = 0,
+) -> None:
+    """The p^k claim: N-step workflows through the real retry layer vs (1-p^k)^N."""
+    from mesh.llm.retry_eval import run_retry_eval
+
+    try:
+        ks = tuple(int(part) for part in attempts.split(",") if part.strip())
+        results = asyncio.run(run_retry_eval(p=p, steps=steps, attempts=ks, trials=trials, seed=seed))
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    table = Table(title=f"{steps}-step workflows, each call fails with p={p} (HTTP 500 from the fake API)")
+    for column in ("attempts k", "trials", "succeeded", "measured", "95% CI", "(1-p^k)^N", "calls", "time"):
+        table.add_column(column, justify="right")
+    for r in results:
+        low, high = r.interval
+        table.add_row(str(r.attempts), str(r.trials), str(r.successes), f"{r.rate:.2%}",
+                      f"{low:.2%}-{high:.2%}", f"{r.predicted:.2%}", str(r.calls), f"{r.elapsed_s:.1f} s")
+    Console().print(table)

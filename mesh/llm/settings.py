@@ -50,3 +50,7 @@ class ReasonerSettings(BaseSettings):
 
     retry_max_delay_s: float = Field(default=20.0, ge=0)
     """Largest delay of our retry policy, in seconds."""
+
+    tool_prefill: str | None = None
+    """Assistant prefill sent after a decision prompt (``MESH_LLM_TOOL_PREFILL``), e.g.
+    ``"<tool_call>\n"`` for a small local Qwen model behind llama-server; unset for Claude."""

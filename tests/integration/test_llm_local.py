@@ -1,0 +1,267 @@
+"""The reasoner path on a real model: llama-server + Qwen2.5-Coder 0.5B through the anthropic SDK.
+
+A private server (own state directory and port) is started for the module, so SIGSTOP and
+SIGKILL here never touch a server someone else uses. Each model call takes 5-50 s on a loaded
+2-core machine, so the tests make few of them. Without the built server or the model they skip,
+unless ``MESH_REQUIRE_LLM=1`` (CI: .ci/tools.d/50-llm.sh), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesh.context import TokenCounter
+from mesh.dev import DevConfig, free_port
+from mesh.dev._llm import MODEL, TOOL_CALL_PREFILL, LlmConfig, LocalLlm
+from mesh.llm import (
+    ActionSpec,
+    AnthropicReasoner,
+    DecisionFormatError,
+    ReasonerRequest,
+    ReasonerUnavailable,
+    RetryPolicy,
+)
+from mesh.llm.backoff import ExponentialBackoff
+from mesh.llm.decision import Usage
+from mesh.runtime import (
+    Action,
+    ActionContext,
+    ActionOutcome,
+    Rehydration,
+    StackPromptBuilder,
+    StepRunner,
+    VariableEntry,
+)
+from mesh.store import InMemoryStateStore
+from protocols import Envelope, WorkflowSpec
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+LOCAL_KEY = "local-llama-server-no-key"  # llama-server ignores it; the SDK wants one
+
+
+@pytest.fixture(scope="module")
+def local_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLlm]:
+    """A private llama-server with the pinned model, for this module only."""
+    local = LocalLlm(
+        DevConfig.isolated(tmp_path_factory.mktemp("llm-state")),
+        LlmConfig(port=free_port()),
+    )
+    if not local.installed():
+        reason = "llama-server or the model is not cached (run `python -m mesh dev llm` or .ci/tools.d/50-llm.sh)"
+        if os.environ.get("MESH_REQUIRE_LLM") == "1":
+            pytest.fail(f"MESH_REQUIRE_LLM=1 but {reason}")
+        pytest.skip(reason)
+    local.up()
+    yield local
+    local.down()
+
+
+def reasoner_for(local: LocalLlm, **overrides: Any) -> AnthropicReasoner:
+    options: dict[str, Any] = {
+        "api_key": LOCAL_KEY,
+        "base_url": local.base_url,
+        "model": MODEL.name,
+        "timeout_s": 240.0,
+        "sdk_max_retries": 0,
+        "send_temperature": True,
+        "tool_prefill": TOOL_CALL_PREFILL,
+        "retry": RetryPolicy(max_attempts=1),
+    }
+    options.update(overrides)
+    return AnthropicReasoner(**options)
+
+
+@pytest.fixture
+async def reasoner(local_llm: LocalLlm) -> AsyncIterator[AnthropicReasoner]:
+    r = reasoner_for(local_llm)
+    yield r
+    await r.aclose()
+
+
+LOOKUP = ActionSpec(
+    name="lookup_patient",
+    description="Look up one patient record by its id.",
+    params_schema={
+        "type": "object",
+        "properties": {"patient_id": {"type": "string", "description": "The patient id, e.g. P-0001."}},
+        "required": ["patient_id"],
+    },
+)
+FINISH = ActionSpec(name="finish", description="Stop: there is nothing left to do.", params_schema={"type": "object"})
+
+
+def lookup_request(**overrides: Any) -> ReasonerRequest:
+    values: dict[str, Any] = {
+        "system": "You are the fetch agent of a hospital workflow. Pick exactly one action.",
+        "prompt": "Task: look up the record of patient P-4417.",
+        "actions": [LOOKUP, FINISH],
+        "temperature": 0.0,
+        "max_tokens": 128,
+    }
+    values.update(overrides)
+    return ReasonerRequest(**values)
+
+
+async def test_real_tool_use_decision_with_usage_reported(local_llm: LocalLlm) -> None:
+    seen: list[tuple[str, str, Usage]] = []
+    reasoner = reasoner_for(local_llm, on_usage=lambda model, text, usage: seen.append((model, text, usage)))
+    try:
+        result = await reasoner.decide(lookup_request())
+    finally:
+        await reasoner.aclose()
+    assert result.decision.action == "lookup_patient"
+    assert "4417" in str(result.decision.params.get("patient_id"))
+    assert "tool_use lookup_patient" in result.raw
+    # Usage comes from the server's response, not from an estimate.
+    assert result.usage is not None and result.usage.input_tokens > 50 and result.usage.output_tokens > 3
+    assert result.model == MODEL.name
+    assert len(seen) == 1 and seen[0][2] == result.usage and "P-4417" in seen[0][1]
+
+
+async def test_token_calibration_from_real_usage(local_llm: LocalLlm) -> None:
+    """The context engine's tiktoken estimate is calibrated with the server's real prompt size."""
+    builder = StackPromptBuilder(model=MODEL.name, counter=TokenCounter())
+    assert builder.counter.ratio_for(MODEL.name) == 1.0
+    reasoner = reasoner_for(local_llm, on_usage=lambda _m, text, usage: builder.calibrate(text, usage.input_tokens))
+    try:
+        result = await reasoner.decide(lookup_request())
+    finally:
+        await reasoner.aclose()
+    assert result.usage is not None
+    ratio = builder.counter.ratio_for(MODEL.name)
+    # The chat template adds the tool instructions and role markers tiktoken never saw: the real
+    # prompt is bigger than the estimate of the text we sent, and the ratio says by how much.
+    assert ratio != 1.0 and 1.0 < ratio < 5.0
+
+
+async def test_truncated_answer_is_a_format_error_and_the_repair_succeeds(reasoner: AnthropicReasoner) -> None:
+    with pytest.raises(DecisionFormatError, match="max_tokens") as info:
+        await reasoner.decide(lookup_request(max_tokens=3))
+    repaired = await reasoner.decide(lookup_request(repair_hint=str(info.value)))
+    assert repaired.decision.action == "lookup_patient"
+    assert "4417" in str(repaired.decision.params.get("patient_id"))
+
+
+TOKEN = "tok-real-6c1f0e9b2a"
+SPEC = WorkflowSpec.parse(
+    {
+        "name": "local-model",
+        "mission": "Record the three items 1, 2 and 3 with the records API, one per turn.",
+        "steps": [
+            {"id": "record", "role": "recorder", "task": "Record the next item (1, then 2, then 3).",
+             "limits": {"max_turns": 6, "max_repairs": 3, "spin_window": 6}},
+        ],
+    }
+)
+
+
+class RecordsApi:
+    """Accepts only the real token; counts what it saw."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    async def record(self, ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
+        self.tokens.append(params["token"])
+        n = int(ctx.memory.get("recorded", 0)) + 1
+        return ActionOutcome(summary=f"recorded item {params['item']} ({n} of 3 done)", memory={"recorded": n}, done=n >= 3)
+
+
+async def test_a_step_runs_on_the_real_model_with_the_token_injected(local_llm: LocalLlm) -> None:
+    """The whole turn loop: real decisions, validation, repairs, the secret token injected."""
+    api = RecordsApi()
+    schema = {
+        "type": "object",
+        "properties": {"item": {"type": "integer", "minimum": 1, "maximum": 3}, "token": {"type": "string"}},
+        "required": ["item", "token"],
+        "additionalProperties": False,
+    }
+    actions = {"record_item": Action(ActionSpec(name="record_item", description="Record one item.", params_schema=schema),
+                                     api.record, inject={"token": "var:api_token"})}
+    events: list[Envelope] = []
+
+    async def publish(env: Envelope) -> None:
+        events.append(env)
+
+    reasoner = reasoner_for(local_llm)
+    runner = StepRunner(reasoner, InMemoryStateStore(), StackPromptBuilder(model=MODEL.name), publish,
+                        agent_id="llm-1", role="recorder", actions=actions)
+    rehydration = Rehydration(variables={"api_token": VariableEntry(TOKEN, secret=True, priority=0, origin="identity")})
+    try:
+        state = await runner.run(SPEC, SPEC.steps[0], "wf-llm", rehydration=rehydration)
+    finally:
+        await reasoner.aclose()
+    assert state.status == "completed", (state.status, state.error, state.escalation)
+    assert api.tokens == [TOKEN] * 3  # whatever the model wrote, the real token reached the API
+    # The model never saw the token, so each call's token was filled or corrected by injection.
+    assert all(h.injected and h.injected[0].startswith("token (") for h in state.history)
+    assert TOKEN not in repr(state.history) and all(TOKEN not in repr(e.payload) for e in events)
+
+
+def _signal(local: LocalLlm, sig: signal.Signals) -> int:
+    pid = local.service().pid()
+    assert pid is not None, "the local server is not running"
+    os.kill(pid, sig)
+    return pid
+
+
+async def test_a_stopped_server_times_out_and_the_retry_recovers_when_it_resumes(local_llm: LocalLlm) -> None:
+    reasoner = reasoner_for(local_llm, timeout_s=4.0)
+    pid = _signal(local_llm, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ReasonerUnavailable, match="timed out"):
+            await reasoner.decide(lookup_request())
+        assert 3.5 < time.monotonic() - started < 30
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await reasoner.aclose()
+    # Frozen again, thawed by a timer while our retry layer backs off: the next attempt answers.
+    retrying = reasoner_for(local_llm, timeout_s=4.0,
+                            retry=RetryPolicy(max_attempts=4, backoff=ExponentialBackoff(base_s=1.0, cap_s=2.0, jitter=0)))
+    _signal(local_llm, signal.SIGSTOP)
+    thaw = threading.Timer(6.0, os.kill, (pid, signal.SIGCONT))
+    thaw.start()
+    try:
+        result = await retrying.decide(lookup_request())
+    finally:
+        thaw.join()
+        os.kill(pid, signal.SIGCONT)
+        await retrying.aclose()
+    assert result.decision.action == "lookup_patient"
+
+
+async def test_a_killed_server_is_unavailable_then_serves_again_after_restart(local_llm: LocalLlm) -> None:
+    reasoner = reasoner_for(local_llm, timeout_s=10.0,
+                            retry=RetryPolicy(max_attempts=2, backoff=ExponentialBackoff(base_s=0.2, cap_s=0.2)))
+    service = local_llm.service()
+    assert service.stop(kill=True)  # SIGKILL
+    try:
+        started = time.monotonic()
+        with pytest.raises(ReasonerUnavailable, match="unreachable"):
+            await reasoner.decide(lookup_request())
+        assert time.monotonic() - started < 10  # refused at once, not a timeout
+    finally:
+        local_llm.up()
+    try:
+        result = await reasoner.decide(lookup_request())
+    finally:
+        await reasoner.aclose()
+    assert result.decision.action == "lookup_patient"
+
+
+def test_the_cached_model_is_the_pinned_one(local_llm: LocalLlm) -> None:
+    from mesh.dev._llm import check_gguf_header, model_path
+
+    path = model_path(local_llm.config)
+    assert path.stat().st_size == MODEL.size
+    check_gguf_header(Path(path), architecture=MODEL.architecture)
