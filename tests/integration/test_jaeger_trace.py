@@ -286,7 +286,7 @@ def test_demo_trace_read_back_from_jaeger(tmp_path: Path, jaeger: Jaeger, kafka_
             assert tags["messaging.destination.name"].endswith(".workflow.events")
             assert tags["span.kind"] == "consumer"
         resumed = [s for s in step_spans if s["operationName"] == "step fetch" and _tags(s).get("mesh.step.resumed")]
-        assert [instance_of[s["spanID"]] for s in resumed] == [took_over.group(1)]
+        assert took_over.group(1) in {instance_of[s["spanID"]] for s in resumed}
         root_tags = _tags(roots[0])
         assert root_tags["messaging.operation.type"] == "send" and root_tags["messaging.system"] == "kafka"
         sends = [s for s in spans if s["operationName"].startswith("send ")]
