@@ -90,11 +90,11 @@ def test_structured_payloads_give_a_value_or_our_error(name: str, value: object,
 
 
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
-@settings(FUZZ, deadline=10_000)  # PyYAML is pure Python: a 1000-step chain takes seconds on a busy CI box
+@settings(FUZZ, deadline=60_000)  # PyYAML is pure Python: seconds per spec on a loaded 2-core box
 @given(value=_json_values, steps=st.integers(0, 1200), depth=st.integers(0, 5000))
 def test_specs_give_a_spec_or_a_spec_error(fmt: str, value: object, steps: int, depth: int) -> None:
     if fmt == "yaml":
-        steps //= 6  # the step limit itself is exercised through JSON (same checks after parsing)
+        steps //= 20  # the step limit itself is exercised through JSON (same checks after parsing)
     chain = [{"id": f"s{i}", "role": "r", "depends_on": [f"s{i - 1}"] if i else []} for i in range(steps)]
     spec = {"name": "x", "variables": {"v": value}, "steps": chain}
     text = json.dumps(spec)  # JSON is YAML too
