@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         rate = r.runs / r.seconds if r.seconds else 0.0
         print(f"{r.name:<16} {r.runs:>12} {r.seconds:>8.0f} {rate:>9.0f} {r.findings:>9}  {r.stop or '-'}")
     found = sum(r.findings for r in results)
-    short = [r.name for r in results if r.runs < args.inputs and not r.stop]
+    short = [r.name for r in results if r.runs < args.inputs and r.stop in ("", "interrupted")]
     if found:
         print(f"\nFINDINGS: {found}; inputs and tracebacks under {args.findings}/")
     if short:
