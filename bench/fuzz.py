@@ -117,12 +117,14 @@ def run_target(
     runs_line = re.search(r"stat::number_of_executed_units:\s*(\d+)", out)
     runs = int(done.group(1)) if done else int(runs_line.group(1)) if runs_line else 0
     stop = ""
+    interrupted = "run interrupted" in out  # SIGINT/SIGTERM from outside: not a finding
     if proc.returncode != 0:
-        stop = "timeout" if "libFuzzer: timeout" in out else "oom" if "out-of-memory" in out else "crash"
+        stop = ("interrupted" if interrupted else "timeout" if "libFuzzer: timeout" in out
+                else "oom" if "out-of-memory" in out else "crash")
         (findings / f"{name}.log").write_text(out[-20000:])
     occurrences_file = findings / f"{name}.occurrences"
     lines = occurrences_file.read_text().split() if occurrences_file.exists() else []
-    distinct = len(set(lines)) + (1 if stop else 0)
+    distinct = len(set(lines)) + (1 if stop and not interrupted else 0)
     return TargetResult(name, runs, seconds, distinct, len(lines), proc.returncode, stop)
 
 
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         rate = r.runs / r.seconds if r.seconds else 0.0
         print(f"{r.name:<16} {r.runs:>12} {r.seconds:>8.0f} {rate:>9.0f} {r.findings:>9}  {r.stop or '-'}")
     found = sum(r.findings for r in results)
-    short = [r.name for r in results if r.runs < args.inputs and not r.stop]
+    short = [r.name for r in results if r.runs < args.inputs and r.stop in ("", "interrupted")]
     if found:
         print(f"\nFINDINGS: {found}; inputs and tracebacks under {args.findings}/")
     if short:
