@@ -51,6 +51,8 @@ LOCAL_KEY = "local-llama-server-no-key"  # llama-server ignores it; the SDK want
 @pytest.fixture(scope="module")
 def local_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLlm]:
     """A private llama-server with the pinned model, for this module only."""
+    if os.environ.get("MESH_REQUIRE_LLM") != "1" and os.environ.get("MESH_LLM_LOCAL_TESTS") != "1":
+        pytest.skip("real-model tests are opt-in: MESH_LLM_LOCAL_TESTS=1 (CI: .ci/tools.d/50-llm.sh sets MESH_REQUIRE_LLM=1)")
     local = LocalLlm(
         DevConfig.isolated(tmp_path_factory.mktemp("llm-state")),
         LlmConfig(port=free_port()),
