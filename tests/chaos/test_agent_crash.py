@@ -60,7 +60,10 @@ async def test_sigkill_at_random_turns_loses_nothing_and_duplicates_nothing(clus
             (wf, step, v.turns_seen.get(step, 0))
             for wf, v in list(cluster.views.items()) if v.spec
             for step in ("fetch", "validate")
-            if v.status_of(step) == "running" and cluster.owner(wf, step) in cluster.agents.procs
+            # At least one turn checkpointed, so the successor really resumes from a checkpoint
+            # (a kill before the first turn is a restart, not a resume).
+            if v.status_of(step) == "running" and v.turns_seen.get(step, 0) >= 1
+            and cluster.owner(wf, step) in cluster.agents.procs
             and cluster.agents.alive(cluster.owner(wf, step))
         ]
         if not running:

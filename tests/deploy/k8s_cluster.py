@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -392,12 +393,9 @@ class ControlPlane:
     def client(self) -> httpx.Client:
         """An admin client of the API server (client certificate, verified serving cert)."""
         pki = self.workdir / "pki"
-        return httpx.Client(
-            base_url=self.server,
-            verify=str(pki / "ca.crt"),
-            cert=(str(pki / "admin.crt"), str(pki / "admin.key")),
-            timeout=15.0,
-        )
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        return httpx.Client(base_url=self.server, verify=context, timeout=15.0)
 
     def get(self, path: str) -> dict[str, Any] | None:
         """GET a path; None on 404."""

@@ -375,7 +375,7 @@ def test_production_values_statefulset_keda_and_key_secrets(
                 or {}
             )
             .get("status", {})
-            .get("conditions", [])
+            .get("conditions") or []  # the API server adds conditions once it has looked
         ),
         60,
         "the ScaledObject CRD",

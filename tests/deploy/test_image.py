@@ -392,6 +392,7 @@ def image_agent_cluster(tmp_path: Path, kafka_bootstrap: str, redis_url: str) ->
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # four agents, an EHR and a container starting on a busy 2-core box
 async def test_agent_from_the_image_joins_its_group_and_runs_its_step(
     bundle: Path, oci_runtime: str, tmp_path: Path, image_agent_cluster: Any, kafka_bootstrap: str, redis_url: str,
 ) -> None:

@@ -31,10 +31,10 @@ _ERRORS: dict[str, BaseException] = {
 async def test_handler_failures_are_dead_lettered_once_and_workers_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
     original = WorkflowView.apply
 
-    def apply(self: WorkflowView, env: Envelope) -> Any:
+    def apply(self: WorkflowView, env: Envelope, **kwargs: Any) -> Any:
         if env.id in _ERRORS:
             raise _ERRORS[env.id]
-        return original(self, env)
+        return original(self, env, **kwargs)
 
     monkeypatch.setattr(WorkflowView, "apply", apply)
     broker = InMemoryBroker(default_partitions=2)
