@@ -408,11 +408,25 @@ async def test_agent_from_the_image_joins_its_group_and_runs_its_step(
         ["mesh", "agent", "run", "--role", "validate", "--agent-id", agent_id, "--session-timeout-ms", "6000",
          "--heartbeat-interval-ms", "1000"],
         {"MESH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MESH_REDIS_URL": redis_url, "MESH_TOPIC_PREFIX": cluster.prefix,
-         "MESH_TOPIC_PARTITIONS": "6", "MESH_MAX_ENVELOPE_BYTES": "262144"},
+         "MESH_TOPIC_PARTITIONS": "6", "MESH_MAX_ENVELOPE_BYTES": "262144",
+         # The mesh's data key (secrets sealed at rest), as the other agents of the session have it.
+         "MESH_DATA_KEY": os.environ["MESH_DATA_KEY"]},
         host_network=True,
     )
     try:
         await cluster.start([("identity", "identity-1"), ("fetch", "fetch-1"), ("report", "report-1")])
+        # Dev trust root, as `mesh dev` gives the other agents: the operator key on the agent's
+        # volume lets it certify its own key (production pods get a certificate from a Secret).
+        from mesh.security import operator_key_path
+
+        source = operator_key_path(cluster.tmp / "state")
+        if source.exists():
+            target = operator_key_path(container.state_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+            for path in (target.parent, target):
+                os.chown(path, SPEC["user"]["uid"], SPEC["user"]["gid"])
+            target.chmod(0o600)
         container.start()
         await asyncio.to_thread(container.wait_for, READY_MARK, 240)
         group = f"{cluster.prefix}.role.validate"
