@@ -10,7 +10,7 @@ real key: her messages are refused, k2's still verify, and she never counts as k
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -33,6 +33,7 @@ from mesh.security import (
 from mesh.security._trust import KeyRecord
 from protocols import Envelope, GossipDigest, Topics
 from protocols.events import WorkflowSubmitted
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +42,6 @@ GOSSIP = GossipOptions(anti_entropy_period_ms=300, bucket_count=16)
 NODE = GossipNodeOptions(persist_debounce_ms=50, poll_timeout_ms=200, start_timeout_s=30, keyring_refresh_period_ms=200)
 
 
-async def _until(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s} s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -103,7 +97,7 @@ async def test_redis_write_access_does_not_make_mallory_k2(
     }
     try:
         await asyncio.gather(*(n.start() for n in nodes.values()))
-        await _until(lambda: all("k2" in n.keyring for n in nodes.values()), what="everyone admitted the real k2")
+        await until(lambda: all("k2" in n.keyring for n in nodes.values()), what="everyone admitted the real k2")
         # Mallory overwrites k2's entry again, after everyone admitted the real key.
         await _forge_k2(store, redis_client, mallory, certs["mallory"])
         await asyncio.sleep(0.6)  # several keyring refreshes
@@ -119,7 +113,7 @@ async def test_redis_write_access_does_not_make_mallory_k2(
         proposal = make_proposal(WF, "order_id", "order_id", "o-evil", proposer="mallory")
         forged_ballot = BallotSigner("k2", mallory.private_key).cast(proposal, "accept")
         await buses["mallory"].publish(topics.votes, impostor.sign(Envelope.of(forged_ballot, sender="k2", workflow_id=WF)))
-        await _until(
+        await until(
             lambda: all(n.stats["rejected_forged"] >= 2 for a, n in nodes.items() if a != "k2"),
             what="k0 and k1 refused both forgeries",
         )
@@ -135,7 +129,7 @@ async def test_redis_write_access_does_not_make_mallory_k2(
         await trusts["k0"](trusts["k2"].sign(_wf_event("k2")))
         await nodes["k2"].set_variable(WF, "from-k2", 42)
         real = await nodes["k0"].propose(WF, "order_id", "o-1")
-        await _until(
+        await until(
             lambda: all(n.get(WF).value("from-k2") == 42 for n in nodes.values())
             and nodes["k1"].decision(real.id) is not None,
             what="k2's gossip and the vote went through",

@@ -8,7 +8,6 @@ both groups, committed past, and both workers keep running and consuming.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from mesh.runtime.agent import build_worker
 from mesh.runtime.view import WorkflowView
 from mesh.store import InMemoryBlobStore, InMemoryStateStore
 from protocols import DeadLetter, Envelope, StepProgress, Topics
+from tests.waiting import until
 
 _ERRORS: dict[str, BaseException] = {
     "poison-recursion": RecursionError("maximum recursion depth exceeded"),
@@ -52,7 +52,7 @@ async def test_handler_failures_are_dead_lettered_once_and_workers_go_on(monkeyp
         for poison in [*_ERRORS, "fine-1"]:
             await client.publish(topics.workflow_events, Envelope.of(
                 StepProgress(turn=1, action="a", outcome="ok", owner="x"), sender="x", workflow_id="wf-1", step_id="s", id=poison))
-        await _until(lambda: all(w.records_contained >= len(_ERRORS) for w in workers))
+        await until(lambda: all(w.records_contained >= len(_ERRORS) for w in workers))
         assert [w.records_contained for w in workers] == [3, 3]
         letters = []
         while batch := await dlq.poll(timeout_ms=300):
@@ -64,7 +64,7 @@ async def test_handler_failures_are_dead_lettered_once_and_workers_go_on(monkeyp
         # And they go on: a later record of another workflow is folded by both.
         await client.publish(topics.workflow_events, Envelope.of(
             StepProgress(turn=1, action="a", outcome="ok", owner="x"), sender="x", workflow_id="wf-2", step_id="s"))
-        await _until(lambda: all("wf-2" in w._tracked for w in workers))
+        await until(lambda: all("wf-2" in w._tracked for w in workers))
         assert all("wf-2" in w._tracked for w in workers)
     finally:
         for w in workers:
@@ -73,8 +73,3 @@ async def test_handler_failures_are_dead_lettered_once_and_workers_go_on(monkeyp
         await dlq.aclose()
 
 
-async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    for _ in range(int(timeout_s / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
