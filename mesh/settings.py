@@ -7,8 +7,9 @@ environment changes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["MeshSettings", "default_state_dir"]
@@ -53,6 +54,37 @@ class MeshSettings(BaseSettings):
 
     blob_retention_s: int = Field(default=30 * 24 * 3600, ge=0)
     """Age after which ``mesh gc`` deletes blob copies of checkpoints (0: keep forever)."""
+
+    history_window: int = Field(default=20, ge=1)
+    """Turn records a step's checkpoint keeps (``MESH_HISTORY_WINDOW``); older ones are archived
+    to the blob store in segments and summarized in the checkpoint (``mesh.runtime.history``)."""
+
+    blob_backend: Literal["file", "s3"] = "file"
+    """Where durable blob copies go (``MESH_BLOB_BACKEND``): ``file`` (``blob_dir``) or ``s3``."""
+
+    s3_bucket: str = ""
+    """Bucket of the S3 blob store (``MESH_S3_BUCKET``)."""
+
+    s3_prefix: str = ""
+    """Key prefix inside the bucket, so several meshes can share one (``MESH_S3_PREFIX``)."""
+
+    s3_endpoint_url: str = ""
+    """Endpoint of an S3-compatible server, e.g. ``http://s3proxy:8080`` (empty: AWS)."""
+
+    s3_region: str = ""
+    """Region (``MESH_S3_REGION``; empty: ``us-east-1``)."""
+
+    s3_access_key_id: str = ""
+    """Access key id; with ``s3_secret_access_key``. Empty: botocore's chain (``AWS_*`` variables, IRSA...)."""
+
+    s3_secret_access_key: SecretStr = SecretStr("")
+    """Secret access key (``MESH_S3_SECRET_ACCESS_KEY``); never printed."""
+
+    s3_create_bucket: bool = False
+    """Create the bucket on first use if it does not exist (``MESH_S3_CREATE_BUCKET=1``)."""
+
+    s3_path_style: bool = True
+    """Address ``endpoint/bucket/key`` (most S3-compatible servers) rather than virtual-hosted buckets."""
 
     def resolved_blob_dir(self) -> Path:
         """The blob store directory, defaulted under the state directory."""

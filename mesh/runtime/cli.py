@@ -38,7 +38,8 @@ from mesh.runtime.worker import WorkerOptions
 from mesh.security import redact_text
 from mesh.settings import MeshSettings
 from mesh.store import RunSummary
-from mesh.store.retention import sweep_blobs
+from mesh.store.blob import blob_store_from_settings
+from mesh.store.retention import SweepResult
 from protocols import WorkflowSpec, WorkflowSpecError
 
 __all__ = ["agent_app", "error_line", "exit_code_of", "load_spec_file", "one_line", "register"]
@@ -556,10 +557,18 @@ def gc(
     if age <= 0:
         out.print("blob retention is 0 (keep forever): nothing to do")
         return
-    result = sweep_blobs(settings.resolved_blob_dir(), max_age_s=age, dry_run=dry_run)
+
+    async def go() -> SweepResult:
+        blobs = blob_store_from_settings(settings)
+        try:
+            return await blobs.delete_older_than(age, dry_run=dry_run)
+        finally:
+            await blobs.aclose()
+
+    result = _run(go(), "gc")
     verb = "would delete" if dry_run else "deleted"
-    out.print(f"{verb} {result.deleted} blob(s) ({result.bytes_freed} bytes) older than {age:.0f} s; kept {result.kept}",
-              markup=False, highlight=False)
+    out.print(f"{verb} {result.deleted} blob(s) ({result.bytes_freed} bytes) older than {age:.0f} s "
+              f"from the {settings.blob_backend} blob store; kept {result.kept}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer, *, extra: dict[str, Callable[..., Any]] | None = None) -> None:

@@ -1,7 +1,8 @@
-"""State: fenced, versioned checkpoints (Redis, in memory) and durable blobs (filesystem, in memory)."""
+"""State: fenced, versioned checkpoints (Redis, in memory) and durable blobs (filesystem, S3 in
+``mesh.store.s3``, in memory)."""
 
 from mesh.store.base import BlobStore, Checkpoint, StateStore, agent_key, step_key
-from mesh.store.blob import FileBlobStore
+from mesh.store.blob import FileBlobStore, blob_store_from_settings
 from mesh.store.journal import (
     DroppedWrite,
     JournalingStateStore,
@@ -21,6 +22,7 @@ __all__ = [
     "step_key",
     # implementations
     "FileBlobStore",
+    "blob_store_from_settings",
     "InMemoryBlobStore",
     "InMemoryStateStore",
     "RedisStateStore",
