@@ -57,7 +57,8 @@ class MeshSettings(BaseSettings):
 
     history_window: int = Field(default=20, ge=1)
     """Turn records a step's checkpoint keeps (``MESH_HISTORY_WINDOW``); older ones are archived
-    to the blob store in segments and summarized in the checkpoint (``mesh.runtime.history``)."""
+    to the blob store in segments of as many records and summarized in the checkpoint
+    (``mesh.runtime.history``), so it holds between this and twice this many."""
 
     blob_backend: Literal["file", "s3"] = "file"
     """Where durable blob copies go (``MESH_BLOB_BACKEND``): ``file`` (``blob_dir``) or ``s3``."""

@@ -165,7 +165,10 @@ def agent_run(
     settings = MeshSettings()
     config = AgentConfig(
         role=role, agent_id=agent_id, roles_module=roles_module,
-        runtime=RuntimeOptions(turn_delay_s=turn_delay_s),
+        runtime=RuntimeOptions(
+            turn_delay_s=turn_delay_s,
+            history_window=settings.history_window, history_segment=settings.history_window,
+        ),
         worker=WorkerOptions(
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
