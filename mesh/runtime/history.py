@@ -4,7 +4,8 @@ A step's checkpoint is written after every turn, so its size is the write cost o
 Keeping every ``TurnRecord`` made both grow with the turn count; here the checkpoint keeps
 
 * the last ``window`` turn records (what the prompt, spinning detection and the next owner need),
-  plus at most ``segment`` more waiting to be archived;
+  plus those waiting to be archived: ``segment`` normally, at most ``max_backlog`` segments when
+  turns outrun the blob store (then a write waits for the upload: backpressure);
 * a ``HistoryDigest``: counts of what the archived turns did (per action, failures, repairs,
   retries, time), the last archived failure, and the blob name of the newest archived segment.
 
@@ -22,7 +23,8 @@ the checkpoint or a durable segment holding them (an upload whose checkpoint nev
 unreferenced blob; the retention sweep removes it). The epoch in the name keeps a fenced-off
 zombie owner's uploads apart from its successor's.
 
-If the blob store is down, nothing is dropped: the checkpoint grows until an upload succeeds.
+If the blob store is down, nothing is dropped: the checkpoint grows until an upload succeeds
+(retried every ``segment`` turns).
 Without a blob store (unit tests, embedded use) nothing is archived.
 """
 
@@ -59,6 +61,13 @@ class HistoryOptions:
 
     segment: int = 20
     """Turn records per archived blob; archiving starts once ``window + segment`` are held."""
+
+    max_backlog: int = 4
+    """Segments' worth of records that may wait for a slow blob store before a checkpoint write
+    waits for the upload in flight (backpressure, at most ``backpressure_s``)."""
+
+    backpressure_s: float = 10.0
+    """Longest a checkpoint write waits for an upload; then it goes ahead with the records kept."""
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.segment < 1:
@@ -146,7 +155,8 @@ class HistoryArchiver:
     Await ``before_write(state)`` right before every checkpoint write of the step: it applies the
     upload that finished (drops those records, advances the digest) and starts the next one when
     enough records have piled up (every full segment at once, after an outage). It never waits
-    for the blob store. After a failed upload it tries again ``segment`` turns later.
+    for the blob store unless turns outrun it by ``max_backlog`` segments (then it waits up to
+    ``backpressure_s``). After a failed upload it tries again ``segment`` turns later.
     """
 
     blobs: BlobStore
@@ -163,8 +173,15 @@ class HistoryArchiver:
         if upload is not None:
             if not upload.task.done():
                 # Let the upload run if nothing else yielded to the loop since it started (a turn
-                # over in-memory stores never suspends); never wait for it.
+                # over in-memory stores never suspends).
                 await asyncio.sleep(0)
+            backlog = len(state.history) - self.options.window
+            if (
+                not upload.task.done()
+                and backlog >= self.options.segment * self.options.max_backlog
+            ):
+                # Turns outrun the blob store: wait for it rather than let the checkpoint grow.
+                await asyncio.wait([upload.task], timeout=self.options.backpressure_s)
             if not upload.task.done():
                 return
             del self._uploads[key]

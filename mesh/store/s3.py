@@ -33,7 +33,7 @@ from pydantic import SecretStr
 from mesh.errors import CheckpointNotFound, ConfigError, StoreError, StoreUnavailable, UsageError
 from mesh.store.retention import SweepResult
 
-__all__ = ["S3BlobStore"]
+__all__ = ["S3BlobStore", "S3Unavailable"]
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _AUTH = {
@@ -44,6 +44,10 @@ _AUTH = {
     "ExpiredToken",
     "403",
 }
+
+
+class S3Unavailable(StoreUnavailable):
+    """The S3 endpoint could not be reached, timed out, or answered 5xx / SlowDown (retryable)."""
 
 
 def _check_name(name: str) -> str:
@@ -185,7 +189,7 @@ class S3BlobStore:
             raise _translate(exc, what, self.where) from None
         except (TimeoutError, BotoCoreError, OSError) as exc:
             # Endpoint unreachable, connection reset, read timeout: worth retrying later.
-            raise StoreUnavailable(
+            raise S3Unavailable(
                 f"{what} at {self.where}: S3 unreachable: {type(exc).__name__}: {exc}"
             ) from None
 
@@ -206,11 +210,13 @@ class S3BlobStore:
             )
         except _Missing:
             raise CheckpointNotFound(f"no blob {name!r} in {self.where}") from None
+        from aiohttp import ClientError as HttpError
+
         try:
             async with resp["Body"] as body:
                 return bytes(await body.read())
-        except (TimeoutError, OSError) as exc:
-            raise StoreUnavailable(
+        except (TimeoutError, OSError, HttpError) as exc:
+            raise S3Unavailable(
                 f"blob read {name!r} at {self.where}: {type(exc).__name__}: {exc}"
             ) from None
 
@@ -324,5 +330,5 @@ def _translate(exc: Any, what: str, where: str) -> StoreError:
         "InternalError",
         "RequestTimeout",
     ):
-        return StoreUnavailable(f"{what} at {where}: S3 answered {code or status}, retry later")
+        return S3Unavailable(f"{what} at {where}: S3 answered {code or status}, retry later")
     return StoreError(f"{what} at {where}: S3 error {code or status}")

@@ -4,6 +4,10 @@ contract suite, credentials, a server crash, and the settings that select it."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +44,19 @@ def _store(s3: S3Server, **kw: object) -> S3BlobStore:
     }
     args.update(kw)
     return S3BlobStore("mesh-test-blobs", **args)  # type: ignore[arg-type]
+
+
+async def _mesh(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``mesh`` command as a user does (a subprocess), off the event loop."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "mesh", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 class TestS3BlobStore(BlobStoreContract):
@@ -147,3 +164,128 @@ async def test_selected_by_settings(s3: S3Server, monkeypatch: pytest.MonkeyPatc
         assert await asyncio.wait_for(store.list("wf/"), 10) == ["wf/a/1"]
     finally:
         await store.aclose()
+
+
+async def test_bounded_history_on_redis_and_s3_reads_back_with_mesh_turns(
+    s3: S3Server, redis_url: str, key_prefix: str
+) -> None:
+    """A 120-turn step over real Redis and S3: the checkpoint stays small, the turn history is in
+    the bucket sealed, and ``mesh turns`` (a subprocess, as an operator runs it) reads all of it."""
+    from mesh.llm import ActionSpec, Decision, ReasonerRequest, RuleReasoner
+    from mesh.runtime import (
+        Action,
+        ActionContext,
+        ActionOutcome,
+        Rehydration,
+        RuntimeOptions,
+        StackPromptBuilder,
+        StepRunner,
+        StepState,
+        VariableEntry,
+    )
+    from mesh.store import RedisStateStore, step_key
+    from protocols import Envelope, WorkflowSpec
+
+    token = "tok-s3-history-secret-0123456789"
+    spec = WorkflowSpec.parse(
+        {
+            "name": "long",
+            "mission": "Work through a queue.",
+            "steps": [
+                {
+                    "id": "s",
+                    "role": "worker",
+                    "task": "work",
+                    "limits": {"max_turns": 200, "spin_window": 100},
+                }
+            ],
+        }
+    )
+    calls = [0]
+
+    def policy(request: ReasonerRequest) -> Decision:
+        calls[0] += 1
+        return Decision(action="work", params={"item": calls[0]})
+
+    async def work(ctx: ActionContext, params: dict[str, object]) -> ActionOutcome:
+        return ActionOutcome(
+            summary=f"item {params['item']} done " + "note " * 12, done=ctx.turn >= 120
+        )
+
+    async def publish(env: Envelope) -> None:
+        return None
+
+    store = RedisStateStore.from_url(redis_url, key_prefix=key_prefix)
+    blobs = _store(s3)
+    runner = StepRunner(
+        RuleReasoner(policy=policy),
+        store,
+        StackPromptBuilder(window=8000, output_reserve=500),
+        publish,
+        agent_id="a",
+        role="worker",
+        blobs=blobs,
+        actions={
+            "work": Action(
+                ActionSpec(
+                    name="work",
+                    description="Work.",
+                    params_schema={"type": "object", "properties": {"item": {"type": "integer"}}},
+                ),
+                work,
+            )
+        },
+        options=RuntimeOptions(history_window=10, history_segment=10),
+    )
+    try:
+        state = await runner.run(
+            spec,
+            spec.steps[0],
+            "wf-s3",
+            rehydration=Rehydration(variables={"auth_token": VariableEntry(token, secret=True)}),
+        )
+        await runner.drain()
+        assert state.status == "completed" and state.turn == 120
+        stored = StepState.from_bytes((await store.read(step_key("wf-s3", "s"))).data)
+        # The window, plus at most max_backlog (4) segments waiting when turns outrun the store.
+        assert len(stored.history) <= 10 + 4 * 10 + 1 and stored.archive.through >= 70
+        assert len((await store.read(step_key("wf-s3", "s"))).data) < 10_000
+        names = await blobs.list("turns/wf-s3/s/")
+        # An upload that finished after the last checkpoint is in the bucket but not referenced.
+        assert stored.archive.segments <= len(names) <= stored.archive.segments + 4
+        for name in names:
+            raw = await blobs.get(name)
+            assert b"item 1 done" not in raw and token.encode() not in raw
+    finally:
+        await store.aclose()
+        await blobs.aclose()
+    env = {
+        **os.environ,
+        "MESH_REDIS_URL": redis_url,
+        "MESH_TOPIC_PREFIX": key_prefix.rstrip(":"),
+        "MESH_BLOB_BACKEND": "s3",
+        "MESH_S3_BUCKET": blobs.bucket,
+        "MESH_S3_PREFIX": blobs.prefix,
+        "MESH_S3_ENDPOINT_URL": s3.endpoint,
+        "MESH_S3_ACCESS_KEY_ID": s3.access_key,
+        "MESH_S3_SECRET_ACCESS_KEY": s3.secret_key,
+    }
+    proc = await _mesh(env, "turns", "wf-s3", "s", "--json")
+    assert proc.returncode == 0, proc.stderr
+    turns = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [t["turn"] for t in turns] == list(range(1, 121))
+    assert turns[0]["summary"].startswith("item 1 done") and turns[-1]["summary"].startswith(
+        "item 120 done"
+    )
+    assert token not in proc.stdout + proc.stderr
+    table = await _mesh(env, "turns", "wf-s3", "s", "--last", "3")
+    assert table.returncode == 0, table.stderr
+    assert "archived: turns 1.." in table.stdout and "item 120 done" in table.stdout
+    # The bucket's objects are gone (retention deleted them): the command says which turns are lost.
+    sweep = _store(s3, prefix=blobs.prefix)
+    try:
+        await sweep.delete_older_than(0)
+    finally:
+        await sweep.aclose()
+    gone = await _mesh(env, "turns", "wf-s3", "s")
+    assert gone.returncode != 0 and "is missing (removed by blob retention?)" in gone.stderr
