@@ -23,13 +23,19 @@ SESSION_TIMEOUT_MS = int(os.environ.get("MESH_TEST_SESSION_TIMEOUT_MS", "2500"))
 class Cluster:
     """Agent processes, a mock EHR process and a log reader that folds every workflow."""
 
-    def __init__(self, tmp: Path, kafka_bootstrap: str, redis_url: str, *, patients: int, turn_delay_s: float) -> None:
+    def __init__(
+        self, tmp: Path, kafka_bootstrap: str, redis_url: str, *, patients: int, turn_delay_s: float,
+        history_window: int = 0,
+    ) -> None:
+        """``history_window`` > 0 sets the agents' ``MESH_HISTORY_WINDOW`` (turn records a checkpoint keeps)."""
         self.prefix = f"chaos{uuid.uuid4().hex[:8]}"
         self.topics = Topics(prefix=self.prefix)
         self.kafka_bootstrap, self.redis_url = kafka_bootstrap, redis_url
         env = {**os.environ, "MESH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MESH_REDIS_URL": redis_url,
                "MESH_TOPIC_PREFIX": self.prefix, "MESH_STATE_DIR": str(tmp / "state"),
                "MESH_TOPIC_PARTITIONS": "6", "MESH_MAX_ENVELOPE_BYTES": "262144", "PYTHONPATH": str(RECONCILIATION.parents[2])}
+        if history_window:
+            env["MESH_HISTORY_WINDOW"] = str(history_window)
         env.pop("ANTHROPIC_API_KEY", None)
         self.agents = AgentProcesses(tmp, env, turn_delay_s=turn_delay_s, session_timeout_ms=SESSION_TIMEOUT_MS)
         self.ehr: MockEhrProcess = start_mock_ehr_process(tmp / "audit.jsonl", config=EhrConfig(patients=patients))
