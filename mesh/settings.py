@@ -81,6 +81,9 @@ class MeshSettings(BaseSettings):
     s3_secret_access_key: SecretStr = SecretStr("")
     """Secret access key (``MESH_S3_SECRET_ACCESS_KEY``); never printed."""
 
+    s3_secret_access_key_file: Path | None = None
+    """A file holding the secret access key (a mounted Kubernetes Secret), if not given directly."""
+
     s3_create_bucket: bool = False
     """Create the bucket on first use if it does not exist (``MESH_S3_CREATE_BUCKET=1``)."""
 

@@ -111,17 +111,29 @@ def blob_store_from_settings(settings: MeshSettings) -> BlobStore:
     if backend == "file":
         return FileBlobStore(settings.resolved_blob_dir())
     if backend == "s3":
+        from pydantic import SecretStr
+
         from mesh.store.s3 import S3BlobStore
 
+        secret: SecretStr | None = settings.s3_secret_access_key
+        if secret is not None and not secret.get_secret_value():
+            secret = None
+        path = settings.s3_secret_access_key_file
+        if secret is None and path is not None:
+            try:
+                secret = SecretStr(path.read_text().strip())
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read the S3 secret access key file {path} (MESH_S3_SECRET_ACCESS_KEY_FILE): "
+                    f"{exc.strerror or exc}"
+                ) from None
         return S3BlobStore(
             settings.s3_bucket,
             prefix=settings.s3_prefix,
             endpoint_url=settings.s3_endpoint_url or None,
             region=settings.s3_region or None,
             access_key_id=settings.s3_access_key_id or None,
-            secret_access_key=settings.s3_secret_access_key
-            if settings.s3_secret_access_key.get_secret_value()
-            else None,
+            secret_access_key=secret,
             create_bucket=settings.s3_create_bucket,
             path_style=settings.s3_path_style,
         )

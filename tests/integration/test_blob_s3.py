@@ -133,7 +133,7 @@ async def test_server_crash_is_transient_and_blobs_survive_restart(tmp_path: Pat
         server.stop()
 
 
-async def test_selected_by_settings(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_selected_by_settings(s3: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     prefix = f"settings-{uuid.uuid4().hex[:8]}"
     for name, value in {
         "MESH_BLOB_BACKEND": "s3",
@@ -153,9 +153,19 @@ async def test_selected_by_settings(s3: S3Server, monkeypatch: pytest.MonkeyPatc
         await store.put("wf/a/1", b"via settings")
     finally:
         await store.aclose()
-    # The AWS_* variables (what the Helm chart maps a Kubernetes Secret onto) work as well.
-    monkeypatch.delenv("MESH_S3_ACCESS_KEY_ID")
+    # The secret from a file (a mounted Secret), then the AWS_* variables (what the Helm chart maps
+    # a Kubernetes Secret onto) work as well.
+    secret_file = tmp_path / "s3-secret"
+    secret_file.write_text(s3.secret_key + "\n")
     monkeypatch.delenv("MESH_S3_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("MESH_S3_SECRET_ACCESS_KEY_FILE", str(secret_file))
+    store = blob_store_from_settings(MeshSettings())
+    try:
+        assert await store.get("wf/a/1") == b"via settings"
+    finally:
+        await store.aclose()
+    monkeypatch.delenv("MESH_S3_SECRET_ACCESS_KEY_FILE")
+    monkeypatch.delenv("MESH_S3_ACCESS_KEY_ID")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
     store = blob_store_from_settings(MeshSettings())
