@@ -164,6 +164,7 @@ class HistoryArchiver:
     cipher: DataCipher | None = None
     _uploads: dict[tuple[str, str], _Upload] = field(default_factory=dict)
     _retry_at: dict[tuple[str, str], int] = field(default_factory=dict)
+    _orphans: set[asyncio.Task[int]] = field(default_factory=set)
     _warned: bool = False
 
     async def before_write(self, state: StepState) -> None:
@@ -239,13 +240,17 @@ class HistoryArchiver:
         return len(blobs)
 
     def forget(self, workflow_id: str, step_id: str) -> None:
-        """Drop the step's pending upload bookkeeping (it ended or moved to another agent)."""
-        self._uploads.pop((workflow_id, step_id), None)
+        """Drop the step's bookkeeping (it ended or moved to another agent); ``drain`` still waits
+        for its upload in flight (a blob no checkpoint refers to; retention removes it)."""
+        upload = self._uploads.pop((workflow_id, step_id), None)
         self._retry_at.pop((workflow_id, step_id), None)
+        if upload is not None and not upload.task.done():
+            self._orphans.add(upload.task)
+            upload.task.add_done_callback(self._orphans.discard)
 
     async def drain(self) -> None:
         """Wait for uploads in flight (shutdown)."""
-        tasks = [u.task for u in self._uploads.values()]
+        tasks = [u.task for u in self._uploads.values()] + list(self._orphans)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -466,7 +466,7 @@ class StepRunner:
 
     async def _persist(self, state: StepState) -> None:
         if self.archiver is not None:
-            await self.archiver.before_write(state)  # bounded history: never waits on the blob store
+            await self.archiver.before_write(state)  # bounded history (waits only under backpressure)
         data = state.to_bytes(self.cipher)
         key = step_key(state.workflow_id, state.step_id)
         t0 = time.perf_counter()
