@@ -133,7 +133,9 @@ async def test_server_crash_is_transient_and_blobs_survive_restart(tmp_path: Pat
         server.stop()
 
 
-async def test_selected_by_settings(s3: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+async def test_selected_by_settings(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     prefix = f"settings-{uuid.uuid4().hex[:8]}"
     for name, value in {
         "MESH_BLOB_BACKEND": "s3",
