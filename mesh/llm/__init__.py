@@ -16,6 +16,7 @@ from mesh.llm.errors import (
     ReasonerRequestError,
     ReasonerUnavailable,
 )
+from mesh.llm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
 from mesh.llm.reasoner import Reasoner, UsageCallback
 from mesh.llm.rule_reasoner import (
     CompletionCall,
@@ -52,6 +53,10 @@ __all__ = [  # grouped by role, not alphabetically
     "match_rule",
     "prompt_facts",
     "CompletionCall",
+    # cost estimates
+    "PriceTable",
+    "ModelPrice",
+    "DEFAULT_PRICES",
     # retry policy on top of the SDK's
     "RetryPolicy",
     "ExponentialBackoff",

@@ -15,8 +15,10 @@ extra body field) when ``send_temperature=True``, for gateways and older models 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
+import time
 from typing import Any
 
 import anthropic
@@ -136,7 +138,11 @@ class AnthropicReasoner:
             tools=tools,
             tool_choice={"type": "any"},
         )
-        decision, raw = _decision_from(message, request.action_names())
+        try:
+            decision, raw = _decision_from(message, request.action_names())
+        except DecisionFormatError as err:
+            err.usage = _usage_of(message)  # an unusable answer still cost tokens
+            raise
         return ReasonerResult(
             decision=decision, usage=_usage_of(message), model=message.model, raw=raw
         )
@@ -199,7 +205,7 @@ class AnthropicReasoner:
             if status in (401, 403):
                 return ReasonerAuthError(text, status_code=status)
             if status in _RETRYABLE_STATUS or status >= 500:
-                return ReasonerUnavailable(text, status_code=status)
+                return ReasonerUnavailable(text, status_code=status, retry_after_s=_retry_after_s(err.response))
             return ReasonerRequestError(text, status_code=status)
         if isinstance(err, anthropic.APITimeoutError):
             return ReasonerUnavailable(f"{self.name} timed out")
@@ -221,6 +227,24 @@ class AnthropicReasoner:
             self._on_usage(message.model, estimated_text, usage)
         except Exception:
             log.exception("on_usage callback of %s failed; ignored", self.name)
+
+
+def _retry_after_s(response: Any) -> float | None:
+    """The provider's ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), if any."""
+    headers = getattr(response, "headers", None) or {}
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(float(ms) / 1000, 0.0)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(when.timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _object_schema(schema: dict[str, Any]) -> dict[str, Any]:
