@@ -96,8 +96,12 @@ class StepSpec(BaseModel):
 class WorkflowBudget(BaseModel):
     """What a workflow may spend on reasoner calls, all steps together.
 
-    A step that would cross a limit pauses with an escalation of kind ``budget`` before the call
-    (fail closed: no further reasoner call is made); an operator decides whether it goes on.
+    Before every reasoner call, a step adds what the workflow spent (all steps, as the log tells)
+    and the size of the prompt it is about to send; if that crosses a limit, the step pauses with
+    an escalation of kind ``budget`` instead (fail closed: no further call). The answer's output
+    tokens cannot be known in advance, so the last call may overshoot by its output. An operator
+    who resumes a budget pause allows that step one more budget's worth from what was spent then;
+    ``reject`` fails the step.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -17,6 +17,7 @@ from mesh.llm.errors import (
     ReasonerUnavailable,
 )
 from mesh.llm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
+from mesh.llm.rate_limit import RateLimiter, RateTicket, RedisRateLimiter
 from mesh.llm.reasoner import Reasoner, UsageCallback
 from mesh.llm.rule_reasoner import (
     CompletionCall,
@@ -53,6 +54,10 @@ __all__ = [  # grouped by role, not alphabetically
     "match_rule",
     "prompt_facts",
     "CompletionCall",
+    # one rate limit for every agent of a mesh
+    "RateLimiter",
+    "RedisRateLimiter",
+    "RateTicket",
     # cost estimates
     "PriceTable",
     "ModelPrice",

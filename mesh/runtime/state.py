@@ -108,7 +108,12 @@ class StepState:
     edited: list[str] = field(default_factory=list)
     """Variables an operator set (an ``edit`` decision): re-hydration does not overwrite them."""
     budget_grants: int = 0
-    """Budget pauses an operator let continue: each allows one more workflow budget's worth."""
+    """Budget pauses an operator let continue."""
+    budget_floor_tokens: int = 0
+    """Workflow tokens spent when an operator last let a budget pause continue: the step may spend
+    one more budget's worth from there."""
+    budget_floor_cost_usd: float = 0.0
+    """Workflow cost spent at that time, US dollars."""
     input_tokens: int = 0
     """Reasoner input tokens of the step, all turns."""
     output_tokens: int = 0

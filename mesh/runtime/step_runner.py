@@ -243,7 +243,7 @@ class StepRunner:
                                   operator=decision.operator, decision=decision.decision)
                 return state
             state.owner, state.epoch = self.agent_id, epoch
-            self._apply_decision(state, decision)
+            self._apply_decision(state, decision, rehydration.spent_elsewhere)
             await self._persist(state)
             await self._event("escalation.decided", state, nonce=decision.nonce, operator=decision.operator,
                               decision=decision.decision)
@@ -568,8 +568,14 @@ class StepRunner:
         state.status, state.escalation, state.escalation_kind = "paused", reason, kind
         state.nonce = secrets.token_hex(16)
 
-    def _apply_decision(self, state: StepState, decision: EscalationDecided) -> None:
-        """Apply a human's decision on the current pause (its nonce was checked)."""
+    def _apply_decision(
+        self, state: StepState, decision: EscalationDecided, elsewhere: Callable[[], TokenUsage] | None
+    ) -> None:
+        """Apply a human's decision on the current pause (its nonce was checked).
+
+        Letting a budget pause continue allows the step one more budget's worth from what the
+        workflow has spent at that moment (other steps still pause when they reach the budget).
+        """
         state.decisions.append({
             "nonce": decision.nonce, "decision": decision.decision, "operator": decision.operator,
             "note": redact_text(decision.note), "turn": state.turn, "kind": state.escalation_kind,
@@ -598,7 +604,9 @@ class StepRunner:
             if var.name not in state.edited:
                 state.edited.append(var.name)
         if state.escalation_kind == "budget":
+            spent = state.usage() + (elsewhere() if elsewhere is not None else TokenUsage())
             state.budget_grants += 1
+            state.budget_floor_tokens, state.budget_floor_cost_usd = spent.tokens, spent.cost_usd
         state.status, state.escalation, state.escalation_kind, state.nonce = "running", "", "", ""
         state.recent.clear()
         state.no_progress = 0
@@ -631,15 +639,17 @@ class StepRunner:
             return None
         elsewhere = self._spent_elsewhere.get((state.workflow_id, state.step_id))
         used = state.usage() + (elsewhere() if elsewhere is not None else TokenUsage())
-        grants = 1 + state.budget_grants
-        if budget.max_tokens is not None and used.tokens + next_input_tokens > budget.max_tokens * grants:
-            return (f"budget: the workflow used {used.tokens} of its {budget.max_tokens * grants} tokens; "
-                    f"the next call (~{next_input_tokens} input tokens) would cross it")
+        if budget.max_tokens is not None:
+            limit = state.budget_floor_tokens + budget.max_tokens
+            if used.tokens + next_input_tokens > limit:
+                return (f"budget: the workflow used {used.tokens} of {limit} tokens; "
+                        f"the next call (~{next_input_tokens} input tokens) would cross it")
         if budget.max_cost_usd is not None:
             name = str(getattr(self.reasoner, "model", "") or self.reasoner.name)
             estimate = self.options.prices.cost_usd(name, next_input_tokens, 0)
-            if used.cost_usd + estimate > budget.max_cost_usd * grants:
-                return (f"budget: the workflow spent ${used.cost_usd:.4f} of its ${budget.max_cost_usd * grants:.4f}; "
+            cost_limit = state.budget_floor_cost_usd + budget.max_cost_usd
+            if used.cost_usd + estimate > cost_limit:
+                return (f"budget: the workflow spent ${used.cost_usd:.4f} of ${cost_limit:.4f}; "
                         f"the next call (~${estimate:.4f}) would cross it")
         return None
 

@@ -141,7 +141,7 @@ async def test_budget_pauses_before_a_further_call_and_a_resume_grants_more(
     # Other steps' spending counts too: with 2000 tokens spent elsewhere, nothing more is called.
     again = await sdk.runner.run(wf, wf.steps[0], "wf-b", rehydration=Rehydration())
     assert again.status == "paused" and len(fake.requests) == 2
-    # The operator lets it go on: one more budget's worth; it completes.
+    # The operator lets it go on: one more budget's worth from here; it completes.
     fake.script(FakeReply.tool_use("count", {}, usage=(1000, 100)))
     done = await sdk.runner.run(wf, wf.steps[0], "wf-b", rehydration=Rehydration(),
                                 decision=EscalationDecided(nonce=state.nonce, decision="resume", operator="bob"))
@@ -164,7 +164,7 @@ async def test_cost_budget(fake: FakeAnthropicServer, sdk: Harness) -> None:
     assert state.status == "paused" and state.escalation_kind == "budget"
     # The check is made before each call on what was spent plus the next prompt's input cost; the
     # second call's answer overshoots (its output cannot be known in advance), the third is never made.
-    assert len(fake.requests) == 2 and "spent $0.0150 of its $0.0100" in state.escalation
+    assert len(fake.requests) == 2 and "spent $0.0150 of $0.0100" in state.escalation
 
 
 async def test_a_stale_decision_is_refused_and_the_current_one_applies(fake: FakeAnthropicServer, sdk: Harness) -> None:
