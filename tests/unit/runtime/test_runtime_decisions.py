@@ -144,3 +144,21 @@ def test_price_table() -> None:
     assert table.cost_usd("some-new-model", 10**6, 0) == pytest.approx(3.0)  # "*": never free by accident
     with pytest.raises(ValueError):
         PriceTable.with_overrides({"x": (1.0,)})  # type: ignore[dict-item]
+
+
+def test_run_summary_round_trips_usage_and_pause_and_reads_older_documents() -> None:
+    import json
+
+    from mesh.store import RunSummary
+
+    run = run_summary(paused_view("n1"))
+    again = RunSummary.from_json(run.to_json())
+    assert again == run and again.steps[0].escalation_nonce == "n1" and again.input_tokens == 500
+    old = json.loads(run.to_json())
+    for key in ("input_tokens", "output_tokens", "cost_usd", "budget_tokens", "budget_cost_usd"):
+        old.pop(key)
+    for step in old["steps"]:
+        for key in ("input_tokens", "output_tokens", "cost_usd", "escalation_nonce", "escalation_kind"):
+            step.pop(key)
+    older = RunSummary.from_json(json.dumps(old))
+    assert older.input_tokens == 0 and older.steps[0].escalation_nonce == "" and older.steps[0].status == "paused"
