@@ -30,12 +30,27 @@ class LoggedLimiter(RedisRateLimiter):
         return ticket
 
 
-async def main(base_url: str, redis_url: str, prefix: str, name: str, calls: str, rpm: str, tpm: str,
-               window_s: str) -> None:
-    limiter = LoggedLimiter.from_url(redis_url, prefix=prefix, rpm=int(rpm), tpm=int(tpm), window_s=float(window_s))
+async def main(
+    base_url: str,
+    redis_url: str,
+    prefix: str,
+    name: str,
+    calls: str,
+    rpm: str,
+    tpm: str,
+    window_s: str,
+) -> None:
+    limiter = LoggedLimiter.from_url(
+        redis_url, prefix=prefix, rpm=int(rpm), tpm=int(tpm), window_s=float(window_s)
+    )
     reasoner = AnthropicReasoner(
-        api_key="sk-ant-test-0000", base_url=base_url, model="claude-sonnet-4-6", timeout_s=30, sdk_max_retries=0,
-        retry=RetryPolicy(max_attempts=4, backoff=ExponentialBackoff(base_s=0.01, cap_s=0.02)), rate_limiter=limiter,
+        api_key="sk-ant-test-0000",
+        base_url=base_url,
+        model="claude-sonnet-4-6",
+        timeout_s=30,
+        sdk_max_retries=0,
+        retry=RetryPolicy(max_attempts=4, backoff=ExponentialBackoff(base_s=0.01, cap_s=0.02)),
+        rate_limiter=limiter,
     )
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)

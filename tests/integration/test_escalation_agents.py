@@ -47,13 +47,22 @@ async def test_budget_pause_decisions_survive_sigkill_and_stale_ones_are_refused
     cluster = Cluster(tmp_path, kafka_bootstrap, redis_url, patients=4, turn_delay_s=0.0)
     index = RedisRunIndex.from_url(redis_url, key_prefix=f"{cluster.prefix}:")
     try:
-        await cluster.start([("identity", "identity-a"), ("fetch", "fetch-a"), ("validate", "validate-a"),
-                             ("report", "report-a")], ready_timeout_s=240)
+        await cluster.start(
+            [
+                ("identity", "identity-a"),
+                ("fetch", "fetch-a"),
+                ("validate", "validate-a"),
+                ("report", "report-a"),
+            ],
+            ready_timeout_s=240,
+        )
         client = MeshClient(cluster.bus, topics=cluster.topics, client_id="chaos-test")
         spec = reconciliation_spec(patients=4, page_size=2)
         spec = spec.model_validate({**spec.model_dump(), "budget": {"max_tokens": BUDGET_TOKENS}})
         wf = await cluster.submit(spec)
-        await cluster.wait_until(lambda: bool(paused(cluster, wf)), timeout_s=240, what="a budget pause")
+        await cluster.wait_until(
+            lambda: bool(paused(cluster, wf)), timeout_s=240, what="a budget pause"
+        )
         ((step, nonce_1),) = paused(cluster, wf).items()
         pause = cluster.views[wf].escalated[step]
         assert pause.kind == "budget" and len(nonce_1) == 32, pause
@@ -77,13 +86,22 @@ async def test_budget_pause_decisions_survive_sigkill_and_stale_ones_are_refused
             entry = await index.get(wf)
         assert entry is not None and entry.budget_tokens == BUDGET_TOKENS
         (indexed,) = [s for s in entry.steps if s.id == step]
-        assert (indexed.status, indexed.escalation_kind, indexed.escalation_nonce) == ("paused", "budget", nonce_1)
+        assert (indexed.status, indexed.escalation_kind, indexed.escalation_nonce) == (
+            "paused",
+            "budget",
+            nonce_1,
+        )
         assert entry.input_tokens + entry.output_tokens == used.tokens
 
         # A decision for another pause is refused by every reader of the log (and by the agent).
-        await client.decide_escalation(wf, step, nonce="f" * 32, decision="resume", operator="mallory")
-        await cluster.wait_until(lambda: any("mallory" in line for line in cluster.views[wf].ignored),
-                                 timeout_s=30, what="the forged decision to be read")
+        await client.decide_escalation(
+            wf, step, nonce="f" * 32, decision="resume", operator="mallory"
+        )
+        await cluster.wait_until(
+            lambda: any("mallory" in line for line in cluster.views[wf].ignored),
+            timeout_s=30,
+            what="the forged decision to be read",
+        )
         await asyncio.sleep(2.0)
         assert paused(cluster, wf) == {step: nonce_1}
 
@@ -91,13 +109,22 @@ async def test_budget_pause_decisions_survive_sigkill_and_stale_ones_are_refused
         owner = cluster.owner(wf, step)
         cluster.agents.kill(owner)
         role = cluster.agents.roles[owner]
-        approval = await client.decide_escalation(wf, step, nonce=nonce_1, decision="resume", operator="alice",
-                                                  note="approved after review")
+        approval = await client.decide_escalation(
+            wf,
+            step,
+            nonce=nonce_1,
+            decision="resume",
+            operator="alice",
+            note="approved after review",
+        )
         successor = f"{role}-b"
         cluster.agents.start(role, successor)
         await asyncio.to_thread(cluster.agents.wait_ready, successor, timeout_s=240)
-        await cluster.wait_until(lambda: cluster.owner(wf, step) == successor, timeout_s=120,
-                                 what="the successor to take the step")
+        await cluster.wait_until(
+            lambda: cluster.owner(wf, step) == successor,
+            timeout_s=120,
+            what="the successor to take the step",
+        )
         applied = (await checkpoint(cluster, wf, step)).decisions
         assert applied[0]["nonce"] == nonce_1 and applied[0]["operator"] == "alice"
         assert applied[0]["applied_by"] == successor and applied[0]["kind"] == "budget"
@@ -108,25 +135,50 @@ async def test_budget_pause_decisions_survive_sigkill_and_stale_ones_are_refused
         decided = {nonce_1}
         while cluster.views[wf].finished is None:
             await cluster.wait_until(
-                lambda: cluster.views[wf].finished is not None or bool(set(paused(cluster, wf).values()) - decided),
-                timeout_s=240, what="the workflow to finish or pause again")
+                lambda: (
+                    cluster.views[wf].finished is not None
+                    or bool(set(paused(cluster, wf).values()) - decided)
+                ),
+                timeout_s=240,
+                what="the workflow to finish or pause again",
+            )
             for later_step, nonce in paused(cluster, wf).items():
                 if nonce in decided:
                     continue
                 assert nonce != nonce_1
                 if not stale_checked:
-                    await client.decide_escalation(wf, later_step, nonce=nonce_1, decision="resume",
-                                                   operator=approval.operator, note="replayed")
+                    await client.decide_escalation(
+                        wf,
+                        later_step,
+                        nonce=nonce_1,
+                        decision="resume",
+                        operator=approval.operator,
+                        note="replayed",
+                    )
                     await asyncio.sleep(3.0)
-                    assert paused(cluster, wf).get(later_step) == nonce, "a stale approval released a later pause"
+                    assert paused(cluster, wf).get(later_step) == nonce, (
+                        "a stale approval released a later pause"
+                    )
                     assert (await checkpoint(cluster, wf, later_step)).nonce == nonce
                     stale_checked = True
                 if not cli_used:
-                    await asyncio.to_thread(mesh_cli, cluster, tmp_path, "resume", wf, later_step,
-                                            "--operator", "bob", "--note", "second budget")
+                    await asyncio.to_thread(
+                        mesh_cli,
+                        cluster,
+                        tmp_path,
+                        "resume",
+                        wf,
+                        later_step,
+                        "--operator",
+                        "bob",
+                        "--note",
+                        "second budget",
+                    )
                     cli_used = True
                 else:
-                    await client.decide_escalation(wf, later_step, nonce=nonce, decision="resume", operator="carol")
+                    await client.decide_escalation(
+                        wf, later_step, nonce=nonce, decision="resume", operator="carol"
+                    )
                 decided.add(nonce)
         view = cluster.views[wf]
         assert view.finished.status == "succeeded", cluster.describe()
@@ -138,18 +190,26 @@ async def test_budget_pause_decisions_survive_sigkill_and_stale_ones_are_refused
             done = view.completed[s.id]
             state = await checkpoint(cluster, wf, s.id)
             assert done.usage == state.usage() and done.usage.calls >= done.turns >= 1
-            assert sum(h.input_tokens for h in state.history) <= state.input_tokens  # repairs and paused turns
+            assert (
+                sum(h.input_tokens for h in state.history) <= state.input_tokens
+            )  # repairs and paused turns
             assert all(h.calls >= 1 and h.input_tokens > 0 for h in state.history)
-        assert summary.input_tokens == sum(view.completed[s.id].usage.input_tokens for s in spec.steps)
+        assert summary.input_tokens == sum(
+            view.completed[s.id].usage.input_tokens for s in spec.steps
+        )
         for _ in range(100):
             entry = await index.get(wf)
             if entry is not None and entry.finished:
                 break
             await asyncio.sleep(0.1)
-        assert entry is not None and (entry.input_tokens, entry.output_tokens) == (summary.input_tokens,
-                                                                                   summary.output_tokens)
-        print(f"{wf}: {summary.input_tokens}+{summary.output_tokens} tokens, budget {BUDGET_TOKENS}, "
-              f"decisions on {len(decided)} pause(s)")
+        assert entry is not None and (entry.input_tokens, entry.output_tokens) == (
+            summary.input_tokens,
+            summary.output_tokens,
+        )
+        print(
+            f"{wf}: {summary.input_tokens}+{summary.output_tokens} tokens, budget {BUDGET_TOKENS}, "
+            f"decisions on {len(decided)} pause(s)"
+        )
     finally:
         await index.aclose()
         await cluster.aclose()
@@ -160,8 +220,16 @@ async def test_budget_pause_decisions_survive_sigkill_and_stale_ones_are_refused
 
 
 def mesh_cli(cluster: Cluster, tmp: Path, *args: str) -> str:
-    env = {**os.environ, "MESH_KAFKA_BOOTSTRAP": cluster.kafka_bootstrap, "MESH_REDIS_URL": cluster.redis_url,
-           "MESH_TOPIC_PREFIX": cluster.prefix, "PYTHONPATH": str(ROOT), "MESH_STATE_DIR": str(tmp / "state")}
-    proc = subprocess.run([sys.executable, "-m", "mesh", *args], env=env, capture_output=True, text=True, timeout=240)
+    env = {
+        **os.environ,
+        "MESH_KAFKA_BOOTSTRAP": cluster.kafka_bootstrap,
+        "MESH_REDIS_URL": cluster.redis_url,
+        "MESH_TOPIC_PREFIX": cluster.prefix,
+        "PYTHONPATH": str(ROOT),
+        "MESH_STATE_DIR": str(tmp / "state"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "mesh", *args], env=env, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

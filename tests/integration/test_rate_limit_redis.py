@@ -53,14 +53,37 @@ def prefix(redis_url: str) -> Iterator[str]:
     client.close()
 
 
-def start_callers(fake: FakeAnthropicServer, redis_url: str, prefix: str, names: list[str], calls: int, *,
-                  rpm: int, tpm: int = 0, window_s: float = 2.0) -> list[subprocess.Popen[str]]:
+def start_callers(
+    fake: FakeAnthropicServer,
+    redis_url: str,
+    prefix: str,
+    names: list[str],
+    calls: int,
+    *,
+    rpm: int,
+    tpm: int = 0,
+    window_s: float = 2.0,
+) -> list[subprocess.Popen[str]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.llm_caller", fake.base_url, redis_url, prefix, name, str(calls),
-             str(rpm), str(tpm), str(window_s)],
-            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.llm_caller",
+                fake.base_url,
+                redis_url,
+                prefix,
+                name,
+                str(calls),
+                str(rpm),
+                str(tpm),
+                str(window_s),
+            ],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for name in names
     ]
@@ -76,7 +99,9 @@ def finish(procs: list[subprocess.Popen[str]]) -> list[list[float]]:
         out, _ = proc.communicate(timeout=120)
         lines = out.split()
         assert proc.returncode == 0 and lines[-1] == "done", out
-        grants.append([float(v) for k, v in zip(lines[:-1:2], lines[1:-1:2], strict=True) if k == "grant"])
+        grants.append(
+            [float(v) for k, v in zip(lines[:-1:2], lines[1:-1:2], strict=True) if k == "grant"]
+        )
     return grants
 
 
@@ -99,8 +124,10 @@ def test_two_processes_share_one_request_window(redis_url: str, prefix: str) -> 
     # 4 requests per 2 s for both processes together: any 5 consecutive grants span a full window;
     # each process alone (4 per 2 s of its own) would have sent 8 in the first window.
     spans = [times[i + 4] - times[i] for i in range(len(times) - 4)]
-    print(f"10 calls, 4 per 2 s shared by 2 processes: {times[-1] - times[0]:.2f} s from first to last grant; "
-          f"shortest span of 5 consecutive grants {min(spans):.3f} s")
+    print(
+        f"10 calls, 4 per 2 s shared by 2 processes: {times[-1] - times[0]:.2f} s from first to last grant; "
+        f"shortest span of 5 consecutive grants {min(spans):.3f} s"
+    )
     assert min(spans) >= 1.98, spans
     assert times[-1] - times[0] >= 3.98
 
@@ -115,7 +142,9 @@ def test_retry_after_holds_every_process(redis_url: str, prefix: str) -> None:
             a, b = start_callers(fake, redis_url, prefix, ["a", "b"], calls=2, rpm=0)
             go(a)
             deadline = time.monotonic() + 60
-            while (held := client.get(f"{{{prefix}:llm}}:hold")) is None and time.monotonic() < deadline:
+            while (
+                held := client.get(f"{{{prefix}:llm}}:hold")
+            ) is None and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert held is not None, "a's 429 set no shared hold"
             hold_until = int(held) / 1000
@@ -126,9 +155,13 @@ def test_retry_after_holds_every_process(redis_url: str, prefix: str) -> None:
     (refused,) = [(t, c) for t, c, s in recorder.calls if s == 429]
     assert refused[1] == "a" and len([s for _, _, s in recorder.calls if s == 200]) == 4
     assert hold_until - refused[0] >= 1.99  # retry-after: 2 s from when a got the answer
-    later = sorted([("a", t - refused[0]) for t in grants_a[1:]] + [("b", t - refused[0]) for t in grants_b])
-    print(f"429 to a with retry-after 2 s, hold until +{hold_until - refused[0]:.2f}s; later grants: "
-          + ", ".join(f"{c} +{dt:.2f}s" for c, dt in later))
+    later = sorted(
+        [("a", t - refused[0]) for t in grants_a[1:]] + [("b", t - refused[0]) for t in grants_b]
+    )
+    print(
+        f"429 to a with retry-after 2 s, hold until +{hold_until - refused[0]:.2f}s; later grants: "
+        + ", ".join(f"{c} +{dt:.2f}s" for c, dt in later)
+    )
     assert len(grants_a) == 3 and len(grants_b) == 2
     # Nobody went before the hold ended: not a (its own retry), not b (another process).
     assert min(t for t in grants_a[1:] + grants_b) >= hold_until - 0.005, (later, hold_until)
