@@ -299,3 +299,46 @@ async def test_rule_reasoner_usage_is_counted_with_tiktoken() -> None:
     assert state.status == "completed"
     assert all(h.input_tokens > 20 and h.output_tokens > 0 and h.calls == 1 for h in state.history)
     assert state.cost_usd == 0.0  # no provider, no cost
+
+
+async def test_a_pause_the_log_never_saw_is_published_by_the_next_owner(
+    fake: FakeAnthropicServer,
+) -> None:
+    # The owner checkpoints the pause, then dies before its StepEscalated reaches the log.
+    events: list[Envelope] = []
+    store = InMemoryStateStore()
+
+    async def dies_before_escalating(env: Envelope) -> None:
+        if env.kind == StepEscalated.KIND:
+            raise RuntimeError("killed")
+        events.append(env)
+
+    async def publish(env: Envelope) -> None:
+        events.append(env)
+
+    def runner(agent: str, publisher: Any) -> StepRunner:
+        from mesh.llm import Decision
+
+        reasoner = RuleReasoner(policy=lambda request: Decision(action="wait"))
+        return StepRunner(
+            reasoner,
+            store,
+            StackPromptBuilder(),
+            publisher,
+            agent_id=agent,
+            role="counter",
+            actions=ACTIONS,
+        )
+
+    wf = spec()
+    with pytest.raises(RuntimeError, match="killed"):
+        await runner("agent-1", dies_before_escalating).run(
+            wf, wf.steps[0], "wf-x", rehydration=Rehydration()
+        )
+    assert not [e for e in events if e.kind == StepEscalated.KIND]
+    # The next owner, finding the pause in the checkpoint and none on the log, publishes it.
+    state = await runner("agent-2", publish).run(wf, wf.steps[0], "wf-x", rehydration=Rehydration())
+    assert state.status == "paused" and state.nonce
+    (esc,) = [e for e in events if e.kind == StepEscalated.KIND]
+    assert esc.sender == "agent-2" and esc.payload_model(StepEscalated).nonce == state.nonce
+    assert events[-2].kind == "workflow.step_started" and events[-2].sender == "agent-2"
