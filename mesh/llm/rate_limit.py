@@ -58,7 +58,7 @@ if count > 0 then
 end
 redis.call('ZADD', KEYS[1], now, tokens .. ':' .. ARGV[5])
 redis.call('PEXPIRE', KEYS[1], window)
-return 0
+return -now
 """
 
 _SETTLE = """
@@ -89,6 +89,8 @@ class RateTicket:
     """Tokens reserved (the estimate)."""
     waited_s: float
     """Seconds ``acquire`` waited."""
+    granted_at_ms: int = 0
+    """Redis time of the grant, Unix ms (0 when nothing was recorded)."""
 
 
 @runtime_checkable
@@ -176,8 +178,10 @@ class RedisRateLimiter:
                     f"rate limiter unreachable ({type(exc).__name__}: {exc}); calling without it"
                 )
                 return RateTicket("", tokens, time.monotonic() - started)
-            if wait_ms <= 0:
-                return RateTicket(f"{tokens}:{member}", tokens, time.monotonic() - started)
+            if wait_ms <= 0:  # granted: the script returns minus the Redis time of the grant
+                return RateTicket(
+                    f"{tokens}:{member}", tokens, time.monotonic() - started, -wait_ms
+                )
             await asyncio.sleep(min(wait_ms, window_ms) / 1000)
 
     async def settle(self, ticket: RateTicket, tokens: int) -> None:

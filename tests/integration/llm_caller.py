@@ -2,7 +2,7 @@
 
 Usage: python -m tests.integration.llm_caller BASE_URL REDIS_URL PREFIX NAME CALLS RPM TPM WINDOW_S
 Prints ``ready`` once imported and connected, waits for a line on stdin, then makes CALLS
-``complete`` calls (prompt ``from NAME #i``), printing ``grant <unix time>`` each time the limiter
+``complete`` calls (prompt ``from NAME #i``), printing ``grant <Redis time, Unix s>`` each time the limiter
 lets an attempt go, and ``done`` at the end.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 
 from mesh.llm import (
     AnthropicReasoner,
@@ -26,7 +25,7 @@ class LoggedLimiter(RedisRateLimiter):
 
     async def acquire(self, tokens: int) -> RateTicket:
         ticket = await super().acquire(tokens)
-        print(f"grant {time.time():.6f}", flush=True)
+        print(f"grant {ticket.granted_at_ms / 1000:.3f}", flush=True)
         return ticket
 
 

@@ -128,8 +128,8 @@ def test_two_processes_share_one_request_window(redis_url: str, prefix: str) -> 
         f"10 calls, 4 per 2 s shared by 2 processes: {times[-1] - times[0]:.2f} s from first to last grant; "
         f"shortest span of 5 consecutive grants {min(spans):.3f} s"
     )
-    assert min(spans) >= 1.98, spans
-    assert times[-1] - times[0] >= 3.98
+    assert min(spans) >= 1.999, spans  # Redis time, ms resolution
+    assert times[-1] - times[0] >= 3.999
 
 
 def test_retry_after_holds_every_process(redis_url: str, prefix: str) -> None:
@@ -164,4 +164,4 @@ def test_retry_after_holds_every_process(redis_url: str, prefix: str) -> None:
     )
     assert len(grants_a) == 3 and len(grants_b) == 2
     # Nobody went before the hold ended: not a (its own retry), not b (another process).
-    assert min(t for t in grants_a[1:] + grants_b) >= hold_until - 0.005, (later, hold_until)
+    assert min(t for t in grants_a[1:] + grants_b) >= hold_until, (later, hold_until)
