@@ -224,15 +224,18 @@ class ConsoleData:
                 try:
                     while True:
                         batch = await sub.poll(timeout_ms=250)
+                        moved = 0
                         for d in batch:
-                            self._fold(
-                                d.topic, d.envelope, d.timestamp_ms or int(time.time() * 1000)
-                            )
+                            at_ms = d.timestamp_ms or int(time.time() * 1000)
+                            self._fold(d.topic, d.envelope, at_ms)
+                            # Gossip only refreshes "last seen": it is periodic and would wake every page.
+                            moved += d.topic != self.topics.gossip
+                        if moved:
+                            async with self._changed:
+                                self.tail_position += moved
+                                self._changed.notify_all()
                         if batch:
                             quiet = 0
-                            async with self._changed:
-                                self.tail_position += len(batch)
-                                self._changed.notify_all()
                         else:
                             quiet += 1
                             if quiet >= 4:

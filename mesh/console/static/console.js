@@ -71,6 +71,17 @@ const routes = [
 let current = null;
 let rendering = false;
 let pending = false;
+let fromLive = false;
+let lastSig = "";
+
+// A live update redraws a page only when its data changed (a redraw under the operator's
+// cursor loses clicks); clocks ("3 s ago") do not count as a change.
+function unchanged(data) {
+  const sig = location.pathname + location.search + JSON.stringify(data, (k, v) => (k === "age_s" || k === "duration_s" || k === "last_seen_ms" ? undefined : v));
+  const skip = fromLive && sig === lastSig;
+  lastSig = sig;
+  return skip;
+}
 
 async function render() {
   if (rendering) { pending = true; return; }
@@ -87,6 +98,7 @@ async function render() {
     main().replaceChildren(h("div", { class: "msg err" }, String(e.message || e)));
   } finally {
     rendering = false;
+    fromLive = false;
     document.body.dataset.rendered = String(Date.now());
     if (pending) { pending = false; setTimeout(render, 50); }
   }
@@ -144,7 +156,7 @@ async function live() {
 function scheduleRender() {
   if (document.querySelector("[data-editing='1']")) return;  // do not redraw under the operator's typing
   const wait = Math.max(0, 1000 - (Date.now() - lastRender));
-  setTimeout(() => { lastRender = Date.now(); render(); }, wait);
+  setTimeout(() => { lastRender = Date.now(); fromLive = true; render(); }, wait);
 }
 
 // -- runs -----------------------------------------------------------------------------------
@@ -157,6 +169,7 @@ async function pageRuns() {
   if (status) query.set("status", status);
   if (q) query.set("q", q);
   const data = await api("/api/runs?" + query);
+  if (unchanged(data)) return;
   const sel = h("select", { id: "filter-status", onchange: () => applyFilters() },
     ["", "pending", "running", "paused", "succeeded", "failed"].map((v) => h("option", { value: v, selected: v === status }, v || "any status")));
   const search = h("input", { id: "filter-q", type: "search", placeholder: "search name or id", value: q });
@@ -281,6 +294,7 @@ function timelineChart(detail) {
 
 async function pageRun(wf) {
   const d = await api("/api/runs/" + encodeURIComponent(wf));
+  if (unchanged(d)) return;
   const r = d.run;
   const events = d.timeline.filter((e) => e.kind !== "turn").slice(-60).reverse().map((e) =>
     h("tr", { class: "tl-row tl-row-" + e.kind }, h("td", { class: "mono" }, when(e.at_ms)), h("td", {}, badge(e.kind)), h("td", {}, e.step), h("td", {}, e.agent), h("td", { class: "num" }, e.turn || ""), h("td", {}, e.detail)));
@@ -360,6 +374,7 @@ function decisionControls(wf, step, nonce, after) {
 
 async function pageStep(wf, step) {
   const d = await api(`/api/runs/${encodeURIComponent(wf)}/steps/${encodeURIComponent(step)}`);
+  if (unchanged(d)) return;
   const turns = d.turns.map((t) => h("tr", { class: "turn-row", "data-turn": t.turn },
     h("td", { class: "num" }, t.turn), h("td", { class: "mono" }, t.action),
     h("td", { class: "mono" }, JSON.stringify(t.params)),
@@ -398,6 +413,7 @@ async function pageStep(wf, step) {
 async function pageMesh() {
   const wf = new URLSearchParams(location.search).get("workflow") || "";
   const d = await api("/api/mesh" + (wf ? "?workflow_id=" + encodeURIComponent(wf) : ""));
+  if (unchanged(d)) return;
   const byRole = {};
   d.agents.forEach((a) => { (byRole[a.role] = byRole[a.role] || []).push(a); });
   const agentRows = Object.entries(byRole).flatMap(([role, list]) => list.map((a, i) => h("tr", { "data-agent": a.agent },
@@ -441,6 +457,7 @@ function sparkline(k) {
 
 async function pageDashboard() {
   const d = await api("/api/kpis");
+  if (unchanged(d)) return;
   const rows = d.kpis.map((k) => h("tr", { class: k.violated ? "violated" : null, "data-kpi": k.key },
     h("td", {}, k.title, h("div", { class: "muted" }, k.why)),
     h("td", { class: "num" }, fmtValue(k.unit, k.value)),
@@ -456,6 +473,7 @@ async function pageDashboard() {
 
 async function pageEscalations() {
   const d = await api("/api/escalations");
+  if (unchanged(d)) return;
   const rows = d.escalations.map((e) => h("tr", { class: "esc-row", "data-workflow": e.workflow_id, "data-step": e.step_id },
     h("td", { class: "mono" }, link("/runs/" + encodeURIComponent(e.workflow_id), e.workflow_id)),
     h("td", {}, link(`/runs/${encodeURIComponent(e.workflow_id)}/steps/${encodeURIComponent(e.step_id)}`, e.step_id)),
