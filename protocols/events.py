@@ -6,19 +6,23 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from protocols.registry import Payload, register_kind
 from protocols.workflow import WorkflowSpec
 
 __all__ = [
     "DeadLetter",
+    "EditedVariable",
+    "EscalationDecided",
+    "EscalationKind",
     "StepCompleted",
     "StepEscalated",
     "StepFailed",
     "StepProgress",
     "StepResumeRequested",
     "StepStarted",
+    "TokenUsage",
     "TraceEvent",
     "VariableRecord",
     "WorkflowCompleted",
@@ -55,6 +59,46 @@ class VariableRecord(Payload):
     """Where a secret or oversized value is kept (a state-store key)."""
 
 
+class TokenUsage(Payload):
+    """Tokens a step (or one turn) spent on reasoner calls, and what they cost by the price table.
+
+    Input and output tokens are the provider's (the response's ``usage``) when it reported them,
+    else our tiktoken count of what was sent and received (the rule reasoner, fallbacks).
+    """
+
+    input_tokens: int = Field(default=0, ge=0)
+    """Prompt tokens."""
+
+    output_tokens: int = Field(default=0, ge=0)
+    """Generated tokens."""
+
+    cost_usd: float = Field(default=0.0, ge=0)
+    """Estimated cost in US dollars (``mesh.llm.PriceTable``: per model, per million tokens)."""
+
+    calls: int = Field(default=0, ge=0)
+    """Reasoner calls counted (repairs included)."""
+
+    @property
+    def tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost_usd=round(self.cost_usd + other.cost_usd, 9),
+            calls=self.calls + other.calls,
+        )
+
+
+EscalationKind = Literal["spinning", "budget", "invalid_decision", "reasoner_unavailable"]
+"""Why a step paused, machine-readable: the same decision or no progress for N turns
+(``spinning``); the workflow's token or cost budget reached (``budget``); no valid decision after
+the repairs (``invalid_decision``); the model provider unavailable after the retries
+(``reasoner_unavailable``)."""
+
+
 @register_kind("workflow.submitted")
 class WorkflowSubmitted(Payload):
     """A client asks the mesh to run a workflow."""
@@ -89,6 +133,10 @@ class StepProgress(Payload):
     detail: str = ""
     """One sanitized line."""
     owner: str = ""
+    turn_usage: TokenUsage = Field(default_factory=TokenUsage)
+    """Tokens and cost of this turn's reasoner calls."""
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    """The step's total so far (this turn included)."""
 
 
 @register_kind("workflow.step_completed")
@@ -103,6 +151,8 @@ class StepCompleted(Payload):
     owner: str = ""
     resumes: int = Field(default=0, ge=0)
     """How many times the step was resumed from a checkpoint by a new owner."""
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    """Tokens and cost of the step's reasoner calls, all turns."""
 
 
 @register_kind("workflow.step_failed")
@@ -113,20 +163,82 @@ class StepFailed(Payload):
     """One sanitized line, ``ErrorType: root cause``."""
     turns: int = Field(default=0, ge=0)
     owner: str = ""
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    """Tokens and cost of the step's reasoner calls, all turns."""
 
 
 @register_kind("workflow.step_escalated")
 class StepEscalated(Payload):
-    """A step is paused and asks a human (spinning, or a decision it cannot repair)."""
+    """A step is paused and asks a human (spinning, a budget reached, a decision it cannot repair).
+
+    Each pause has its own random ``nonce``; only an ``EscalationDecided`` carrying it applies to
+    this pause, so an approval given for an earlier pause never lets a later one continue.
+    """
 
     reason: str
+    """One line for a human."""
     turn: int = Field(ge=0)
+    """The turn that paused."""
     owner: str = ""
+    nonce: str = ""
+    """Random id of this pause (32 hex); "" only in logs written before nonces existed."""
+    kind: EscalationKind = "spinning"
+    """Why, machine-readable."""
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    """The step's tokens and cost so far."""
+
+
+class EditedVariable(Payload):
+    """A context variable an operator sets when deciding an escalation (``decision="edit"``)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    """Variable name."""
+    value: Any = None
+    """The new value; None for a secret, whose value travels sealed in ``sealed``."""
+    secret: bool = False
+    """Masked everywhere; the value is sealed with the mesh's data key."""
+    sealed: bytes = b""
+    """A secret's value sealed (``mesh.security.DataCipher``) for context
+    ``("decision", workflow_id, step_id, nonce, name)``; empty for a plain variable."""
+
+
+@register_kind("workflow.escalation_decided")
+class EscalationDecided(Payload):
+    """A human's decision on one pause of a step, signed by the client that published it.
+
+    ``resume`` lets the step continue from its checkpoint, ``reject`` fails it, ``edit`` sets
+    ``variables`` and then resumes. The owning agent applies it only when ``nonce`` is the nonce
+    of the step's current pause (in its checkpoint); any other decision is stale and refused.
+    """
+
+    nonce: str = Field(min_length=1, max_length=64)
+    """The ``StepEscalated.nonce`` of the pause this decides."""
+    decision: Literal["resume", "reject", "edit"]
+    operator: str = Field(min_length=1, max_length=200)
+    """Who decided (a person); the envelope's signed sender is the client they used."""
+    note: str = Field(default="", max_length=2000)
+    """Why, for the audit trail."""
+    variables: tuple[EditedVariable, ...] = ()
+    """What ``edit`` changes (empty for ``resume`` and ``reject``)."""
+    decided_at_ms: int = Field(default=0, ge=0)
+    """Wall-clock time of the decision, Unix ms."""
+
+    @model_validator(mode="after")
+    def _variables_only_for_edit(self) -> EscalationDecided:
+        if self.decision == "edit" and not self.variables:
+            raise ValueError("an 'edit' decision needs at least one variable")
+        if self.decision != "edit" and self.variables:
+            raise ValueError(f"a {self.decision!r} decision carries no variables (use 'edit')")
+        names = [v.name for v in self.variables]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variables named twice: {sorted(n for n in set(names) if names.count(n) > 1)}")
+        return self
 
 
 @register_kind("workflow.step_resume_requested")
 class StepResumeRequested(Payload):
-    """A human (``mesh resume``) lets a paused step continue."""
+    """Legacy: ``mesh resume`` before pauses had nonces. Still decodes; no longer resumes anything
+    (it names no pause, so it could approve a later one): ``EscalationDecided`` replaced it."""
 
     requested_by: str = "cli"
     note: str = ""

@@ -17,6 +17,7 @@ from protocols.limits import LimitExceeded, Limits, check_structure, current_lim
 __all__ = [
     "StepLimits",
     "StepSpec",
+    "WorkflowBudget",
     "WorkflowSpec",
     "WorkflowSpecError",
     "load_workflow_spec",
@@ -92,6 +93,32 @@ class StepSpec(BaseModel):
         return value
 
 
+class WorkflowBudget(BaseModel):
+    """What a workflow may spend on reasoner calls, all steps together.
+
+    Before every reasoner call, a step adds what the workflow spent (all steps, as the log tells)
+    and the size of the prompt it is about to send; if that crosses a limit, the step pauses with
+    an escalation of kind ``budget`` instead (fail closed: no further call). The answer's output
+    tokens cannot be known in advance, so the last call may overshoot by its output. An operator
+    who resumes a budget pause allows that step one more budget's worth from what was spent then;
+    ``reject`` fails the step.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    """Input plus output tokens of every reasoner call of the workflow."""
+
+    max_cost_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Estimated cost in US dollars (the agents' price table, per model)."""
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> WorkflowBudget:
+        if self.max_tokens is None and self.max_cost_usd is None:
+            raise ValueError("a budget needs max_tokens, max_cost_usd or both")
+        return self
+
+
 class WorkflowSpec(BaseModel):
     """A workflow: a mission, rules, and a DAG of steps."""
 
@@ -111,6 +138,9 @@ class WorkflowSpec(BaseModel):
 
     steps: tuple[StepSpec, ...]
     """The steps, in any order; dependencies define the order of execution."""
+
+    budget: WorkflowBudget | None = None
+    """Token and/or cost budget of the whole workflow; None: unlimited."""
 
     @model_validator(mode="before")
     @classmethod

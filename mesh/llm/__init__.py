@@ -16,6 +16,8 @@ from mesh.llm.errors import (
     ReasonerRequestError,
     ReasonerUnavailable,
 )
+from mesh.llm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
+from mesh.llm.rate_limit import RateLimiter, RateTicket, RedisRateLimiter
 from mesh.llm.reasoner import Reasoner, UsageCallback
 from mesh.llm.rule_reasoner import (
     CompletionCall,
@@ -52,6 +54,14 @@ __all__ = [  # grouped by role, not alphabetically
     "match_rule",
     "prompt_facts",
     "CompletionCall",
+    # one rate limit for every agent of a mesh
+    "RateLimiter",
+    "RedisRateLimiter",
+    "RateTicket",
+    # cost estimates
+    "PriceTable",
+    "ModelPrice",
+    "DEFAULT_PRICES",
     # retry policy on top of the SDK's
     "RetryPolicy",
     "ExponentialBackoff",

@@ -4,7 +4,11 @@ Decisions use tool use: every allowed action becomes one tool and ``tool_choice`
 ``{"type": "any"}``, so the model must call exactly one of them; the first ``tool_use`` block
 is the decision. The SDK retries 408/409/429/5xx/529 and connection errors itself
 (``sdk_max_retries``, honouring ``retry-after``); our ``RetryPolicy`` retries
-``ReasonerUnavailable`` on top, after the SDK gave up.
+``ReasonerUnavailable`` on top, after the SDK gave up, waiting at least the provider's
+``retry-after``. With a ``rate_limiter`` (``mesh.llm.RedisRateLimiter``, shared by the agents of a
+mesh) every attempt first takes its turn in the shared window, the provider's usage replaces the
+estimate afterwards, and a ``retry-after`` on 429/529 holds every agent of the mesh, not just
+this one; give it ``sdk_max_retries=0`` so that no attempt bypasses it.
 
 Temperature: the SDK (2.x) speaks API version 2026-10-21, which removed the sampling
 parameters (``temperature``, ``top_p``, ``top_k``) and answers 400 when one is sent; the SDK
@@ -15,8 +19,10 @@ extra body field) when ``send_temperature=True``, for gateways and older models 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
+import time
 from typing import Any
 
 import anthropic
@@ -31,6 +37,7 @@ from mesh.llm.errors import (
     ReasonerRequestError,
     ReasonerUnavailable,
 )
+from mesh.llm.rate_limit import RateLimiter
 from mesh.llm.reasoner import UsageCallback
 from mesh.llm.settings import DEFAULT_MODEL, ReasonerSettings
 
@@ -62,6 +69,7 @@ class AnthropicReasoner:
         send_temperature: bool = False,
         on_usage: UsageCallback | None = None,
         tool_prefill: str | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         if not api_key:
             raise ReasonerAuthError("AnthropicReasoner needs an API key (ANTHROPIC_API_KEY)")
@@ -70,6 +78,7 @@ class AnthropicReasoner:
         self.base_url = base_url
         self._retry = retry if retry is not None else RetryPolicy()
         self._on_usage = on_usage
+        self._limiter = rate_limiter
         self._send_temperature = send_temperature
         # Small local models (llama-server) write a tool call as text unless the answer is
         # already inside the call format; real Claude models need no prefill.
@@ -85,19 +94,31 @@ class AnthropicReasoner:
 
     @classmethod
     def from_settings(
-        cls, settings: ReasonerSettings, *, on_usage: UsageCallback | None = None
+        cls,
+        settings: ReasonerSettings,
+        *,
+        on_usage: UsageCallback | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> AnthropicReasoner:
-        """Build from ``ReasonerSettings``; raises ``ReasonerAuthError`` when no key is set."""
+        """Build from ``ReasonerSettings``; raises ``ReasonerAuthError`` when no key is set.
+
+        With a ``rate_limiter`` the SDK's own retries are moved into our policy (same total), so
+        that every attempt passes the shared limiter and every ``retry-after`` is shared.
+        """
         if settings.api_key is None:
             raise ReasonerAuthError("ANTHROPIC_API_KEY is not set")
+        sdk_retries, attempts = settings.sdk_max_retries, settings.retry_attempts
+        if rate_limiter is not None:
+            sdk_retries, attempts = 0, attempts + settings.sdk_max_retries
         return cls(
             api_key=settings.api_key.get_secret_value(),
             model=settings.model,
             base_url=settings.base_url,
             timeout_s=settings.timeout_s,
-            sdk_max_retries=settings.sdk_max_retries,
+            sdk_max_retries=sdk_retries,
+            rate_limiter=rate_limiter,
             retry=RetryPolicy(
-                max_attempts=settings.retry_attempts,
+                max_attempts=attempts,
                 backoff=ExponentialBackoff(
                     base_s=settings.retry_base_delay_s, cap_s=settings.retry_max_delay_s
                 ),
@@ -136,7 +157,11 @@ class AnthropicReasoner:
             tools=tools,
             tool_choice={"type": "any"},
         )
-        decision, raw = _decision_from(message, request.action_names())
+        try:
+            decision, raw = _decision_from(message, request.action_names())
+        except DecisionFormatError as err:
+            err.usage = _usage_of(message)  # an unusable answer still cost tokens
+            raise
         return ReasonerResult(
             decision=decision, usage=_usage_of(message), model=message.model, raw=raw
         )
@@ -163,12 +188,20 @@ class AnthropicReasoner:
             kwargs["extra_body"] = {"temperature": temperature}
         attempt = 1
         while True:
+            ticket = None
+            if self._limiter is not None:
+                ticket = await self._limiter.acquire(len(estimated_text) // 4)
             try:
                 message = await self._call_sdk(**kwargs)
             except ReasonerError as err:
+                retry_after_s = getattr(err, "retry_after_s", None) or 0.0
+                if self._limiter is not None and ticket is not None:
+                    await self._limiter.settle(ticket, 0)  # refused: it used no tokens
+                    if retry_after_s and err.status_code in (429, 529):
+                        await self._limiter.hold(retry_after_s)  # every agent of the mesh waits
                 if not err.retryable or attempt >= self._retry.max_attempts:
                     raise
-                delay_s = self._retry.backoff.delay_s(attempt)
+                delay_s = max(self._retry.backoff.delay_s(attempt), retry_after_s)
                 log.warning(
                     "reasoner %s unavailable (attempt %d/%d), retrying in %.3fs: %s",
                     self.name,
@@ -180,6 +213,8 @@ class AnthropicReasoner:
                 await asyncio.sleep(delay_s)
                 attempt += 1
                 continue
+            if self._limiter is not None and ticket is not None and (usage := _usage_of(message)) is not None:
+                await self._limiter.settle(ticket, usage.input_tokens + usage.output_tokens)
             self._report_usage(message, estimated_text)
             return message
 
@@ -199,7 +234,7 @@ class AnthropicReasoner:
             if status in (401, 403):
                 return ReasonerAuthError(text, status_code=status)
             if status in _RETRYABLE_STATUS or status >= 500:
-                return ReasonerUnavailable(text, status_code=status)
+                return ReasonerUnavailable(text, status_code=status, retry_after_s=_retry_after_s(err.response))
             return ReasonerRequestError(text, status_code=status)
         if isinstance(err, anthropic.APITimeoutError):
             return ReasonerUnavailable(f"{self.name} timed out")
@@ -221,6 +256,24 @@ class AnthropicReasoner:
             self._on_usage(message.model, estimated_text, usage)
         except Exception:
             log.exception("on_usage callback of %s failed; ignored", self.name)
+
+
+def _retry_after_s(response: Any) -> float | None:
+    """The provider's ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), if any."""
+    headers = getattr(response, "headers", None) or {}
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(float(ms) / 1000, 0.0)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(when.timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _object_schema(schema: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,12 @@ the provider's error type and text, never the API key or request headers.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mesh.errors import MeshError, PermanentError, TransientError, UsageError
+
+if TYPE_CHECKING:
+    from mesh.llm.decision import Usage
 
 __all__ = [
     "DecisionFormatError",
@@ -31,7 +36,14 @@ class ReasonerError(MeshError):
 
 
 class ReasonerUnavailable(ReasonerError, TransientError):
-    """The model provider is overloaded, rate limiting, failing or unreachable (after retries)."""
+    """The model provider is overloaded, rate limiting, failing or unreachable (after retries).
+
+    ``retry_after_s`` is the provider's ``retry-after`` (or ``retry-after-ms``) when it sent one.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message, status_code=status_code)
+        self.retry_after_s = retry_after_s
 
 
 class DecisionFormatError(ReasonerError, PermanentError):
@@ -41,9 +53,13 @@ class DecisionFormatError(ReasonerError, PermanentError):
     the model said, for the scratchpad.
     """
 
-    def __init__(self, message: str, *, raw: str = "", status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, raw: str = "", status_code: int | None = None, usage: Usage | None = None
+    ) -> None:
         super().__init__(message, status_code=status_code)
         self.raw = raw
+        self.usage = usage
+        """What the unusable answer cost, as the provider reported it (None when unknown)."""
 
 
 class ReasonerRequestError(ReasonerError, PermanentError):

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mesh.llm.anthropic_reasoner import AnthropicReasoner
+from mesh.llm.rate_limit import RateLimiter
 from mesh.llm.reasoner import Reasoner, UsageCallback
 from mesh.llm.rule_reasoner import RuleReasoner
 from mesh.llm.settings import ReasonerSettings
@@ -18,9 +19,13 @@ def make_reasoner(
     *,
     on_usage: UsageCallback | None = None,
     facts: Mapping[str, Any] | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> Reasoner:
-    """``AnthropicReasoner`` if an API key is configured, else a ``RuleReasoner`` (given ``facts``)."""
+    """``AnthropicReasoner`` if an API key is configured, else a ``RuleReasoner`` (given ``facts``).
+
+    ``rate_limiter`` paces the Anthropic reasoner's calls (the rule reasoner calls no provider).
+    """
     settings = settings if settings is not None else ReasonerSettings()
     if settings.api_key is not None and settings.api_key.get_secret_value():
-        return AnthropicReasoner.from_settings(settings, on_usage=on_usage)
+        return AnthropicReasoner.from_settings(settings, on_usage=on_usage, rate_limiter=rate_limiter)
     return RuleReasoner(facts=facts)

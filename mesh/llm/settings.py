@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mesh.llm.pricing import PriceTable
+
 __all__ = ["DEFAULT_MODEL", "ReasonerSettings"]
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
@@ -50,6 +52,24 @@ class ReasonerSettings(BaseSettings):
 
     retry_max_delay_s: float = Field(default=20.0, ge=0)
     """Largest delay of our retry policy, in seconds."""
+
+    prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    """Price overrides (``MESH_LLM_PRICES``, JSON ``{"model": [usd_per_mtok_in, usd_per_mtok_out]}``),
+    merged over ``mesh.llm.DEFAULT_PRICES``; a model is matched by its longest prefix, else ``"*"``."""
+
+    rpm: int = Field(default=0, ge=0)
+    """Requests per rate window for all agents of the mesh together (``MESH_LLM_RPM``; 0: no limit).
+    Needs Redis (the shared limiter); see ``mesh.llm.RedisRateLimiter``."""
+
+    tpm: int = Field(default=0, ge=0)
+    """Input plus output tokens per rate window for all agents together (``MESH_LLM_TPM``; 0: no limit)."""
+
+    rate_window_s: float = Field(default=60.0, gt=0)
+    """Length of the rate window in seconds (``MESH_LLM_RATE_WINDOW_S``; 60: per minute)."""
+
+    def price_table(self) -> PriceTable:
+        """The price table: defaults with ``prices`` on top."""
+        return PriceTable.with_overrides(self.prices)
 
     tool_prefill: str | None = None
     """Assistant prefill sent after a decision prompt (``MESH_LLM_TOOL_PREFILL``), e.g.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import logging
 import os
@@ -23,6 +24,7 @@ from mesh.llm import (
     ReasonerRequest,
     ReasonerSettings,
     ReasonerSummarizer,
+    RedisRateLimiter,
     RuleReasoner,
 )
 from mesh.runtime.actions import Action
@@ -199,9 +201,18 @@ async def run_agent(
         window=config.runtime.context_window, output_reserve=config.runtime.max_tokens, model=reasoner_settings.model,
     )
     # Provider-reported input tokens calibrate the budget's safety margin (tiktoken undercounts Claude).
-    reasoner = make_reasoner(
-        reasoner_settings, on_usage=lambda _model, text, usage: prompts.calibrate(text, usage.input_tokens)
+    # One limiter for every agent of the mesh (MESH_LLM_RPM / _TPM / _RATE_WINDOW_S); it also
+    # shares the provider's Retry-After with all of them.
+    limiter = RedisRateLimiter(
+        trust.redis, prefix=settings.topic_prefix, rpm=reasoner_settings.rpm, tpm=reasoner_settings.tpm,
+        window_s=reasoner_settings.rate_window_s,
     )
+    reasoner = make_reasoner(
+        reasoner_settings, on_usage=lambda _model, text, usage: prompts.calibrate(text, usage.input_tokens),
+        rate_limiter=limiter,
+    )
+    # Cost estimates of every reasoner call use the configured price table (MESH_LLM_PRICES).
+    runtime = dataclasses.replace(config.runtime, prices=reasoner_settings.price_table())
     if isinstance(reasoner, RuleReasoner):
         reasoner = RuleReasoner(policy=role.policy, name=f"rule/{role.name}")
     else:
@@ -216,7 +227,7 @@ async def run_agent(
     await gossip.start()
     worker = build_worker(
         role, bus, store, agent_id=agent_id, topics=topics, reasoner=reasoner, blobs=blobs,
-        resources={"http": http, "settings": settings}, runtime=config.runtime, worker=config.worker,
+        resources={"http": http, "settings": settings}, runtime=runtime, worker=config.worker,
         scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True, guard=trust, gossip=gossip,
         index=run_index,
     )

@@ -1,8 +1,9 @@
-"""CLI commands of the runtime: ``mesh agent run``, ``submit``, ``status``, ``watch``, ``resume``."""
+"""CLI commands of the runtime: ``mesh agent run``, ``submit``, ``status``, ``watch``, ``resume``, ``reject``."""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 import os
@@ -453,31 +454,61 @@ def watch(
     _run(go(), "watch")
 
 
-def resume(
-    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
-    step_id: Annotated[str, typer.Argument(help="The paused step.")],
-    note: Annotated[str, typer.Option(help="Why it may continue (kept in the log).")] = "",
-) -> None:
-    """Let a paused (escalated) step continue from its last checkpoint."""
+def _decide(
+    workflow_id: str, step_id: str, decision: str, *, note: str, operator: str, variables: dict[str, Any], where: str
+) -> str:
+    """Publish a decision on the step's current pause (nonce from the run index, else the log)."""
 
-    async def go() -> None:
+    async def go() -> str:
         async with _client(MeshSettings()) as client:
             run, _ = await client.summary(workflow_id)
             if run is None:
-                error_line("resume", _unknown(workflow_id))
+                error_line(where, _unknown(workflow_id))
                 raise typer.Exit(EXIT_NOT_FOUND)
             step = next((s for s in run.steps if s.id == step_id), None)
             if step is None:
                 known = ", ".join(s.id for s in run.steps)
-                error_line("resume", f"workflow {workflow_id!r} has no step {step_id!r} (its steps: {known})")
+                error_line(where, f"workflow {workflow_id!r} has no step {step_id!r} (its steps: {known})")
                 raise typer.Exit(EXIT_NOT_FOUND)
-            if step.status != "paused":
-                error_line("resume", f"step {step_id!r} of {workflow_id!r} is {step.status}, not paused: nothing to resume")
+            pause = await client.current_pause(workflow_id, step_id)
+            if pause is None:
+                error_line(where, f"step {step_id!r} of {workflow_id!r} is {step.status}, not paused: nothing to decide")
                 raise typer.Exit(EXIT_NOT_FOUND)
-            await client.resume(workflow_id, step_id, note=note)
-        out.print(f"resume requested for {workflow_id}/{step_id}")
+            await client.decide_escalation(
+                workflow_id, step_id, nonce=pause.nonce, decision=decision,  # type: ignore[arg-type]
+                operator=operator or getpass.getuser(), note=note, variables=variables or None,
+            )
+            return pause.kind
 
-    _run(go(), "resume")
+    return _run(go(), where)
+
+
+def resume(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    step_id: Annotated[str, typer.Argument(help="The paused step.")],
+    note: Annotated[str, typer.Option(help="Why it may continue (kept in the log).")] = "",
+    operator: Annotated[str, typer.Option(help="Who decides (default: your login name).")] = "",
+    set_vars: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="NAME=VALUE (JSON or text) to change before resuming (an edit); repeatable."),
+    ] = None,
+) -> None:
+    """Let a paused (escalated) step continue from its last checkpoint: a signed decision on its current pause."""
+    variables = _parse_vars(list(set_vars or []))
+    kind = _decide(workflow_id, step_id, "edit" if variables else "resume", note=note, operator=operator,
+                   variables=variables, where="resume")
+    out.print(f"resume requested for {workflow_id}/{step_id} (paused: {kind})")
+
+
+def reject(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    step_id: Annotated[str, typer.Argument(help="The paused step.")],
+    note: Annotated[str, typer.Option(help="Why it is rejected (kept in the log).")] = "",
+    operator: Annotated[str, typer.Option(help="Who decides (default: your login name).")] = "",
+) -> None:
+    """Fail a paused (escalated) step, and so its workflow: a signed decision on its current pause."""
+    kind = _decide(workflow_id, step_id, "reject", note=note, operator=operator, variables={}, where="reject")
+    out.print(f"rejected {workflow_id}/{step_id} (paused: {kind}); the step fails")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -569,5 +600,6 @@ def register(app: typer.Typer, *, extra: dict[str, Callable[..., Any]] | None = 
     app.command("status")(status)
     app.command("watch")(watch)
     app.command("resume")(resume)
+    app.command("reject")(reject)
     app.command("runs")(runs)
     app.command("gc")(gc)

@@ -1,4 +1,4 @@
-"""Client side of the mesh: submit workflows, read their state, resume paused steps."""
+"""Client side of the mesh: submit workflows, read their state, decide on paused steps."""
 
 from __future__ import annotations
 
@@ -6,25 +6,47 @@ import getpass
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from mesh.bus import Bus, SubscriptionOptions
-from mesh.errors import StoreError
+from mesh.errors import StoreError, UsageError
 from mesh.runtime.view import WorkflowView, run_summary
+from mesh.security import is_secret_key
 from mesh.settings import MeshSettings
 from mesh.store import RunIndex, RunSummary
 from mesh.telemetry import workflow_span
 from protocols import (
+    EditedVariable,
     Envelope,
-    StepResumeRequested,
+    EscalationDecided,
     Topics,
     WorkflowSpec,
     WorkflowSubmitted,
     deterministic_event_id,
 )
 
-__all__ = ["MeshClient", "new_workflow_id"]
+__all__ = ["DecisionError", "MeshClient", "Pause", "new_workflow_id"]
+
+Decision = Literal["resume", "reject", "edit"]
+
+
+class DecisionError(UsageError):
+    """A decision that cannot be published: the step is not paused, or the decision is malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A paused step as the run index or the log shows it: what a decision must answer."""
+
+    workflow_id: str
+    step_id: str
+    nonce: str
+    """The pause's nonce: a decision applies only with it."""
+    kind: str
+    """spinning | budget | invalid_decision | reasoner_unavailable"""
+    reason: str
 
 
 def new_workflow_id(name: str = "wf") -> str:
@@ -120,16 +142,71 @@ class MeshClient:
             )
         return wf
 
-    async def resume(self, workflow_id: str, step_id: str, *, note: str = "") -> None:
-        """Let a paused step continue (``mesh resume``)."""
+    async def decide_escalation(
+        self,
+        workflow_id: str,
+        step_id: str,
+        *,
+        nonce: str,
+        decision: Decision,
+        operator: str,
+        note: str = "",
+        variables: Mapping[str, Any] | None = None,
+        secrets: Collection[str] = (),
+    ) -> EscalationDecided:
+        """Publish a signed ``EscalationDecided`` for the pause ``nonce`` of a step.
+
+        ``resume`` continues the step from its checkpoint, ``reject`` fails it, ``edit`` sets
+        ``variables`` and resumes. The owning agent applies it only if ``nonce`` is still the
+        step's current pause; a decision for an older pause is refused there (and by every
+        reader of the log). Variables named in ``secrets``, or whose name looks like a credential
+        (``token``, ``password``...), are sealed with the mesh's data key before they leave this
+        process, so they are never in the log in plaintext. Returns what was published;
+        ``DecisionError`` if the decision is malformed.
+        """
+        edited = []
+        for name, value in (variables or {}).items():
+            if name in secrets or is_secret_key(name):
+                from mesh.security import data_cipher
+
+                sealed = data_cipher().seal(value, context=("decision", workflow_id, step_id, nonce, name))
+                edited.append(EditedVariable(name=name, secret=True, sealed=sealed))
+            else:
+                edited.append(EditedVariable(name=name, value=value))
+        try:
+            payload = EscalationDecided(
+                nonce=nonce, decision=decision, operator=operator, note=note, variables=tuple(edited),
+                decided_at_ms=int(time.time() * 1000),
+            )
+        except ValueError as exc:
+            raise DecisionError(f"invalid decision: {exc}") from None
         await self.bus.publish(
             self.topics.workflow_events,
-            Envelope.of(
-                StepResumeRequested(requested_by=self.client_id, note=note),
-                sender=self.client_id,
-                workflow_id=workflow_id,
-                step_id=step_id,
-            ),
+            Envelope.of(payload, sender=self.client_id, workflow_id=workflow_id, step_id=step_id),
+        )
+        return payload
+
+    async def current_pause(self, workflow_id: str, step_id: str, *, read_s: float = 3.0) -> Pause | None:
+        """The step's current pause (run index first, then the log); None if it is not paused."""
+        run = await self.indexed(workflow_id)
+        if run is not None:
+            step = next((s for s in run.steps if s.id == step_id), None)
+            if step is not None and step.status == "paused" and step.escalation_nonce:
+                return Pause(workflow_id, step_id, step.escalation_nonce, step.escalation_kind, step.last)
+        # The index may lag or be gone: the log is the source of truth.
+        view = await self.status(workflow_id, read_s=read_s)
+        pause = view.escalated.get(step_id)
+        if pause is None or not pause.nonce:
+            return None
+        return Pause(workflow_id, step_id, pause.nonce, pause.kind, pause.reason)
+
+    async def resume(self, workflow_id: str, step_id: str, *, note: str = "", operator: str = "") -> EscalationDecided:
+        """Decide ``resume`` on the step's current pause (``mesh resume``); ``DecisionError`` if not paused."""
+        pause = await self.current_pause(workflow_id, step_id)
+        if pause is None:
+            raise DecisionError(f"step {step_id!r} of {workflow_id!r} is not paused")
+        return await self.decide_escalation(
+            workflow_id, step_id, nonce=pause.nonce, decision="resume", operator=operator or self.client_id, note=note
         )
 
     async def follow(

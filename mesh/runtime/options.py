@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mesh.llm import ExponentialBackoff
+from mesh.llm import ExponentialBackoff, PriceTable
 
 __all__ = ["PhaseTemperatures", "RuntimeOptions"]
 
@@ -46,3 +46,6 @@ class RuntimeOptions:
 
     turn_delay_s: float = 0.0
     """Pause after each turn, in seconds (demos: makes a step long enough to kill mid-way)."""
+
+    prices: PriceTable = field(default_factory=PriceTable)
+    """Prices per model for the cost estimate of every reasoner call (``MESH_LLM_PRICES``)."""

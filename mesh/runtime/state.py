@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgpack
 
 from mesh.security import data_cipher, is_sealed
+from protocols import TokenUsage
 
 if TYPE_CHECKING:
     from mesh.security import DataCipher
@@ -62,6 +63,14 @@ class TurnRecord:
     """The turn's eviction ledger lines (newest first, at most ``LEDGER_LINES_PER_TURN``)."""
     checkpoint_ms: float = 0.0
     """Write time of this turn's checkpoint; saved with the next checkpoint (0 until then)."""
+    input_tokens: int = 0
+    """Reasoner input tokens of the turn (all its calls, repairs included; provider-reported, else counted)."""
+    output_tokens: int = 0
+    """Reasoner output tokens of the turn."""
+    cost_usd: float = 0.0
+    """Estimated cost of the turn's reasoner calls (the price table), US dollars."""
+    calls: int = 0
+    """Reasoner calls of the turn."""
 
 
 @dataclass(slots=True)
@@ -105,6 +114,29 @@ class StepState:
     """Times a new owner resumed this step from a checkpoint."""
     escalation: str = ""
     """Why the step paused, when it did."""
+    escalation_kind: str = ""
+    """Why, machine-readable (``protocols.EscalationKind``), while paused."""
+    nonce: str = ""
+    """Random id of the current pause; a decision applies only if it carries it ("" when not paused)."""
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    """Decisions applied to this step's pauses, oldest first: nonce, decision, operator, note, turn."""
+    edited: list[str] = field(default_factory=list)
+    """Variables an operator set (an ``edit`` decision): re-hydration does not overwrite them."""
+    budget_grants: int = 0
+    """Budget pauses an operator let continue."""
+    budget_floor_tokens: int = 0
+    """Workflow tokens spent when an operator last let a budget pause continue: the step may spend
+    one more budget's worth from there."""
+    budget_floor_cost_usd: float = 0.0
+    """Workflow cost spent at that time, US dollars."""
+    input_tokens: int = 0
+    """Reasoner input tokens of the step, all turns."""
+    output_tokens: int = 0
+    """Reasoner output tokens of the step, all turns."""
+    cost_usd: float = 0.0
+    """Estimated cost of the step's reasoner calls, US dollars."""
+    calls: int = 0
+    """Reasoner calls of the step."""
     error: str = ""
     """Why the step failed, when it did."""
     owner: str = ""
@@ -150,6 +182,11 @@ class StepState:
                     cipher = data_cipher()
                 entry.value = cipher.open(entry.value, context=state._context(name))
         return state
+
+    def usage(self) -> TokenUsage:
+        """The step's tokens and cost so far."""
+        return TokenUsage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                          cost_usd=round(self.cost_usd, 9), calls=self.calls)
 
     def secret_values(self) -> list[str]:
         """Values of secret variables, for redaction."""

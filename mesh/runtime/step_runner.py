@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from mesh.context.tokens import default_counter
 from mesh.errors import CheckpointNotFound, MeshError, StaleEpochError
 from mesh.llm import (
     ActionSpec,
@@ -17,6 +20,7 @@ from mesh.llm import (
     Reasoner,
     ReasonerRequest,
     ReasonerUnavailable,
+    Usage,
 )
 from mesh.runtime.actions import Action, ActionError, ActionOutcome
 from mesh.runtime.injection import inject_params
@@ -25,7 +29,7 @@ from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.spinning import decision_signature, spinning_reason
 from mesh.runtime.state import LEDGER_LINES_PER_TURN, StepState, TurnRecord, VariableEntry
 from mesh.runtime.validation import InvalidDecision, check_params
-from mesh.security import DataCipher
+from mesh.security import DataCipher, data_cipher, redact_text
 from mesh.store import BlobStore, StateStore, step_key
 from mesh.telemetry import (
     REDACTED,
@@ -43,10 +47,13 @@ from mesh.telemetry import (
 from mesh.telemetry import TurnRecord as ScratchTurn
 from protocols import (
     Envelope,
+    EscalationDecided,
+    EscalationKind,
     StepEscalated,
     StepProgress,
     StepSpec,
     StepStarted,
+    TokenUsage,
     WorkflowSpec,
     deterministic_event_id,
 )
@@ -105,6 +112,16 @@ class Rehydration:
     """Variables discovered by any ancestor (secrets resolved)."""
     summaries: Mapping[str, str] = field(default_factory=dict)
     """History summaries of dependencies."""
+    spent_elsewhere: Callable[[], TokenUsage] | None = None
+    """Tokens and cost the workflow's other steps spent so far, asked before every reasoner call
+    (the workflow budget counts them); None: this step alone."""
+
+
+@dataclass(slots=True)
+class _TurnMeter:
+    """Tokens and cost of one turn's reasoner calls, as they happen."""
+
+    usage: TokenUsage = field(default_factory=TokenUsage)
 
 
 @dataclass(slots=True)
@@ -181,6 +198,7 @@ class StepRunner:
         self.log_topic, self.consumer_group = log_topic, consumer_group
         self._blob_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._spent_elsewhere: dict[tuple[str, str], Callable[[], TokenUsage] | None] = {}
 
     # -- step ------------------------------------------------------------------------------
 
@@ -200,10 +218,15 @@ class StepRunner:
         *,
         rehydration: Rehydration,
         trace: Mapping[str, str] | None = None,
-        resume_paused: bool = False,
+        decision: EscalationDecided | None = None,
     ) -> StepState:
         """Own the step (new epoch), resume from its checkpoint if any, and run turns until it
-        completes, fails or pauses. Raises ``OwnershipLost`` if a newer owner fences it off."""
+        completes, fails or pauses. Raises ``OwnershipLost`` if a newer owner fences it off.
+
+        A paused step stays paused unless ``decision`` answers its current pause (the nonce in
+        its checkpoint): a decision for any other pause is stale and refused. ``resume`` and
+        ``edit`` (variables set first) continue from the checkpoint; ``reject`` fails the step.
+        """
         key = step_key(workflow_id, step.id)
         epoch = await self.store.claim(key, self.agent_id)
         state = await self.load(workflow_id, step.id)
@@ -220,20 +243,33 @@ class StepRunner:
             if state.turn > 0 and state.owner != self.agent_id:
                 state.resumes += 1
         if state.status == "paused":
-            if not resume_paused:
+            if decision is None:
                 return state
-            state.status, state.escalation = "running", ""
-            state.recent.clear()
-            state.no_progress = 0
+            if not state.nonce or decision.nonce != state.nonce:
+                log.warning("%s/%s: refused a stale %r decision by %s for pause %s (current pause: %s)",
+                            workflow_id, step.id, decision.decision, decision.operator, decision.nonce,
+                            state.nonce or "none")
+                await self._event("escalation.stale_decision", state, nonce=decision.nonce,
+                                  operator=decision.operator, decision=decision.decision)
+                return state
+            state.owner, state.epoch = self.agent_id, epoch
+            self._apply_decision(state, decision, rehydration.spent_elsewhere)
+            await self._persist(state)
+            await self._event("escalation.decided", state, nonce=decision.nonce, operator=decision.operator,
+                              decision=decision.decision)
+            if state.status == "failed":
+                await self._announce(step, workflow_id, epoch, state.turn)
+                return state
         state.owner, state.epoch = self.agent_id, epoch
         state.inputs = {k: dict(v) for k, v in rehydration.inputs.items()}
         state.summaries = dict(rehydration.summaries)
         for name, entry in rehydration.variables.items():
-            if name not in state.discovered:
+            if name not in state.discovered and name not in state.edited:
                 state.variables[name] = entry
         for value in state.secret_values():
             secret_registry().add(value)
 
+        self._spent_elsewhere[(workflow_id, step.id)] = rehydration.spent_elsewhere
         await self._announce(step, workflow_id, epoch, resumed_from)
         if self.kpis is not None:
             self.kpis.record_step_started(resumed=resumed_from > 0)
@@ -256,6 +292,7 @@ class StepRunner:
                     await asyncio.sleep(self.options.turn_delay_s)
             span.set_many({"mesh.step.status": state.status, "mesh.step.turns": state.turn})
             await self._event(f"step.{state.status}", state, turns=state.turn, resumes=state.resumes)
+        self._spent_elsewhere.pop((workflow_id, step.id), None)
         forget = getattr(self.prompts, "forget", None)
         if forget is not None:
             forget(workflow_id, step.id)
@@ -280,7 +317,8 @@ class StepRunner:
                             "mesh.context.evictions": len(built.ledger)})
             if self.kpis is not None:
                 self.kpis.record_context_utilization(built.tokens, built.budget, phase=phase)
-            decided = await self._decide(step, state, built, allowed, temperature)
+            meter = _TurnMeter()
+            decided = await self._decide(spec, step, state, built, allowed, temperature, meter)
             if decided is None:
                 return  # paused: _decide recorded why and checkpointed
             decision, params, notes, repairs = decided
@@ -290,29 +328,43 @@ class StepRunner:
             tspan.set_decision(action.name, outcome="ok" if error is None else "failed", detail=error or "")
             self._fold(state, turn, action, params, notes, repairs, retries, outcome, error, started)
             _note_prompt(state.history[-1], built)
+            used = meter.usage
+            record = state.history[-1]
+            record.input_tokens, record.output_tokens = used.input_tokens, used.output_tokens
+            record.cost_usd, record.calls = round(used.cost_usd, 9), used.calls
             reason = spinning_reason(state, step.limits.spin_window)
             if outcome is not None and outcome.done:
                 state.status = "completed"
             elif reason is not None:
-                state.status, state.escalation = "paused", reason
+                self._pause(state, "spinning", reason)
             elif turn >= step.limits.max_turns:
                 state.status, state.error = "failed", f"TurnLimit: no result after {turn} turns"
             await self._persist(state)
-            await self._report(state, turn, action.name, decision, params, notes, error, phase, started)
+            await self._report(state, turn, action.name, decision, params, notes, error, phase, started, used)
 
     async def _decide(
         self,
+        spec: WorkflowSpec,
         step: StepSpec,
         state: StepState,
         built: Any,
         allowed: list[ActionSpec],
         temperature: float,
+        meter: _TurnMeter,
     ) -> tuple[Decision, dict[str, Any], list[str], int] | None:
         hint: str | None = None
         names = [a.name for a in allowed]
         attempts = step.limits.max_repairs + 1
         unavailable = 0
+        kind: EscalationKind = "invalid_decision"
         for attempt in range(attempts + step.limits.max_retries):
+            over = self._over_budget(spec, state, built.tokens)
+            if over is not None:
+                # Fail closed: no further reasoner call once the budget would be crossed.
+                self._pause(state, "budget", over)
+                await self._persist(state)
+                await self._escalate(state, state.turn + 1)
+                return None
             request = ReasonerRequest(
                 system=built.system,
                 prompt=built.prompt,
@@ -330,6 +382,7 @@ class StepRunner:
                 try:
                     result = await self.reasoner.decide(request)
                 except DecisionFormatError as exc:
+                    self._meter(state, meter, request, exc.usage, model="", answer=exc.raw)
                     hint = f"Your previous answer was invalid: {one_line_error(exc)}. Call exactly one of: {', '.join(names)}."
                     rspan.set("error.type", "DecisionFormatError")
                     if attempt + 1 - unavailable >= attempts:
@@ -339,9 +392,13 @@ class StepRunner:
                     unavailable += 1
                     if unavailable > step.limits.max_retries:
                         hint = one_line_error(exc)
+                        kind = "reasoner_unavailable"
                         break
                     await asyncio.sleep(self.options.action_backoff.delay_s(unavailable))
                     continue
+                self._meter(state, meter, request, result.usage, model=result.model,
+                            answer=json.dumps([result.decision.action, result.decision.params], default=str)
+                            + result.decision.reasoning)
                 if result.usage is not None:
                     rspan.record_response(
                         input_tokens=result.usage.input_tokens,
@@ -371,8 +428,10 @@ class StepRunner:
                 continue
             return decision, params, notes, attempt - unavailable
         # Could not get an executable decision: pause and ask a human.
-        state.status = "paused"
-        state.escalation = f"no valid decision after {attempts} attempt(s): {hint}"
+        if kind == "reasoner_unavailable":
+            self._pause(state, kind, f"reasoner unavailable after {unavailable} attempt(s): {hint}")
+        else:
+            self._pause(state, kind, f"no valid decision after {attempts} attempt(s): {hint}")
         await self._persist(state)
         await self._escalate(state, state.turn + 1)
         return None
@@ -515,6 +574,99 @@ class StepRunner:
         if self._blob_tasks:
             await asyncio.gather(*list(self._blob_tasks), return_exceptions=True)
 
+    # -- escalations, decisions, usage and budget --------------------------------------------
+
+    @staticmethod
+    def _pause(state: StepState, kind: EscalationKind, reason: str) -> None:
+        """Pause the step with a fresh nonce: only a decision carrying it lets this pause go on."""
+        state.status, state.escalation, state.escalation_kind = "paused", reason, kind
+        state.nonce = secrets.token_hex(16)
+
+    def _apply_decision(
+        self, state: StepState, decision: EscalationDecided, elsewhere: Callable[[], TokenUsage] | None
+    ) -> None:
+        """Apply a human's decision on the current pause (its nonce was checked).
+
+        Letting a budget pause continue allows the step one more budget's worth from what the
+        workflow has spent at that moment (other steps still pause when they reach the budget).
+        """
+        state.decisions.append({
+            "nonce": decision.nonce, "decision": decision.decision, "operator": decision.operator,
+            "note": redact_text(decision.note), "turn": state.turn, "kind": state.escalation_kind,
+            "decided_at_ms": decision.decided_at_ms, "applied_by": self.agent_id,
+        })
+        log.info("%s/%s: %s by %s on pause %s (%s)", state.workflow_id, state.step_id, decision.decision,
+                 decision.operator, decision.nonce, state.escalation_kind)
+        if decision.decision == "reject":
+            note = f": {redact_text(decision.note)}" if decision.note else ""
+            state.status, state.nonce = "failed", ""
+            state.error = f"Rejected: by {decision.operator} ({state.escalation_kind or 'paused'}){note}"[:500]
+            return
+        for var in decision.variables:
+            value = var.value
+            if var.secret:
+                cipher = self.cipher or data_cipher()
+                value = cipher.open(var.sealed, context=("decision", state.workflow_id, state.step_id,
+                                                         decision.nonce, var.name))
+                secret_registry().add(str(value))
+            old = state.variables.get(var.name)
+            state.variables[var.name] = VariableEntry(
+                value=value, secret=var.secret or (old.secret if old is not None else False),
+                priority=old.priority if old is not None else 0, origin=f"operator:{decision.operator}",
+                last_used_turn=state.turn,
+            )
+            if var.name not in state.edited:
+                state.edited.append(var.name)
+        if state.escalation_kind == "budget":
+            spent = state.usage() + (elsewhere() if elsewhere is not None else TokenUsage())
+            state.budget_grants += 1
+            state.budget_floor_tokens, state.budget_floor_cost_usd = spent.tokens, spent.cost_usd
+        state.status, state.escalation, state.escalation_kind, state.nonce = "running", "", "", ""
+        state.recent.clear()
+        state.no_progress = 0
+
+    def _meter(
+        self, state: StepState, meter: _TurnMeter, request: ReasonerRequest, usage: Usage | None, *,
+        model: str, answer: str,
+    ) -> None:
+        """Count one reasoner call: the provider's usage, else our tiktoken count of what went each way."""
+        if usage is not None:
+            tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
+        else:
+            counter = default_counter()
+            sent = "\n\n".join([request.system, request.prompt, request.repair_hint or "",
+                                 json.dumps([a.model_dump() for a in request.actions], default=str)])
+            tokens_in, tokens_out = counter.count(sent), counter.count(answer)
+        name = model or str(getattr(self.reasoner, "model", "") or self.reasoner.name)
+        used = TokenUsage(input_tokens=tokens_in, output_tokens=tokens_out, calls=1,
+                          cost_usd=self.options.prices.cost_usd(name, tokens_in, tokens_out))
+        meter.usage = meter.usage + used
+        state.input_tokens += used.input_tokens
+        state.output_tokens += used.output_tokens
+        state.cost_usd = round(state.cost_usd + used.cost_usd, 9)
+        state.calls += 1
+
+    def _over_budget(self, spec: WorkflowSpec, state: StepState, next_input_tokens: int) -> str | None:
+        """Why the next reasoner call would cross the workflow's budget, or None."""
+        budget = spec.budget
+        if budget is None:
+            return None
+        elsewhere = self._spent_elsewhere.get((state.workflow_id, state.step_id))
+        used = state.usage() + (elsewhere() if elsewhere is not None else TokenUsage())
+        if budget.max_tokens is not None:
+            limit = state.budget_floor_tokens + budget.max_tokens
+            if used.tokens + next_input_tokens > limit:
+                return (f"budget: the workflow used {used.tokens} of {limit} tokens; "
+                        f"the next call (~{next_input_tokens} input tokens) would cross it")
+        if budget.max_cost_usd is not None:
+            name = str(getattr(self.reasoner, "model", "") or self.reasoner.name)
+            estimate = self.options.prices.cost_usd(name, next_input_tokens, 0)
+            cost_limit = state.budget_floor_cost_usd + budget.max_cost_usd
+            if used.cost_usd + estimate > cost_limit:
+                return (f"budget: the workflow spent ${used.cost_usd:.4f} of ${cost_limit:.4f}; "
+                        f"the next call (~${estimate:.4f}) would cross it")
+        return None
+
     async def _announce(self, step: StepSpec, workflow_id: str, epoch: int, resumed_from: int) -> None:
         await self.publish(
             Envelope.of(
@@ -538,11 +690,12 @@ class StepRunner:
         log.warning("%s/%s paused: %s", state.workflow_id, state.step_id, state.escalation)
         await self.publish(
             Envelope.of(
-                StepEscalated(reason=state.escalation, turn=turn, owner=self.agent_id),
+                StepEscalated(reason=state.escalation, turn=turn, owner=self.agent_id, nonce=state.nonce,
+                              kind=state.escalation_kind or "spinning", usage=state.usage()),  # type: ignore[arg-type]
                 sender=self.agent_id,
                 workflow_id=state.workflow_id,
                 step_id=state.step_id,
-                id=deterministic_event_id(state.workflow_id, state.step_id, "escalated", turn),
+                id=deterministic_event_id(state.workflow_id, state.step_id, "escalated", state.nonce or turn),
             )
         )
 
@@ -557,6 +710,7 @@ class StepRunner:
         error: str | None,
         phase: str,
         started: float,
+        turn_usage: TokenUsage,
     ) -> None:
         latency_ms = (time.perf_counter() - started) * 1000
         record = state.history[-1]
@@ -569,7 +723,8 @@ class StepRunner:
             outcome = "ok"
         await self.publish(
             Envelope.of(
-                StepProgress(turn=turn, action=action, outcome=outcome, detail=record.summary[:300], owner=self.agent_id),
+                StepProgress(turn=turn, action=action, outcome=outcome, detail=record.summary[:300], owner=self.agent_id,
+                             turn_usage=turn_usage, usage=state.usage()),
                 sender=self.agent_id,
                 workflow_id=state.workflow_id,
                 step_id=state.step_id,

@@ -8,6 +8,7 @@ from typing import Literal
 from mesh.store.run_index import RunSummary, StepSummary
 from protocols import (
     Envelope,
+    EscalationDecided,
     StepCompleted,
     StepEscalated,
     StepFailed,
@@ -15,6 +16,7 @@ from protocols import (
     StepResumeRequested,
     StepSpec,
     StepStarted,
+    TokenUsage,
     WorkflowCompleted,
     WorkflowSpec,
     WorkflowSubmitted,
@@ -41,6 +43,13 @@ class WorkflowView:
     turns_seen: dict[str, int] = field(default_factory=dict)
     escalated: dict[str, StepEscalated] = field(default_factory=dict)
     resume_requests: dict[str, int] = field(default_factory=dict)
+    """Decisions accepted per step (each answered the pause that was current when it arrived)."""
+    decisions: dict[str, EscalationDecided] = field(default_factory=dict)
+    """The latest accepted decision per step."""
+    decided_by: dict[str, str] = field(default_factory=dict)
+    """Signed sender (client id) of the latest accepted decision per step."""
+    usage: dict[str, TokenUsage] = field(default_factory=dict)
+    """Latest known token usage and cost per step (from its progress, escalation and result)."""
     finished: WorkflowCompleted | None = None
     seen: set[str] = field(default_factory=set)
     ignored: list[str] = field(default_factory=list)
@@ -86,15 +95,33 @@ class WorkflowView:
             prog = env.payload_model(StepProgress)
             self.progress[step] = prog
             self.turns_seen[step] = max(self.turns_seen.get(step, 0), prog.turn)
+            self.usage[step] = prog.usage
         elif kind == StepCompleted.KIND:
-            self.completed.setdefault(step, env.payload_model(StepCompleted))
+            done = self.completed.setdefault(step, env.payload_model(StepCompleted))
+            self.usage[step] = done.usage
         elif kind == StepFailed.KIND:
-            self.failed.setdefault(step, env.payload_model(StepFailed))
+            failed = self.failed.setdefault(step, env.payload_model(StepFailed))
+            self.usage[step] = failed.usage
         elif kind == StepEscalated.KIND:
-            self.escalated[step] = env.payload_model(StepEscalated)
-        elif kind == StepResumeRequested.KIND:
+            esc = self.escalated[step] = env.payload_model(StepEscalated)
+            self.usage[step] = esc.usage
+        elif kind == EscalationDecided.KIND:
+            decided = env.payload_model(EscalationDecided)
+            pause = self.escalated.get(step)
+            if pause is None or not pause.nonce or pause.nonce != decided.nonce:
+                # Stale (a pause already decided, or an older one) or for no pause at all.
+                current = pause.nonce if pause is not None else "none"
+                self.ignored.append(f"decision {decided.decision!r} on {step!r} by {decided.operator!r} for pause "
+                                    f"{decided.nonce!r}: not the current pause ({current})")
+                return False
+            self.decisions[step] = decided
+            self.decided_by[step] = env.sender
             self.resume_requests[step] = self.resume_requests.get(step, 0) + 1
             self.escalated.pop(step, None)
+        elif kind == StepResumeRequested.KIND:
+            # Names no pause, so it could approve a later one: only EscalationDecided resumes.
+            self.ignored.append(f"legacy resume request for {step!r} without a nonce: ignored")
+            return False
         elif kind == WorkflowCompleted.KIND:
             self.finished = self.finished or env.payload_model(WorkflowCompleted)
         else:
@@ -155,6 +182,18 @@ class WorkflowView:
             return "paused"
         return "running" if self.started else "pending"
 
+    def step_usage(self, step_id: str) -> TokenUsage:
+        """Tokens and cost of one step as far as the log tells."""
+        return self.usage.get(step_id) or TokenUsage()
+
+    def total_usage(self, *, excluding: str = "") -> TokenUsage:
+        """Tokens and cost of every step (but ``excluding``)."""
+        total = TokenUsage()
+        for step_id, used in self.usage.items():
+            if step_id != excluding:
+                total = total + used
+        return total
+
     def resumes(self) -> int:
         """Times a step was taken over from a checkpoint by a new owner."""
         return sum(1 for starts in self.started.values() for s in starts if s.resumed_from_turn > 0)
@@ -178,8 +217,10 @@ def run_summary(view: WorkflowView) -> RunSummary:
         starts = view.started.get(step.id, [])
         done = view.completed.get(step.id)
         last = ""
-        if step.id in view.escalated:
-            last = view.escalated[step.id].reason
+        pause = view.escalated.get(step.id)
+        used = view.step_usage(step.id)
+        if pause is not None:
+            last = pause.reason
         elif step.id in view.failed:
             last = view.failed[step.id].error
         elif (prog := view.progress.get(step.id)) is not None:
@@ -190,10 +231,18 @@ def run_summary(view: WorkflowView) -> RunSummary:
             turns=done.turns if done else view.turns_seen.get(step.id, 0),
             resumes=sum(1 for s in starts if s.resumed_from_turn > 0),
             last=" ".join(last.split())[:200],
+            input_tokens=used.input_tokens, output_tokens=used.output_tokens, cost_usd=used.cost_usd,
+            escalation_nonce=pause.nonce if pause is not None else "",
+            escalation_kind=pause.kind if pause is not None else "",
         ))
+    total = view.total_usage()
+    budget = view.spec.budget if view.spec is not None else None
     return RunSummary(
         workflow_id=view.workflow_id, name=view.spec.name if view.spec is not None else "", status=view.status,
         events=len(view.seen), created_ms=view.created_ms, updated_ms=view.updated_ms,
         finished_ms=view.finished_ms, trace_id=trace_id_of(dict(view.trace)), submitted_by=view.submitted_by,
-        steps=tuple(steps),
+        steps=tuple(steps), input_tokens=total.input_tokens, output_tokens=total.output_tokens,
+        cost_usd=total.cost_usd,
+        budget_tokens=(budget.max_tokens or 0) if budget is not None else 0,
+        budget_cost_usd=(budget.max_cost_usd or 0.0) if budget is not None else 0.0,
     )

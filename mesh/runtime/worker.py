@@ -383,7 +383,7 @@ class AgentWorker:
             if key in self._ended and resume_count <= self._ended[key]:
                 continue  # ended here; its result is on its way back through the log
             if step.id in view.escalated and resume_count <= self._resume_done.get(key, 0):
-                continue  # paused, waiting for `mesh resume`
+                continue  # paused, waiting for a decision (`mesh resume`, the console)
             resume = resume_count > self._resume_done.get(key, 0)
             self._resume_done[key] = resume_count
             task = asyncio.create_task(self._run_step(view, step, resume), name=f"{wf}/{step.id}")
@@ -431,7 +431,8 @@ class AgentWorker:
                     value=value, priority=max(int(getattr(entry, "priority", 2)), 2),
                     origin=f"gossip:{getattr(entry, 'origin', '?')} ({status})",
                 )
-        return Rehydration(inputs=inputs, variables=variables, summaries=summaries)
+        return Rehydration(inputs=inputs, variables=variables, summaries=summaries,
+                           spent_elsewhere=functools.partial(view.total_usage, excluding=step.id))
 
     async def _run_step(self, view: WorkflowView, step: StepSpec, resume: bool) -> None:
         assert view.spec is not None
@@ -442,7 +443,7 @@ class AgentWorker:
                     view.spec, step, wf,
                     rehydration=await self._rehydrate(view, step),
                     trace=view.trace,
-                    resume_paused=resume,
+                    decision=view.decisions.get(step.id) if resume else None,
                 )
                 if state.status == "running":  # stopped between turns (graceful shutdown)
                     log.info("%s/%s left at turn %d for the next owner", wf, step.id, state.turn)
@@ -499,13 +500,14 @@ class AgentWorker:
             await self._publish(
                 StepCompleted(
                     outputs=state.outputs, variables=tuple(records), summary=_summarize(state),
-                    turns=state.turn, owner=self.agent_id, resumes=state.resumes,
+                    turns=state.turn, owner=self.agent_id, resumes=state.resumes, usage=state.usage(),
                 ),
                 wf, step, "completed",
             )
             self.steps_completed += 1
         elif state.status == "failed":
-            await self._publish(StepFailed(error=state.error or "failed", turns=state.turn, owner=self.agent_id), wf, step, "failed")
+            await self._publish(StepFailed(error=state.error or "failed", turns=state.turn, owner=self.agent_id,
+                                           usage=state.usage()), wf, step, "failed")
 
     async def _await_durable(self, wf: str, step: str) -> None:
         """Hold a result back until the secrets it references are in the shared store.

@@ -26,7 +26,13 @@ A finished run's hash gets the workflow's retention TTL (``expire``).
 
 ``RunSummary`` JSON: ``workflow_id``, ``name``, ``status``, ``created_ms``, ``updated_ms``,
 ``finished_ms`` (0 while running), ``trace_id`` ("" when unknown), ``submitted_by``, ``events``,
-``steps``: a list of ``{id, role, status, owner, epoch, turns, resumes, last}`` in spec order.
+``steps``: a list of ``{id, role, status, owner, epoch, turns, resumes, last, input_tokens,
+output_tokens, cost_usd, escalation_nonce, escalation_kind}`` in spec order; the run's
+``input_tokens``, ``output_tokens`` and ``cost_usd`` are the sums over its steps, and
+``budget_tokens``/``budget_cost_usd`` its declared budget (0: none). ``escalation_nonce`` and
+``escalation_kind`` are set while a step is paused: a decision on it must carry that nonce
+(``MeshClient.decide_escalation``). Fields added later default to 0 / "" when an older document
+lacks them.
 """
 
 from __future__ import annotations
@@ -67,6 +73,16 @@ class StepSummary:
     """Times the step was taken over from a checkpoint."""
     last: str = ""
     """Last progress, failure or escalation, one line."""
+    input_tokens: int = 0
+    """Reasoner input tokens of the step (provider-reported, else counted)."""
+    output_tokens: int = 0
+    """Reasoner output tokens of the step."""
+    cost_usd: float = 0.0
+    """Estimated cost of the step's reasoner calls, US dollars."""
+    escalation_nonce: str = ""
+    """While paused: the nonce a decision on this pause must carry."""
+    escalation_kind: str = ""
+    """While paused: spinning | budget | invalid_decision | reasoner_unavailable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +102,16 @@ class RunSummary:
     """Trace id of the workflow's root span (32 hex), when known."""
     submitted_by: str = ""
     steps: tuple[StepSummary, ...] = field(default_factory=tuple)
+    input_tokens: int = 0
+    """Reasoner input tokens of all steps."""
+    output_tokens: int = 0
+    """Reasoner output tokens of all steps."""
+    cost_usd: float = 0.0
+    """Estimated cost of all steps, US dollars."""
+    budget_tokens: int = 0
+    """The workflow's token budget (0: none)."""
+    budget_cost_usd: float = 0.0
+    """The workflow's cost budget in US dollars (0: none)."""
 
     @property
     def finished(self) -> bool:
@@ -103,12 +129,16 @@ class RunSummary:
         """Parse a stored document; ``StoreError`` if it is not one."""
         try:
             doc = json.loads(raw)
-            steps = tuple(StepSummary(**s) for s in doc.get("steps", ()))
+            known = set(StepSummary.__dataclass_fields__)
+            steps = tuple(StepSummary(**{k: v for k, v in s.items() if k in known}) for s in doc.get("steps", ()))
             return cls(
                 workflow_id=str(doc["workflow_id"]), name=str(doc.get("name", "")), status=str(doc["status"]),
                 events=int(doc["events"]), created_ms=int(doc.get("created_ms", 0)),
                 updated_ms=int(doc.get("updated_ms", 0)), finished_ms=int(doc.get("finished_ms", 0)),
                 trace_id=str(doc.get("trace_id", "")), submitted_by=str(doc.get("submitted_by", "")), steps=steps,
+                input_tokens=int(doc.get("input_tokens", 0)), output_tokens=int(doc.get("output_tokens", 0)),
+                cost_usd=float(doc.get("cost_usd", 0.0)), budget_tokens=int(doc.get("budget_tokens", 0)),
+                budget_cost_usd=float(doc.get("budget_cost_usd", 0.0)),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise StoreError(f"run index entry is not a run summary: {type(exc).__name__}: {exc}") from None

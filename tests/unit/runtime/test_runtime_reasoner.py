@@ -23,7 +23,7 @@ from mesh.runtime import (
     VariableEntry,
 )
 from mesh.store import InMemoryStateStore
-from protocols import Envelope, StepEscalated, StepProgress, WorkflowSpec
+from protocols import Envelope, EscalationDecided, StepEscalated, StepProgress, WorkflowSpec
 
 TOKEN = "tok-real-1234567890"
 
@@ -172,7 +172,11 @@ async def test_spinning_is_escalated_and_resume_continues(fake: FakeAnthropicSer
     assert again.status == "paused" and len(fake.requests) == before
     # `mesh resume`: continues from the checkpoint at turn 4.
     fake.script(*[FakeReply.tool_use("call_api", {"item": i}) for i in (1, 2, 3)])
-    resumed = await runner.run(spec, spec.steps[0], "wf-3", rehydration=REHYDRATE, resume_paused=True)
+    paused = await runner.load("wf-3", "s")
+    assert paused is not None and paused.nonce and paused.escalation_kind == "spinning"
+    assert escalations[0].payload_model(StepEscalated).nonce == paused.nonce
+    decision = EscalationDecided(nonce=paused.nonce, decision="resume", operator="alice", note="looks fine")
+    resumed = await runner.run(spec, spec.steps[0], "wf-3", rehydration=REHYDRATE, decision=decision)
     assert resumed.status == "completed"
     assert [h.turn for h in resumed.history] == [1, 2, 3, 4, 5, 6]
     progress = [e.payload_model(StepProgress).outcome for e in events if e.kind == StepProgress.KIND and e.workflow_id == "wf-3"]
