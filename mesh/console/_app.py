@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mesh.console._data import ConsoleData
 from mesh.console._settings import ConsoleSettings
-from mesh.errors import MeshError, StoreError
+from mesh.errors import MeshError, StoreError, UsageError
 from mesh.security import redact_text, redact_value
 from mesh.store import RunSummary
 from mesh.telemetry import KPI_THRESHOLDS
@@ -39,6 +39,10 @@ Decide = Callable[[str, str, "DecisionRequest", str], Awaitable[str]]
 """Publishes an operator's decision: (workflow, step, request, operator) -> the event id."""
 
 _ID = r"^[A-Za-z0-9._:@-]{1,200}$"
+_READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such workflow or step"},
+    503: {"description": "Redis unavailable"},
+}
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
@@ -57,6 +61,13 @@ class StepRow(BaseModel):
     resumes: int
     last: str
     depends_on: list[str] = Field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    escalation_kind: str = ""
+    """While paused: spinning | budget | invalid_decision | reasoner_unavailable."""
+    escalation_nonce: str = ""
+    """While paused: the nonce a decision on this pause must carry."""
 
 
 class RunRow(BaseModel):
@@ -76,6 +87,10 @@ class RunRow(BaseModel):
     escalations: int
     trace_id: str
     submitted_by: str
+    tokens: int = 0
+    """Input plus output tokens of every reasoner call of the run."""
+    cost_usd: float = 0.0
+    """Estimated cost of those calls (the agents' price table)."""
 
 
 class RunList(BaseModel):
@@ -126,6 +141,11 @@ class TurnRow(BaseModel):
     evicted: int
     compressed: int
     ledger: list[str]
+    input_tokens: int = 0
+    """Reasoner input tokens of the turn (provider-reported, else counted)."""
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
 
 
 class VariableRow(BaseModel):
@@ -249,7 +269,7 @@ class EscalationList(BaseModel):
 class DecisionRequest(BaseModel):
     """An operator's decision on one pause of a step."""
 
-    nonce: str = Field(default="", max_length=200)
+    nonce: str = Field(min_length=1, max_length=64)
     """The pause's nonce, as listed (binds the decision to that pause)."""
     decision: Literal["resume", "reject", "edit"]
     note: str = Field(default="", max_length=2000)
@@ -261,7 +281,9 @@ class DecisionRequest(BaseModel):
 class DecisionResult(BaseModel):
     """What was published."""
 
-    event_id: str
+    nonce: str
+    """The pause it decides."""
+    decision: str
     operator: str
 
 
@@ -320,6 +342,11 @@ def _run_row(run: RunSummary, escalations: int, now_ms: int) -> RunRow:
         escalations=escalations,
         trace_id=run.trace_id,
         submitted_by=run.submitted_by,
+        tokens=sum(
+            int(getattr(s, "input_tokens", 0)) + int(getattr(s, "output_tokens", 0))
+            for s in run.steps
+        ),
+        cost_usd=round(sum(float(getattr(s, "cost_usd", 0.0)) for s in run.steps), 6),
     )
 
 
@@ -501,22 +528,44 @@ def create_app(
             if view is not None and view.spec
             else {}
         )
-        return [
-            StepRow(
-                id=s.id,
-                role=s.role,
-                status=s.status,
-                owner=s.owner,
-                epoch=s.epoch,
-                turns=s.turns,
-                resumes=s.resumes,
-                last=s.last,
-                depends_on=deps.get(s.id, []),
+        rows = []
+        for s in run.steps:
+            # The tail may know of a pause (and its nonce) before the index does.
+            pause = view.escalated.get(s.id) if view is not None else None
+            status = (
+                "paused" if pause is not None and s.status in ("running", "paused") else s.status
             )
-            for s in run.steps
-        ]
+            rows.append(
+                StepRow(
+                    id=s.id,
+                    role=s.role,
+                    status=status,
+                    owner=s.owner,
+                    epoch=s.epoch,
+                    turns=s.turns,
+                    resumes=s.resumes,
+                    last=s.last,
+                    depends_on=deps.get(s.id, []),
+                    input_tokens=int(getattr(s, "input_tokens", 0)),
+                    output_tokens=int(getattr(s, "output_tokens", 0)),
+                    cost_usd=float(getattr(s, "cost_usd", 0.0)),
+                    escalation_kind=str(
+                        getattr(pause, "kind", "") or getattr(s, "escalation_kind", "")
+                    )
+                    if status == "paused"
+                    else "",
+                    escalation_nonce=str(
+                        getattr(pause, "nonce", "") or getattr(s, "escalation_nonce", "")
+                    )
+                    if status == "paused"
+                    else "",
+                )
+            )
+        return rows
 
-    @app.get("/api/runs/{workflow_id}", response_model=RunDetail, tags=["runs"])
+    @app.get(
+        "/api/runs/{workflow_id}", response_model=RunDetail, tags=["runs"], responses=_READ_ERRORS
+    )
     async def get_run(workflow_id: str = Path(pattern=_ID)) -> RunDetail:
         """A run: its DAG (steps with status, owner, epoch, turns, resumes), timeline and trace link."""
         run, source = await _run_or_404(workflow_id)
@@ -541,7 +590,12 @@ def create_app(
             source=source,
         )
 
-    @app.get("/api/runs/{workflow_id}/steps/{step_id}", response_model=StepDetail, tags=["runs"])
+    @app.get(
+        "/api/runs/{workflow_id}/steps/{step_id}",
+        response_model=StepDetail,
+        tags=["runs"],
+        responses=_READ_ERRORS,
+    )
     async def get_step(
         workflow_id: str = Path(pattern=_ID), step_id: str = Path(pattern=_ID)
     ) -> StepDetail:
@@ -577,6 +631,10 @@ def create_app(
                     evicted=int(h.get("evicted", 0)),
                     compressed=int(h.get("compressed", 0)),
                     ledger=[str(x) for x in h.get("ledger") or ()],
+                    input_tokens=int(h.get("input_tokens", 0)),
+                    output_tokens=int(h.get("output_tokens", 0)),
+                    cost_usd=float(h.get("cost_usd", 0.0)),
+                    calls=int(h.get("calls", 0)),
                 )
             )
         discovered = set(ckpt.get("discovered") or ())
@@ -603,7 +661,7 @@ def create_app(
         return StepDetail(
             workflow_id=workflow_id,
             step=row,
-            status=str(ckpt.get("status", row.status)),
+            status="paused" if row.status == "paused" else str(ckpt.get("status", row.status)),
             turn=int(ckpt.get("turn", 0)),
             resumes=int(ckpt.get("resumes", 0)),
             escalation=str(ckpt.get("escalation", "")),
@@ -833,8 +891,8 @@ def create_app(
                             workflow_id=summary.workflow_id,
                             step_id=s.id,
                             reason=s.last,
-                            kind=s.last.split(":")[0],
-                            nonce="",
+                            kind=str(getattr(s, "escalation_kind", "") or s.last.split(":")[0]),
+                            nonce=str(getattr(s, "escalation_nonce", "")),
                             turn=s.turns,
                             owner=s.owner,
                             at_ms=summary.updated_ms,
@@ -848,7 +906,10 @@ def create_app(
         tags=["escalations"],
         responses={
             401: {"description": "no or wrong bearer token"},
-            409: {"description": "the step is not paused"},
+            409: {"description": "the step is not paused, or paused again since (stale nonce)"},
+            422: {"description": "a malformed decision"},
+            501: {"description": "this build cannot publish that decision"},
+            503: {"description": "Kafka or Redis unavailable, or no signing key"},
         },
     )
     async def post_decision(
@@ -867,16 +928,28 @@ def create_app(
                 503, "this console cannot publish decisions (no signing key configured)"
             )
         view = data.view(workflow_id)
-        if view is not None and step_id not in view.escalated:
-            raise HTTPException(409, "the step is not paused (it may have been decided already)")
+        if view is not None and view.spec is not None:
+            pause = view.escalated.get(step_id)
+            if pause is None:
+                raise HTTPException(
+                    409, "the step is not paused (it may have been decided already)"
+                )
+            current = str(getattr(pause, "nonce", "") or "")
+            if current and current != body.nonce:
+                raise HTTPException(
+                    409, "stale decision: the step paused again since (reload the page)"
+                )
         operator = body.operator or settings.operator or "console-operator"
         try:
             event_id = await decide(workflow_id, step_id, body, operator)
         except NotImplementedError as exc:
             raise HTTPException(501, str(exc)) from None
+        except UsageError as exc:
+            raise HTTPException(422, redact_text(str(exc))[:300]) from None
         except MeshError as exc:
             raise HTTPException(503, redact_text(str(exc))[:300]) from None
-        return DecisionResult(event_id=event_id, operator=operator)
+        del event_id
+        return DecisionResult(nonce=body.nonce, decision=body.decision, operator=operator)
 
     @app.get(
         "/api/stream",

@@ -37,6 +37,7 @@ from mesh.settings import MeshSettings
 from mesh.store import RedisRunIndex, RedisStateStore, RunSummary, step_key
 from protocols import (
     Envelope,
+    EscalationDecided,
     StepCompleted,
     StepEscalated,
     StepFailed,
@@ -326,6 +327,20 @@ class ConsoleData:
         elif kind == StepFailed.KIND:
             f = env.payload_model(StepFailed)
             event = TimelineEvent(at_ms, "failed", step, env.sender, f.turns, 0, f.error)
+        elif kind == EscalationDecided.KIND:
+            dec = env.payload_model(EscalationDecided)
+            edited = ", ".join(v.name for v in dec.variables)
+            event = TimelineEvent(
+                at_ms,
+                "decided",
+                step,
+                dec.operator,
+                0,
+                0,
+                f"{dec.decision} by {dec.operator} (via {env.sender})"
+                + (f", set {edited}" if edited else "")
+                + (f": {dec.note}" if dec.note else ""),
+            )
         elif kind == WorkflowCompleted.KIND:
             event = TimelineEvent(at_ms, "workflow", "", env.sender, 0, 0, view.status)
         elif kind == WorkflowSubmitted.KIND:

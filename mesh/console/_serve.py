@@ -40,7 +40,7 @@ def mesh_decide(settings: MeshSettings, *, client_id: str) -> tuple[Decide, Call
         c = await client()
         decide_escalation = getattr(c, "decide_escalation", None)
         if decide_escalation is not None:
-            result = await decide_escalation(
+            decided = await decide_escalation(
                 workflow_id,
                 step_id,
                 nonce=request.nonce,
@@ -49,7 +49,7 @@ def mesh_decide(settings: MeshSettings, *, client_id: str) -> tuple[Decide, Call
                 note=request.note,
                 variables=dict(request.variables) or None,
             )
-            return str(result or "")
+            return str(getattr(decided, "nonce", ""))
         if request.decision != "resume":
             raise NotImplementedError(
                 "reject and edit need the runtime's decision events (not in this build)"

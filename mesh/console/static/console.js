@@ -245,7 +245,8 @@ function dag(detail) {
     a.append(s("text", { x: 16, y: 20, "font-weight": 700, "font-size": 14 }, st.id));
     a.append(s("text", { x: W - 8, y: 20, "text-anchor": "end", "font-size": 11, fill: color[st.status] }, st.status));
     a.append(s("text", { x: 16, y: 38, "font-size": 11, fill: "#6b7385" }, `${st.role} · owner ${st.owner || "–"} · epoch ${st.epoch}`));
-    a.append(s("text", { x: 16, y: 55, "font-size": 11, fill: "#6b7385" }, `${st.turns} turns · ${st.resumes} resume${st.resumes === 1 ? "" : "s"}`));
+    a.append(s("text", { x: 16, y: 55, "font-size": 11, fill: "#6b7385" }, `${st.turns} turns · ${st.resumes} resume${st.resumes === 1 ? "" : "s"} · ${st.input_tokens + st.output_tokens} tok`));
+    if (st.status === "paused") a.append(s("text", { x: 16, y: tk.length ? 88 : 73, "font-size": 11, fill: "#d9911a", class: "dag-paused" }, `⏸ ${st.escalation_kind || "paused"}: waiting for a human`));
     if (tk.length) {
       const t = tk[tk.length - 1];
       const prev = (t.detail.match(/from (\S+)/) || [])[1] || "?";
@@ -306,6 +307,7 @@ async function pageRun(wf) {
       h("span", { class: "muted" }, "duration"), h("span", {}, fmtDuration(r.duration_s)),
       h("span", { class: "muted" }, "resumes"), h("span", {}, r.resumes),
       h("span", { class: "muted" }, "escalations"), h("span", {}, r.escalations),
+      h("span", { class: "muted" }, "reasoner tokens"), h("span", { id: "run-usage" }, `${r.tokens} (≈ $${r.cost_usd.toFixed(4)})`),
       h("span", { class: "muted" }, "submitted by"), h("span", {}, r.submitted_by || "–"),
       h("span", { class: "muted" }, "trace"), h("span", {}, d.trace_url ? h("a", { id: "trace-link", href: d.trace_url, target: "_blank", rel: "noopener" }, r.trace_id) : (r.trace_id || "–") + (r.trace_id ? " (set MESH_CONSOLE_JAEGER_UI_URL for a link)" : ""))),
     h("h2", {}, "Workflow"), h("div", { class: "card" }, dag(d)),
@@ -382,6 +384,7 @@ async function pageStep(wf, step) {
     h("td", { class: "num" }, t.repairs), h("td", { class: "num" }, t.retries),
     h("td", {}, badge(t.outcome), " ", t.summary),
     h("td", { class: "num" }, t.prompt_budget ? `${t.prompt_tokens}/${t.prompt_budget}` : "–"),
+    h("td", { class: "num" }, t.calls ? `${t.input_tokens}+${t.output_tokens}` : "–"),
     h("td", { class: "num" }, Math.round(t.duration_ms) + " ms")));
   const ledger = d.turns.filter((t) => t.ledger.length).slice().reverse().flatMap((t) => t.ledger.map((l) => h("li", { class: "mono" }, `turn ${t.turn}: ${l.replace(/^- /, "")}`)));
   const vars = d.variables.map((v) => h("tr", { "data-var": v.name },
@@ -389,19 +392,22 @@ async function pageStep(wf, step) {
     h("td", {}, v.inherited ? "inherited" : "discovered"), h("td", {}, v.origin || "–"), h("td", {}, badge(v.gossip))));
   main().replaceChildren(
     h("h1", {}, link("/runs/" + encodeURIComponent(wf), wf), " / " + step + " ", badge(d.status)),
-    d.status === "paused" ? h("div", { class: "card", id: "escalation" }, h("strong", {}, "Paused: "), d.escalation, decisionControls(wf, step, "", render)) : null,
+    d.status === "paused" ? h("div", { class: "card", id: "escalation", "data-kind": d.step.escalation_kind },
+      h("strong", {}, "Paused "), badge(d.step.escalation_kind || "paused"), " ", d.escalation || d.step.last,
+      decisionControls(wf, step, d.step.escalation_nonce, render)) : null,
     d.error ? h("div", { class: "msg err" }, d.error) : null,
     h("div", { class: "card kv" },
       h("span", { class: "muted" }, "role"), h("span", {}, d.step.role),
       h("span", { class: "muted" }, "owner"), h("span", {}, `${d.step.owner} (epoch ${d.step.epoch})`),
       h("span", { class: "muted" }, "turns"), h("span", {}, d.turn),
       h("span", { class: "muted" }, "resumes"), h("span", {}, d.resumes),
-      h("span", { class: "muted" }, "state size"), h("span", {}, fmtValue("bytes", d.state_bytes))),
+      h("span", { class: "muted" }, "state size"), h("span", {}, fmtValue("bytes", d.state_bytes)),
+      h("span", { class: "muted" }, "reasoner tokens"), h("span", { id: "step-usage" }, `${d.step.input_tokens} in · ${d.step.output_tokens} out · $${d.step.cost_usd.toFixed(4)}`)),
     h("div", { class: "row" },
       h("div", { class: "card" }, h("h2", {}, "Prompt tokens against the budget"), tokenChart(d.turns)),
       h("div", { class: "card" }, h("h2", {}, "Eviction ledger"), ledger.length ? h("ul", { id: "ledger" }, ledger) : h("p", { class: "muted", id: "ledger" }, "Nothing evicted or compressed."))),
     h("h2", {}, "Turns"),
-    h("div", { class: "card" }, h("table", { id: "turns" }, h("thead", {}, h("tr", {}, ["turn", "decision", "parameters", "injected / corrected", "repairs", "retries", "outcome", "prompt", "time"].map((c) => h("th", {}, c)))), h("tbody", {}, turns))),
+    h("div", { class: "card" }, h("table", { id: "turns" }, h("thead", {}, h("tr", {}, ["turn", "decision", "parameters", "injected / corrected", "repairs", "retries", "outcome", "prompt", "tokens in+out", "time"].map((c) => h("th", {}, c)))), h("tbody", {}, turns))),
     h("h2", {}, "Variables"),
     h("div", { class: "card" }, h("table", { id: "variables" }, h("thead", {}, h("tr", {}, ["name", "value", "how", "origin", "gossip"].map((c) => h("th", {}, c)))), h("tbody", {}, vars))),
     h("h2", {}, "Scratchpad"),

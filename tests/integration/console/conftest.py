@@ -18,12 +18,13 @@ CHROMIUM = os.environ.get("MESH_CHROMIUM", "/usr/bin/chromium")
 def scenario(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str
 ) -> Iterator[Scenario]:
-    """Run A (kill + takeover) finished, run B paused (spinning), the console serving both."""
+    """Run A (kill + takeover) finished, B paused (spinning), C paused (budget); the console serving them."""
     sc = Scenario(tmp_path_factory.mktemp("console"), kafka_bootstrap, redis_url)
     try:
         sc.start()
         sc.run_with_kill()
         sc.run_spinning()
+        sc.run_over_budget()
         yield sc
     finally:
         sc.close()

@@ -24,7 +24,7 @@ import httpx
 from agents.mock_ehr import EhrConfig, MockEhrProcess, start_mock_ehr_process
 from agents.specs import reconciliation_spec
 from mesh.runtime import MeshClient, WorkflowView
-from protocols import StepProgress
+from protocols import StepProgress, WorkflowBudget
 from tests.chaos.cluster import Cluster
 
 T = TypeVar("T")
@@ -72,7 +72,7 @@ class Scenario:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.cluster = self.run(self._make(kafka_bootstrap, redis_url))
-        self.run_a = self.run_b = ""
+        self.run_a = self.run_b = self.run_c = ""
         self.killed = ""
         self.spin_port = free_port()
         self.late_ehr: MockEhrProcess | None = None
@@ -181,6 +181,23 @@ class Scenario:
                 lambda: "identity" in c.views[wf].escalated,
                 timeout_s=240,
                 what="run B's identity step to pause",
+            )
+        )
+
+    def run_over_budget(self) -> None:
+        """Run C: a workflow whose token budget is smaller than one prompt; its first step pauses (budget)."""
+        c = self.cluster
+        client = MeshClient(c.bus, topics=c.topics, client_id="chaos-test")
+        spec = reconciliation_spec(patients=2, page_size=2).model_copy(
+            update={"budget": WorkflowBudget(max_tokens=200)}
+        )
+        self.run_c = wf = self.run(client.submit(spec, variables={"ehr_base_url": c.ehr.base_url}))
+        c.views.setdefault(wf, WorkflowView(wf))
+        self.run(
+            c.wait_until(
+                lambda: "identity" in c.views[wf].escalated,
+                timeout_s=240,
+                what="run C's budget pause",
             )
         )
 

@@ -157,15 +157,16 @@ def test_a_spinning_step_resumed_from_the_browser_completes(
     shot(page, "escalations")
     # without the token the write is refused
     row.locator(".esc-resume").click()
-    page.locator(".esc-result.flag").wait_for(timeout=10_000)  # type: ignore[attr-defined]
-    assert "401" in page.locator(".esc-result").first.inner_text()  # type: ignore[attr-defined]
+    refused = row.locator(".esc-result.flag")
+    refused.wait_for(timeout=10_000)
+    assert "401" in refused.inner_text()
     scenario.open_the_ehr()
     page.fill("#token", CONSOLE_TOKEN)  # type: ignore[attr-defined]
     page.dispatch_event("#token", "change")  # type: ignore[attr-defined]
     row = page.locator(f"tr.esc-row[data-workflow='{scenario.run_b}'][data-step='identity']")  # type: ignore[attr-defined]
     row.locator(".esc-note").fill("EHR is back; resuming")
     row.locator(".esc-resume").click()
-    page.locator(".esc-result.sent").wait_for(timeout=15_000)  # type: ignore[attr-defined]
+    row.locator(".esc-result.sent").wait_for(timeout=15_000)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         run = httpx.get(f"{scenario.url}/api/runs/{scenario.run_b}", timeout=10).json()["run"]
@@ -174,5 +175,38 @@ def test_a_spinning_step_resumed_from_the_browser_completes(
         time.sleep(1)
     assert run["status"] == "succeeded", run
     page.goto(f"/runs/{scenario.run_b}")  # type: ignore[attr-defined]
-    page.locator("#events .tl-row-resume_requested").first.wait_for(timeout=30_000)  # type: ignore[attr-defined]
-    assert "test-operator" in page.locator("#events").inner_text()  # type: ignore[attr-defined]
+    decided = page.locator("#events .tl-row-decided").first  # type: ignore[attr-defined]
+    decided.wait_for(timeout=30_000)
+    assert (
+        "resume by test-operator" in decided.inner_text() and "EHR is back" in decided.inner_text()
+    )
+
+
+def test_a_budget_overrun_pauses_the_step_and_a_reject_fails_it(
+    page: object, scenario: Scenario
+) -> None:
+    page.goto(f"/runs/{scenario.run_c}/steps/identity")  # type: ignore[attr-defined]
+    box = page.locator("#escalation[data-kind='budget']")  # type: ignore[attr-defined]
+    box.wait_for(timeout=30_000)
+    assert "budget" in box.inner_text()
+    # fail closed: the pause came before any reasoner call of the step was made
+    api = httpx.get(f"{scenario.url}/api/runs/{scenario.run_c}/steps/identity", timeout=10).json()
+    assert api["step"]["escalation_kind"] == "budget" and len(api["step"]["escalation_nonce"]) >= 16
+    assert all(t["calls"] == 0 for t in api["turns"]) and api["step"]["output_tokens"] == 0
+    page.goto("/escalations")  # type: ignore[attr-defined]
+    row = page.locator(f"tr.esc-row[data-workflow='{scenario.run_c}'][data-step='identity']")  # type: ignore[attr-defined]
+    row.wait_for(timeout=30_000)
+    assert "budget" in row.inner_text()
+    page.fill("#token", CONSOLE_TOKEN)  # type: ignore[attr-defined]
+    page.dispatch_event("#token", "change")  # type: ignore[attr-defined]
+    row = page.locator(f"tr.esc-row[data-workflow='{scenario.run_c}'][data-step='identity']")  # type: ignore[attr-defined]
+    row.locator(".esc-note").fill("over budget: stop")
+    row.locator(".esc-reject").click()
+    row.locator(".esc-result.sent").wait_for(timeout=15_000)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{scenario.url}/api/runs/{scenario.run_c}", timeout=10).json()["run"]
+        if run["status"] == "failed":
+            break
+        time.sleep(1)
+    assert run["status"] == "failed", run

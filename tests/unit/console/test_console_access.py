@@ -108,7 +108,12 @@ async def test_writes_need_the_token_even_from_loopback(configured: str) -> None
         async with _client(app, "127.0.0.1", token=TOKEN) as operator:
             r = await operator.post("/api/runs/wf-1/steps/fetch/decision", json=body)
             assert r.status_code == 200, r.text
-            assert r.json() == {"event_id": "event-1", "operator": "ops-on-call"}
+            assert r.json() == {"nonce": "n1", "decision": "resume", "operator": "ops-on-call"}
+            # a decision names the pause it decides
+            r = await operator.post(
+                "/api/runs/wf-1/steps/fetch/decision", json={"decision": "resume"}
+            )
+            assert r.status_code == 422
         ((wf, step, req, who),) = decided
         assert (wf, step, req.nonce, req.decision, req.note, who) == (
             "wf-1",
