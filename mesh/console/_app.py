@@ -31,7 +31,7 @@ from mesh.console._settings import ConsoleSettings
 from mesh.errors import MeshError, StoreError, UsageError
 from mesh.security import redact_text, redact_value
 from mesh.store import RunSummary
-from mesh.telemetry import KPI_THRESHOLDS
+from mesh.telemetry import KPI_THRESHOLDS, workflow_trace_id
 
 __all__ = ["Decide", "DecisionRequest", "create_app"]
 
@@ -340,7 +340,9 @@ def _run_row(run: RunSummary, escalations: int, now_ms: int) -> RunRow:
         steps_total=len(run.steps),
         resumes=sum(s.resumes for s in run.steps),
         escalations=escalations,
-        trace_id=run.trace_id,
+        # Every process derives a workflow's trace id from its id, so it is known even when the
+        # submitter exported no span (no traceparent in the log).
+        trace_id=run.trace_id or format(workflow_trace_id(run.workflow_id), "032x"),
         submitted_by=run.submitted_by,
         tokens=sum(
             int(getattr(s, "input_tokens", 0)) + int(getattr(s, "output_tokens", 0))
@@ -582,11 +584,12 @@ def create_app(
             for e in data.timeline(workflow_id)
         ]
         base = settings.jaeger_ui_url.rstrip("/")
+        row = _run_row(run, await escalation_count(workflow_id), int(time.time() * 1000))
         return RunDetail(
-            run=_run_row(run, await escalation_count(workflow_id), int(time.time() * 1000)),
+            run=row,
             steps=_steps(run),
             timeline=timeline,
-            trace_url=f"{base}/trace/{run.trace_id}" if base and run.trace_id else "",
+            trace_url=f"{base}/trace/{row.trace_id}" if base else "",
             source=source,
         )
 

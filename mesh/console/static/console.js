@@ -4,6 +4,8 @@
 
 const SVGNS = "http://www.w3.org/2000/svg";
 const main = () => document.getElementById("main");
+// replaceChildren would print a skipped (null) section as the text "null".
+const mount = (...nodes) => main().replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined && n !== false));
 
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -95,7 +97,7 @@ async function render() {
     }
     refreshEscalationCount();
   } catch (e) {
-    main().replaceChildren(h("div", { class: "msg err" }, String(e.message || e)));
+    mount(h("div", { class: "msg err" }, String(e.message || e)));
   } finally {
     rendering = false;
     fromLive = false;
@@ -187,7 +189,7 @@ async function pageRuns() {
     h("td", { class: "num" }, r.created_ms ? fmtDuration(r.duration_s) : "–"),
     h("td", { class: "num" }, r.steps_done + "/" + r.steps_total),
     h("td", { class: "num" }, r.resumes), h("td", { class: "num" }, r.escalations)));
-  main().replaceChildren(
+  mount(
     h("h1", {}, "Runs"),
     h("div", { class: "filters" }, sel, search, h("button", { onclick: applyFilters }, "Filter")),
     data.tail_error ? h("div", { class: "msg err" }, "live tail: " + data.tail_error) : null,
@@ -299,7 +301,7 @@ async function pageRun(wf) {
   const r = d.run;
   const events = d.timeline.filter((e) => e.kind !== "turn").slice(-60).reverse().map((e) =>
     h("tr", { class: "tl-row tl-row-" + e.kind }, h("td", { class: "mono" }, when(e.at_ms)), h("td", {}, badge(e.kind)), h("td", {}, e.step), h("td", {}, e.agent), h("td", { class: "num" }, e.turn || ""), h("td", {}, e.detail)));
-  main().replaceChildren(
+  mount(
     h("h1", {}, r.name + " ", h("span", { class: "mono muted" }, r.workflow_id), " ", badge(r.status)),
     h("div", { class: "card kv" },
       h("span", { class: "muted" }, "steps"), h("span", {}, `${r.steps_done}/${r.steps_total} done`),
@@ -344,15 +346,22 @@ function tokenChart(turns) {
   return svg;
 }
 
+// What the operator typed survives a redraw of the page (keyed by step and field).
+const drafts = {};
+
 function decisionControls(wf, step, nonce, after) {
-  const note = h("input", { class: "esc-note", placeholder: "note for the log", size: 28 });
-  const varName = h("input", { class: "esc-var", placeholder: "variable", size: 12 });
-  const varValue = h("input", { class: "esc-value", placeholder: "new value", size: 14 });
-  const out = h("span", { class: "esc-result muted" });
-  for (const inp of [note, varName, varValue]) {
+  const key = wf + "/" + step + "/";
+  const field = (cls, placeholder, size) => {
+    const inp = h("input", { class: cls, placeholder, size, value: drafts[key + cls] || "" });
+    inp.addEventListener("input", () => { drafts[key + cls] = inp.value; });
     inp.addEventListener("focus", () => inp.setAttribute("data-editing", "1"));
     inp.addEventListener("blur", () => inp.removeAttribute("data-editing"));
-  }
+    return inp;
+  };
+  const note = field("esc-note", "note for the log", 28);
+  const varName = field("esc-var", "variable", 12);
+  const varValue = field("esc-value", "new value", 14);
+  const out = h("span", { class: "esc-result muted" });
   async function send(decision) {
     const body = { nonce, decision, note: note.value };
     if (decision === "edit") {
@@ -364,8 +373,9 @@ function decisionControls(wf, step, nonce, after) {
       const r = await api(`/api/runs/${encodeURIComponent(wf)}/steps/${encodeURIComponent(step)}/decision`,
         { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       out.textContent = `${decision} sent by ${r.operator}`;
+      for (const cls of ["esc-note", "esc-var", "esc-value"]) delete drafts[key + cls];
       out.className = "esc-result sent";
-      if (after) setTimeout(after, 500);
+      if (after) setTimeout(after, 3000);  // the live stream usually redraws sooner, once the log has it
     } catch (e) { out.textContent = String(e.message || e); out.className = "esc-result flag"; }
   }
   return h("div", { class: "esc-actions", "data-step": step },
@@ -390,7 +400,7 @@ async function pageStep(wf, step) {
   const vars = d.variables.map((v) => h("tr", { "data-var": v.name },
     h("td", { class: "mono" }, v.name), h("td", { class: "mono" }, v.secret ? "••••• (secret)" : JSON.stringify(v.value)),
     h("td", {}, v.inherited ? "inherited" : "discovered"), h("td", {}, v.origin || "–"), h("td", {}, badge(v.gossip))));
-  main().replaceChildren(
+  mount(
     h("h1", {}, link("/runs/" + encodeURIComponent(wf), wf), " / " + step + " ", badge(d.status)),
     d.status === "paused" ? h("div", { class: "card", id: "escalation", "data-kind": d.step.escalation_kind },
       h("strong", {}, "Paused "), badge(d.step.escalation_kind || "paused"), " ", d.escalation || d.step.last,
@@ -431,7 +441,7 @@ async function pageMesh() {
     h("td", {}, g.converged ? h("span", { class: "okflag" }, "converged") : h("span", { class: "flag" }, "diverged"))));
   const props = d.proposals.map((p) => h("tr", {}, h("td", { class: "mono" }, p.key), h("td", {}, p.fact_kind), h("td", {}, p.proposer),
     h("td", {}, Object.entries(p.ballots).map(([v, b]) => `${v}: ${b.verdict}`).join(", ") || "–"), h("td", {}, badge(p.outcome))));
-  main().replaceChildren(
+  mount(
     h("h1", {}, "Mesh"),
     d.agents_error ? h("div", { class: "msg err" }, d.agents_error) : null,
     h("h2", {}, "Agents per role"),
@@ -470,7 +480,7 @@ async function pageDashboard() {
     h("td", { class: "num" }, (k.better === "higher" ? "≥ " : "≤ ") + fmtValue(k.unit, k.limit)),
     h("td", {}, k.value === null ? h("span", { class: "muted" }, "–") : k.violated ? h("span", { class: "flag" }, "violated") : h("span", { class: "okflag" }, "ok")),
     h("td", {}, sparkline(k))));
-  main().replaceChildren(h("h1", {}, "Dashboard"),
+  mount(h("h1", {}, "Dashboard"),
     h("p", { class: "muted" }, `Over the last ${d.runs} runs; one point per run, oldest first; dashed red: the threshold.`),
     h("div", { class: "card" }, h("table", { id: "kpis" }, h("thead", {}, h("tr", {}, ["KPI", "value", "threshold", "", "over time"].map((c) => h("th", {}, c)))), h("tbody", {}, rows))));
 }
@@ -485,7 +495,7 @@ async function pageEscalations() {
     h("td", {}, link(`/runs/${encodeURIComponent(e.workflow_id)}/steps/${encodeURIComponent(e.step_id)}`, e.step_id)),
     h("td", {}, badge(e.kind || "paused")), h("td", {}, e.reason), h("td", {}, e.owner), h("td", {}, e.at_ms ? ago(e.at_ms) : "–"),
     h("td", {}, decisionControls(e.workflow_id, e.step_id, e.nonce, render))));
-  main().replaceChildren(h("h1", {}, "Escalations"),
+  mount(h("h1", {}, "Escalations"),
     token() ? null : h("div", { class: "msg" }, "Decisions need the console's bearer token: enter it at the top right."),
     h("div", { class: "card" }, h("table", { id: "escalations" }, h("thead", {}, h("tr", {}, ["workflow", "step", "kind", "reason", "owner", "since", "decision"].map((c) => h("th", {}, c)))),
       h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 7, class: "muted" }, "Nothing waits for a human."))))));
