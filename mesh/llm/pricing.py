@@ -52,12 +52,16 @@ class PriceTable:
     """Model name (or prefix) -> price."""
 
     @classmethod
-    def with_overrides(cls, overrides: Mapping[str, tuple[float, float] | list[float]] | None) -> PriceTable:
+    def with_overrides(
+        cls, overrides: Mapping[str, tuple[float, float] | list[float]] | None
+    ) -> PriceTable:
         """``DEFAULT_PRICES`` with ``{"model": (input_per_mtok, output_per_mtok)}`` entries on top."""
         prices = dict(DEFAULT_PRICES)
         for model, pair in (overrides or {}).items():
             if len(pair) != 2 or min(pair) < 0:
-                raise ValueError(f"price of {model!r} must be [input_per_mtok, output_per_mtok] >= 0, got {pair!r}")
+                raise ValueError(
+                    f"price of {model!r} must be [input_per_mtok, output_per_mtok] >= 0, got {pair!r}"
+                )
             prices[model] = ModelPrice(float(pair[0]), float(pair[1]))
         return cls(prices)
 
@@ -75,4 +79,6 @@ class PriceTable:
     def cost_usd(self, model: str, input_tokens: int, output_tokens: int) -> float:
         """Estimated cost of a call, US dollars."""
         price = self.price_of(model)
-        return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1_000_000
+        return (
+            input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok
+        ) / 1_000_000

@@ -158,15 +158,23 @@ class RedisRateLimiter:
         member = uuid.uuid4().hex
         tokens = max(int(tokens), 0)
         if self.tpm:
-            tokens = min(tokens, self.tpm)  # a call larger than the limit goes alone in an empty window
+            tokens = min(
+                tokens, self.tpm
+            )  # a call larger than the limit goes alone in an empty window
         started = time.monotonic()
         window_ms = int(self.window_s * 1000)
         while True:
             try:
-                wait_ms = int(await self._acquire(keys=[self.calls_key, self.hold_key],
-                                                  args=[window_ms, self.rpm, self.tpm, tokens, member]))
+                wait_ms = int(
+                    await self._acquire(
+                        keys=[self.calls_key, self.hold_key],
+                        args=[window_ms, self.rpm, self.tpm, tokens, member],
+                    )
+                )
             except (RedisError, OSError) as exc:
-                self._warn(f"rate limiter unreachable ({type(exc).__name__}: {exc}); calling without it")
+                self._warn(
+                    f"rate limiter unreachable ({type(exc).__name__}: {exc}); calling without it"
+                )
                 return RateTicket("", tokens, time.monotonic() - started)
             if wait_ms <= 0:
                 return RateTicket(f"{tokens}:{member}", tokens, time.monotonic() - started)
@@ -178,7 +186,9 @@ class RedisRateLimiter:
             return
         member = ticket.member.split(":", 1)[1]
         try:
-            await self._settle(keys=[self.calls_key], args=[ticket.member, f"{max(int(tokens), 0)}:{member}"])
+            await self._settle(
+                keys=[self.calls_key], args=[ticket.member, f"{max(int(tokens), 0)}:{member}"]
+            )
         except (RedisError, OSError) as exc:
             self._warn(f"rate limiter unreachable ({type(exc).__name__}: {exc})")
 
@@ -190,7 +200,9 @@ class RedisRateLimiter:
         try:
             await self._hold(keys=[self.hold_key], args=[ms])
         except (RedisError, OSError) as exc:
-            self._warn(f"rate limiter unreachable ({type(exc).__name__}: {exc}); the hold is local only")
+            self._warn(
+                f"rate limiter unreachable ({type(exc).__name__}: {exc}); the hold is local only"
+            )
         log.info("provider asked to retry after %.3f s: every agent of the mesh waits", seconds)
 
     async def aclose(self) -> None:

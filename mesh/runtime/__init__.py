@@ -10,7 +10,7 @@ from mesh.runtime.actions import (
     NewVariable,
     RetryableActionError,
 )
-from mesh.runtime.client import MeshClient, new_workflow_id
+from mesh.runtime.client import DecisionError, MeshClient, Pause, new_workflow_id
 from mesh.runtime.injection import inject_params
 from mesh.runtime.options import PhaseTemperatures, RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
@@ -63,6 +63,8 @@ __all__ = [
     "secret_key",
     # client side
     "MeshClient",
+    "Pause",
+    "DecisionError",
     "new_workflow_id",
     "StackPromptBuilder",
 ]

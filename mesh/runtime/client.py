@@ -13,7 +13,7 @@ from typing import Any, Literal
 from mesh.bus import Bus, SubscriptionOptions
 from mesh.errors import StoreError, UsageError
 from mesh.runtime.view import WorkflowView, run_summary
-from mesh.security import is_secret_key
+from mesh.security import is_secret_key, redact_text
 from mesh.settings import MeshSettings
 from mesh.store import RunIndex, RunSummary
 from mesh.telemetry import workflow_span
@@ -161,8 +161,8 @@ class MeshClient:
         step's current pause; a decision for an older pause is refused there (and by every
         reader of the log). Variables named in ``secrets``, or whose name looks like a credential
         (``token``, ``password``...), are sealed with the mesh's data key before they leave this
-        process, so they are never in the log in plaintext. Returns what was published;
-        ``DecisionError`` if the decision is malformed.
+        process, so they are never in the log in plaintext; the note goes through the redactor.
+        Returns what was published; ``DecisionError`` if the decision is malformed.
         """
         edited = []
         for name, value in (variables or {}).items():
@@ -175,7 +175,7 @@ class MeshClient:
                 edited.append(EditedVariable(name=name, value=value))
         try:
             payload = EscalationDecided(
-                nonce=nonce, decision=decision, operator=operator, note=note, variables=tuple(edited),
+                nonce=nonce, decision=decision, operator=operator, note=redact_text(note), variables=tuple(edited),
                 decided_at_ms=int(time.time() * 1000),
             )
         except ValueError as exc:

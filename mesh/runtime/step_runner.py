@@ -244,6 +244,16 @@ class StepRunner:
                 state.resumes += 1
         if state.status == "paused":
             if decision is None:
+                # The worker runs a paused step without a decision only when the log does not
+                # show its pause: the owner died between checkpointing the pause and publishing
+                # it (or it predates nonces). Publish it now, as the step's owner; the event id
+                # comes from the nonce, so a pause published twice folds to one.
+                state.owner, state.epoch = self.agent_id, epoch
+                if not state.nonce:  # paused before pauses had nonces
+                    self._pause(state, "spinning", state.escalation or "paused")
+                await self._persist(state)
+                await self._announce(step, workflow_id, epoch, state.turn)
+                await self._escalate(state, state.turn)
                 return state
             if not state.nonce or decision.nonce != state.nonce:
                 log.warning("%s/%s: refused a stale %r decision by %s for pause %s (current pause: %s)",

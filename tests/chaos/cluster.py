@@ -41,14 +41,14 @@ class Cluster:
         self.store = RedisStateStore.from_url(redis_url, key_prefix=f"{self.prefix}:")
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self, agents: Iterable[tuple[str, str]]) -> None:
+    async def start(self, agents: Iterable[tuple[str, str]], *, ready_timeout_s: float = 60.0) -> None:
         """Create topics, register the test's signing key, start the agents and the reader."""
         self.trust = await LogTrust.connect("chaos-test", redis_url=self.redis_url, prefix=self.prefix,
                                             state_dir=self.tmp / "state")
         await self.bus.start()
         for role, agent_id in agents:
             self.agents.start(role, agent_id)
-        await asyncio.to_thread(self.agents.wait_ready)
+        await asyncio.to_thread(self.agents.wait_ready, timeout_s=ready_timeout_s)
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:

@@ -46,7 +46,14 @@ def spec(*, budget: dict[str, Any] | None = None, max_turns: int = 8) -> Workflo
     data: dict[str, Any] = {
         "name": "t",
         "mission": "Count to three.",
-        "steps": [{"id": "s", "role": "counter", "task": "count", "limits": {"max_turns": max_turns, "spin_window": 3}}],
+        "steps": [
+            {
+                "id": "s",
+                "role": "counter",
+                "task": "count",
+                "limits": {"max_turns": max_turns, "spin_window": 3},
+            }
+        ],
     }
     if budget is not None:
         data["budget"] = budget
@@ -64,8 +71,13 @@ async def idle(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
 
 
 ACTIONS = {
-    "count": Action(ActionSpec(name="count", description="Count one more.", params_schema={"type": "object"}), count),
-    "wait": Action(ActionSpec(name="wait", description="Do nothing.", params_schema={"type": "object"}), idle),
+    "count": Action(
+        ActionSpec(name="count", description="Count one more.", params_schema={"type": "object"}),
+        count,
+    ),
+    "wait": Action(
+        ActionSpec(name="wait", description="Do nothing.", params_schema={"type": "object"}), idle
+    ),
 }
 
 
@@ -87,20 +99,34 @@ class Harness:
 async def sdk(fake: FakeAnthropicServer) -> Any:
     events: list[Envelope] = []
     reasoner = AnthropicReasoner(
-        api_key="sk-ant-test-0000", base_url=fake.base_url, model=MODEL, timeout_s=5, sdk_max_retries=0,
+        api_key="sk-ant-test-0000",
+        base_url=fake.base_url,
+        model=MODEL,
+        timeout_s=5,
+        sdk_max_retries=0,
         retry=RetryPolicy(max_attempts=2, backoff=ExponentialBackoff(base_s=0.01, cap_s=0.02)),
     )
 
     async def publish(env: Envelope) -> None:
         events.append(env)
 
-    runner = StepRunner(reasoner, InMemoryStateStore(), StackPromptBuilder(), publish, agent_id="agent-1",
-                        role="counter", actions=ACTIONS, options=RuntimeOptions(prices=PriceTable()))
+    runner = StepRunner(
+        reasoner,
+        InMemoryStateStore(),
+        StackPromptBuilder(),
+        publish,
+        agent_id="agent-1",
+        role="counter",
+        actions=ACTIONS,
+        options=RuntimeOptions(prices=PriceTable()),
+    )
     yield Harness(runner, events)
     await reasoner.aclose()
 
 
-async def test_usage_is_recorded_from_the_response_per_turn_and_step(fake: FakeAnthropicServer, sdk: Harness) -> None:
+async def test_usage_is_recorded_from_the_response_per_turn_and_step(
+    fake: FakeAnthropicServer, sdk: Harness
+) -> None:
     fake.script(
         FakeReply.tool_use("count", {}, usage=(1200, 40)),
         FakeReply.tool_use("count", {}, usage=(1300, 50)),
@@ -120,7 +146,10 @@ async def test_usage_is_recorded_from_the_response_per_turn_and_step(fake: FakeA
 
 
 async def test_an_unusable_answer_is_still_counted(fake: FakeAnthropicServer, sdk: Harness) -> None:
-    fake.script(FakeReply.text("I would rather chat.", usage=(900, 30)), FakeReply.tool_use("count", {}, usage=(950, 20)))
+    fake.script(
+        FakeReply.text("I would rather chat.", usage=(900, 30)),
+        FakeReply.tool_use("count", {}, usage=(950, 20)),
+    )
     state = await sdk.runner.run(spec(), spec().steps[0], "wf-r", rehydration=Rehydration())
     assert state.history[0].calls == 2
     assert (state.history[0].input_tokens, state.history[0].output_tokens) == (1850, 50)
@@ -143,8 +172,13 @@ async def test_budget_pauses_before_a_further_call_and_a_resume_grants_more(
     assert again.status == "paused" and len(fake.requests) == 2
     # The operator lets it go on: one more budget's worth from here; it completes.
     fake.script(FakeReply.tool_use("count", {}, usage=(1000, 100)))
-    done = await sdk.runner.run(wf, wf.steps[0], "wf-b", rehydration=Rehydration(),
-                                decision=EscalationDecided(nonce=state.nonce, decision="resume", operator="bob"))
+    done = await sdk.runner.run(
+        wf,
+        wf.steps[0],
+        "wf-b",
+        rehydration=Rehydration(),
+        decision=EscalationDecided(nonce=state.nonce, decision="resume", operator="bob"),
+    )
     assert done.status == "completed" and len(fake.requests) == 3
     assert done.decisions[0]["operator"] == "bob" and done.decisions[0]["kind"] == "budget"
 
@@ -152,7 +186,9 @@ async def test_budget_pauses_before_a_further_call_and_a_resume_grants_more(
 async def test_budget_counts_the_other_steps(fake: FakeAnthropicServer, sdk: Harness) -> None:
     wf = spec(budget={"max_tokens": 5000})
     elsewhere = TokenUsage(input_tokens=4900, output_tokens=50)
-    state = await sdk.runner.run(wf, wf.steps[0], "wf-o", rehydration=Rehydration(spent_elsewhere=lambda: elsewhere))
+    state = await sdk.runner.run(
+        wf, wf.steps[0], "wf-o", rehydration=Rehydration(spent_elsewhere=lambda: elsewhere)
+    )
     assert state.status == "paused" and state.escalation_kind == "budget"
     assert fake.requests == []
 
@@ -167,12 +203,16 @@ async def test_cost_budget(fake: FakeAnthropicServer, sdk: Harness) -> None:
     assert len(fake.requests) == 2 and "spent $0.0150 of $0.0100" in state.escalation
 
 
-async def test_a_stale_decision_is_refused_and_the_current_one_applies(fake: FakeAnthropicServer, sdk: Harness) -> None:
+async def test_a_stale_decision_is_refused_and_the_current_one_applies(
+    fake: FakeAnthropicServer, sdk: Harness
+) -> None:
     wf = spec(max_turns=20)
     step = wf.steps[0]
     fake.script(*[FakeReply.tool_use("wait", {})] * 3)
     first = await sdk.runner.run(wf, step, "wf-n", rehydration=Rehydration())
-    assert first.status == "paused" and first.escalation_kind == "spinning" and len(first.nonce) == 32
+    assert (
+        first.status == "paused" and first.escalation_kind == "spinning" and len(first.nonce) == 32
+    )
     nonce_1 = first.nonce
     # A decision naming another pause changes nothing and calls nothing.
     forged = EscalationDecided(nonce="0" * 32, decision="resume", operator="mallory")
@@ -185,7 +225,9 @@ async def test_a_stale_decision_is_refused_and_the_current_one_applies(fake: Fak
     assert second.status == "paused" and second.nonce not in ("", nonce_1)
     # The first approval, replayed (a redelivery, a restart), does not apply to the second pause.
     replayed = await sdk.runner.run(wf, step, "wf-n", rehydration=Rehydration(), decision=approval)
-    assert replayed.status == "paused" and replayed.nonce == second.nonce and len(fake.requests) == 6
+    assert (
+        replayed.status == "paused" and replayed.nonce == second.nonce and len(fake.requests) == 6
+    )
     nonces = [e.payload_model(StepEscalated).nonce for e in sdk.of(StepEscalated.KIND)]
     assert nonces == [nonce_1, second.nonce]
     assert [d["operator"] for d in replayed.decisions] == ["alice"]
@@ -195,8 +237,15 @@ async def test_reject_fails_the_step(fake: FakeAnthropicServer, sdk: Harness) ->
     wf = spec()
     fake.script(*[FakeReply.tool_use("wait", {})] * 3)
     paused = await sdk.runner.run(wf, wf.steps[0], "wf-j", rehydration=Rehydration())
-    rejected = await sdk.runner.run(wf, wf.steps[0], "wf-j", rehydration=Rehydration(), decision=EscalationDecided(
-        nonce=paused.nonce, decision="reject", operator="carol", note="looping on nothing"))
+    rejected = await sdk.runner.run(
+        wf,
+        wf.steps[0],
+        "wf-j",
+        rehydration=Rehydration(),
+        decision=EscalationDecided(
+            nonce=paused.nonce, decision="reject", operator="carol", note="looping on nothing"
+        ),
+    )
     assert rejected.status == "failed"
     assert rejected.error == "Rejected: by carol (spinning): looping on nothing"
     assert len(fake.requests) == 3
@@ -210,8 +259,18 @@ async def test_edit_sets_the_variable_then_resumes(fake: FakeAnthropicServer, sd
     paused = await sdk.runner.run(wf, wf.steps[0], "wf-e", rehydration=Rehydration())
     fake.script(FakeReply.tool_use("count", {}))
     inherited = Rehydration(variables={})
-    done = await sdk.runner.run(wf, wf.steps[0], "wf-e", rehydration=inherited, decision=EscalationDecided(
-        nonce=paused.nonce, decision="edit", operator="dave", variables=(EditedVariable(name="limit", value=1),)))
+    done = await sdk.runner.run(
+        wf,
+        wf.steps[0],
+        "wf-e",
+        rehydration=inherited,
+        decision=EscalationDecided(
+            nonce=paused.nonce,
+            decision="edit",
+            operator="dave",
+            variables=(EditedVariable(name="limit", value=1),),
+        ),
+    )
     assert done.status == "completed" and done.memory["n"] == 1
     assert done.variables["limit"].origin == "operator:dave" and done.edited == ["limit"]
 
@@ -227,9 +286,59 @@ async def test_rule_reasoner_usage_is_counted_with_tiktoken() -> None:
 
         return Decision(action="count", params={})
 
-    runner = StepRunner(RuleReasoner(policy=policy, name="rule/counter"), InMemoryStateStore(), StackPromptBuilder(),
-                        publish, agent_id="a", role="counter", actions=ACTIONS)
+    runner = StepRunner(
+        RuleReasoner(policy=policy, name="rule/counter"),
+        InMemoryStateStore(),
+        StackPromptBuilder(),
+        publish,
+        agent_id="a",
+        role="counter",
+        actions=ACTIONS,
+    )
     state = await runner.run(spec(), spec().steps[0], "wf-t", rehydration=Rehydration())
     assert state.status == "completed"
     assert all(h.input_tokens > 20 and h.output_tokens > 0 and h.calls == 1 for h in state.history)
     assert state.cost_usd == 0.0  # no provider, no cost
+
+
+async def test_a_pause_the_log_never_saw_is_published_by_the_next_owner(
+    fake: FakeAnthropicServer,
+) -> None:
+    # The owner checkpoints the pause, then dies before its StepEscalated reaches the log.
+    events: list[Envelope] = []
+    store = InMemoryStateStore()
+
+    async def dies_before_escalating(env: Envelope) -> None:
+        if env.kind == StepEscalated.KIND:
+            raise RuntimeError("killed")
+        events.append(env)
+
+    async def publish(env: Envelope) -> None:
+        events.append(env)
+
+    def runner(agent: str, publisher: Any) -> StepRunner:
+        from mesh.llm import Decision
+
+        reasoner = RuleReasoner(policy=lambda request: Decision(action="wait"))
+        return StepRunner(
+            reasoner,
+            store,
+            StackPromptBuilder(),
+            publisher,
+            agent_id=agent,
+            role="counter",
+            actions=ACTIONS,
+        )
+
+    wf = spec()
+    with pytest.raises(RuntimeError, match="killed"):
+        await runner("agent-1", dies_before_escalating).run(
+            wf, wf.steps[0], "wf-x", rehydration=Rehydration()
+        )
+    assert not [e for e in events if e.kind == StepEscalated.KIND]
+    # The next owner, finding the pause in the checkpoint and none on the log, publishes it.
+    state = await runner("agent-2", publish).run(wf, wf.steps[0], "wf-x", rehydration=Rehydration())
+    assert state.status == "paused" and state.nonce
+    (esc,) = [e for e in events if e.kind == StepEscalated.KIND]
+    assert esc.sender == "agent-2" and esc.payload_model(StepEscalated).nonce == state.nonce
+    assert events[-2].kind == "workflow.step_started" and events[-2].sender == "agent-2"
