@@ -911,7 +911,6 @@ def create_app(
             401: {"description": "no or wrong bearer token"},
             409: {"description": "the step is not paused, or paused again since (stale nonce)"},
             422: {"description": "a malformed decision"},
-            501: {"description": "this build cannot publish that decision"},
             503: {"description": "Kafka or Redis unavailable, or no signing key"},
         },
     )
@@ -945,8 +944,6 @@ def create_app(
         operator = body.operator or settings.operator or "console-operator"
         try:
             event_id = await decide(workflow_id, step_id, body, operator)
-        except NotImplementedError as exc:
-            raise HTTPException(501, str(exc)) from None
         except UsageError as exc:
             raise HTTPException(422, redact_text(str(exc))[:300]) from None
         except MeshError as exc:

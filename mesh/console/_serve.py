@@ -38,24 +38,17 @@ def mesh_decide(settings: MeshSettings, *, client_id: str) -> tuple[Decide, Call
         workflow_id: str, step_id: str, request: DecisionRequest, operator: str
     ) -> str:
         c = await client()
-        decide_escalation = getattr(c, "decide_escalation", None)
-        if decide_escalation is not None:
-            decided = await decide_escalation(
-                workflow_id,
-                step_id,
-                nonce=request.nonce,
-                decision=request.decision,
-                operator=operator,
-                note=request.note,
-                variables=dict(request.variables) or None,
-            )
-            return str(getattr(decided, "nonce", ""))
-        if request.decision != "resume":
-            raise NotImplementedError(
-                "reject and edit need the runtime's decision events (not in this build)"
-            )
-        await c.resume(workflow_id, step_id, note=f"{operator}: {request.note}".strip())
-        return ""
+        # A signed EscalationDecided bound to the pause's nonce, the same path as `mesh resume`.
+        decided = await c.decide_escalation(
+            workflow_id,
+            step_id,
+            nonce=request.nonce,
+            decision=request.decision,
+            operator=operator,
+            note=request.note,
+            variables=dict(request.variables) or None,
+        )
+        return decided.nonce
 
     async def aclose() -> None:
         if "c" in holder:
