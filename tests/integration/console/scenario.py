@@ -10,7 +10,6 @@ starts an EHR on that port so a resume from the browser can complete it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import socket
 import subprocess
 import sys
@@ -98,9 +97,7 @@ class Scenario:
             self.tmp / "audit.jsonl", config=EhrConfig(patients=12, client_secret=CLIENT_SECRET)
         )
         # A shared CI machine may take minutes to start five Python processes.
-        ready = c.agents.wait_ready
-        c.agents.wait_ready = functools.partial(ready, timeout_s=300)  # type: ignore[method-assign]
-        self.run(c.start(AGENTS))
+        self.run(c.start(AGENTS, ready_timeout_s=300))
         self.start_console()
 
     def start_console(self) -> None:
