@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from mesh.console.cli import console as console_command
 from mesh.dev.cli import app as dev_app
 from mesh.errors import MeshError
 from mesh.ingress.cli import ingress as ingress_command
@@ -33,6 +34,7 @@ app.add_typer(keys_app, name="keys", help="The operator key and agent key certif
 register_runtime(app)
 app.add_typer(schema_app, name="schema", help="Print the JSON Schemas of what the mesh accepts from outside.")
 app.command("ingress")(ingress_command)
+app.command("console")(console_command)
 
 
 @app.command()

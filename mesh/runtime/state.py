@@ -13,7 +13,10 @@ from protocols import TokenUsage
 if TYPE_CHECKING:
     from mesh.security import DataCipher
 
-__all__ = ["HistoryDigest", "StepState", "StepStatus", "TurnRecord", "VariableEntry"]
+__all__ = ["LEDGER_LINES_PER_TURN", "HistoryDigest", "StepState", "StepStatus", "TurnRecord", "VariableEntry"]
+
+LEDGER_LINES_PER_TURN = 8
+"""Eviction ledger lines kept per turn record (bounds the checkpoint; the scratchpad has them all)."""
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
@@ -48,6 +51,18 @@ class TurnRecord:
     retries: int = 0
     """Retries of a retryable failure within the turn."""
     duration_ms: float = 0.0
+    prompt_tokens: int = 0
+    """Tokens of the prompt this turn's decision was made from (0 when not measured)."""
+    prompt_budget: int = 0
+    """The prompt's token budget for this turn (usable tokens)."""
+    evicted: int = 0
+    """Prompt blocks dropped or decayed while building this turn's prompt."""
+    compressed: int = 0
+    """Prompt blocks compressed into summaries while building this turn's prompt."""
+    ledger: list[str] = field(default_factory=list)
+    """The turn's eviction ledger lines (newest first, at most ``LEDGER_LINES_PER_TURN``)."""
+    checkpoint_ms: float = 0.0
+    """Write time of this turn's checkpoint; saved with the next checkpoint (0 until then)."""
     input_tokens: int = 0
     """Reasoner input tokens of the turn (all its calls, repairs included; provider-reported, else counted)."""
     output_tokens: int = 0

@@ -28,7 +28,7 @@ from mesh.runtime.injection import inject_params
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.spinning import decision_signature, spinning_reason
-from mesh.runtime.state import StepState, TurnRecord, VariableEntry
+from mesh.runtime.state import LEDGER_LINES_PER_TURN, StepState, TurnRecord, VariableEntry
 from mesh.runtime.validation import InvalidDecision, check_params
 from mesh.security import DataCipher, data_cipher, redact_text
 from mesh.store import BlobStore, StateStore, step_key
@@ -83,6 +83,16 @@ class BuiltPrompt:
     def utilization(self) -> float:
         """Share of the budget used."""
         return self.tokens / self.budget if self.budget else 0.0
+
+
+def _note_prompt(record: TurnRecord, built: Any) -> None:
+    """Keep the prompt's size, budget and evictions in the turn record (the console charts them)."""
+    record.prompt_tokens = int(getattr(built, "tokens", 0) or 0)
+    record.prompt_budget = int(getattr(built, "budget", 0) or 0)
+    lines = [str(line) for line in getattr(built, "ledger", ()) or ()]
+    record.evicted = sum(1 for line in lines if line.startswith(("- dropped", "- decayed")))
+    record.compressed = sum(1 for line in lines if line.startswith("- compressed"))
+    record.ledger = lines[:LEDGER_LINES_PER_TURN]
 
 
 class PromptBuilder(Protocol):
@@ -339,6 +349,7 @@ class StepRunner:
             outcome, error, retries = await self._execute(step, state, action, params, key, turn)
             tspan.set_decision(action.name, outcome="ok" if error is None else "failed", detail=error or "")
             self._fold(state, turn, action, params, notes, repairs, retries, outcome, error, started)
+            _note_prompt(state.history[-1], built)
             used = meter.usage
             record = state.history[-1]
             record.input_tokens, record.output_tokens = used.input_tokens, used.output_tokens
@@ -551,6 +562,9 @@ class StepRunner:
                 log.warning("%s/%s: %s; abandoning the step", state.workflow_id, state.step_id, exc)
                 raise OwnershipLost(str(exc)) from exc
             span.set_result(version=ckpt.version)
+        if state.history and state.history[-1].turn == state.turn:
+            # Persisted with the next checkpoint: the console's checkpoint-write KPI reads it.
+            state.history[-1].checkpoint_ms = round((time.perf_counter() - t0) * 1000, 3)
         if self.kpis is not None:
             self.kpis.record_checkpoint_write((time.perf_counter() - t0) * 1000, size_bytes=len(data))
         if self.blobs is not None and self.options.blob_copies:

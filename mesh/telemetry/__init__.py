@@ -19,7 +19,14 @@ Typical use in the runtime::
 """
 
 from mesh.telemetry._events import PublishTraceEvent, TraceEventEmitter
-from mesh.telemetry._kpis import Kpis, KpiSummary, setup_metrics, shutdown_metrics
+from mesh.telemetry._kpis import (
+    KPI_THRESHOLDS,
+    Kpis,
+    KpiSummary,
+    KpiThreshold,
+    setup_metrics,
+    shutdown_metrics,
+)
 from mesh.telemetry._logging import RedactingLogFilter, install_log_redaction, redact_record
 from mesh.telemetry._propagation import (
     TRACE_HEADER_NAMES,
@@ -125,7 +132,9 @@ __all__ = [
     "TurnRecord",
     "sanitize_line",
     # KPIs
+    "KPI_THRESHOLDS",
     "KpiSummary",
+    "KpiThreshold",
     "Kpis",
     "setup_metrics",
     "shutdown_metrics",

@@ -28,7 +28,14 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-__all__ = ["KpiSummary", "Kpis", "setup_metrics", "shutdown_metrics"]
+__all__ = [
+    "KPI_THRESHOLDS",
+    "KpiSummary",
+    "KpiThreshold",
+    "Kpis",
+    "setup_metrics",
+    "shutdown_metrics",
+]
 
 _log = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "on"}
@@ -60,6 +67,98 @@ class KpiSummary:
 
     max: float | None
     """Largest retained sample; None for counters and when nothing was recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class KpiThreshold:
+    """One row of the KPI table an operator watches: what is measured and the level that is a problem."""
+
+    key: str
+    """Stable id (the console's API uses it)."""
+    title: str
+    """What it is, in words."""
+    unit: str
+    """``ratio``, ``ms``, ``bytes`` or ``count``."""
+    limit: float
+    """The threshold."""
+    better: str
+    """``higher`` (violated below ``limit``) or ``lower`` (violated above it)."""
+    why: str
+    """Where the number comes from, one line."""
+
+    def violated(self, value: float | None) -> bool:
+        """Whether ``value`` is on the wrong side of the limit (None, not measured, never is)."""
+        if value is None:
+            return False
+        return value < self.limit if self.better == "higher" else value > self.limit
+
+
+KPI_THRESHOLDS: tuple[KpiThreshold, ...] = (
+    KpiThreshold(
+        "workflow_success_rate",
+        "workflow success rate",
+        "ratio",
+        0.95,
+        "higher",
+        "finished runs that succeeded",
+    ),
+    KpiThreshold(
+        "context_utilization",
+        "context utilization (p95)",
+        "ratio",
+        0.80,
+        "lower",
+        "prompt tokens / budget per turn; compression starts at 80%",
+    ),
+    KpiThreshold(
+        "invalid_decision_rate",
+        "invalid-or-corrected decision rate",
+        "ratio",
+        0.05,
+        "lower",
+        "turns whose decision needed a repair or a corrected parameter (our hallucination proxy)",
+    ),
+    KpiThreshold(
+        "turn_latency_p95", "turn latency p95", "ms", 5000.0, "lower", "wall time of a turn"
+    ),
+    KpiThreshold(
+        "turn_latency_p99", "turn latency p99", "ms", 10000.0, "lower", "wall time of a turn"
+    ),
+    KpiThreshold(
+        "checkpoint_write_p95",
+        "checkpoint write p95",
+        "ms",
+        50.0,
+        "lower",
+        "fenced Redis write of a turn's checkpoint",
+    ),
+    KpiThreshold(
+        "state_size_max",
+        "state size (largest checkpoint)",
+        "bytes",
+        256 * 1024.0,
+        "lower",
+        "encoded size of a step's checkpoint",
+    ),
+    KpiThreshold(
+        "spinning_count",
+        "spinning / escalated steps",
+        "count",
+        0.0,
+        "lower",
+        "steps paused for a human",
+    ),
+    KpiThreshold(
+        "recovery_rate",
+        "recovery rate",
+        "ratio",
+        0.95,
+        "higher",
+        "steps taken over from a checkpoint that went on to complete",
+    ),
+)
+"""The KPI table (the seed's list: success, context, hallucination proxy, latency, checkpoints, size,
+spinning, recovery) with the level at which ``mesh console`` flags each one."""
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:

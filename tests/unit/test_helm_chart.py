@@ -279,6 +279,8 @@ def test_kubeconform_validates_the_rendered_manifests_offline(tmp_path: Path) ->
         ["--set", "llm.createSecret=true", "--set", "llm.apiKey=k"],
         ["-f", str(PRODUCTION_VALUES)],  # StatefulSets, headless Services, ScaledObjects (CRD schema)
         ["--set", "jaeger.enabled=true"],
+        ["--set", "console.enabled=true", "--set", "console.token.existingSecret=console-token",
+         "--set", "keys.signing.existingSecret=mesh-signing"],
     ]
     for extra in variants:
         rendered = tmp_path / "rendered.yaml"
@@ -420,6 +422,39 @@ def test_jaeger_option_makes_a_self_contained_install() -> None:
     # PDBs select agent pods of one role only, never Jaeger's.
     for pdb in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
         assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] in ROLES
+
+
+def test_console_option_deploys_the_console_behind_its_token() -> None:
+    assert load_yaml(CHART / "values.yaml")["console"]["enabled"] is False
+    helm = _helm_or_skip()
+    if helm is None:
+        return
+    assert not [d for d in helm_template(helm) if d["metadata"]["labels"].get("app.kubernetes.io/component") == "console"]
+    docs = helm_template(helm, "--set", "console.enabled=true", "--set", "console.token.existingSecret=console-token",
+                         "--set", "console.jaegerUiUrl=http://jaeger.example:16686")
+    console = [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "console"]
+    assert sorted(d["kind"] for d in console) == ["Deployment", "Service"]
+    deployment = next(d for d in console if d["kind"] == "Deployment")
+    c = container(deployment)
+    assert c["args"] == ["console"]
+    env = _env(deployment)
+    assert env["MESH_CONSOLE_ALLOW_REMOTE"]["value"] == "true"
+    assert env["MESH_CONSOLE_TOKEN_FILE"]["value"] == "/var/run/agent-mesh/console/token"
+    assert "MESH_CONSOLE_TOKEN" not in env  # the token is a mounted file, never an env value
+    assert env["MESH_CONSOLE_JAEGER_UI_URL"]["value"] == "http://jaeger.example:16686"
+    assert env["MESH_KAFKA_BOOTSTRAP"]["value"] and env["MESH_REDIS_URL"]["value"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["token"]["secret"]["secretName"] == "console-token"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    service = next(d for d in console if d["kind"] == "Service")
+    assert [p["port"] for p in service["spec"]["ports"]] == [8470]
+    # PDBs and the agents' workloads never select the console's pods.
+    for pdb in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
+        assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] in ROLES
+    # Without the token Secret the chart refuses to render (a pod serves other machines).
+    refused = subprocess.run([helm, "template", "t", str(CHART), "--set", "console.enabled=true"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "existingSecret" in refused.stderr
 
 
 def test_signing_operator_and_data_keys_come_from_secrets_only() -> None:

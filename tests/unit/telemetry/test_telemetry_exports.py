@@ -10,7 +10,9 @@ def test_telemetry_public_api_is_pinned() -> None:
         [
             "CheckpointSpan",
             "INSTRUMENTATION_NAME",
+            "KPI_THRESHOLDS",
             "KpiSummary",
+            "KpiThreshold",
             "Kpis",
             "MIN_SECRET_CHARS",
             "PublishTraceEvent",
