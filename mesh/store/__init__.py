@@ -1,6 +1,14 @@
 """State: fenced, versioned checkpoints (Redis, in memory) and durable blobs (filesystem, in memory)."""
 
-from mesh.store.base import BlobStore, Checkpoint, StateStore, agent_key, step_key
+from mesh.store.base import (
+    BlobStore,
+    Checkpoint,
+    StateStore,
+    agent_key,
+    hash_tag,
+    step_key,
+    workflow_tag,
+)
 from mesh.store.blob import FileBlobStore
 from mesh.store.journal import (
     DroppedWrite,
@@ -18,7 +26,9 @@ __all__ = [
     "Checkpoint",
     "StateStore",
     "agent_key",
+    "hash_tag",
     "step_key",
+    "workflow_tag",
     # implementations
     "FileBlobStore",
     "InMemoryBlobStore",
