@@ -39,6 +39,7 @@ from mesh.errors import (
 )
 from mesh.store.base import Checkpoint, hash_tag, require_workflow_key, workflow_tag
 from mesh.store.redis_connection import (
+    REDIS_ERRORS,
     RedisClient,
     RedisConnection,
     register_script,
@@ -178,7 +179,7 @@ class RedisStateStore:
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         try:
             return await fn()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise translate_redis_error(exc, what) from exc
 
     async def _replicated(
@@ -196,8 +197,10 @@ class RedisStateStore:
         cluster = isinstance(self._redis, RedisCluster)
         for _ in range(3):
             pipe: Any = self._redis.pipeline(transaction=False)
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            # execute_command: redis-py blocks the evalsha() method on cluster pipelines, not the command.
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             if isinstance(self._redis, RedisCluster):
+                await self._redis.initialize()  # the slot map (a no-op once loaded)
                 node = self._redis.get_node_from_key(keys[0])
                 pipe.execute_command(
                     "WAIT", self.wait_replicas, self.wait_timeout_ms, target_nodes=node

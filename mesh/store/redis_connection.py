@@ -36,7 +36,9 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    ClusterError,
     NoPermissionError,
+    RedisClusterException,
     RedisError,
     ResponseError,
 )
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from mesh.settings import MeshSettings
 
 __all__ = [
+    "REDIS_ERRORS",
     "RedisClient",
     "RedisConnection",
     "RedisMode",
@@ -57,6 +60,9 @@ __all__ = [
 ]
 
 RedisMode = Literal["standalone", "cluster", "sentinel"]
+
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+"""What a redis-py call may raise (cluster errors do not all derive from ``RedisError``)."""
 
 RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 """What ``RedisConnection.client`` returns: a ``redis.asyncio`` client or cluster client."""
@@ -235,7 +241,7 @@ def _certificate_problem(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
-def translate_redis_error(exc: RedisError | OSError, what: str) -> StoreError:
+def translate_redis_error(exc: Exception, what: str) -> StoreError:
     """The mesh's error for a redis (or socket) failure during ``what``.
 
     Refused credentials and untrusted certificates are ``StoreAccessDenied`` (retrying will not
@@ -260,6 +266,10 @@ def translate_redis_error(exc: RedisError | OSError, what: str) -> StoreError:
             else "TLS handshake failed (a client certificate required? MESH_REDIS_TLS_CERT_FILE / _KEY_FILE)"
         )
         return StoreAccessDenied(f"{what}: {hint}: {type(bad_tls).__name__}: {bad_tls}")
+    if isinstance(exc, ClusterError | RedisClusterException):
+        return StoreUnavailable(
+            f"{what}: Redis Cluster not serving this slot now (failover?): {name}: {exc}"
+        )
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
         return StoreUnavailable(f"{what}: Redis unreachable or slow: {name}: {exc}")
     return StoreError(f"{what}: {name}: {exc}")

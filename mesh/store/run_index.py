@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 from mesh.errors import StoreError
 from mesh.store.base import workflow_tag
 from mesh.store.redis_connection import (
+    REDIS_ERRORS,
     RedisClient,
     RedisConnection,
     register_script,
@@ -244,7 +245,7 @@ class RedisRunIndex:
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         try:
             return await fn()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise translate_redis_error(exc, what) from exc
 
     async def record(self, run: RunSummary) -> bool:
