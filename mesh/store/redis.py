@@ -22,13 +22,15 @@ write, not that it fsync'd it, which is enough unless primary and replica crash 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, TryAgainError
+from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from mesh.errors import (
     CheckpointNotFound,
@@ -42,6 +44,7 @@ from mesh.store.redis_connection import (
     REDIS_ERRORS,
     RedisClient,
     RedisConnection,
+    raised_inside_redis_py,
     register_script,
     translate_redis_error,
 )
@@ -122,6 +125,7 @@ class RedisStateStore:
         self.keep_versions = keep_versions
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self._node_clients: dict[str, aioredis.Redis] = {}
         self._write = register_script(client, _WRITE)
         self._read = register_script(client, _READ)
         self._claim = register_script(client, _CLAIM)
@@ -181,6 +185,12 @@ class RedisStateStore:
             return await fn()
         except REDIS_ERRORS as exc:
             raise translate_redis_error(exc, what) from exc
+        except (AttributeError, TypeError) as exc:
+            if not raised_inside_redis_py(exc):
+                raise
+            raise StoreUnavailable(
+                f"{what}: connection torn down during a failover: {exc}"
+            ) from exc
 
     async def _replicated(
         self, what: str, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
@@ -188,34 +198,28 @@ class RedisStateStore:
         """Run ``script``; with ``wait_replicas``, acknowledge only once that many replicas have it.
 
         ``WAIT`` counts the writes of the connection it is sent on, so the script and ``WAIT`` go
-        in one pipeline (one connection, in order); on a cluster both are sent to the primary of
-        the keys' slot and redirections are not followed inside the pipeline (a redirected write
-        was not applied there, and a ``WAIT`` on the old node would vouch for nothing).
+        in one pipeline (one connection, in order). On a cluster that pipeline goes to the primary
+        of the keys' slot through a plain client of that node: a redirected script was not applied
+        there, and a ``WAIT`` on the old node would vouch for nothing, so after ``MOVED`` (or a
+        dead node) the slot map is reloaded and the pair is sent again.
         """
         if self.wait_replicas == 0:
             return await script(keys=keys, args=args)
-        cluster = isinstance(self._redis, RedisCluster)
         for _ in range(3):
-            pipe: Any = self._redis.pipeline(transaction=False)
-            # execute_command: redis-py blocks the evalsha() method on cluster pipelines, not the command.
+            target = await self._primary_for(keys[0])
+            pipe = target.pipeline(transaction=False)
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            if isinstance(self._redis, RedisCluster):
-                await self._redis.initialize()  # the slot map (a no-op once loaded)
-                node = self._redis.get_node_from_key(keys[0])
-                pipe.execute_command(
-                    "WAIT", self.wait_replicas, self.wait_timeout_ms, target_nodes=node
-                )
-                result, acked = await pipe.execute(raise_on_error=False, allow_redirections=False)
-            else:
-                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            try:
                 result, acked = await pipe.execute(raise_on_error=False)
+            except REDIS_ERRORS:
+                await self._reload_slots()
+                raise
             if isinstance(result, NoScriptError):
-                await self._redis.script_load(script.script)
+                await target.script_load(script.script)
                 continue
-            if cluster and isinstance(result, MovedError | AskError | TryAgainError):
-                await self._redis.exists(
-                    keys[0]
-                )  # follows the redirection, refreshing the slot map
+            if isinstance(result, MovedError | AskError | TryAgainError):
+                await self._reload_slots()
                 continue
             if isinstance(result, Exception):
                 raise result
@@ -230,6 +234,28 @@ class RedisStateStore:
                 )
             return result
         raise StoreUnavailable(f"{what}: the cluster kept redirecting the write; not applied")
+
+    async def _primary_for(self, key: str) -> aioredis.Redis:
+        """The client that talks to ``key``'s primary on one connection per pipeline."""
+        if not isinstance(self._redis, RedisCluster):
+            return self._redis
+        await self._redis.initialize()  # loads the slot map once
+        node = self._redis.get_node_from_key(key)
+        if node is None:
+            raise StoreUnavailable(f"no primary serves the slot of {key!r} now (failover?)")
+        client = self._node_clients.get(node.name)
+        if client is None:
+            # Same connection class (TLS) and credentials as the cluster client's own node pool.
+            pool = aioredis.ConnectionPool(
+                connection_class=node.connection_class, **node.connection_kwargs
+            )
+            client = self._node_clients[node.name] = aioredis.Redis.from_pool(pool)
+        return client
+
+    async def _reload_slots(self) -> None:
+        if isinstance(self._redis, RedisCluster):
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._redis.nodes_manager.initialize()
 
     async def ping(self) -> None:
         """Check the connection; ``StoreUnavailable`` if Redis does not answer."""
@@ -340,8 +366,7 @@ class RedisStateStore:
         return await self._call("delete prefix", run)
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        try:
-            await self._redis.aclose()
-        except (RedisError, OSError):
-            pass
+        """Close the connection pools."""
+        for client in (self._redis, *self._node_clients.values()):
+            with contextlib.suppress(*REDIS_ERRORS):
+                await client.aclose()

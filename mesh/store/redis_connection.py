@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AuthenticationError,
@@ -55,6 +55,7 @@ __all__ = [
     "RedisClient",
     "RedisConnection",
     "RedisMode",
+    "raised_inside_redis_py",
     "register_script",
     "translate_redis_error",
 ]
@@ -209,7 +210,36 @@ class RedisConnection:
             kwargs["ssl"] = True
             sentinel_kwargs.update({k: v for k, v in kwargs.items() if k.startswith("ssl")})
         sentinel = Sentinel(list(self.sentinels), sentinel_kwargs=sentinel_kwargs, **kwargs)
-        return sentinel.master_for(self.sentinel_master, db=db)
+        return sentinel.master_for(
+            self.sentinel_master, db=db, connection_pool_class=_SentinelOwningPool
+        )
+
+
+class _SentinelOwningPool(SentinelConnectionPool):
+    """Closing the master client also closes its connections to the sentinels (redis-py leaves them open)."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        for sentinel in self.sentinel_manager.sentinels:
+            await sentinel.aclose()
+
+
+def raised_inside_redis_py(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside redis-py's own code (not ours).
+
+    redis-py's async cluster client closes every node connection when one node fails, so a
+    command in flight on another connection can die with ``AttributeError`` / ``TypeError``
+    (``'NoneType' object has no attribute 'writelines'``, redis/redis-py#3546) during a failover.
+    Such an error is a lost connection, not a bug of the caller.
+    """
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    return last is not None and str(last.tb_frame.f_globals.get("__name__", "")).startswith(
+        "redis."
+    )
 
 
 def register_script(client: RedisClient, script: str) -> AsyncScript:
