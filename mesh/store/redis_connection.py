@@ -157,6 +157,10 @@ class RedisConnection:
             )
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ConfigError("MESH_REDIS_TLS_CERT_FILE and MESH_REDIS_TLS_KEY_FILE go together")
+        if self.mode == "cluster" and urlsplit(self.url).path.strip("/") not in ("", "0"):
+            raise ConfigError(
+                "Redis Cluster has only database 0: end MESH_REDIS_URL with /0 (or no path)"
+            )
         if self.mode == "sentinel" and not self.sentinels:
             raise ConfigError(
                 "MESH_REDIS_MODE=sentinel needs MESH_REDIS_SENTINELS (host:port,host:port)"
