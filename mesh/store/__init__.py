@@ -18,6 +18,7 @@ from mesh.store.journal import (
 )
 from mesh.store.memory import InMemoryBlobStore, InMemoryStateStore
 from mesh.store.redis import RedisStateStore
+from mesh.store.redis_connection import RedisConnection
 from mesh.store.run_index import InMemoryRunIndex, RedisRunIndex, RunIndex, RunSummary, StepSummary
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "InMemoryBlobStore",
     "InMemoryStateStore",
     "RedisStateStore",
+    # how every Redis client is built (standalone, Cluster, Sentinel; ACL auth; TLS)
+    "RedisConnection",
     # the run index (a view of every workflow, kept by the agents)
     "InMemoryRunIndex",
     "RedisRunIndex",
