@@ -93,6 +93,41 @@ class MeshSettings(BaseSettings):
     blob_retention_s: int = Field(default=30 * 24 * 3600, ge=0)
     """Age after which ``mesh gc`` deletes blob copies of checkpoints (0: keep forever)."""
 
+    history_window: int = Field(default=20, ge=1)
+    """Turn records a step's checkpoint keeps (``MESH_HISTORY_WINDOW``); older ones are archived
+    to the blob store in segments of as many records and summarized in the checkpoint
+    (``mesh.runtime.history``), so it holds between this and twice this many."""
+
+    blob_backend: Literal["file", "s3"] = "file"
+    """Where durable blob copies go (``MESH_BLOB_BACKEND``): ``file`` (``blob_dir``) or ``s3``."""
+
+    s3_bucket: str = ""
+    """Bucket of the S3 blob store (``MESH_S3_BUCKET``)."""
+
+    s3_prefix: str = ""
+    """Key prefix inside the bucket, so several meshes can share one (``MESH_S3_PREFIX``)."""
+
+    s3_endpoint_url: str = ""
+    """Endpoint of an S3-compatible server, e.g. ``http://s3proxy:8080`` (empty: AWS)."""
+
+    s3_region: str = ""
+    """Region (``MESH_S3_REGION``; empty: ``us-east-1``)."""
+
+    s3_access_key_id: str = ""
+    """Access key id; with ``s3_secret_access_key``. Empty: botocore's chain (``AWS_*`` variables, IRSA...)."""
+
+    s3_secret_access_key: SecretStr = SecretStr("")
+    """Secret access key (``MESH_S3_SECRET_ACCESS_KEY``); never printed."""
+
+    s3_secret_access_key_file: Path | None = None
+    """A file holding the secret access key (a mounted Kubernetes Secret), if not given directly."""
+
+    s3_create_bucket: bool = False
+    """Create the bucket on first use if it does not exist (``MESH_S3_CREATE_BUCKET=1``)."""
+
+    s3_path_style: bool = True
+    """Address ``endpoint/bucket/key`` (most S3-compatible servers) rather than virtual-hosted buckets."""
+
     def resolved_blob_dir(self) -> Path:
         """The blob store directory, defaulted under the state directory."""
         return self.blob_dir if self.blob_dir is not None else self.state_dir / "blobs"

@@ -11,12 +11,13 @@ from mesh.runtime.actions import (
     RetryableActionError,
 )
 from mesh.runtime.client import MeshClient, new_workflow_id
+from mesh.runtime.history import HistoryArchiver, HistoryOptions, read_history
 from mesh.runtime.injection import inject_params
 from mesh.runtime.options import PhaseTemperatures, RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.spinning import decision_signature, spinning_reason
-from mesh.runtime.state import StepState, TurnRecord, VariableEntry
+from mesh.runtime.state import HistoryDigest, StepState, TurnRecord, VariableEntry
 from mesh.runtime.step_runner import (
     BuiltPrompt,
     OwnershipLost,
@@ -47,6 +48,10 @@ __all__ = [
     "StepRunner",
     "StepState",
     "TurnRecord",
+    "HistoryArchiver",
+    "HistoryDigest",
+    "HistoryOptions",
+    "read_history",
     "VariableEntry",
     # decisions: validation, injection, spinning
     "InvalidDecision",

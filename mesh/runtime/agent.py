@@ -34,12 +34,12 @@ from mesh.runtime.worker import AgentWorker, WorkerOptions
 from mesh.settings import MeshSettings
 from mesh.store import (
     BlobStore,
-    FileBlobStore,
     JournalingStateStore,
     RedisRunIndex,
     RedisStateStore,
     RunIndex,
     StateStore,
+    blob_store_from_settings,
 )
 from mesh.store.redis_connection import RedisConnection
 from mesh.telemetry import (
@@ -193,7 +193,8 @@ async def run_agent(
         wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms,
     )
     store = JournalingStateStore(redis_store, settings.state_dir / "journal", agent_id=agent_id)
-    blobs = FileBlobStore(settings.resolved_blob_dir())
+    # Durable blob copies: a directory (default) or an S3 bucket that outlives the pod (MESH_BLOB_BACKEND).
+    blobs = blob_store_from_settings(settings)
     # The run index `mesh status` / `mesh runs` read (a view of the log, written as events fold).
     run_index = RedisRunIndex.connect(redis, key_prefix=f"{settings.topic_prefix}:")
     scratchpad = ScratchpadWriter.under_state_dir(settings.state_dir)
@@ -237,6 +238,7 @@ async def run_agent(
         await gossip.aclose()
         await run_index.aclose()
         await store.aclose()
+        await blobs.aclose()
         await bus.aclose()
         await trust.aclose()
         shutdown_tracing()

@@ -38,7 +38,9 @@ from mesh.runtime.worker import WorkerOptions
 from mesh.security import redact_text
 from mesh.settings import MeshSettings
 from mesh.store import RunSummary
-from mesh.store.retention import sweep_blobs
+from mesh.store.blob import blob_store_from_settings
+from mesh.store.retention import SweepResult
+from mesh.store.s3 import S3Unavailable
 from protocols import WorkflowSpec, WorkflowSpecError
 
 __all__ = ["agent_app", "error_line", "exit_code_of", "load_spec_file", "one_line", "register"]
@@ -106,7 +108,7 @@ def _explain(exc: MeshError) -> str:
     text = str(exc)
     if isinstance(exc, BusUnavailable):
         return f"Kafka unreachable at {MeshSettings().kafka_bootstrap} (MESH_KAFKA_BOOTSTRAP): {text}"
-    if isinstance(exc, StoreUnavailable):
+    if isinstance(exc, StoreUnavailable) and not isinstance(exc, S3Unavailable):
         return f"Redis unreachable at {_redacted_url(MeshSettings().redis_url)} (MESH_REDIS_URL): {text}"
     return text
 
@@ -164,7 +166,10 @@ def agent_run(
     settings = MeshSettings()
     config = AgentConfig(
         role=role, agent_id=agent_id, roles_module=roles_module,
-        runtime=RuntimeOptions(turn_delay_s=turn_delay_s),
+        runtime=RuntimeOptions(
+            turn_delay_s=turn_delay_s,
+            history_window=settings.history_window, history_segment=settings.history_window,
+        ),
         worker=WorkerOptions(
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
@@ -556,10 +561,66 @@ def gc(
     if age <= 0:
         out.print("blob retention is 0 (keep forever): nothing to do")
         return
-    result = sweep_blobs(settings.resolved_blob_dir(), max_age_s=age, dry_run=dry_run)
+
+    async def go() -> SweepResult:
+        blobs = blob_store_from_settings(settings)
+        try:
+            return await blobs.delete_older_than(age, dry_run=dry_run)
+        finally:
+            await blobs.aclose()
+
+    result = _run(go(), "gc")
     verb = "would delete" if dry_run else "deleted"
-    out.print(f"{verb} {result.deleted} blob(s) ({result.bytes_freed} bytes) older than {age:.0f} s; kept {result.kept}",
-              markup=False, highlight=False)
+    out.print(f"{verb} {result.deleted} blob(s) ({result.bytes_freed} bytes) older than {age:.0f} s "
+              f"from the {settings.blob_backend} blob store; kept {result.kept}", markup=False, highlight=False)
+
+
+def turns(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id.")],
+    step_id: Annotated[str, typer.Argument(help="Step id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per turn instead of a table.")] = False,
+    last: Annotated[int, typer.Option(help="Only the last N turns (0: all).")] = 0,
+) -> None:
+    """Show a step's whole turn history: the archived turns from the blob store, then the checkpoint's."""
+    from mesh.runtime.history import read_history
+    from mesh.runtime.state import StepState
+    from mesh.store import RedisConnection, RedisStateStore, step_key
+
+    settings = MeshSettings()
+
+    async def go() -> tuple[StepState, list[Any]]:
+        store = RedisStateStore.connect(RedisConnection.from_settings(settings), key_prefix=f"{settings.topic_prefix}:")
+        blobs = blob_store_from_settings(settings)
+        try:
+            ckpt = await store.read(step_key(workflow_id, step_id))
+            state = StepState.from_bytes(ckpt.data)
+            return state, await read_history(state, blobs)
+        finally:
+            await store.aclose()
+            await blobs.aclose()
+
+    state, records = _run(go(), "turns")
+    if last > 0:
+        records = records[-last:]
+    secrets = state.secret_values()
+    if as_json:
+        for rec in records:
+            doc = {"turn": rec.turn, "action": rec.action, "outcome": rec.outcome,
+                   "summary": redact_text(rec.summary, secrets), "params": rec.params,
+                   "injected": rec.injected, "repairs": rec.repairs, "retries": rec.retries,
+                   "duration_ms": round(rec.duration_ms, 3)}
+            out.print(redact_text(json.dumps(doc, default=str), secrets), soft_wrap=True, markup=False, highlight=False)
+        return
+    digest = state.archive
+    where = f"archived: turns 1..{digest.through} in {digest.segments} segment(s)" if digest.turns else "none archived"
+    out.print(f"{workflow_id}/{step_id}: {state.status}, {state.turn} turn(s); {where}; "
+              f"{len(state.history)} in the checkpoint", markup=False, highlight=False)
+    table = Table(box=None)
+    for col in ("turn", "action", "outcome", "summary"):
+        table.add_column(col)
+    for rec in records:
+        table.add_row(str(rec.turn), escape(rec.action), rec.outcome, escape(redact_text(rec.summary, secrets)[:100]))
+    out.print(table)
 
 
 def register(app: typer.Typer, *, extra: dict[str, Callable[..., Any]] | None = None) -> None:
@@ -571,3 +632,4 @@ def register(app: typer.Typer, *, extra: dict[str, Callable[..., Any]] | None = 
     app.command("resume")(resume)
     app.command("runs")(runs)
     app.command("gc")(gc)
+    app.command("turns")(turns)

@@ -44,5 +44,12 @@ class RuntimeOptions:
     blob_copies: bool = True
     """Write a durable blob copy of every checkpoint (audit, cold restore)."""
 
+    history_window: int = 20
+    """Turn records a step's checkpoint keeps; older ones are archived to the blob store in
+    segments of ``history_segment`` and summarized in the checkpoint (``mesh.runtime.history``)."""
+
+    history_segment: int = 20
+    """Turn records per archived blob."""
+
     turn_delay_s: float = 0.0
     """Pause after each turn, in seconds (demos: makes a step long enough to kill mid-way)."""

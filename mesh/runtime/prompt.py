@@ -80,8 +80,26 @@ class StackPromptBuilder:
         self._steps.pop((workflow_id, step_id), None)
 
     def blocks(self, spec: WorkflowSpec, step: StepSpec, state: StepState) -> list[Block]:
-        """Every block of the step, its whole history included."""
-        return self._frame(spec, step, state) + [b for pair in self._history(state, after=0) for b in pair]
+        """Every block of the step, its whole history included (archived turns as their digest)."""
+        return (
+            self._frame(spec, step, state)
+            + self._archived(state)
+            + [b for pair in self._history(state, after=0) for b in pair]
+        )
+
+    def _archived(self, state: StepState) -> list[Block]:
+        """One summary block for the turns the checkpoint no longer holds (``mesh.runtime.history``).
+
+        Only a rebuilt history needs it (a resume): a builder that carried the step's blocks from
+        turn to turn still holds those turns, compressed or not.
+        """
+        digest = state.archive
+        if not digest.turns:
+            return []
+        actions = ", ".join(f"{a} x{n}" for a, n in sorted(digest.actions.items()))
+        text = f"Turns 1..{digest.through} (archived; {actions}; {digest.failed} failed"
+        text += f"; last failure {digest.last_failure})" if digest.last_failure else ")"
+        return [Block("archived-turns", text, kind=Kind.SUMMARY, seq=100)]
 
     def _frame(self, spec: WorkflowSpec, step: StepSpec, state: StepState) -> list[Block]:
         """Top and bottom blocks and dependency summaries (priority and region follow from the kind)."""

@@ -12,7 +12,7 @@ from mesh.security import data_cipher, is_sealed
 if TYPE_CHECKING:
     from mesh.security import DataCipher
 
-__all__ = ["StepState", "StepStatus", "TurnRecord", "VariableEntry"]
+__all__ = ["HistoryDigest", "StepState", "StepStatus", "TurnRecord", "VariableEntry"]
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
@@ -50,6 +50,28 @@ class TurnRecord:
 
 
 @dataclass(slots=True)
+class HistoryDigest:
+    """The compacted summary of a step's archived turn records (``mesh.runtime.history``)."""
+
+    turns: int = 0
+    """Turn records archived (they are no longer in the checkpoint)."""
+    through: int = 0
+    """Last archived turn; the checkpoint's ``history`` holds the turns after it."""
+    head: str = ""
+    """Blob name of the newest archived segment (each names the one before)."""
+    segments: int = 0
+    actions: dict[str, int] = field(default_factory=dict)
+    """Archived turns per action."""
+    failed: int = 0
+    invalid: int = 0
+    repairs: int = 0
+    retries: int = 0
+    duration_ms: float = 0.0
+    last_failure: str = ""
+    """``turn N: <one sanitized line>`` of the last archived failed turn."""
+
+
+@dataclass(slots=True)
 class VariableEntry:
     """A context variable the step knows."""
 
@@ -73,6 +95,9 @@ class StepState:
     turn: int = 0
     """Last finished (checkpointed) turn; the next one is ``turn + 1``."""
     history: list[TurnRecord] = field(default_factory=list)
+    """The last turn records (a bounded window when a blob store archives the older ones)."""
+    archive: HistoryDigest = field(default_factory=HistoryDigest)
+    """What the archived turns (before ``history``) did, and where they are."""
     memory: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     variables: dict[str, VariableEntry] = field(default_factory=dict)
@@ -127,6 +152,8 @@ class StepState:
         """Deserialize what ``to_bytes`` produced, opening sealed secrets (``SealedValueError`` if they do not open)."""
         raw = msgpack.unpackb(data, raw=False)
         raw["history"] = [TurnRecord(**h) for h in raw.get("history", [])]
+        if "archive" in raw:  # absent in checkpoints written before history was bounded
+            raw["archive"] = HistoryDigest(**raw["archive"])
         raw["variables"] = {k: VariableEntry(**v) for k, v in raw.get("variables", {}).items()}
         state = cls(**raw)
         for name, entry in state.variables.items():
@@ -135,6 +162,15 @@ class StepState:
                     cipher = data_cipher()
                 entry.value = cipher.open(entry.value, context=state._context(name))
         return state
+
+    @property
+    def turn_count_by_action(self) -> dict[str, int]:
+        """Turns per action over the whole history, archived turns included."""
+        counts = dict(self.archive.actions)
+        for rec in self.history:
+            if rec.turn > self.archive.through:
+                counts[rec.action] = counts.get(rec.action, 0) + 1
+        return counts
 
     def secret_values(self) -> list[str]:
         """Values of secret variables, for redaction."""

@@ -19,6 +19,7 @@ from mesh.llm import (
     ReasonerUnavailable,
 )
 from mesh.runtime.actions import Action, ActionError, ActionOutcome
+from mesh.runtime.history import HistoryArchiver, HistoryOptions
 from mesh.runtime.injection import inject_params
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.sanitize import one_line_error
@@ -149,8 +150,10 @@ class StepRunner:
     ) -> None:
         """Wire the runner to its reasoner, store, prompt builder and event publisher.
 
-        ``cipher`` seals secret variables in checkpoints and blob copies; None means the
-        process's data key (``mesh.security.data_cipher``), loaded when a secret is first stored.
+        ``cipher`` seals secret variables in checkpoints and blob copies, and archived turn
+        records; None means the process's data key (``mesh.security.data_cipher``), loaded when
+        first needed. With ``blobs``, a checkpoint keeps the last ``options.history_window``
+        turn records and the older ones are archived there (``mesh.runtime.history``).
         ``log_topic`` and ``consumer_group`` (where steps are read from) only label the step span
         with messaging attributes.
         """
@@ -170,6 +173,13 @@ class StepRunner:
         self.cipher = cipher
         self.log_topic, self.consumer_group = log_topic, consumer_group
         self._blob_tasks: set[asyncio.Task[None]] = set()
+        self.archiver = (
+            HistoryArchiver(
+                blobs, HistoryOptions(self.options.history_window, self.options.history_segment), cipher
+            )
+            if blobs is not None
+            else None
+        )
         self._stopping = False
 
     # -- step ------------------------------------------------------------------------------
@@ -249,6 +259,8 @@ class StepRunner:
         forget = getattr(self.prompts, "forget", None)
         if forget is not None:
             forget(workflow_id, step.id)
+        if self.archiver is not None:
+            self.archiver.forget(workflow_id, step.id)
         return state
 
     # -- turn ------------------------------------------------------------------------------
@@ -453,6 +465,8 @@ class StepRunner:
     # -- persist ---------------------------------------------------------------------------
 
     async def _persist(self, state: StepState) -> None:
+        if self.archiver is not None:
+            await self.archiver.before_write(state)  # bounded history (waits only under backpressure)
         data = state.to_bytes(self.cipher)
         key = step_key(state.workflow_id, state.step_id)
         t0 = time.perf_counter()
@@ -497,9 +511,11 @@ class StepRunner:
         return self._stopping
 
     async def drain(self) -> None:
-        """Wait for background blob copies."""
+        """Wait for background blob copies and turn-history uploads."""
         if self._blob_tasks:
             await asyncio.gather(*list(self._blob_tasks), return_exceptions=True)
+        if self.archiver is not None:
+            await self.archiver.drain()
 
     async def _announce(self, step: StepSpec, workflow_id: str, epoch: int, resumed_from: int) -> None:
         await self.publish(

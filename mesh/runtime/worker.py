@@ -538,9 +538,7 @@ def _touch(path: str) -> None:
 
 def _summarize(state: StepState) -> str:
     """A short extractive history summary handed to dependent steps."""
-    counts: dict[str, int] = {}
-    for rec in state.history:
-        counts[rec.action] = counts.get(rec.action, 0) + 1
+    counts = state.turn_count_by_action  # archived turns included (mesh.runtime.history)
     actions = ", ".join(f"{a} x{n}" for a, n in counts.items())
     last = state.history[-1].summary if state.history else ""
     outputs = ", ".join(sorted(state.outputs))

@@ -1,4 +1,5 @@
-"""State: fenced, versioned checkpoints (Redis, in memory) and durable blobs (filesystem, in memory)."""
+"""State: fenced, versioned checkpoints (Redis, in memory) and durable blobs (filesystem, S3 in
+``mesh.store.s3``, in memory)."""
 
 from mesh.store.base import (
     BlobStore,
@@ -9,7 +10,7 @@ from mesh.store.base import (
     step_key,
     workflow_tag,
 )
-from mesh.store.blob import FileBlobStore
+from mesh.store.blob import FileBlobStore, blob_store_from_settings
 from mesh.store.journal import (
     DroppedWrite,
     JournalingStateStore,
@@ -32,6 +33,7 @@ __all__ = [
     "workflow_tag",
     # implementations
     "FileBlobStore",
+    "blob_store_from_settings",
     "InMemoryBlobStore",
     "InMemoryStateStore",
     "RedisStateStore",

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from mesh.store.retention import SweepResult
 
 from mesh.errors import UsageError
 
@@ -134,6 +137,12 @@ class BlobStore(Protocol):
 
     async def list(self, prefix: str) -> Sequence[str]:
         """Names under ``prefix``, sorted."""
+        ...
+
+    async def delete_older_than(
+        self, max_age_s: float, *, now_s: float | None = None, dry_run: bool = False
+    ) -> SweepResult:
+        """Retention: delete blobs written ``max_age_s`` or more before ``now_s`` (default: now)."""
         ...
 
     async def aclose(self) -> None:

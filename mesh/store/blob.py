@@ -1,7 +1,11 @@
-"""Filesystem BlobStore: each blob written to a temp file, fsync'd, then renamed into place.
+"""Filesystem BlobStore (each blob written to a temp file, fsync'd, then renamed into place) and
+``blob_store_from_settings``, which picks the filesystem or S3 store from the settings.
 
 Blobs are 0600 in 0700 directories: checkpoint copies are readable by the agent's user only (and
 their secret values are sealed anyway, ``mesh.security.DataCipher``).
+
+A directory on the pod's disk dies with the pod unless it is a persistent volume; set
+``MESH_BLOB_BACKEND=s3`` (``mesh.store.s3.S3BlobStore``) for copies that outlive it.
 """
 
 from __future__ import annotations
@@ -10,11 +14,17 @@ import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mesh.errors import CheckpointNotFound, StoreError, UsageError
+from mesh.errors import CheckpointNotFound, ConfigError, StoreError, UsageError
 from mesh.security import private_dir
+from mesh.store.retention import SweepResult, sweep_blobs
 
-__all__ = ["FileBlobStore"]
+if TYPE_CHECKING:
+    from mesh.settings import MeshSettings
+    from mesh.store.base import BlobStore
+
+__all__ = ["FileBlobStore", "blob_store_from_settings"]
 
 
 class FileBlobStore:
@@ -69,6 +79,7 @@ class FileBlobStore:
 
     async def list(self, prefix: str) -> Sequence[str]:
         """Names under a prefix, sorted."""
+
         def scan() -> list[str]:
             if not self.root.exists():
                 return []
@@ -82,5 +93,48 @@ class FileBlobStore:
 
         return await asyncio.to_thread(scan)
 
+    async def delete_older_than(
+        self, max_age_s: float, *, now_s: float | None = None, dry_run: bool = False
+    ) -> SweepResult:
+        """Retention: delete blobs modified ``max_age_s`` or more ago (``sweep_blobs``)."""
+        return await asyncio.to_thread(
+            sweep_blobs, self.root, max_age_s=max_age_s, now_s=now_s, dry_run=dry_run
+        )
+
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+def blob_store_from_settings(settings: MeshSettings) -> BlobStore:
+    """The blob store the settings select: ``MESH_BLOB_BACKEND=file`` (default) or ``s3``."""
+    backend = settings.blob_backend
+    if backend == "file":
+        return FileBlobStore(settings.resolved_blob_dir())
+    if backend == "s3":
+        from pydantic import SecretStr
+
+        from mesh.store.s3 import S3BlobStore
+
+        secret: SecretStr | None = settings.s3_secret_access_key
+        if secret is not None and not secret.get_secret_value():
+            secret = None
+        path = settings.s3_secret_access_key_file
+        if secret is None and path is not None:
+            try:
+                secret = SecretStr(path.read_text().strip())
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read the S3 secret access key file {path} (MESH_S3_SECRET_ACCESS_KEY_FILE): "
+                    f"{exc.strerror or exc}"
+                ) from None
+        return S3BlobStore(
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url or None,
+            region=settings.s3_region or None,
+            access_key_id=settings.s3_access_key_id or None,
+            secret_access_key=secret,
+            create_bucket=settings.s3_create_bucket,
+            path_style=settings.s3_path_style,
+        )
+    raise ConfigError(f"MESH_BLOB_BACKEND={backend!r}: expected 'file' or 's3'")

@@ -7,8 +7,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mesh.errors import CheckpointNotFound, StaleEpochError
+from mesh.errors import CheckpointNotFound, StaleEpochError, UsageError
 from mesh.store.base import Checkpoint, require_workflow_key
+from mesh.store.retention import SweepResult
 
 __all__ = ["InMemoryBlobStore", "InMemoryStateStore"]
 
@@ -114,10 +115,15 @@ class InMemoryBlobStore:
     def __init__(self) -> None:
         """Create an empty store."""
         self._blobs: dict[str, bytes] = {}
+        self._written: dict[str, float] = {}
 
     async def put(self, name: str, data: bytes) -> str:
         """Store a blob."""
+        parts = [p for p in name.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise UsageError(f"invalid blob name {name!r}")
         self._blobs[name] = bytes(data)
+        self._written[name] = time.time()
         return f"memory://{name}"
 
     async def get(self, name: str) -> bytes:
@@ -130,6 +136,19 @@ class InMemoryBlobStore:
     async def list(self, prefix: str) -> Sequence[str]:
         """Names under a prefix."""
         return sorted(n for n in self._blobs if n.startswith(prefix))
+
+    async def delete_older_than(
+        self, max_age_s: float, *, now_s: float | None = None, dry_run: bool = False
+    ) -> SweepResult:
+        """Retention: drop blobs put ``max_age_s`` or more ago."""
+        now = time.time() if now_s is None else now_s
+        old = [n for n, t in self._written.items() if now - t >= max_age_s]
+        freed = sum(len(self._blobs[n]) for n in old)
+        kept = len(self._blobs) - len(old)
+        if not dry_run:
+            for n in old:
+                del self._blobs[n], self._written[n]
+        return SweepResult(deleted=len(old), kept=kept, bytes_freed=freed, dirs_removed=0)
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -28,14 +28,18 @@ class Cluster:
     def __init__(
         self, tmp: Path, kafka_bootstrap: str, redis_url: str, *, patients: int, turn_delay_s: float,
         redis_env: Mapping[str, str] | None = None,
+        history_window: int = 0,
     ) -> None:
-        """Agents on ``redis_url``; ``redis_env`` adds ``MESH_REDIS_*`` (a cluster, auth, WAIT) for every client."""
+        """``redis_env`` adds ``MESH_REDIS_*`` (a cluster, auth, WAIT) for every client; ``history_window`` > 0
+        sets the agents' ``MESH_HISTORY_WINDOW`` (turn records a checkpoint keeps)."""
         self.prefix = f"chaos{uuid.uuid4().hex[:8]}"
         self.topics = Topics(prefix=self.prefix)
         self.kafka_bootstrap, self.redis_url = kafka_bootstrap, redis_url
         env = {**os.environ, "MESH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MESH_REDIS_URL": redis_url,
                "MESH_TOPIC_PREFIX": self.prefix, "MESH_STATE_DIR": str(tmp / "state"),
                "MESH_TOPIC_PARTITIONS": "6", "MESH_MAX_ENVELOPE_BYTES": "262144", "PYTHONPATH": str(RECONCILIATION.parents[2])}
+        if history_window:
+            env["MESH_HISTORY_WINDOW"] = str(history_window)
         env.pop("ANTHROPIC_API_KEY", None)
         env.update(redis_env or {})
         self.redis = RedisConnection.from_settings(

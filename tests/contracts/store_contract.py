@@ -104,3 +104,28 @@ class BlobStoreContract:
     async def test_rejects_escaping_names(self, blobs: BlobStore) -> None:
         with pytest.raises(UsageError, match="invalid blob name"):
             await blobs.put("../x", b"")
+        with pytest.raises(UsageError, match="invalid blob name"):
+            await blobs.put("wf/../../x", b"")
+
+    async def test_bytes_kept_exactly_and_rewrite_replaces(self, blobs: BlobStore) -> None:
+        every_byte = bytes(range(256)) * 64
+        await blobs.put("wf/c/raw.bin", every_byte)
+        assert await blobs.get("wf/c/raw.bin") == every_byte
+        await blobs.put("wf/c/raw.bin", b"second")
+        assert await blobs.get("wf/c/raw.bin") == b"second"
+        assert await blobs.list("wf/c/") == ["wf/c/raw.bin"]
+        assert await blobs.list("nothing/") == []
+
+    async def test_retention_deletes_only_old_blobs(self, blobs: BlobStore) -> None:
+        await blobs.put("wf/r/old.bin", b"old")
+        await asyncio.sleep(2.2)  # S3 reports LastModified in whole seconds
+        await blobs.put("wf/r/new.bin", b"new!")
+        dry = await blobs.delete_older_than(1.5, dry_run=True)
+        assert (dry.deleted, dry.kept, dry.bytes_freed) == (1, 1, 3)
+        assert await blobs.list("wf/r/") == ["wf/r/new.bin", "wf/r/old.bin"]
+        done = await blobs.delete_older_than(1.5)
+        assert (done.deleted, done.kept) == (1, 1)
+        assert await blobs.list("wf/r/") == ["wf/r/new.bin"]
+        with pytest.raises(CheckpointNotFound):
+            await blobs.get("wf/r/old.bin")
+        assert (await blobs.delete_older_than(3600)).deleted == 0

@@ -134,3 +134,18 @@ def test_fast_state_bytes_is_byte_identical_to_to_bytes() -> None:
     state = checkpoint.make_state(2 * 1024, seed=3)
     state.variables["auth_token"].secret = False  # a secret is sealed by to_bytes, not by the fast packer
     assert checkpoint.fast_state_bytes(state) == state.to_bytes()
+
+
+async def test_turns_state_and_the_bounded_state_the_bench_writes() -> None:
+    from mesh.runtime import HistoryArchiver
+    from mesh.store import InMemoryBlobStore
+
+    flat = checkpoint.turns_state(100, seed=3)
+    assert flat.turn == len(flat.history) == 100 and [r.turn for r in flat.history] == list(range(1, 101))
+    assert StepState.from_bytes(flat.to_bytes()).history == flat.history
+    blobs = InMemoryBlobStore()
+    bounded = await checkpoint._bounded_state(100, HistoryArchiver(blobs, checkpoint.HISTORY), seed=3)
+    window, segment = checkpoint.HISTORY.window, checkpoint.HISTORY.segment
+    assert window <= len(bounded.history) < window + segment
+    assert bounded.archive.through + len(bounded.history) == 100 == bounded.turn
+    assert len(bounded.to_bytes()) < len(flat.to_bytes()) / 2

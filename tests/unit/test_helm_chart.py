@@ -550,3 +550,42 @@ def test_redis_mode_auth_tls_and_wait_come_from_values_and_the_password_from_a_s
     ):
         failed = subprocess.run([helm, "template", "t", str(CHART), *args], capture_output=True, text=True, timeout=60)
         assert failed.returncode != 0 and message in failed.stderr, (args, failed.stderr[-500:])
+
+
+def test_blob_copies_go_to_s3_with_credentials_from_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = load_yaml(CHART / "values.yaml")
+    assert values["blobs"]["backend"] == "file" and values["blobs"]["s3"]["existingSecret"] == ""
+    helm = _helm_or_skip()
+    if helm is None:
+        return
+    for deployment in deployments(helm_template(helm)).values():  # default: the pod's state dir
+        env = _env(deployment)
+        assert env["MESH_BLOB_BACKEND"]["value"] == "file" and env["MESH_HISTORY_WINDOW"]["value"] == "20"
+        assert not {"MESH_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env)
+    docs = helm_template(helm, "--set", "blobs.backend=s3", "--set", "blobs.s3.bucket=mesh-blobs",
+                         "--set", "blobs.s3.endpoint=http://s3.storage:8080", "--set", "blobs.s3.existingSecret=s3c",
+                         "--set", "blobs.s3.prefix=prod", "--set", "blobs.retentionSeconds=604800",
+                         "--set", "agent.historyWindow=30")
+    from mesh.settings import MeshSettings
+    from mesh.store import blob_store_from_settings
+    from mesh.store.s3 import S3BlobStore
+
+    for deployment in deployments(docs).values():
+        env = _env(deployment)
+        assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "s3c", "key": "access-key-id"}
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "s3c", "key": "secret-access-key"}
+        # What the chart sets is what the runtime reads: the agent would use this bucket.
+        for name, entry in env.items():
+            if name.startswith("MESH_") and "value" in entry:
+                monkeypatch.setenv(name, entry["value"])
+        settings = MeshSettings()
+        assert (settings.blob_retention_s, settings.history_window) == (604800, 30)
+        store = blob_store_from_settings(settings)
+        assert isinstance(store, S3BlobStore)
+        assert (store.bucket, store.prefix, store.endpoint_url) == ("mesh-blobs", "prod/", "http://s3.storage:8080")
+    failed = subprocess.run([helm, "template", "t", str(CHART), "--set", "blobs.backend=s3"],
+                            capture_output=True, text=True, timeout=60)
+    assert failed.returncode != 0 and "blobs.s3.bucket" in failed.stderr
+    bad = subprocess.run([helm, "template", "t", str(CHART), "--set", "blobs.backend=gcs"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "backend" in bad.stderr

@@ -20,6 +20,12 @@ class TestFileBlobStore(BlobStoreContract):
         return FileBlobStore(tmp_path / "blobs")
 
 
+class TestInMemoryBlobStore(BlobStoreContract):
+    @pytest.fixture
+    def blobs(self) -> InMemoryBlobStore:
+        return InMemoryBlobStore()
+
+
 async def test_in_memory_blob_store_roundtrip() -> None:
     blobs = InMemoryBlobStore()
     await blobs.put("a/b", b"x")
