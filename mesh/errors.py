@@ -25,8 +25,10 @@ __all__ = [
     "DecodeError",
     "MeshError",
     "PermanentError",
+    "ReplicationTimeout",
     "ServiceStartError",
     "StaleEpochError",
+    "StoreAccessDenied",
     "StoreError",
     "StoreUnavailable",
     "TransientError",
@@ -87,6 +89,18 @@ class StoreError(MeshError):
 
 class StoreUnavailable(StoreError, TransientError):
     """The state store could not be reached or did not answer in time."""
+
+
+class StoreAccessDenied(StoreError, PermanentError):
+    """The state store refused this client: wrong credentials, a missing ACL permission, or a TLS
+    certificate it does not trust (or that does not trust it). Fix the setting; do not retry."""
+
+
+class ReplicationTimeout(StoreUnavailable):
+    """A write was applied on the primary but fewer replicas than required confirmed it in time.
+
+    It was not acknowledged: a failover may still lose it. Retrying writes it again (a new version).
+    """
 
 
 class StaleEpochError(StoreError, PermanentError):

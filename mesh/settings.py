@@ -29,7 +29,45 @@ class MeshSettings(BaseSettings):
     """Kafka bootstrap servers, comma separated (``MESH_KAFKA_BOOTSTRAP``)."""
 
     redis_url: str = "redis://127.0.0.1:16379/0"
-    """Redis URL (``MESH_REDIS_URL``)."""
+    """Redis URL (``MESH_REDIS_URL``): ``redis://`` or ``rediss://`` (TLS); any node of a cluster."""
+
+    redis_mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
+    """``standalone`` (one server), ``cluster`` (Redis Cluster) or ``sentinel`` (``MESH_REDIS_MODE``)."""
+
+    redis_sentinels: str = ""
+    """Sentinel addresses ``host:port,host:port`` when ``redis_mode`` is ``sentinel``."""
+
+    redis_sentinel_master: str = "mesh"
+    """Name of the master the sentinels monitor."""
+
+    redis_username: str | None = None
+    """ACL user (``MESH_REDIS_USERNAME``); none means ``default`` (or the user in the URL)."""
+
+    redis_password: SecretStr | None = None
+    """Password of the ACL user (``MESH_REDIS_PASSWORD``); kept out of the URL so it is never logged."""
+
+    redis_sentinel_password: SecretStr | None = None
+    """Password of the sentinels, when they require one."""
+
+    redis_tls_ca_file: Path | None = None
+    """CA that signed the server certificate, for ``rediss://`` (else the system trust store)."""
+
+    redis_tls_cert_file: Path | None = None
+    """Client certificate for servers that require one (mutual TLS); with ``redis_tls_key_file``."""
+
+    redis_tls_key_file: Path | None = None
+    """Private key of the client certificate."""
+
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    """Replicas that must confirm a checkpoint (Redis ``WAIT``) before it is acknowledged; 0: no wait.
+
+    Set it to 1 on a replicated Redis (Cluster, Sentinel, a managed primary with a replica) so a
+    failover cannot lose an acknowledged checkpoint; every write then costs one replication round
+    trip, and a write fails (``ReplicationTimeout``) while no replica answers.
+    """
+
+    redis_wait_timeout_ms: int = Field(default=1000, ge=1)
+    """How long a checkpoint write waits for ``redis_wait_replicas`` confirmations, milliseconds."""
 
     topic_prefix: str = "mesh"
     """Prefix of every topic name, so several meshes can share a cluster."""

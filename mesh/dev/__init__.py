@@ -9,11 +9,15 @@ Python API::
     services.up()                     # idempotent; installs on first use
     services.restart_redis(kill=True) # chaos: SIGKILL and restart, data kept
     services.down()                   # stops only what this state directory started
+
+    cluster = LocalRedisCluster(services.config)   # 3 masters + 3 replicas (--redis-cluster)
+    cluster.up(); cluster.master_of("{wf-1}").stop(kill=True)
 """
 
 from mesh.dev._config import DevConfig, free_port
 from mesh.dev._errors import DevInstallError, DevServiceError, PortInUseError
 from mesh.dev._redis import redis_ping
+from mesh.dev._redis_ha import LocalRedisCluster, LocalRedisSentinel, RedisHaConfig, RedisNode
 from mesh.dev._service import ServiceStatus
 from mesh.dev._services import (
     DevServices,
@@ -31,6 +35,11 @@ __all__ = [
     # the services and their configuration
     "DevConfig",
     "DevServices",
+    # replicated Redis: a Cluster and a Sentinel set (mesh dev up --redis-cluster / --redis-sentinel)
+    "LocalRedisCluster",
+    "LocalRedisSentinel",
+    "RedisHaConfig",
+    "RedisNode",
     # one-call helpers on the default configuration
     "down",
     "ensure_installed",

@@ -15,6 +15,7 @@ from mesh.dev._config import DevConfig
 from mesh.dev._errors import DevInstallError, DevServiceError
 from mesh.dev._llm import LocalLlm
 from mesh.dev._process import log_tail
+from mesh.dev._redis_ha import LocalRedisCluster, LocalRedisSentinel
 from mesh.dev._services import DevServices, DevStatus
 
 __all__ = ["app"]
@@ -132,8 +133,26 @@ def up(
     llm: Annotated[
         bool, typer.Option("--llm", help="Also start the local model server (see `mesh dev llm`).")
     ] = False,
+    redis_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--redis-cluster",
+            help="Also start a Redis Cluster: 3 masters + 3 replicas [ports from env MESH_DEV_REDIS_CLUSTER_PORT; 17000].",
+        ),
+    ] = False,
+    redis_sentinel: Annotated[
+        bool,
+        typer.Option(
+            "--redis-sentinel",
+            help="Also start a master, a replica and 3 sentinels [env MESH_DEV_REDIS_SENTINEL_PORT; 17100].",
+        ),
+    ] = False,
 ) -> None:
-    """Start Kafka and Redis (a no-op for those already running); with --llm the local model too."""
+    """Start Kafka and Redis (a no-op for those already running); with --llm the local model too.
+
+    With --redis-cluster / --redis-sentinel a replicated Redis starts as well; point the mesh at it
+    with the MESH_REDIS_* lines printed at the end.
+    """
     services = _services(
         state_dir, kafka_port, kafka_controller_port, redis_port, redis_appendfsync, timeout_s
     )
@@ -152,8 +171,22 @@ def up(
         f"MESH_KAFKA_BOOTSTRAP={services.kafka_bootstrap} MESH_REDIS_URL={services.redis_url}"
     )
     _ensure_dev_operator_key()
+    for wanted, ha in ((redis_cluster, LocalRedisCluster), (redis_sentinel, LocalRedisSentinel)):
+        if wanted:
+            _redis_ha_up(ha(services.config))
     if llm:
         _llm_up(LocalLlm(services.config))
+
+
+def _redis_ha_up(ha: LocalRedisCluster | LocalRedisSentinel) -> None:
+    kind = "redis cluster" if isinstance(ha, LocalRedisCluster) else "redis sentinel set"
+    _progress(f"starting {kind} ({', '.join(str(n.port) for n in ha.nodes)})")
+    try:
+        started = ha.up()
+    except (DevServiceError, DevInstallError) as exc:
+        raise _fail(exc) from None
+    _out.print(f"{kind} {'started' if started else 'already running'}")
+    _out.print(" ".join(f"{k}={v}" for k, v in ha.env().items()), markup=False)
 
 
 def _ensure_dev_operator_key() -> None:
@@ -185,6 +218,9 @@ def down(state_dir: StateDirOpt = None) -> None:
         raise _fail(exc) from None
     if LocalLlm(services.config).down():
         report = dataclasses.replace(report, stopped=(*report.stopped, "llm"))
+    for ha in (LocalRedisCluster(services.config), LocalRedisSentinel(services.config)):
+        if ha.root.exists() and ha.down():
+            report = dataclasses.replace(report, stopped=(*report.stopped, ha.root.name))
     if report.stopped:
         _out.print(f"stopped: {', '.join(report.stopped)} in {report.elapsed_s:.1f} s")
     else:

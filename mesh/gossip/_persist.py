@@ -39,8 +39,10 @@ class ContextMapStore(Protocol):
 class IndexedContextMapStore(RedisContextMapStore):
     """``RedisContextMapStore`` plus one set per replica naming its workflows (``{prefix}ctxidx:{replica}``).
 
-    The map and its index entry are written in one MULTI/EXEC, so a crash never leaves a map
-    the restart cannot find.
+    The index entry is written before the map, so a crash never leaves a map the restart cannot
+    find (an entry whose map was never written loads as None). Not one MULTI/EXEC: the index is
+    per replica and the map carries its workflow's hash tag, so on Redis Cluster they live in
+    different slots and a transaction over both would fail with CROSSSLOT.
     """
 
     def index_key(self, replica_id: str) -> str:
@@ -50,10 +52,8 @@ class IndexedContextMapStore(RedisContextMapStore):
     async def save(self, cmap: ContextMap) -> int:
         """Write the map (secret values sealed) and index it; return its size in bytes."""
         data = self.encode(cmap)
-        pipe = self._client.pipeline(transaction=True)
-        pipe.set(self.key(cmap.workflow_id, cmap.replica_id), data)
-        pipe.sadd(self.index_key(cmap.replica_id), cmap.workflow_id)
-        await self._call(pipe.execute())
+        await self._call(self._client.sadd(self.index_key(cmap.replica_id), cmap.workflow_id))
+        await self._call(self._client.set(self.key(cmap.workflow_id, cmap.replica_id), data))
         return len(data)
 
     async def workflows(self, replica_id: str) -> list[str]:

@@ -64,7 +64,8 @@ class RedisContextMapStore:
     """Saves and loads ``ContextMap`` bytes with a ``redis.asyncio`` client.
 
     Thin on purpose: the map's ``to_bytes``/``from_bytes`` hold the format; this class adds the
-    key layout (``{prefix}ctx:{workflow_id}:{replica_id}``), seals secret values with the data
+    key layout (``{prefix}ctx:{{workflow_id}}:{replica_id}``: the workflow's hash tag, so a map
+    lives in its workflow's Redis Cluster slot), seals secret values with the data
     key (``seal_secrets``) and translates redis errors into ``StoreUnavailable``.
     """
 
@@ -86,7 +87,7 @@ class RedisContextMapStore:
 
     def key(self, workflow_id: str, replica_id: str) -> str:
         """The Redis key of one replica."""
-        return f"{self.prefix}ctx:{workflow_id}:{replica_id}"
+        return f"{self.prefix}ctx:{{{workflow_id}}}:{replica_id}"
 
     async def save(self, cmap: ContextMap) -> int:
         """Write the map; return its size in bytes."""

@@ -191,8 +191,6 @@ def _emit(event: dict[str, Any]) -> None:
 
 
 async def _child(args: argparse.Namespace) -> None:
-    import redis.asyncio as aioredis
-
     from mesh.bus import Bus, KafkaBus
     from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions, IndexedContextMapStore
     from mesh.quorum import RedisVoteLedger
@@ -214,7 +212,12 @@ async def _child(args: argparse.Namespace) -> None:
     redis_client = None
     store = None
     if args.redis_url:
-        redis_client = aioredis.Redis.from_url(args.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        from mesh.settings import MeshSettings
+        from mesh.store.redis_connection import RedisConnection
+
+        # The URL from the parent; mode, credentials and TLS from MESH_REDIS_* like every other client.
+        connection = RedisConnection.from_settings(MeshSettings(redis_url=args.redis_url))
+        redis_client = connection.client(socket_timeout_s=2)
         store = IndexedContextMapStore(redis_client, prefix=args.key_prefix)
 
     def on_change(workflow_id: str, names: list[str]) -> None:

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
@@ -42,6 +41,7 @@ from mesh.ingress._validate import (
 )
 from mesh.runtime.client import MeshClient
 from mesh.settings import MeshSettings
+from mesh.store.redis_connection import RedisClient, RedisConnection
 from mesh.telemetry import consume_span, setup_tracing, shutdown_tracing, workflow_root_context
 from protocols import DeadLetter, Envelope, Topics
 
@@ -89,7 +89,7 @@ class Ingress:
     def __init__(
         self,
         client: MeshClient,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         catalog: WorkflowCatalog,
         *,
         topics: Topics,
@@ -224,7 +224,7 @@ async def run_ingress(
     setup_tracing("agent-mesh", agent_id=ingress_id, role="ingress")
     catalog = WorkflowCatalog.from_dir(options.workflows_dir)
     client = await MeshClient.connect(settings, client_id=ingress_id)
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    redis = RedisConnection.from_settings(settings).client(socket_timeout_s=5)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -111,7 +111,7 @@ return redis.call('HGET', KEYS[1], 'ballot:' .. ARGV[1])
 class RedisVoteLedger:
     """The ledger in Redis: one hash per validator and workflow, expiring with the workflow.
 
-    Keys: ``{prefix}votes:{voter}:{workflow_id}``; fields ``floor:<slot>``, ``vote:<slot>@<epoch>``
+    Keys: ``{prefix}votes:{voter}:{{workflow_id}}`` (the workflow's hash tag: its Cluster slot); fields ``floor:<slot>``, ``vote:<slot>@<epoch>``
     and ``ballot:<proposal id>``. Each key expires ``ttl_s`` after its last vote, so finished
     workflows do not accumulate (set it above the longest a vote on one workflow may stay open).
     """
@@ -125,7 +125,7 @@ class RedisVoteLedger:
 
     def key(self, workflow_id: str) -> str:
         """The Redis hash holding this validator's votes on ``workflow_id``."""
-        return f"{self.prefix}votes:{self.voter}:{workflow_id}"
+        return f"{self.prefix}votes:{self.voter}:{{{workflow_id}}}"
 
     async def endorse(self, workflow_id: str, slot: str, epoch: int, value_hash: str) -> Endorsement:
         """See ``VoteLedger.endorse``."""

@@ -43,6 +43,7 @@ from mesh.store import (
     StateStore,
     blob_store_from_settings,
 )
+from mesh.store.redis_connection import RedisConnection
 from mesh.telemetry import (
     Kpis,
     ScratchpadWriter,
@@ -171,8 +172,9 @@ async def run_agent(
     # KPIs go out as OTel metrics under the same OTEL_* rules as spans (OTLP when an endpoint is set).
     setup_metrics("agent-mesh", agent_id=agent_id, role=role.name)
     kpis = Kpis(attributes={"mesh.role": role.name})
+    redis = RedisConnection.from_settings(settings)
     trust = await LogTrust.connect(
-        agent_id, redis_url=settings.redis_url, prefix=settings.topic_prefix, state_dir=settings.state_dir
+        agent_id, connection=redis, prefix=settings.topic_prefix, state_dir=settings.state_dir
     )
     bus = KafkaBus(
         settings.kafka_bootstrap,
@@ -187,12 +189,16 @@ async def run_agent(
     )
     # While Redis is unreachable, checkpoints go to an fsync'd local journal and are replayed in
     # order when it returns (mesh/store/journal.py); the agent keeps working on what it owns.
-    redis_store = RedisStateStore.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:")
+    # With MESH_REDIS_WAIT_REPLICAS a checkpoint is acknowledged only once a replica has it (WAIT).
+    redis_store = RedisStateStore.connect(
+        redis, key_prefix=f"{settings.topic_prefix}:",
+        wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms,
+    )
     store = JournalingStateStore(redis_store, settings.state_dir / "journal", agent_id=agent_id)
     # Durable blob copies: a directory (default) or an S3 bucket that outlives the pod (MESH_BLOB_BACKEND).
     blobs = blob_store_from_settings(settings)
     # The run index `mesh status` / `mesh runs` read (a view of the log, written as events fold).
-    run_index = RedisRunIndex.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:")
+    run_index = RedisRunIndex.connect(redis, key_prefix=f"{settings.topic_prefix}:")
     scratchpad = ScratchpadWriter.under_state_dir(settings.state_dir)
     # Imported here: the anthropic SDK is slow to import and only agent processes need it.
     from mesh.llm.factory import make_reasoner

@@ -615,12 +615,12 @@ def turns(
     """Show a step's whole turn history: the archived turns from the blob store, then the checkpoint's."""
     from mesh.runtime.history import read_history
     from mesh.runtime.state import StepState
-    from mesh.store import RedisStateStore, step_key
+    from mesh.store import RedisConnection, RedisStateStore, step_key
 
     settings = MeshSettings()
 
     async def go() -> tuple[StepState, list[Any]]:
-        store = RedisStateStore.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:")
+        store = RedisStateStore.connect(RedisConnection.from_settings(settings), key_prefix=f"{settings.topic_prefix}:")
         blobs = blob_store_from_settings(settings)
         try:
             ckpt = await store.read(step_key(workflow_id, step_id))

@@ -84,6 +84,7 @@ class MeshClient:
         from mesh.bus import KafkaBus
         from mesh.runtime.trust import LogTrust
         from mesh.store import RedisRunIndex
+        from mesh.store.redis_connection import RedisConnection
 
         settings = settings or MeshSettings()
         client_id = client_id or f"cli-{getpass.getuser()}-{socket.gethostname()}"
@@ -91,12 +92,15 @@ class MeshClient:
         trust = None
         if not read_only:
             trust = await LogTrust.connect(
-                client_id, redis_url=settings.redis_url, prefix=settings.topic_prefix, state_dir=settings.state_dir
+                client_id, connection=RedisConnection.from_settings(settings), prefix=settings.topic_prefix,
+                state_dir=settings.state_dir,
             )
         bus = KafkaBus(settings.kafka_bootstrap, topics=topics, client_id=client_id,
                        signer=trust.sign if trust is not None else None,
                        partitions=settings.topic_partitions, replication_factor=settings.topic_replication)
-        index = RedisRunIndex.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:", socket_timeout_s=2.0)
+        index = RedisRunIndex.connect(
+            RedisConnection.from_settings(settings), key_prefix=f"{settings.topic_prefix}:", socket_timeout_s=2.0
+        )
         try:
             await bus.start()
         except BaseException:

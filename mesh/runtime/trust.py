@@ -30,8 +30,6 @@ import os
 import time
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
 from mesh.errors import ConfigError, StoreUnavailable
 from mesh.security import (
     AgentCertificate,
@@ -51,6 +49,7 @@ from mesh.security import (
     private_key_to_hex,
     public_key_to_hex,
 )
+from mesh.store.redis_connection import RedisClient, RedisConnection
 from protocols import Envelope
 
 __all__ = ["AGENT_CERT_FILE_ENV", "AGENT_KEY_FILE_ENV", "LogTrust", "load_or_create_keys", "load_or_issue_certificate"]
@@ -137,7 +136,7 @@ class LogTrust:
         store: RedisKeyringStore,
         *,
         reload_interval_s: float = 0.2,
-        client: aioredis.Redis | None = None,
+        client: RedisClient | None = None,
         policy: TrustPolicy | None = None,
         certificate: AgentCertificate | None = None,
     ) -> None:
@@ -159,12 +158,27 @@ class LogTrust:
         self._client = client
 
     @classmethod
-    async def connect(cls, agent_id: str, *, redis_url: str, prefix: str, state_dir: Path) -> LogTrust:
-        """Load or create this agent's keys, publish the public key, load the keyring."""
+    async def connect(
+        cls,
+        agent_id: str,
+        *,
+        redis_url: str | None = None,
+        prefix: str,
+        state_dir: Path,
+        connection: RedisConnection | None = None,
+    ) -> LogTrust:
+        """Load or create this agent's keys, publish the public key, load the keyring.
+
+        Redis is reached through ``connection`` (every ``MESH_REDIS_*`` option) or, simpler, ``redis_url``.
+        """
         policy = TrustPolicy.from_env(state_dir=state_dir)
         keys = load_or_create_keys(agent_id, state_dir / "keys")
         certificate = load_or_issue_certificate(keys, state_dir / "keys", policy, state_dir=state_dir)
-        client = aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        if connection is None:
+            if redis_url is None:
+                raise ConfigError("LogTrust.connect needs redis_url or connection")
+            connection = RedisConnection(url=redis_url)
+        client = connection.client(socket_timeout_s=5)
         store = RedisKeyringStore(client, prefix=f"{prefix}:")
         trust = cls(keys, store, client=client, policy=policy, certificate=certificate)
         try:
@@ -215,7 +229,7 @@ class LogTrust:
         self.keyring.refresh(await self.store.records())
 
     @property
-    def redis(self) -> aioredis.Redis:
+    def redis(self) -> RedisClient:
         """The Redis connection ``connect`` opened (the agent shares it for its gossip maps)."""
         if self._client is None:
             raise RuntimeError("this LogTrust was not made by connect(); it has no Redis client of its own")

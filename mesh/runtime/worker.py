@@ -35,7 +35,7 @@ from mesh.runtime.state import StepState, VariableEntry
 from mesh.runtime.step_runner import OwnershipLost, Rehydration, StepRunner
 from mesh.runtime.view import WorkflowView, run_summary
 from mesh.security import DataCipher, data_cipher
-from mesh.store import RunIndex, StateStore
+from mesh.store import RunIndex, StateStore, workflow_tag
 from protocols import (
     DeadLetter,
     Envelope,
@@ -55,7 +55,7 @@ log = logging.getLogger("mesh.runtime.worker")
 
 def secret_key(workflow_id: str, name: str) -> str:
     """State-store key holding the value of a secret variable of a workflow."""
-    return f"wf:{workflow_id}:secret:{name}"
+    return f"wf:{workflow_tag(workflow_id)}:secret:{name}"
 
 
 @dataclass(frozen=True, slots=True)

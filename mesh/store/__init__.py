@@ -1,7 +1,15 @@
 """State: fenced, versioned checkpoints (Redis, in memory) and durable blobs (filesystem, S3 in
 ``mesh.store.s3``, in memory)."""
 
-from mesh.store.base import BlobStore, Checkpoint, StateStore, agent_key, step_key
+from mesh.store.base import (
+    BlobStore,
+    Checkpoint,
+    StateStore,
+    agent_key,
+    hash_tag,
+    step_key,
+    workflow_tag,
+)
 from mesh.store.blob import FileBlobStore, blob_store_from_settings
 from mesh.store.journal import (
     DroppedWrite,
@@ -11,6 +19,7 @@ from mesh.store.journal import (
 )
 from mesh.store.memory import InMemoryBlobStore, InMemoryStateStore
 from mesh.store.redis import RedisStateStore
+from mesh.store.redis_connection import RedisConnection
 from mesh.store.run_index import InMemoryRunIndex, RedisRunIndex, RunIndex, RunSummary, StepSummary
 
 __all__ = [
@@ -19,13 +28,17 @@ __all__ = [
     "Checkpoint",
     "StateStore",
     "agent_key",
+    "hash_tag",
     "step_key",
+    "workflow_tag",
     # implementations
     "FileBlobStore",
     "blob_store_from_settings",
     "InMemoryBlobStore",
     "InMemoryStateStore",
     "RedisStateStore",
+    # how every Redis client is built (standalone, Cluster, Sentinel; ACL auth; TLS)
+    "RedisConnection",
     # the run index (a view of every workflow, kept by the agents)
     "InMemoryRunIndex",
     "RedisRunIndex",

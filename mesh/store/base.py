@@ -16,12 +16,43 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from mesh.store.retention import SweepResult
 
-__all__ = ["BlobStore", "Checkpoint", "StateStore", "agent_key", "step_key"]
+from mesh.errors import UsageError
+
+__all__ = ["BlobStore", "Checkpoint", "StateStore", "agent_key", "hash_tag", "step_key", "workflow_tag"]
+
+
+def workflow_tag(workflow_id: str) -> str:
+    """``{<workflow id>}``: the hash tag every key of one workflow carries.
+
+    Redis Cluster places a key by the text between its first ``{`` and the next ``}``, so every
+    key holding this tag is in one slot and a script or transaction over several of them (a
+    checkpoint and the workflow's index, say) runs on one node instead of failing with CROSSSLOT.
+    """
+    return f"{{{workflow_id}}}"
+
+
+def hash_tag(key: str) -> str:
+    """What Redis Cluster hashes for ``key``: the text of its hash tag if it has one, else all of it."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
+
+
+def require_workflow_key(key: str, workflow_id: str) -> None:
+    """Raise ``UsageError`` unless ``key`` carries ``workflow_id``'s hash tag (so it shares its slot)."""
+    if hash_tag(key) != hash_tag(workflow_tag(workflow_id)):
+        raise UsageError(
+            f"checkpoint key {key!r} is listed under workflow {workflow_id!r} but does not carry its hash "
+            f"tag {workflow_tag(workflow_id)!r}; build keys with step_key() or workflow_tag()"
+        )
 
 
 def step_key(workflow_id: str, step_id: str) -> str:
-    """Checkpoint key of one step of one workflow."""
-    return f"wf:{workflow_id}:step:{step_id}"
+    """Checkpoint key of one step of one workflow (carries the workflow's hash tag)."""
+    return f"wf:{workflow_tag(workflow_id)}:step:{step_id}"
 
 
 def agent_key(agent_id: str) -> str:
@@ -72,7 +103,11 @@ class StateStore(Protocol):
         owner: str = "",
         workflow_id: str | None = None,
     ) -> Checkpoint:
-        """Store a new version atomically; raise ``StaleEpochError`` if a newer epoch holds the key."""
+        """Store a new version atomically; raise ``StaleEpochError`` if a newer epoch holds the key.
+
+        With ``workflow_id`` the key is also listed for ``expire_workflow``; it must then carry
+        that workflow's hash tag (``step_key``, ``workflow_tag``), else ``UsageError``.
+        """
         ...
 
     async def read(self, key: str, version: int | None = None) -> Checkpoint:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mesh.errors import CheckpointNotFound, StaleEpochError, UsageError
-from mesh.store.base import Checkpoint
+from mesh.store.base import Checkpoint, require_workflow_key
 from mesh.store.retention import SweepResult
 
 __all__ = ["InMemoryBlobStore", "InMemoryStateStore"]
@@ -62,6 +62,8 @@ class InMemoryStateStore:
         workflow_id: str | None = None,
     ) -> Checkpoint:
         """Write a new version unless a newer epoch holds the key."""
+        if workflow_id:
+            require_workflow_key(key, workflow_id)
         async with self._lock:
             entry = self._entry(key)
             if epoch < entry.fence:

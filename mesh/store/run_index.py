@@ -42,12 +42,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from mesh.errors import StoreError, StoreUnavailable
+from mesh.errors import StoreError
+from mesh.store.base import workflow_tag
+from mesh.store.redis_connection import (
+    REDIS_ERRORS,
+    RedisClient,
+    RedisConnection,
+    register_script,
+    translate_redis_error,
+)
 
 __all__ = ["InMemoryRunIndex", "RedisRunIndex", "RunIndex", "RunSummary", "StepSummary"]
 
@@ -237,32 +242,30 @@ return 1
 """
 
 
-def _translate(exc: RedisError | OSError, what: str) -> StoreError:
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
-        return StoreUnavailable(f"{what}: Redis unreachable or slow: {type(exc).__name__}: {exc}")
-    return StoreError(f"{what}: {type(exc).__name__}: {exc}")
-
-
 class RedisRunIndex:
     """The run index in Redis (schema in the module docstring)."""
 
-    def __init__(self, client: aioredis.Redis, *, key_prefix: str = "mesh:") -> None:
+    def __init__(self, client: RedisClient, *, key_prefix: str = "mesh:") -> None:
         """Wrap a ``redis.asyncio`` client (``decode_responses`` False)."""
         self._redis = client
         self.key_prefix = key_prefix
-        self._record = client.register_script(_RECORD)
+        self._record = register_script(client, _RECORD)
 
     @classmethod
     def from_url(cls, url: str, *, key_prefix: str = "mesh:", socket_timeout_s: float = 5.0) -> RedisRunIndex:
-        """Connect lazily to a Redis URL."""
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
-        )
-        return cls(client, key_prefix=key_prefix)
+        """Connect lazily to one Redis server by URL (``connect`` takes every connection option)."""
+        return cls.connect(RedisConnection(url=url), key_prefix=key_prefix, socket_timeout_s=socket_timeout_s)
+
+    @classmethod
+    def connect(
+        cls, connection: RedisConnection, *, key_prefix: str = "mesh:", socket_timeout_s: float = 5.0
+    ) -> RedisRunIndex:
+        """Connect lazily through ``connection`` (standalone, Cluster or Sentinel; auth; TLS)."""
+        return cls(connection.client(socket_timeout_s=socket_timeout_s), key_prefix=key_prefix)
 
     def run_key(self, workflow_id: str) -> str:
         """Key of one run's hash."""
-        return f"{self.key_prefix}run:{{{workflow_id}}}"
+        return f"{self.key_prefix}run:{workflow_tag(workflow_id)}"
 
     @property
     def recent_key(self) -> str:
@@ -272,8 +275,8 @@ class RedisRunIndex:
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         try:
             return await fn()
-        except (RedisError, OSError) as exc:
-            raise _translate(exc, what) from exc
+        except REDIS_ERRORS as exc:
+            raise translate_redis_error(exc, what) from exc
 
     async def record(self, run: RunSummary) -> bool:
         """Conditional write of the hash, then the sorted set."""

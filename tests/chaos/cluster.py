@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from agents.mock_ehr import EhrConfig, MockEhrProcess, start_mock_ehr_process
@@ -14,7 +14,9 @@ from agents.specs import RECONCILIATION
 from mesh.bus import KafkaBus, SubscriptionOptions
 from mesh.runtime import MeshClient, WorkflowView
 from mesh.runtime.trust import LogTrust
+from mesh.settings import MeshSettings
 from mesh.store import RedisStateStore
+from mesh.store.redis_connection import RedisConnection
 from protocols import Topics, WorkflowSpec
 
 SESSION_TIMEOUT_MS = int(os.environ.get("MESH_TEST_SESSION_TIMEOUT_MS", "2500"))
@@ -25,9 +27,11 @@ class Cluster:
 
     def __init__(
         self, tmp: Path, kafka_bootstrap: str, redis_url: str, *, patients: int, turn_delay_s: float,
+        redis_env: Mapping[str, str] | None = None,
         history_window: int = 0,
     ) -> None:
-        """``history_window`` > 0 sets the agents' ``MESH_HISTORY_WINDOW`` (turn records a checkpoint keeps)."""
+        """``redis_env`` adds ``MESH_REDIS_*`` (a cluster, auth, WAIT) for every client; ``history_window`` > 0
+        sets the agents' ``MESH_HISTORY_WINDOW`` (turn records a checkpoint keeps)."""
         self.prefix = f"chaos{uuid.uuid4().hex[:8]}"
         self.topics = Topics(prefix=self.prefix)
         self.kafka_bootstrap, self.redis_url = kafka_bootstrap, redis_url
@@ -37,6 +41,11 @@ class Cluster:
         if history_window:
             env["MESH_HISTORY_WINDOW"] = str(history_window)
         env.pop("ANTHROPIC_API_KEY", None)
+        env.update(redis_env or {})
+        self.redis = RedisConnection.from_settings(
+            MeshSettings(**{k.removeprefix("MESH_").lower(): v for k, v in env.items()
+                            if k.startswith("MESH_REDIS_")})  # type: ignore[arg-type]
+        )
         self.agents = AgentProcesses(tmp, env, turn_delay_s=turn_delay_s, session_timeout_ms=SESSION_TIMEOUT_MS)
         self.ehr: MockEhrProcess = start_mock_ehr_process(tmp / "audit.jsonl", config=EhrConfig(patients=patients))
         self.views: dict[str, WorkflowView] = {}
@@ -44,12 +53,12 @@ class Cluster:
                             signer=lambda env: self.trust.sign(env))
         self.trust: LogTrust
         self.tmp = tmp
-        self.store = RedisStateStore.from_url(redis_url, key_prefix=f"{self.prefix}:")
+        self.store = RedisStateStore.connect(self.redis, key_prefix=f"{self.prefix}:")
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self, agents: Iterable[tuple[str, str]], *, ready_timeout_s: float = 60.0) -> None:
         """Create topics, register the test's signing key, start the agents and the reader."""
-        self.trust = await LogTrust.connect("chaos-test", redis_url=self.redis_url, prefix=self.prefix,
+        self.trust = await LogTrust.connect("chaos-test", connection=self.redis, prefix=self.prefix,
                                             state_dir=self.tmp / "state")
         await self.bus.start()
         for role, agent_id in agents:

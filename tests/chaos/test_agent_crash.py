@@ -21,6 +21,7 @@ from agents.specs import reconciliation_spec
 from mesh.errors import CheckpointNotFound
 from mesh.gossip import RedisContextMapStore
 from mesh.runtime import StepState, read_history
+from mesh.runtime.worker import secret_key
 from mesh.store import FileBlobStore, step_key
 from tests.chaos.cluster import Cluster
 
@@ -153,7 +154,7 @@ async def test_zombie_cannot_overwrite_the_newer_checkpoint(cluster: Cluster) ->
             assert cmap is not None, f"{agent_id} persisted no gossip map"
             assert isinstance(cmap.value("auth_expires_at_ms"), int), agent_id
             token = cmap.get("auth_token")
-            assert token is not None and token.secret and token.value == f"wf:{wf}:secret:auth_token"
+            assert token is not None and token.secret and token.value == secret_key(wf, "auth_token")
     finally:
         await redis.aclose()
 

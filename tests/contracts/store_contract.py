@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from mesh.errors import CheckpointNotFound, StaleEpochError, UsageError
-from mesh.store import BlobStore, StateStore
+from mesh.store import BlobStore, StateStore, hash_tag, step_key, workflow_tag
 
 
 class StateStoreContract:
@@ -73,13 +73,20 @@ class StateStoreContract:
         assert (await store.read("k", keep + 3)).data == str(keep + 2).encode()
 
     async def test_expire_workflow(self, store: StateStore) -> None:
-        e = await store.claim("wf:w:step:a", "a")
-        await store.write("wf:w:step:a", b"x", epoch=e, workflow_id="w")
-        await store.write("wf:w:step:b", b"y", epoch=e, workflow_id="w")
+        a, b = step_key("w", "a"), step_key("w", "b")
+        e = await store.claim(a, "a")
+        await store.write(a, b"x", epoch=e, workflow_id="w")
+        await store.write(b, b"y", epoch=e, workflow_id="w")
         assert await store.expire_workflow("w", 1) == 2
         await asyncio.sleep(1.6)
         with pytest.raises(CheckpointNotFound):
-            await store.read("wf:w:step:a")
+            await store.read(a)
+
+    async def test_workflow_keys_carry_the_workflow_tag(self, store: StateStore) -> None:
+        # A key listed under a workflow must share its hash tag (its Redis Cluster slot).
+        assert hash_tag(step_key("w:1", "a")) == hash_tag(step_key("w:1", "b")) == hash_tag(workflow_tag("w:1"))
+        with pytest.raises(UsageError, match="hash tag"):
+            await store.write("wf:w:step:a", b"x", epoch=await store.claim("wf:w:step:a", "a"), workflow_id="w")
 
 
 class BlobStoreContract:

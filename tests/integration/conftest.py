@@ -24,3 +24,8 @@ async def kafka_admin(kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[
     await admin.start()
     yield admin
     await admin.close()
+
+
+
+# Replicated Redis (a Cluster, a Sentinel set) on free ports: fixtures in tests/redis_ha.py.
+from tests.redis_ha import make_redis_cluster, make_redis_sentinel, redis_cluster  # noqa: E402, F401

@@ -26,7 +26,7 @@ async def test_context_map_round_trips_through_redis(redis_client: aioredis.Redi
     cmap.add("ids", "o-1", "o-2")
     cmap.delete("gone")
     size = await store.save(cmap)
-    assert size == len(await redis_client.get(f"{key_prefix}ctx:wf-redis:agent-1"))
+    assert size == len(await redis_client.get(store.key("wf-redis", "agent-1")))
     loaded = await store.load("wf-redis", "agent-1")
     assert loaded == cmap
     assert loaded is not None and loaded.get("token").secret  # type: ignore[union-attr]
@@ -46,7 +46,7 @@ async def test_secret_entries_are_sealed_in_redis_and_bound_to_their_map(
     cmap.add("api_keys", "key-aaaaaaaaaaaaaaaa", "key-bbbbbbbbbbbbbbbb", secret=True)
     cmap.set("order_id", "o-visible-1")
     await store.save(cmap)
-    raw = await redis_client.get(f"{key_prefix}ctx:wf-sealed:agent-1")
+    raw = await redis_client.get(store.key("wf-sealed", "agent-1"))
     for secret in (b"tok-0123456789-plaintext", b"key-aaaaaaaaaaaaaaaa", b"key-bbbbbbbbbbbbbbbb"):
         assert secret not in raw
     assert b"o-visible-1" in raw  # only secrets are sealed
@@ -56,7 +56,7 @@ async def test_secret_entries_are_sealed_in_redis_and_bound_to_their_map(
         await IndexedContextMapStore(redis_client, prefix=key_prefix,
                                      cipher=DataCipher.from_text(generate_data_key())).load("wf-sealed", "agent-1")
     moved = raw.replace(b"wf-sealed", b"wf-stolen")
-    await redis_client.set(f"{key_prefix}ctx:wf-stolen:agent-1", moved)
+    await redis_client.set(store.key("wf-stolen", "agent-1"), moved)
     with pytest.raises(SealedValueError, match="copied from another workflow"):
         await store.load("wf-stolen", "agent-1")
 

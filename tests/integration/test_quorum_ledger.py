@@ -92,5 +92,5 @@ async def test_the_ledger_keeps_verdicts_and_epochs(redis_client: aioredis.Redis
     assert (await incarnation().review(make_proposal("wf-l", "variable", "y", "b", proposer="p", epoch=2))).verdict == "accept"
     stale = await incarnation().review(make_proposal("wf-l", "variable", "y", "c", proposer="p", epoch=1))
     assert stale.verdict == "reject" and "older than epoch 2" in stale.reason
-    ttl = await redis_client.ttl(f"{key_prefix}votes:v0:wf-l")
+    ttl = await redis_client.ttl(RedisVoteLedger(redis_client, "v0", prefix=key_prefix).key("wf-l"))
     assert 0 < ttl <= 60

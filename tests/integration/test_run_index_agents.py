@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from agents.specs import reconciliation_spec
 from mesh.runtime.view import run_summary
+from mesh.runtime.worker import secret_key
 from mesh.store import RedisRunIndex, step_key
 from tests.chaos.cluster import Cluster
 
@@ -54,9 +55,9 @@ async def test_agents_index_the_run_and_expire_it(tmp_path: Path, kafka_bootstra
             await asyncio.sleep(0.05)
         assert 0 < await raw.ttl(index.run_key(wf)) <= TTL_S
         for step in ("identity", "fetch", "validate", "report"):
-            ttl = await raw.ttl(f"{cluster.prefix}:ckpt:{{{step_key(wf, step)}}}")
+            ttl = await raw.ttl(cluster.store.redis_key(step_key(wf, step)))
             assert 0 < ttl <= TTL_S, (step, ttl)
-        ttl = await raw.ttl(f"{cluster.prefix}:ckpt:{{wf:{wf}:secret:auth_token}}")
+        ttl = await raw.ttl(cluster.store.redis_key(secret_key(wf, "auth_token")))
         assert 0 < ttl <= TTL_S
         # `mesh status` reads that entry (one key), as a user runs it.
         env = {**os.environ, "MESH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MESH_REDIS_URL": redis_url,

@@ -59,6 +59,10 @@ def test_public_surface_is_pinned() -> None:
         [
             "DevConfig",
             "DevServices",
+            "LocalRedisCluster",
+            "LocalRedisSentinel",
+            "RedisHaConfig",
+            "RedisNode",
             "down",
             "ensure_installed",
             "status",

@@ -549,6 +549,44 @@ def test_kafka_security_comes_from_values_and_credentials_from_a_secret() -> Non
     assert failed.returncode != 0 and "kafka.security.existingSecret" in failed.stderr
 
 
+def test_redis_mode_auth_tls_and_wait_come_from_values_and_the_password_from_a_secret() -> None:
+    helm = _helm_or_skip()
+    if helm is None:
+        return
+    for deployment in deployments(helm_template(helm)).values():  # default: one plaintext Redis, no AUTH
+        env = _env(deployment)
+        assert env["MESH_REDIS_MODE"]["value"] == "standalone" and env["MESH_REDIS_WAIT_REPLICAS"]["value"] == "0"
+        assert "MESH_REDIS_PASSWORD" not in env and "MESH_REDIS_TLS_CA_FILE" not in env
+    docs = helm_template(
+        helm, "--set", "redis.url=rediss://redis.data:6380/0", "--set", "redis.mode=cluster",
+        "--set", "redis.auth.username=mesh", "--set", "redis.auth.existingSecret=rs",
+        "--set", "redis.tls.caSecret=rca", "--set", "redis.tls.clientCertSecret=rcl", "--set", "redis.wait.replicas=1",
+    )
+    for deployment in deployments(docs).values():
+        env = _env(deployment)
+        assert env["MESH_REDIS_MODE"]["value"] == "cluster" and env["MESH_REDIS_USERNAME"]["value"] == "mesh"
+        assert env["MESH_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "rs", "key": "password"}
+        assert env["MESH_REDIS_WAIT_REPLICAS"]["value"] == "1"
+        pod = deployment["spec"]["template"]["spec"]
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert env["MESH_REDIS_TLS_CA_FILE"]["value"].startswith(mounts["redis-ca"]["mountPath"] + "/")
+        assert env["MESH_REDIS_TLS_KEY_FILE"]["value"].startswith(mounts["redis-client"]["mountPath"] + "/")
+        assert volumes["redis-ca"]["secret"]["secretName"] == "rca"
+        assert volumes["redis-client"]["secret"]["secretName"] == "rcl"
+    sentinel = helm_template(helm, "--set", "redis.mode=sentinel", "--set", "redis.sentinel.addresses=s1:26379\\,s2:26379")
+    for deployment in deployments(sentinel).values():
+        assert _env(deployment)["MESH_REDIS_SENTINELS"]["value"] == "s1:26379,s2:26379"
+    for args, message in (
+        (["--set", "redis.mode=sentinel"], "redis.sentinel.addresses"),
+        (["--set", "redis.tls.caSecret=rca"], "rediss://"),
+        (["--set", "redis.url=redis://user:pw@redis:6379/0"], "url"),
+        (["--set", "redis.mode=replicated"], "mode"),
+    ):
+        failed = subprocess.run([helm, "template", "t", str(CHART), *args], capture_output=True, text=True, timeout=60)
+        assert failed.returncode != 0 and message in failed.stderr, (args, failed.stderr[-500:])
+
+
 def test_blob_copies_go_to_s3_with_credentials_from_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     values = load_yaml(CHART / "values.yaml")
     assert values["blobs"]["backend"] == "file" and values["blobs"]["s3"]["existingSecret"] == ""

@@ -14,6 +14,7 @@ from mesh.store import (
     JournalingStateStore,
     JournalOptions,
     ProvisionalCheckpoint,
+    step_key,
 )
 
 FAST = JournalOptions(retry_interval_s=0.02, max_retry_interval_s=0.05)
@@ -64,21 +65,22 @@ async def test_writes_go_through_while_the_store_answers(tmp_path: Path) -> None
 async def test_unavailable_writes_are_journaled_read_back_and_replayed_in_order(tmp_path: Path) -> None:
     inner = FlakyStore()
     store = JournalingStateStore(inner, tmp_path, agent_id="a1", options=FAST)
-    epoch = await store.claim("k", "a1")
-    await store.write("k", b"v1", epoch=epoch)
+    K = step_key("wf", "k")  # listed under workflow "wf": carries its hash tag
+    epoch = await store.claim(K, "a1")
+    await store.write(K, b"v1", epoch=epoch)
     inner.available = False
-    written = [await store.write("k", f"v{i}".encode(), epoch=epoch, workflow_id="wf") for i in range(2, 6)]
+    written = [await store.write(K, f"v{i}".encode(), epoch=epoch, workflow_id="wf") for i in range(2, 6)]
     other = await store.write("k2", b"x", epoch=0)
     assert all(isinstance(c, ProvisionalCheckpoint) for c in [*written, other])
     assert [c.version for c in written] == [2, 3, 4, 5]
     assert store.pending == 5 and store.path.stat().st_size > 0
-    assert (await store.read("k")).data == b"v5"
-    assert (await store.read("k", 3)).data == b"v3"
+    assert (await store.read(K)).data == b"v5"
+    assert (await store.read(K, 3)).data == b"v3"
     with pytest.raises(StoreUnavailable):
         await store.flush()
     inner.available = True
     assert await store.flush() == 5
-    assert await _history(inner, "k") == [b"v1", b"v2", b"v3", b"v4", b"v5"]
+    assert await _history(inner, K) == [b"v1", b"v2", b"v3", b"v4", b"v5"]
     assert (await inner.read("k2")).data == b"x"
     assert store.pending == 0 and store.path.stat().st_size == 0
     await store.aclose()
