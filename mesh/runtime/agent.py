@@ -11,7 +11,7 @@ import signal
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httpx
 
@@ -210,8 +210,9 @@ async def run_agent(
     # Provider-reported input tokens calibrate the budget's safety margin (tiktoken undercounts Claude).
     # One limiter for every agent of the mesh (MESH_LLM_RPM / _TPM / _RATE_WINDOW_S); it also
     # shares the provider's Retry-After with all of them.
+    # A RedisCluster client has the same script API; the limiter's two keys share one hash tag.
     limiter = RedisRateLimiter(
-        trust.redis, prefix=settings.topic_prefix, rpm=reasoner_settings.rpm, tpm=reasoner_settings.tpm,
+        cast(Any, trust.redis), prefix=settings.topic_prefix, rpm=reasoner_settings.rpm, tpm=reasoner_settings.tpm,
         window_s=reasoner_settings.rate_window_s,
     )
     reasoner = make_reasoner(
