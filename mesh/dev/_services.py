@@ -211,7 +211,8 @@ class DevServices:
         began = time.monotonic()
         with self._locked():
             stopped = [name for name in reversed(SERVICE_NAMES) if self._stop(name)]
-            stopped += [node.name for node in self._other_kafka_nodes() if node.stop()]
+            others = self._other_kafka_nodes()
+            stopped += [node.name for node, ran in zip(others, _stop_together(others), strict=True) if ran]
             self._discard_autostarted(SERVICE_NAMES)
         return DownReport(tuple(stopped), time.monotonic() - began)
 
@@ -373,12 +374,24 @@ class DevServices:
     def _other_kafka_nodes(self) -> list[KafkaService]:
         # Nodes this state directory runs under another node count (`up --kafka-nodes 3`, then a
         # plain `down`): `down` stops everything the directory started.
-        ids = [int(d.name.split("-", 1)[1]) for d in self.config.root.glob("kafka-*") if d.name[6:].isdigit()]
-        if not ids:
+        other = _cluster_config(self.config)
+        if other is None:
             return []
-        other = self.config.model_copy(update={"kafka_nodes": max(max(ids), 2)})
         mine = {node.workdir for node in self.kafka_nodes}
         return [n for k in other.kafka_node_ids if (n := KafkaService(other, k)).workdir not in mine]
+
+    @staticmethod
+    def running_kafka_nodes(config: DevConfig) -> int | None:
+        """Node count of a Kafka cluster that runs from ``config``'s state directory, or None.
+
+        So ``mesh dev status`` / ``down`` / ``up`` without ``--kafka-nodes`` see the cluster an
+        earlier ``up --kafka-nodes 3`` started instead of a single broker that is not there.
+        """
+        other = _cluster_config(config)
+        if other is None:
+            return None
+        running = any(KafkaService(other, k).pid() is not None for k in other.kafka_node_ids)
+        return other.kafka_nodes if running else None
 
     @staticmethod
     def _check_names(services: Sequence[str]) -> tuple[str, ...]:
@@ -410,12 +423,7 @@ class DevServices:
         return bool(launched)
 
     def _stop(self, name: str, *, kill: bool = False) -> bool:
-        members = self._members(name)
-        if len(members) == 1:
-            return members[0].stop(kill=kill)
-        # All nodes at once: one by one, the last ones would wait for a quorum that has gone.
-        with ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="mesh-dev-stop") as pool:
-            return any(pool.map(lambda member: member.stop(kill=kill), members))
+        return any(_stop_together(self._members(name), kill=kill))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -431,6 +439,26 @@ class DevServices:
                 self._lock_depth -= 1
                 if self._lock_depth == 0:
                     self._lock_stack.close()
+
+
+def _cluster_config(config: DevConfig) -> DevConfig | None:
+    """``config`` with the node count of the cluster directories (``kafka-<k>``) in its state dir."""
+    ids = [int(d.name[6:]) for d in config.root.glob("kafka-*") if d.name[6:].isdigit() and d.is_dir()]
+    if not ids:
+        return None
+    return config.model_copy(update={"kafka_nodes": max(*ids, 2)})
+
+
+def _stop_together(members: Sequence[LocalService], *, kill: bool = False) -> list[bool]:
+    """Stop services all at once; whether each ran.
+
+    The nodes of a KRaft cluster must go together: one by one, the last ones wait in controlled
+    shutdown for a quorum that has already gone.
+    """
+    if len(members) <= 1:
+        return [m.stop(kill=kill) for m in members]
+    with ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="mesh-dev-stop") as pool:
+        return list(pool.map(lambda member: member.stop(kill=kill), members))
 
 
 def ensure_installed(config: DevConfig | None = None, *, progress: Progress = _quiet) -> InstallReport:

@@ -85,6 +85,11 @@ def _services(
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         config = DevConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        if kafka_nodes is None and "kafka_nodes" not in config.model_fields_set:
+            # Neither --kafka-nodes nor MESH_DEV_KAFKA_NODES: follow a cluster that already runs.
+            running = DevServices.running_kafka_nodes(config)
+            if running is not None:
+                config = DevConfig(**{**{k: v for k, v in overrides.items() if v is not None}, "kafka_nodes": running})  # type: ignore[arg-type]
     except ValidationError as exc:
         _err.print(f"[red]invalid settings:[/red] {exc}")
         raise typer.Exit(2) from None
