@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -48,11 +48,14 @@ class AgentProcesses:
         self.roles: dict[str, str] = {}
         self._logs: dict[str, IO[bytes]] = {}
 
-    def start(self, role: str, agent_id: str) -> subprocess.Popen[bytes]:
-        """Start one agent (not waiting for it)."""
+    def start(self, role: str, agent_id: str, *, launcher: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """Start one agent (not waiting for it).
+
+        ``launcher`` replaces ``python -m mesh`` (e.g. a profiler that runs the ``mesh`` module).
+        """
         log = self._logs[agent_id] = open(self.log_dir / f"{agent_id}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mesh", "agent", "run", "--role", role, "--agent-id", agent_id,
+            [*(launcher or (sys.executable, "-m", "mesh")), "agent", "run", "--role", role, "--agent-id", agent_id,
              "--turn-delay-s", str(self.turn_delay_s),
              "--session-timeout-ms", str(self.session_timeout_ms),
              "--heartbeat-interval-ms", str(self.heartbeat_interval_ms)],

@@ -75,8 +75,20 @@ class MeshSettings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1)
     """Partitions of topics the mesh creates at start."""
 
-    topic_replication: int = Field(default=1, ge=1)
-    """Replication factor of topics the mesh creates at start."""
+    topic_replication: int | None = Field(default=None, ge=1)
+    """Replication factor of topics the mesh creates at start; unset: ``min(3, brokers)``.
+
+    The brokers are counted when the topics are created, so one local broker gets 1 and a
+    cluster of 3 or more gets 3 (``MESH_TOPIC_REPLICATION``).
+    """
+
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1)
+    """``min.insync.replicas`` of topics the mesh creates; unset: 2 when they have 3+ replicas.
+
+    With acks=all (the mesh's producers always use it) a write is acknowledged only once this
+    many replicas have it, so losing one broker loses nothing acknowledged; with fewer in-sync
+    replicas writes fail (and are retried) instead of being kept by one copy only.
+    """
 
     max_envelope_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest encoded envelope accepted; larger ones are dead-lettered as oversize."""

@@ -89,7 +89,8 @@ class KafkaBus:
         topics: Topics | None = None,
         client_id: str = "mesh",
         partitions: int = 6,
-        replication_factor: int = 1,
+        replication_factor: int | None = None,
+        min_insync_replicas: int | None = None,
         create_topics: Sequence[str] | None = None,
         signer: Signer | None = None,
         linger_ms: int = 0,
@@ -98,6 +99,10 @@ class KafkaBus:
         dead_letters: DeadLetterClaims | None = None,
     ) -> None:
         """Configure the client; ``start`` connects and creates topics (all of ``topics`` by default).
+
+        Topics get ``replication_factor`` replicas (default ``min(3, brokers)``, counted when they
+        are created) and ``min_insync_replicas`` (default 2 once there are 3 replicas): with the
+        producer's acks=all, an acknowledged record survives the loss of any one broker.
 
         ``security`` (TLS, SASL) applies to every client this bus makes; by default it is read from
         ``MESH_KAFKA_*`` (plaintext when none is set). ``dead_letters`` decides which consumer
@@ -112,6 +117,7 @@ class KafkaBus:
         self.client_id = client_id
         self.partitions = partitions
         self.replication_factor = replication_factor
+        self.min_insync_replicas = min_insync_replicas
         self._create = list(create_topics) if create_topics is not None else list(self.topics.all())
         self._signer = signer
         self._linger_ms = linger_ms
@@ -164,7 +170,11 @@ class KafkaBus:
             existing = set(await _guarded("list topics", admin.list_topics))
             missing = [t for t in dict.fromkeys(topics) if t not in existing]
             if missing:
-                new = [NewTopic(t, partitions or self.partitions, self.replication_factor) for t in missing]
+                replicas, topic_configs = await self._replication(admin)
+                new = [
+                    NewTopic(t, partitions or self.partitions, replicas, topic_configs=topic_configs)
+                    for t in missing
+                ]
                 try:
                     await admin.create_topics(new)
                 except TopicAlreadyExistsError:
@@ -174,6 +184,17 @@ class KafkaBus:
                 await self._await_topics(admin, missing)
         finally:
             await admin.close()
+
+    async def _replication(self, admin: AIOKafkaAdminClient) -> tuple[int, dict[str, str]]:
+        """Replication factor and topic configs of new topics, defaulted from the cluster's size."""
+        replicas = self.replication_factor
+        if replicas is None:
+            cluster = await _guarded("describe cluster", admin.describe_cluster)
+            replicas = min(3, max(1, len(cluster.get("brokers") or ())))
+        min_isr = self.min_insync_replicas
+        if min_isr is None and replicas >= 3:
+            min_isr = 2
+        return replicas, ({"min.insync.replicas": str(min_isr)} if min_isr is not None else {})
 
     async def _await_topics(self, admin: AIOKafkaAdminClient, names: list[str]) -> None:
         # Metadata propagates asynchronously even on one broker; wait until leaders are known.

@@ -62,6 +62,14 @@ class DevConfig(BaseSettings):
     kafka_sasl_users: dict[str, str] = Field(default_factory=dict)
     """SASL users and passwords of the ``SASL_SSL`` listener: PLAIN, SCRAM-SHA-256 and -512."""
 
+    kafka_nodes: int = Field(default=1, ge=1, le=9)
+    """KRaft nodes (``MESH_DEV_KAFKA_NODES``); each is a combined broker and controller.
+
+    With more than one, node ``k`` (1-based) listens on ``kafka_port + 2(k-1)`` for clients and
+    ``kafka_controller_port + 2(k-1)`` for the quorum, every node is a voter, and the internal
+    topics get ``min(3, nodes)`` replicas. Three nodes survive the loss of any one.
+    """
+
     kafka_version: str = "4.1.1"
     """Version of ``org.apache.kafka:kafka_2.13`` resolved from Maven Central."""
 
@@ -91,7 +99,11 @@ class DevConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _ports_distinct(self) -> DevConfig:
-        ports = [self.kafka_port, self.kafka_controller_port, self.redis_port]
+        ports = [p for node in self.kafka_node_ids for p in self.kafka_node_ports(node)] + [self.redis_port]
+        if self.kafka_nodes > 1 and (self.kafka_proxied_port is not None or self.kafka_sasl_ssl_port is not None):
+            raise ValueError("the proxied and SASL_SSL listeners are single-node only (kafka_nodes=1)")
+        if any(p > 65535 for p in ports):
+            raise ValueError(f"kafka node ports run past 65535: {ports}")
         if self.kafka_proxied_port is not None:
             ports.append(self.kafka_proxied_port)
         if self.kafka_sasl_ssl_port is not None:
@@ -99,7 +111,10 @@ class DevConfig(BaseSettings):
             if self.kafka_ssl_keystore_pem is None or not self.kafka_sasl_users:
                 raise ValueError("kafka_sasl_ssl_port needs kafka_ssl_keystore_pem and kafka_sasl_users")
         if len(set(ports)) != len(ports):
-            raise ValueError(f"kafka, controller, redis (and proxied listener) ports must differ, got {ports}")
+            raise ValueError(
+                f"kafka, controller, redis (and proxied listener) ports must differ, got {ports}"
+                + (" (node k uses kafka_port + 2(k-1) and kafka_controller_port + 2(k-1))" if self.kafka_nodes > 1 else "")
+            )
         if (self.kafka_proxied_port is None) != (self.kafka_proxied_advertised_port is None):
             raise ValueError("kafka_proxied_port and kafka_proxied_advertised_port go together")
         return self
@@ -115,8 +130,43 @@ class DevConfig(BaseSettings):
 
     @property
     def kafka_dir(self) -> Path:
-        """Directory of the broker's config, pidfile, log file and data."""
-        return self.root / "kafka"
+        """Directory of the broker's config, pidfile, log file and data (node 1 of a cluster)."""
+        return self.kafka_node_dir(1)
+
+    @property
+    def kafka_node_ids(self) -> range:
+        """Node ids of the Kafka cluster, 1-based (``range(1, 2)`` for a single broker)."""
+        return range(1, self.kafka_nodes + 1)
+
+    def kafka_node_dir(self, node: int) -> Path:
+        """Directory of node ``node``: ``kafka/`` for a single broker, ``kafka-<k>/`` in a cluster.
+
+        A cluster never reuses a single broker's directory: its storage is formatted for another
+        voter set.
+        """
+        return self.root / ("kafka" if self.kafka_nodes == 1 else f"kafka-{node}")
+
+    def kafka_node_ports(self, node: int) -> tuple[int, int]:
+        """Client and controller port of node ``node`` (1-based)."""
+        step = 2 * (node - 1)
+        return self.kafka_port + step, self.kafka_controller_port + step
+
+    @property
+    def kafka_replication(self) -> int:
+        """Replicas of the internal topics (offsets, transactions): ``min(3, kafka_nodes)``."""
+        return min(3, self.kafka_nodes)
+
+    @property
+    def kafka_min_insync(self) -> int:
+        """``min.insync.replicas`` of the cluster: 2 once there are 3 replicas, else 1."""
+        return 2 if self.kafka_replication >= 3 else 1
+
+    @property
+    def kafka_cluster_id_path(self) -> Path:
+        """The cluster id every node's storage is formatted with."""
+        if self.kafka_nodes == 1:
+            return self.kafka_dir / "cluster.id"
+        return self.root / "kafka-cluster.id"
 
     @property
     def kafka_libs_dir(self) -> Path:
@@ -164,8 +214,8 @@ class DevConfig(BaseSettings):
 
     @property
     def kafka_bootstrap(self) -> str:
-        """Bootstrap address clients use (``MESH_KAFKA_BOOTSTRAP``)."""
-        return f"{self.host}:{self.kafka_port}"
+        """Bootstrap addresses clients use (``MESH_KAFKA_BOOTSTRAP``): every node, comma separated."""
+        return ",".join(f"{self.host}:{self.kafka_node_ports(k)[0]}" for k in self.kafka_node_ids)
 
     @property
     def kafka_sasl_ssl_bootstrap(self) -> str | None:
@@ -193,7 +243,15 @@ class DevConfig(BaseSettings):
         For tests that stop, kill or restart services: they get their own instances and leave the
         shared ones alone.
         """
-        ports = _free_ports(3)
+        nodes = int(str(overrides.get("kafka_nodes", 1)))
+        if nodes == 1:
+            ports = _free_ports(3)
+        else:
+            # Node k takes kafka_port + 2(k-1) and kafka_controller_port + 2(k-1): one free block.
+            block = _free_port_block(2 * nodes)
+            ports = [block, block + 1, _free_ports(1)[0]]
+            while ports[2] in range(block, block + 2 * nodes):
+                ports[2] = _free_ports(1)[0]
         values: dict[str, object] = {
             "state_dir": state_dir,
             "kafka_port": ports[0],
@@ -233,6 +291,26 @@ def _listen_range() -> range:
     if 65535 - high >= 1000:  # an OS whose ephemeral range starts low: use the ports above it
         return range(high + 1, 65536)
     return range(10000, low) if low > 11000 else range(1024, 65536)
+
+
+def _free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive free ports (outside the ephemeral range)."""
+    candidates = _listen_range()
+    for _ in range(200):
+        start = random.randrange(candidates.start, candidates.stop - count)
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(start, start + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(s)
+                s.bind((host, port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise OSError(f"no {count} consecutive free ports on {host} in {candidates.start}-{candidates.stop - 1}")
 
 
 def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:

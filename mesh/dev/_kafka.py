@@ -1,9 +1,10 @@
-"""Single-node Apache Kafka in KRaft mode (combined broker and controller), run from Maven jars."""
+"""Apache Kafka in KRaft mode from Maven jars: one combined broker+controller node, or a cluster of them."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -29,53 +30,81 @@ _PROBE_TIMEOUT_MS = 3000
 
 
 class KafkaService(LocalService):
-    """The broker: formats its storage once, then ``java -cp 'libs/*' kafka.Kafka``."""
+    """One KRaft node: formats its storage once, then ``java -cp 'libs/*' kafka.Kafka``.
 
-    name = "kafka"
+    ``node`` is the 1-based node id; a single broker is node 1 of a one-node cluster. Every
+    node of a cluster is formatted with the same cluster id.
+    """
+
     exe_names = ("java",)
 
-    def __init__(self, config: DevConfig) -> None:
+    def __init__(self, config: DevConfig, node: int = 1) -> None:
         super().__init__(config)
+        if node not in config.kafka_node_ids:
+            raise ValueError(f"node {node} is not in 1..{config.kafka_nodes}")
+        self.node = node
+        self.name = "kafka" if config.kafka_nodes == 1 else f"kafka-{node}"
 
     @property
     def pidfile(self) -> Path:
         """Pidfile of the broker."""
-        return self.config.kafka_pidfile
+        return self.workdir / "kafka.pid"
 
     @property
     def workdir(self) -> Path:
         """The broker runs in its state directory."""
-        return self.config.kafka_dir
+        return self.config.kafka_node_dir(self.node)
 
     @property
     def log_path(self) -> Path:
         """The broker's stdout and stderr."""
-        return self.config.kafka_log_path
+        return self.workdir / "kafka.log"
 
     @property
     def data_dir(self) -> Path:
         """Metadata log and topic data."""
-        return self.config.kafka_data_dir
+        return self.workdir / "data"
+
+    @property
+    def port(self) -> int:
+        """Client port of this node."""
+        return self.config.kafka_node_ports(self.node)[0]
 
     @property
     def address(self) -> str:
-        """Bootstrap address."""
-        return self.config.kafka_bootstrap
+        """This node's client address."""
+        return f"{self.config.host}:{self.port}"
 
     @property
     def ports(self) -> tuple[int, ...]:
         """Client and controller ports."""
-        return (self.config.kafka_port, self.config.kafka_controller_port)
+        return self.config.kafka_node_ports(self.node)
 
     @property
     def properties_path(self) -> Path:
         """The rendered ``server.properties``."""
-        return self.config.kafka_dir / "server.properties"
+        return self.workdir / "server.properties"
 
     @property
     def cluster_id_path(self) -> Path:
-        """The cluster id the storage was formatted with."""
-        return self.config.kafka_dir / "cluster.id"
+        """The cluster id the storage was formatted with (shared by every node of a cluster)."""
+        return self.config.kafka_cluster_id_path
+
+    def quorum_state(self) -> tuple[int, int] | None:
+        """``(leader id, leader epoch)`` of the KRaft quorum as this node last recorded it, or None.
+
+        Read from the ``quorum-state`` file every voter keeps next to its metadata log; the
+        highest epoch across live nodes names the active controller.
+        """
+        path = self.data_dir / "__cluster_metadata-0" / "quorum-state"
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        leader, epoch = state.get("leaderId", -1), state.get("leaderEpoch", -1)
+        if not isinstance(leader, int) or not isinstance(epoch, int) or leader < 0:
+            return None
+        return leader, epoch
 
     def prepare(self, log_offset: int) -> None:
         """Write ``server.properties`` and the log4j2 config; format the storage on first use."""
@@ -85,22 +114,27 @@ class KafkaService(LocalService):
             )
         if shutil.which("java") is None:
             raise DevInstallError("`java` not found; run `mesh dev install` (or install a JDK 17+)")
-        self.config.kafka_dir.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         # Rendered on every start: ports may have changed, and the static voter list of
         # controller.quorum.voters follows them without reformatting.
-        self.properties_path.write_text(render_kafka_properties(self.config))
-        (self.config.kafka_dir / "log4j2.properties").write_text(render_kafka_log4j2())
+        self.properties_path.write_text(render_kafka_properties(self.config, self.node))
+        (self.workdir / "log4j2.properties").write_text(render_kafka_log4j2())
         if not (self.data_dir / "meta.properties").exists():
             self._format(log_offset)
 
     def _format(self, log_offset: int) -> None:
-        cluster_id = new_cluster_id()
+        try:
+            cluster_id = self.cluster_id_path.read_text().strip()  # a cluster peer formatted first
+        except FileNotFoundError:
+            cluster_id = ""
+        if not cluster_id or self.config.kafka_nodes == 1:
+            cluster_id = new_cluster_id()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         archive, _ = self._cds_paths()
         cds = ["-Xlog:cds*=off", f"-XX:SharedArchiveFile={archive}"] if archive.exists() else []
         argv = [
             "java",
-            *kafka_jvm_args(self.config),
+            *kafka_jvm_args(self.config, self.node),
             *cds,
             "-cp",
             self._classpath(),
@@ -149,7 +183,7 @@ class KafkaService(LocalService):
             cds = [quiet, f"-XX:ArchiveClassesAtExit={pending}"]
         return [
             "java",
-            *kafka_jvm_args(self.config),
+            *kafka_jvm_args(self.config, self.node),
             *cds,
             "-cp",
             self._classpath(),
@@ -184,8 +218,8 @@ class KafkaService(LocalService):
         return libs / f"kafka-{key}.jsa", libs / f".kafka-{key}.{owner}.jsa.tmp"
 
     def probe(self) -> bool:
-        """A DescribeCluster request through aiokafka; ready once our broker is registered."""
-        if not port_accepts(self.config.host, self.config.kafka_port):
+        """A DescribeCluster request through aiokafka; ready once this node is a registered broker."""
+        if not port_accepts(self.config.host, self.port):
             return False
         try:
             expected = self.cluster_id_path.read_text().strip()
@@ -193,10 +227,10 @@ class KafkaService(LocalService):
             expected = None
         # A private event loop in a worker thread: callers may already be inside one.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-dev-probe") as pool:
-            return pool.submit(asyncio.run, _describe_cluster(self.address, expected)).result()
+            return pool.submit(asyncio.run, _describe_cluster(self.address, expected, self.node)).result()
 
 
-async def _describe_cluster(bootstrap: str, expected_cluster_id: str | None) -> bool:
+async def _describe_cluster(bootstrap: str, expected_cluster_id: str | None, node: int) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient  # heavy import, only needed when probing
 
     client = AIOKafkaAdminClient(
@@ -213,4 +247,4 @@ async def _describe_cluster(bootstrap: str, expected_cluster_id: str | None) -> 
         await client.close()
     if expected_cluster_id is not None and info.get("cluster_id") != expected_cluster_id:
         return False
-    return bool(info.get("brokers"))
+    return any(b.get("node_id") == node for b in info.get("brokers") or ())

@@ -16,29 +16,39 @@ __all__ = [
 ]
 
 
-def render_kafka_properties(config: DevConfig) -> str:
-    """``server.properties`` of a single combined broker+controller KRaft node."""
+def render_kafka_properties(config: DevConfig, node: int = 1) -> str:
+    """``server.properties`` of combined broker+controller KRaft node ``node`` (1-based).
+
+    With ``kafka_nodes > 1`` every node is a voter of the quorum and a broker; internal topics
+    get ``min(3, nodes)`` replicas and the cluster's ``min.insync.replicas`` is 2 from 3 nodes on.
+    """
     host = config.host
+    port, controller_port = config.kafka_node_ports(node)
+    voters = ",".join(f"{k}@{host}:{config.kafka_node_ports(k)[1]}" for k in config.kafka_node_ids)
+    replicas, min_isr = config.kafka_replication, config.kafka_min_insync
     props: dict[str, str | int] = {
         "process.roles": "broker,controller",
-        "node.id": 1,
+        "node.id": node,
         # A static voter set (not KIP-853 --standalone): it is read from this file on every
         # start, so changing the controller port needs no reformat.
-        "controller.quorum.voters": f"1@{host}:{config.kafka_controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{config.kafka_port},CONTROLLER://{host}:{config.kafka_controller_port}",
+        "controller.quorum.voters": voters,
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
         # Exactly the address clients dial, or they chase a hostname that does not resolve.
-        "advertised.listeners": f"PLAINTEXT://{host}:{config.kafka_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "log.dirs": str(config.kafka_data_dir),
+        "log.dirs": str(config.kafka_node_dir(node) / "data"),
         "num.partitions": 1,
-        # One node: every internal topic must make do with one replica.
-        "offsets.topic.replication.factor": 1,
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
-        "share.coordinator.state.topic.replication.factor": 1,
-        "share.coordinator.state.topic.min.isr": 1,
+        # Internal topics get as many replicas as the cluster can hold, up to 3 (one node: 1).
+        "offsets.topic.replication.factor": replicas,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        # Defaults for topics created without explicit settings; the mesh sets both itself.
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
         # Fewer internal partitions than the default 50: the first group join is much faster.
         "offsets.topic.num.partitions": 8,
         "transaction.state.log.num.partitions": 8,
@@ -122,15 +132,15 @@ def render_kafka_log4j2() -> str:
     )
 
 
-def kafka_jvm_args(config: DevConfig) -> list[str]:
-    """JVM options of the broker and of the storage tool: modest heap, quick start."""
+def kafka_jvm_args(config: DevConfig, node: int = 1) -> list[str]:
+    """JVM options of a broker and of the storage tool: modest heap, quick start."""
     return [
         "-Xms128m",
         f"-Xmx{config.kafka_heap_mb}m",
         "-XX:+UseG1GC",
         "-XX:MaxGCPauseMillis=20",
         "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={config.kafka_dir / 'log4j2.properties'}",
+        f"-Dlog4j2.configurationFile={config.kafka_node_dir(node) / 'log4j2.properties'}",
     ]
 
 

@@ -149,8 +149,23 @@ class LocalService(abc.ABC):
             DevServiceError: the process exited or did not answer in time; the message has the
                 tail of its log and nothing is left running.
         """
-        if self.pid() is not None:
+        launched = self.launch()
+        if launched is None:
             return False
+        self.await_launched(launched)
+        return True
+
+    def launch(self) -> tuple[int, int] | None:
+        """Spawn the service without waiting for it; ``(pid, log offset)``, or None if ours runs.
+
+        For services that only become ready together (the voters of a KRaft quorum): launch
+        each, then :meth:`await_launched` each.
+
+        Raises:
+            PortInUseError: a port is held by a process we did not start.
+        """
+        if self.pid() is not None:
+            return None
         self._forget_stale_pidfile()
         for port in self.ports:
             if not port_is_free(self.config.host, port):
@@ -169,6 +184,11 @@ class LocalService(abc.ABC):
         self.prepare(offset)
         pid = spawn_detached(self.argv(), cwd=self.workdir, log_path=self.log_path)
         write_pidfile(self.pidfile, pid)
+        return pid, offset
+
+    def await_launched(self, launched: tuple[int, int]) -> None:
+        """Wait until a :meth:`launch`-ed process is ready; on failure it is stopped and raised."""
+        pid, offset = launched
         try:
             self._await_ready(pid, offset)
         except BaseException:
@@ -177,7 +197,6 @@ class LocalService(abc.ABC):
             with contextlib.suppress(FileNotFoundError):
                 self.pidfile.unlink()
             raise
-        return True
 
     def _await_ready(self, pid: int, log_offset: int) -> None:
         deadline = time.monotonic() + self.config.start_timeout_s

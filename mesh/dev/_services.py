@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mesh.dev._config import DevConfig
@@ -53,15 +54,18 @@ class DevStatus:
     """Status of every local service."""
 
     kafka: ServiceStatus
-    """The broker."""
+    """The broker (node 1 of a cluster)."""
 
     redis: ServiceStatus
     """Redis."""
 
+    kafka_peers: tuple[ServiceStatus, ...] = ()
+    """The other nodes of a Kafka cluster (``kafka_nodes > 1``), by node id."""
+
     @property
     def services(self) -> tuple[ServiceStatus, ...]:
-        """Both, in start order."""
-        return (self.redis, self.kafka)
+        """Every service (every Kafka node), in start order."""
+        return (self.redis, self.kafka, *self.kafka_peers)
 
     @property
     def all_running(self) -> bool:
@@ -122,6 +126,7 @@ class DevServices:
     def __init__(self, config: DevConfig | None = None) -> None:
         self.config = config if config is not None else DevConfig()
         self.kafka = KafkaService(self.config)
+        self._kafka_peers = tuple(KafkaService(self.config, node) for node in self.config.kafka_node_ids[1:])
         self.redis = RedisService(self.config)
         self._thread_lock = threading.RLock()
         self._lock_depth = 0
@@ -131,8 +136,13 @@ class DevServices:
 
     @property
     def kafka_bootstrap(self) -> str:
-        """Bootstrap address of the broker."""
+        """Bootstrap addresses of the broker(s), comma separated."""
         return self.config.kafka_bootstrap
+
+    @property
+    def kafka_nodes(self) -> tuple[KafkaService, ...]:
+        """Every Kafka node, node 1 first (one for a single broker)."""
+        return (self.kafka, *self._kafka_peers)
 
     @property
     def redis_url(self) -> str:
@@ -177,16 +187,17 @@ class DevServices:
         already: list[str] = []
         with self._locked():
             try:
-                for service in (self._service(name) for name in names):
-                    if service.pid() is None:
-                        progress(f"starting {service.name} on {service.address}")
-                    if service.start():
-                        started.append(service.name)
+                for name in names:
+                    for service in self._members(name):
+                        if service.pid() is None:
+                            progress(f"starting {service.name} on {service.address}")
+                    if self._start(name):
+                        started.append(name)
                     else:
-                        already.append(service.name)
+                        already.append(name)
             except BaseException:
                 for name in reversed(started):
-                    self._service(name).stop()
+                    self._stop(name)
                 raise
             # Started by hand now, so no test session's lease may stop it later.
             self._discard_autostarted(started)
@@ -199,31 +210,64 @@ class DevServices:
         """Stop the services this state directory started (others are never signalled)."""
         began = time.monotonic()
         with self._locked():
-            stopped = [s.name for s in reversed(self._in_start_order()) if s.stop()]
+            stopped = [name for name in reversed(SERVICE_NAMES) if self._stop(name)]
+            others = self._other_kafka_nodes()
+            stopped += [node.name for node, ran in zip(others, _stop_together(others), strict=True) if ran]
             self._discard_autostarted(SERVICE_NAMES)
         return DownReport(tuple(stopped), time.monotonic() - began)
 
     def status(self) -> DevStatus:
-        """Status of both services; changes nothing."""
-        return DevStatus(kafka=self.kafka.status(), redis=self.redis.status())
+        """Status of every service; changes nothing."""
+        return DevStatus(
+            kafka=self.kafka.status(),
+            redis=self.redis.status(),
+            kafka_peers=tuple(node.status() for node in self._kafka_peers),
+        )
 
     # -- one service, for chaos tests: data survives every stop -----------------------------------
 
     def start_kafka(self) -> bool:
-        """Start the broker (jars must be installed); True if it was not running."""
+        """Start the broker or every node of the cluster (jars must be installed); True if any was down."""
         with self._locked():
-            return self.kafka.start()
+            return self._start("kafka")
 
     def stop_kafka(self, *, kill: bool = False) -> bool:
-        """Stop the broker with SIGTERM (controlled shutdown) or SIGKILL; True if it ran."""
+        """Stop the broker(s) with SIGTERM (controlled shutdown) or SIGKILL; True if any ran."""
         with self._locked():
-            return self.kafka.stop(kill=kill)
+            return self._stop("kafka", kill=kill)
 
     def restart_kafka(self, *, kill: bool = False) -> None:
-        """Stop (SIGTERM, or SIGKILL when ``kill``) and start the broker, keeping its data."""
+        """Stop (SIGTERM, or SIGKILL when ``kill``) and start the broker(s), keeping their data."""
         with self._locked():
-            self.kafka.stop(kill=kill)
-            self.kafka.start()
+            self._stop("kafka", kill=kill)
+            self._start("kafka")
+
+    def kafka_node(self, node: int) -> KafkaService:
+        """Kafka node ``node`` (1-based)."""
+        if node not in self.config.kafka_node_ids:
+            raise UsageError(f"kafka node {node} is not in 1..{self.config.kafka_nodes}")
+        return self.kafka_nodes[node - 1]
+
+    def stop_kafka_node(self, node: int, *, kill: bool = False) -> bool:
+        """Stop one node of the cluster (SIGTERM, or SIGKILL when ``kill``); True if it ran."""
+        with self._locked():
+            return self.kafka_node(node).stop(kill=kill)
+
+    def start_kafka_node(self, node: int) -> bool:
+        """Start one node again (it rejoins the quorum with its data); True if it was down."""
+        with self._locked():
+            return self.kafka_node(node).start()
+
+    def kafka_controller(self) -> int | None:
+        """Node id of the active KRaft controller, as the live nodes last recorded it (None: unknown).
+
+        Each voter writes the quorum's leader and epoch to its ``quorum-state`` file; the highest
+        epoch among running nodes wins, so a stale record of a dead leader is outvoted.
+        """
+        states = [s for node in self.kafka_nodes if node.pid() is not None and (s := node.quorum_state())]
+        if not states:
+            return None
+        return max(states, key=lambda state: state[1])[0]
 
     def start_redis(self) -> bool:
         """Start Redis; True if it was not running."""
@@ -272,7 +316,7 @@ class DevServices:
                     path.unlink(missing_ok=True)
                 for name in reversed(names):
                     if not self.lease_holders(name) and self._take_autostarted(name):
-                        self._service(name).stop()
+                        self._stop(name)
 
     def lease_holders(self, name: str) -> list[int]:
         """Pids of live processes holding a lease on service ``name`` (dead holders are dropped)."""
@@ -326,8 +370,28 @@ class DevServices:
         redis_ok = find_redis_server() is not None
         return (kafka_ok or "kafka" not in names) and (redis_ok or "redis" not in names)
 
-    def _in_start_order(self) -> list[LocalService]:
-        return [self._service(name) for name in SERVICE_NAMES]
+
+    def _other_kafka_nodes(self) -> list[KafkaService]:
+        # Nodes this state directory runs under another node count (`up --kafka-nodes 3`, then a
+        # plain `down`): `down` stops everything the directory started.
+        other = _cluster_config(self.config)
+        if other is None:
+            return []
+        mine = {node.workdir for node in self.kafka_nodes}
+        return [n for k in other.kafka_node_ids if (n := KafkaService(other, k)).workdir not in mine]
+
+    @staticmethod
+    def running_kafka_nodes(config: DevConfig) -> int | None:
+        """Node count of a Kafka cluster that runs from ``config``'s state directory, or None.
+
+        So ``mesh dev status`` / ``down`` / ``up`` without ``--kafka-nodes`` see the cluster an
+        earlier ``up --kafka-nodes 3`` started instead of a single broker that is not there.
+        """
+        other = _cluster_config(config)
+        if other is None:
+            return None
+        running = any(KafkaService(other, k).pid() is not None for k in other.kafka_node_ids)
+        return other.kafka_nodes if running else None
 
     @staticmethod
     def _check_names(services: Sequence[str]) -> tuple[str, ...]:
@@ -336,8 +400,30 @@ class DevServices:
             raise UsageError(f"services must be a non-empty subset of {SERVICE_NAMES}, got {services}")
         return tuple(name for name in SERVICE_NAMES if name in services)
 
-    def _service(self, name: str) -> LocalService:
-        return {"kafka": self.kafka, "redis": self.redis}[name]
+    def _members(self, name: str) -> tuple[LocalService, ...]:
+        return self.kafka_nodes if name == "kafka" else (self.redis,)
+
+    def _start(self, name: str) -> bool:
+        members = self._members(name)
+        if len(members) == 1:
+            return members[0].start()
+        # The voters of a KRaft quorum become ready only together: launch all, then wait.
+        launched: list[tuple[LocalService, tuple[int, int]]] = []
+        try:
+            for member in members:
+                handle = member.launch()
+                if handle is not None:
+                    launched.append((member, handle))
+            for member, handle in launched:
+                member.await_launched(handle)
+        except BaseException:
+            for member, _ in launched:
+                member.stop(kill=True)
+            raise
+        return bool(launched)
+
+    def _stop(self, name: str, *, kill: bool = False) -> bool:
+        return any(_stop_together(self._members(name), kill=kill))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -353,6 +439,26 @@ class DevServices:
                 self._lock_depth -= 1
                 if self._lock_depth == 0:
                     self._lock_stack.close()
+
+
+def _cluster_config(config: DevConfig) -> DevConfig | None:
+    """``config`` with the node count of the cluster directories (``kafka-<k>``) in its state dir."""
+    ids = [int(d.name[6:]) for d in config.root.glob("kafka-*") if d.name[6:].isdigit() and d.is_dir()]
+    if not ids:
+        return None
+    return config.model_copy(update={"kafka_nodes": max(*ids, 2)})
+
+
+def _stop_together(members: Sequence[LocalService], *, kill: bool = False) -> list[bool]:
+    """Stop services all at once; whether each ran.
+
+    The nodes of a KRaft cluster must go together: one by one, the last ones wait in controlled
+    shutdown for a quorum that has already gone.
+    """
+    if len(members) <= 1:
+        return [m.stop(kill=kill) for m in members]
+    with ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="mesh-dev-stop") as pool:
+        return list(pool.map(lambda member: member.stop(kill=kill), members))
 
 
 def ensure_installed(config: DevConfig | None = None, *, progress: Progress = _quiet) -> InstallReport:

@@ -49,6 +49,14 @@ FsyncOpt = Annotated[
         help="Redis AOF fsync: always|everysec|no [env MESH_DEV_REDIS_APPENDFSYNC; everysec].",
     ),
 ]
+KafkaNodesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--kafka-nodes",
+        help="KRaft nodes (each broker+controller); 3 makes a cluster that survives losing one. "
+        "Node k uses --kafka-port + 2(k-1) and --kafka-controller-port + 2(k-1) [env MESH_DEV_KAFKA_NODES; 1].",
+    ),
+]
 TimeoutOpt = Annotated[
     float | None,
     typer.Option("--timeout-s", help="Seconds a service may take to become ready [env MESH_DEV_START_TIMEOUT_S; 90]."),
@@ -62,6 +70,7 @@ def _services(
     redis_port: int | None = None,
     redis_appendfsync: str | None = None,
     start_timeout_s: float | None = None,
+    kafka_nodes: int | None = None,
 ) -> DevServices:
     overrides = {
         "state_dir": state_dir,
@@ -70,12 +79,18 @@ def _services(
         "redis_port": redis_port,
         "redis_appendfsync": redis_appendfsync,
         "start_timeout_s": start_timeout_s,
+        "kafka_nodes": kafka_nodes,
     }
     # aiokafka logs every refused connection of the readiness probe; the CLI reports failures
     # itself, with the service's own log.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         config = DevConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        if kafka_nodes is None and "kafka_nodes" not in config.model_fields_set:
+            # Neither --kafka-nodes nor MESH_DEV_KAFKA_NODES: follow a cluster that already runs.
+            running = DevServices.running_kafka_nodes(config)
+            if running is not None:
+                config = DevConfig(**{**{k: v for k, v in overrides.items() if v is not None}, "kafka_nodes": running})  # type: ignore[arg-type]
     except ValidationError as exc:
         _err.print(f"[red]invalid settings:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -130,6 +145,7 @@ def up(
     redis_port: RedisPortOpt = None,
     redis_appendfsync: FsyncOpt = None,
     timeout_s: TimeoutOpt = None,
+    kafka_nodes: KafkaNodesOpt = None,
     llm: Annotated[
         bool, typer.Option("--llm", help="Also start the local model server (see `mesh dev llm`).")
     ] = False,
@@ -148,13 +164,13 @@ def up(
         ),
     ] = False,
 ) -> None:
-    """Start Kafka and Redis (a no-op for those already running); with --llm the local model too.
+    """Start Kafka (one broker, or a KRaft cluster with --kafka-nodes 3) and Redis; with --llm the local model too.
 
-    With --redis-cluster / --redis-sentinel a replicated Redis starts as well; point the mesh at it
-    with the MESH_REDIS_* lines printed at the end.
+    Running services are left alone. With --redis-cluster / --redis-sentinel a replicated Redis
+    starts as well; point the mesh at it with the MESH_REDIS_* lines printed at the end.
     """
     services = _services(
-        state_dir, kafka_port, kafka_controller_port, redis_port, redis_appendfsync, timeout_s
+        state_dir, kafka_port, kafka_controller_port, redis_port, redis_appendfsync, timeout_s, kafka_nodes
     )
     try:
         report = services.up(progress=_progress)
@@ -233,9 +249,10 @@ def status(
     kafka_port: KafkaPortOpt = None,
     kafka_controller_port: ControllerPortOpt = None,
     redis_port: RedisPortOpt = None,
+    kafka_nodes: KafkaNodesOpt = None,
 ) -> None:
     """Print each service, its pid, address and log file; exit 1 unless all run."""
-    services = _services(state_dir, kafka_port, kafka_controller_port, redis_port)
+    services = _services(state_dir, kafka_port, kafka_controller_port, redis_port, kafka_nodes=kafka_nodes)
     current = services.status()
     _print_status(current)
     if not current.all_running:
@@ -244,16 +261,17 @@ def status(
 
 @app.command()
 def logs(
-    service: Annotated[str, typer.Argument(help="kafka or redis")],
+    service: Annotated[str, typer.Argument(help="kafka, kafka-<k> (node k of a cluster) or redis")],
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines.")] = 40,
     state_dir: StateDirOpt = None,
 ) -> None:
     """Print the last lines of a service's log."""
-    services = _services(state_dir)
-    if service not in ("kafka", "redis"):
-        _err.print("service must be kafka or redis")
+    node = service[6:] if service.startswith("kafka-") else ""
+    services = _services(state_dir, kafka_nodes=max(2, int(node)) if node.isdigit() and int(node) <= 9 else None)
+    if service not in ("kafka", "redis") and not (node.isdigit() and 1 <= int(node) <= 9):
+        _err.print("service must be kafka, kafka-<k> or redis")
         raise typer.Exit(2)
-    target = services.kafka if service == "kafka" else services.redis
+    target = services.redis if service == "redis" else services.kafka_node(int(node or 1))
     _out.print(f"[dim]{target.log_path}[/dim]")
     _out.print(log_tail(target.log_path, lines), markup=False)
 

@@ -183,6 +183,7 @@ async def run_agent(
         client_id=agent_id,
         partitions=settings.topic_partitions,
         replication_factor=settings.topic_replication,
+        min_insync_replicas=settings.topic_min_insync_replicas,
         signer=trust.sign,
         # One dead letter per bad record across every role's group and every agent.
         dead_letters=RedisDeadLetterClaims(trust.redis, prefix=f"{settings.topic_prefix}:"),

@@ -97,7 +97,8 @@ class MeshClient:
             )
         bus = KafkaBus(settings.kafka_bootstrap, topics=topics, client_id=client_id,
                        signer=trust.sign if trust is not None else None,
-                       partitions=settings.topic_partitions, replication_factor=settings.topic_replication)
+                       partitions=settings.topic_partitions, replication_factor=settings.topic_replication,
+                       min_insync_replicas=settings.topic_min_insync_replicas)
         index = RedisRunIndex.connect(
             RedisConnection.from_settings(settings), key_prefix=f"{settings.topic_prefix}:", socket_timeout_s=2.0
         )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -49,6 +51,13 @@ class Cluster:
         self.agents = AgentProcesses(tmp, env, turn_delay_s=turn_delay_s, session_timeout_ms=SESSION_TIMEOUT_MS)
         self.ehr: MockEhrProcess = start_mock_ehr_process(tmp / "audit.jsonl", config=EhrConfig(patients=patients))
         self.views: dict[str, WorkflowView] = {}
+        # What the reader folded: records per partition of the workflow log, every event id (all
+        # below the high watermark, i.e. acknowledged), and when the last one arrived.
+        self.partition_records: Counter[int] = Counter()
+        self.event_ids: set[str] = set()
+        self.last_event_at = 0.0
+        self.partition_last_at: dict[int, float] = {}
+        self.partition_of: dict[str, int] = {}
         self.bus = KafkaBus(kafka_bootstrap, topics=self.topics, client_id="chaos-test", partitions=6,
                             signer=lambda env: self.trust.sign(env))
         self.trust: LogTrust
@@ -76,6 +85,10 @@ class Cluster:
                 for d in await sub.poll(timeout_ms=100):
                     wf = d.envelope.workflow_id
                     self.views.setdefault(wf, WorkflowView(wf)).apply(d.envelope)
+                    self.partition_records[d.partition] += 1
+                    self.event_ids.add(d.envelope.id)
+                    self.last_event_at = self.partition_last_at[d.partition] = time.monotonic()
+                    self.partition_of[wf] = d.partition
         finally:
             await sub.aclose()
 

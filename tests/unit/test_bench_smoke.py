@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bus, checkpoint, common, runtime
+from bench import bus, checkpoint, common, runtime, throughput
 from mesh.runtime import StepState
 from mesh.store import InMemoryStateStore
 from protocols import EnvelopeCodec, TraceEvent
@@ -149,3 +149,33 @@ async def test_turns_state_and_the_bounded_state_the_bench_writes() -> None:
     assert window <= len(bounded.history) < window + segment
     assert bounded.archive.through + len(bounded.history) == 100 == bounded.turn
     assert len(bounded.to_bytes()) < len(flat.to_bytes()) / 2
+# -- bench.throughput ------------------------------------------------------------------------------
+
+
+def test_throughput_parses_lists_and_groups_profiled_time_by_category() -> None:
+    assert throughput.parse_ints("10,100, 1000") == [10, 100, 1000]
+    stats = {
+        ("~", 0, "<method 'sign' of 'cryptography...Ed25519PrivateKey' objects>"): (1, 1, 2.0, 2.0, {}),
+        ("/x/site-packages/aiokafka/conn.py", 10, "send"): (1, 1, 1.0, 1.0, {}),
+        ("/x/site-packages/redis/asyncio/client.py", 5, "execute"): (1, 1, 0.5, 0.5, {}),
+        ("/w/mesh/runtime/worker.py", 1, "fold"): (1, 1, 0.25, 0.25, {}),
+        ("/x/lib/python3.11/json/decoder.py", 1, "decode"): (1, 1, 0.125, 0.125, {}),
+        ("~", 0, "<method 'poll' of 'select.epoll' objects>"): (1, 1, 9.0, 9.0, {}),
+    }
+    spent, idle = throughput.categorize(stats)
+    assert idle == 9.0
+    assert spent["sign + verify (Ed25519)"] == 2.0
+    assert spent["Kafka client (aiokafka)"] == 1.0
+    assert spent["Redis client (redis-py)"] == 0.5
+    assert spent["mesh runtime (Python)"] == 0.25
+    assert spent["other Python"] == 0.125
+    assert sum(spent.values()) == 3.875
+
+
+def test_cpu_seconds_of_this_process_grows_and_of_a_gone_one_is_zero() -> None:
+    import os
+
+    before = throughput.cpu_seconds(os.getpid())
+    sum(i * i for i in range(2_000_000))
+    assert throughput.cpu_seconds(os.getpid()) > before
+    assert throughput.cpu_seconds(2**22 + 12345) == 0.0

@@ -14,7 +14,7 @@ from mesh.settings import MeshSettings
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REDIS_PORT", "STATE_DIR", "LIBS_DIR"):
+    for name in ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REDIS_PORT", "STATE_DIR", "LIBS_DIR", "KAFKA_NODES"):
         monkeypatch.delenv(f"MESH_DEV_{name}", raising=False)
     monkeypatch.delenv("MESH_STATE_DIR", raising=False)
     monkeypatch.delenv("MESH_KAFKA_BOOTSTRAP", raising=False)
@@ -118,3 +118,48 @@ def test_free_ports_stay_out_of_the_ephemeral_range() -> None:
         assert len(set(trio)) == 3
     configs = [DevConfig.isolated(Path("/tmp/x")) for _ in range(20)]
     assert all(not (low <= p <= high) for c in configs for p in (c.kafka_port, c.kafka_controller_port, c.redis_port))
+
+
+# -- a Kafka cluster (kafka_nodes > 1) -------------------------------------------------------------
+
+
+def test_cluster_nodes_take_every_other_port_and_have_their_own_directories(tmp_path: Path) -> None:
+    config = DevConfig(state_dir=tmp_path, kafka_nodes=3, kafka_port=21100, kafka_controller_port=21101,
+                       redis_port=21110)
+    assert [config.kafka_node_ports(k) for k in config.kafka_node_ids] == [(21100, 21101), (21102, 21103),
+                                                                          (21104, 21105)]
+    assert config.kafka_bootstrap == "127.0.0.1:21100,127.0.0.1:21102,127.0.0.1:21104"
+    assert [config.kafka_node_dir(k) for k in config.kafka_node_ids] == [tmp_path / f"kafka-{k}" for k in (1, 2, 3)]
+    # A cluster never reuses (and reformats) a single broker's directory, and shares one cluster id.
+    assert DevConfig(state_dir=tmp_path).kafka_dir == tmp_path / "kafka" != config.kafka_dir
+    assert config.kafka_cluster_id_path == tmp_path / "kafka-cluster.id"
+    assert (config.kafka_replication, config.kafka_min_insync) == (3, 2)
+    assert (DevConfig(kafka_nodes=2).kafka_replication, DevConfig(kafka_nodes=2).kafka_min_insync) == (2, 1)
+    assert (DevConfig().kafka_replication, DevConfig().kafka_min_insync) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # node 2's client port (21102) is Redis's
+        {"kafka_nodes": 3, "kafka_port": 21100, "kafka_controller_port": 21101, "redis_port": 21102},
+        # node 2's client port is node 1's controller port
+        {"kafka_nodes": 2, "kafka_port": 21100, "kafka_controller_port": 21102},
+        {"kafka_nodes": 3, "kafka_proxied_port": 21200, "kafka_proxied_advertised_port": 21201},
+        {"kafka_nodes": 0},
+        {"kafka_nodes": 3, "kafka_port": 65533, "kafka_controller_port": 65534},
+    ],
+)
+def test_invalid_cluster_settings_are_rejected(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        DevConfig(**overrides)  # type: ignore[arg-type]
+
+
+def test_isolated_cluster_gets_a_free_block_of_ports(tmp_path: Path) -> None:
+    config = DevConfig.isolated(tmp_path, kafka_nodes=3)
+    ports = [p for k in config.kafka_node_ids for p in config.kafka_node_ports(k)]
+    assert ports == list(range(config.kafka_port, config.kafka_port + 6))
+    assert config.redis_port not in ports
+    for port in [*ports, config.redis_port]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))

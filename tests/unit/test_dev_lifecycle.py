@@ -213,6 +213,34 @@ def test_up_rollback_spares_a_service_that_already_ran(services: DevServices) ->
     assert services.status().redis.running
 
 
+def _clustered(services: DevServices, config: DevConfig, *, second: str = "touch ready; exec sleep 30") -> None:
+    # Three fake nodes; each becomes ready only once all were launched (like a KRaft quorum).
+    quorum = "while [ $(ls ../kafka-*/launched 2>/dev/null | wc -l) -lt 3 ]; do sleep 0.05; done; "
+    nodes = [FakeService(config, f"kafka-{k}", command=f"touch launched; {quorum}touch ready; exec sleep 30")
+             for k in (1, 2, 3)]
+    nodes[1].command = f"touch launched; {second}"
+    services.kafka = nodes[0]  # type: ignore[assignment]
+    services._kafka_peers = (nodes[1], nodes[2])  # type: ignore[assignment]
+
+
+def test_cluster_nodes_are_launched_together_and_stopped_together(services: DevServices, config: DevConfig) -> None:
+    _clustered(services, config)
+    report = services.up(services=("kafka",))
+    assert report.started == ("kafka",)
+    status = services.status()
+    assert [s.name for s in status.services] == ["redis", "kafka-1", "kafka-2", "kafka-3"]
+    assert all(s.running for s in status.services[1:])
+    assert services.stop_kafka() is True
+    assert not any(s.running for s in services.status().services)
+
+
+def test_a_failing_cluster_node_takes_the_launched_ones_down(services: DevServices, config: DevConfig) -> None:
+    _clustered(services, config, second="echo node-boom; exit 2")
+    with pytest.raises(DevServiceError, match="node-boom"):
+        services.up(services=("kafka",))
+    assert not any(s.running for s in services.status().services)
+
+
 def test_unknown_service_names_are_a_usage_error(services: DevServices) -> None:
     with pytest.raises(UsageError):
         services.up(services=("zookeeper",))

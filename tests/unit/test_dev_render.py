@@ -88,3 +88,20 @@ def test_cluster_ids_are_kafka_uuids() -> None:
         assert len(cluster_id) == 22
         assert not cluster_id.startswith("-")
         assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+
+
+def test_cluster_node_is_a_voter_with_its_own_ports_and_replicated_internal_topics(tmp_path: Path) -> None:
+    config = DevConfig(state_dir=tmp_path, kafka_nodes=3, kafka_port=29092, kafka_controller_port=29093,
+                       redis_port=26379)
+    props = _props(render_kafka_properties(config, node=2))
+    assert props["node.id"] == "2"
+    assert props["process.roles"] == "broker,controller"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:29093,2@127.0.0.1:29095,3@127.0.0.1:29097"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:29094,CONTROLLER://127.0.0.1:29095"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:29094"
+    assert props["log.dirs"] == str(tmp_path / "kafka-2" / "data")
+    assert props["offsets.topic.replication.factor"] == "3"
+    assert props["transaction.state.log.min.isr"] == "2"
+    assert props["default.replication.factor"] == "3"
+    assert props["min.insync.replicas"] == "2"
+    assert kafka_jvm_args(config, 2)[-1].endswith(str(tmp_path / "kafka-2" / "log4j2.properties"))
