@@ -154,14 +154,20 @@ class _Run:
     def want_fault(self) -> bool:
         return self.active() and self.faults < self.max_faults
 
-    def running(self, roles: tuple[str, ...] = ROLES, *, min_turns: int = 0) -> list[tuple[str, str, str]]:
+    def running(
+        self, roles: tuple[str, ...] = ROLES, *, min_turns: int = 0
+    ) -> list[tuple[str, str, str]]:
         """(workflow, step, owner) of running steps whose owner is alive."""
         out = []
         for wf, view in list(self.cluster.views.items()):
             if view.spec is None or view.finished is not None:
                 continue
             for step in view.spec.steps:
-                if step.role in roles and view.status_of(step.id) == "running" and view.turns_seen.get(step.id, 0) >= min_turns:
+                if (
+                    step.role in roles
+                    and view.status_of(step.id) == "running"
+                    and view.turns_seen.get(step.id, 0) >= min_turns
+                ):
                     owner = self.cluster.owner(wf, step.id)
                     if owner in self.cluster.agents.procs and self.cluster.agents.alive(owner):
                         out.append((wf, step.id, owner))
@@ -178,7 +184,9 @@ class _Run:
 
     def start_agent(self, role: str, agent_id: str) -> None:
         self.cluster.agents.start(role, agent_id, env=self.agent_env.get(agent_id))
-        self.history.record("process", "process.start", at_ms=self.now_ms(), actor=agent_id, role=role)
+        self.history.record(
+            "process", "process.start", at_ms=self.now_ms(), actor=agent_id, role=role
+        )
 
     async def replace(self, victim: str) -> str:
         role = self.cluster.agents.roles[victim]
@@ -218,7 +226,10 @@ async def _victim_after_call(run: _Run, role: str, timeout_s: float = 15.0) -> s
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and run.active():
         for entry in run.audit[start:]:
-            if f"{entry.get('method')} {entry.get('path')}" == call and entry.get("status") == status:
+            if (
+                f"{entry.get('method')} {entry.get('path')}" == call
+                and entry.get("status") == status
+            ):
                 key = str(entry.get("idempotency_key") or "")
                 parts = key.split(":")
                 if len(parts) >= 3 and parts[0] in run.cluster.views:
@@ -263,7 +274,9 @@ async def _kill_agents(run: _Run) -> None:
         order.remove(role)
         order.append(role)
         point = run.rng.choice(["after-call", "mid-turn"])
-        victim = await (_victim_after_call(run, role) if point == "after-call" else _victim_mid_turn(run, role))
+        victim = await (
+            _victim_after_call(run, role) if point == "after-call" else _victim_mid_turn(run, role)
+        )
         if victim is None:
             misses += 1
             continue
@@ -278,7 +291,11 @@ async def _kill_agents(run: _Run) -> None:
 async def _sigterm_rolling(run: _Run) -> None:
     while run.want_fault():
         for role in ROLES:
-            members = [a for a, r in run.cluster.agents.roles.items() if r == role and run.cluster.agents.alive(a)]
+            members = [
+                a
+                for a, r in run.cluster.agents.roles.items()
+                if r == role and run.cluster.agents.alive(a)
+            ]
             if not members or not run.want_fault():
                 continue
             victim = run.rng.choice(members)
@@ -330,7 +347,9 @@ def _redis_fsync(policy: str) -> Callable[[_Run], Awaitable[None]]:
         assert run.services is not None
         config = run.services.config.model_copy(update={"redis_appendfsync": policy})
         run.services = DevServices(config)
-        await asyncio.to_thread(run.services.restart_redis)  # SIGTERM: the AOF is flushed; not a fault
+        await asyncio.to_thread(
+            run.services.restart_redis
+        )  # SIGTERM: the AOF is flushed; not a fault
         run.notes.append(f"Redis restarted with appendfsync {policy} before the agents started")
 
     return prepare
@@ -347,7 +366,13 @@ async def _redis_kill(run: _Run) -> None:
         run.progress(f"  SIGKILL redis, down for {down:.1f} s")
         await asyncio.sleep(down)
         await asyncio.to_thread(run.services.start_redis)
-        run.fault("fault.redis_sigkill", at_ms=t0, healed_ms=run.now_ms(), steps=steps, down_s=round(down, 1))
+        run.fault(
+            "fault.redis_sigkill",
+            at_ms=t0,
+            healed_ms=run.now_ms(),
+            steps=steps,
+            down_s=round(down, 1),
+        )
         await run.sleep(2.0, 5.0)
 
 
@@ -362,7 +387,13 @@ async def _kafka_kill(run: _Run) -> None:
         run.progress(f"  SIGKILL kafka broker, down for {down:.1f} s")
         await asyncio.sleep(down)
         await asyncio.to_thread(run.services.start_kafka)
-        run.fault("fault.kafka_sigkill", at_ms=t0, healed_ms=run.now_ms(), steps=steps, down_s=round(down, 1))
+        run.fault(
+            "fault.kafka_sigkill",
+            at_ms=t0,
+            healed_ms=run.now_ms(),
+            steps=steps,
+            down_s=round(down, 1),
+        )
         await run.sleep(4.0, 8.0)
 
 
@@ -383,7 +414,11 @@ async def _network_cut(run: _Run) -> None:
     names = ("kafka", f"redis-{run.dir.name}")
     await run.sleep(2.0, 4.0)
     while run.want_fault():
-        minority = [a for a in run.cluster.agents.procs if a in run.agent_env and run.cluster.agents.alive(a)]
+        minority = [
+            a
+            for a in run.cluster.agents.procs
+            if a in run.agent_env and run.cluster.agents.alive(a)
+        ]
         steps = [s for a in minority for s in run.steps_of(a)]
         t0 = run.now_ms()
         await asyncio.to_thread(run.toxi.cut, *names)
@@ -411,7 +446,13 @@ async def _flood(run: _Run) -> None:
                 await run.cluster.bus.publish_raw(topic, raw, key=wf)
                 digests.append(flood_digest(raw, max_envelope_bytes=MAX_ENVELOPE_BYTES))
         run.flood.update(digests)
-        run.fault("fault.hostile_flood", steps=run.steps_of(), records=len(digests), workflow=wf, no_recovery=True)
+        run.fault(
+            "fault.hostile_flood",
+            steps=run.steps_of(),
+            records=len(digests),
+            workflow=wf,
+            no_recovery=True,
+        )
         await run.sleep(2.0, 4.0)
 
 
@@ -472,7 +513,9 @@ async def _clock_skew(run: _Run) -> None:
             run.fault("fault.clock_skew", actor=agent_id, skew=env["FAKETIME"], no_recovery=True)
     # Make the skewed members hand steps over to the others and back: kill skewed owners mid-turn.
     while run.want_fault():
-        skewed = [o for _wf, _s, o in run.running(min_turns=0) if "FAKETIME" in run.agent_env.get(o, {})]
+        skewed = [
+            o for _wf, _s, o in run.running(min_turns=0) if "FAKETIME" in run.agent_env.get(o, {})
+        ]
         if not skewed:
             await asyncio.sleep(0.2)
             if not run.active():
@@ -565,7 +608,9 @@ async def _watch_deaths(run: _Run) -> None:
 
 def _print_state(run: _Run) -> str:
     finished = sum(1 for wf in run.submitted if run.cluster.views[wf].finished is not None)
-    return f"submitted {len(run.submitted)}/{run.workflows}, finished {finished}, faults {run.faults}"
+    return (
+        f"submitted {len(run.submitted)}/{run.workflows}, finished {finished}, faults {run.faults}"
+    )
 
 
 async def _run_scenario(
@@ -577,7 +622,17 @@ async def _run_scenario(
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.glob("*.log"):
         old.unlink()
-    run = _Run(scenario, opts, random.Random(seed), History(), run_dir, progress, services, workflows, toxi=toxi)
+    run = _Run(
+        scenario,
+        opts,
+        random.Random(seed),
+        History(),
+        run_dir,
+        progress,
+        services,
+        workflows,
+        toxi=toxi,
+    )
     kafka = services.kafka_bootstrap if services is not None else opts.kafka_bootstrap
     redis_url = services.redis_url if services is not None else opts.redis_url
     if scenario.prepare is not None:
@@ -593,7 +648,9 @@ async def _run_scenario(
     try:
         agents = [(role, f"{role}-{m}") for role in ROLES for m in ("a", "b")]
         for role, agent_id in agents:
-            run.history.record("process", "process.start", at_ms=run.now_ms(), actor=agent_id, role=role)
+            run.history.record(
+                "process", "process.start", at_ms=run.now_ms(), actor=agent_id, role=role
+            )
         await run.cluster.start(agents, env=run.agent_env)
         progress(f"  {len(agents)} agents ready (prefix {run.cluster.prefix})")
         tasks = [asyncio.create_task(_tail_audit(run)), asyncio.create_task(_watch_deaths(run))]
@@ -622,7 +679,9 @@ async def _run_scenario(
         while run.active() and time.monotonic() < deadline:  # noqa: ASYNC110 - the reader task folds the views
             await asyncio.sleep(0.2)
         if run.active():
-            run.notes.append(f"not every workflow ended within {opts.recover_timeout_s:.0f} s of the last fault")
+            run.notes.append(
+                f"not every workflow ended within {opts.recover_timeout_s:.0f} s of the last fault"
+            )
         progress(f"  {_print_state(run)}; reading the history back")
         await asyncio.sleep(3.0)  # debounced gossip saves, last dead letters
         for t in tasks:
@@ -639,10 +698,16 @@ async def _run_scenario(
         # Shutdown: SIGTERM every agent, and say (as a note, not an anomaly) who had to be SIGKILLed.
         t0 = time.monotonic()
         await run.cluster.aclose(grace_s=SHUTDOWN_GRACE_S)
-        hung = [a for a, p in run.cluster.agents.procs.items() if a not in run.expected_exits and p.returncode == -signal.SIGKILL]
+        hung = [
+            a
+            for a, p in run.cluster.agents.procs.items()
+            if a not in run.expected_exits and p.returncode == -signal.SIGKILL
+        ]
         if hung:
-            run.notes.append(f"at shutdown {len(hung)} agent(s) were still running {SHUTDOWN_GRACE_S:.0f} s after SIGTERM "
-                             f"and were SIGKILLed: {', '.join(hung)} (shutdown took {time.monotonic() - t0:.0f} s)")
+            run.notes.append(
+                f"at shutdown {len(hung)} agent(s) were still running {SHUTDOWN_GRACE_S:.0f} s after SIGTERM "
+                f"and were SIGKILLed: {', '.join(hung)} (shutdown took {time.monotonic() - t0:.0f} s)"
+            )
     history_path = run_dir / "history.jsonl"
     run.history.save(history_path)
     result = check(run.history)
@@ -661,7 +726,10 @@ async def _collect(run: _Run) -> None:
                           max_envelope_bytes=MAX_ENVELOPE_BYTES),
     )  # fmt: skip
     read_audit_log(h, c.ehr.audit_log)
-    steps = {e.workflow_id: [str(s["id"]) for s in e.get("steps", [])] for e in h.of("log", "workflow.submitted")}
+    steps = {
+        e.workflow_id: [str(s["id"]) for s in e.get("steps", [])]
+        for e in h.of("log", "workflow.submitted")
+    }
     await read_store(h, c.store, steps)
     client = aioredis.Redis.from_url(c.redis_url)
     try:
@@ -685,7 +753,11 @@ def _private_services(opts: CampaignOptions, *, with_proxy: bool) -> DevServices
     root = (opts.report_dir / "services").resolve()
     if opts.services_port:
         p = opts.services_port
-        ports: dict[str, object] = {"kafka_port": p, "kafka_controller_port": p + 1, "redis_port": p + 2}
+        ports: dict[str, object] = {
+            "kafka_port": p,
+            "kafka_controller_port": p + 1,
+            "redis_port": p + 2,
+        }
         if with_proxy:
             ports.update(kafka_proxied_port=p + 3, kafka_proxied_advertised_port=p + 4)
         return DevServices(DevConfig(state_dir=root, **ports))  # type: ignore[arg-type]
@@ -705,7 +777,9 @@ def run_campaign(opts: CampaignOptions, *, progress: Progress = print) -> Campai
         os.environ[DATA_KEY_ENV] = generate_data_key()
     own = bool(opts.kafka_bootstrap or opts.redis_url)
     if own and not (opts.kafka_bootstrap and opts.redis_url):
-        raise UsageError("give both --kafka-bootstrap and --redis-url, or neither (private services)")
+        raise UsageError(
+            "give both --kafka-bootstrap and --redis-url, or neither (private services)"
+        )
     report = CampaignReport(
         command=opts.command or "mesh chaos run", seed=opts.seed,
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -726,33 +800,53 @@ def run_campaign(opts: CampaignOptions, *, progress: Progress = print) -> Campai
             toxi = None
     if not own:
         services = _private_services(opts, with_proxy=toxi is not None)
-        progress(f"starting private Kafka and Redis ({services.kafka_bootstrap}, {services.redis_url})")
+        progress(
+            f"starting private Kafka and Redis ({services.kafka_bootstrap}, {services.redis_url})"
+        )
         services.up()
         if toxi is not None:
             cfg = services.config
             assert cfg.kafka_proxied_port is not None
-            toxi.proxy("kafka", cfg.kafka_proxied_port, listen_port=cfg.kafka_proxied_advertised_port)
+            toxi.proxy(
+                "kafka", cfg.kafka_proxied_port, listen_port=cfg.kafka_proxied_advertised_port
+            )
     try:
         for i, scenario in enumerate(scenarios):
             n = per + (1 if i < extra else 0)
             why = _needs_met(scenario, services, toxi)
-            progress(f"[{i + 1}/{len(scenarios)}] {scenario.name}: {n} workflows, seed {opts.seed + i}")
+            progress(
+                f"[{i + 1}/{len(scenarios)}] {scenario.name}: {n} workflows, seed {opts.seed + i}"
+            )
             if why:
                 progress(f"  skipped: {why}")
                 report.scenarios.append(ScenarioResult(scenario.name, scenario.description, check(History()), 0.0,
                                                        notes=[f"skipped: {why}"]))  # fmt: skip
                 continue
             result = asyncio.run(
-                _run_scenario(scenario, opts, workflows=n, seed=opts.seed + i, services=services, toxi=toxi,
-                              progress=progress)
+                _run_scenario(
+                    scenario,
+                    opts,
+                    workflows=n,
+                    seed=opts.seed + i,
+                    services=services,
+                    toxi=toxi,
+                    progress=progress,
+                )
             )
             report.scenarios.append(result)
-            kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.result.by_kind().items())) or "no anomaly"
+            kinds = (
+                ", ".join(f"{k} {v}" for k, v in sorted(result.result.by_kind().items()))
+                or "no anomaly"
+            )
             f = result.result.figures
-            progress(f"  done in {result.elapsed_s:.0f} s: {f.completed}/{f.workflows} completed, {f.faults} faults, {kinds}")
+            progress(
+                f"  done in {result.elapsed_s:.0f} s: {f.completed}/{f.workflows} completed, {f.faults} faults, {kinds}"
+            )
             report.write(opts.report_dir)
             if services is not None:
-                services = DevServices(services.config.model_copy(update={"redis_appendfsync": "everysec"}))
+                services = DevServices(
+                    services.config.model_copy(update={"redis_appendfsync": "everysec"})
+                )
                 services.up()  # a scenario may have left a service down if it failed midway
     finally:
         if toxi is not None:

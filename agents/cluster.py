@@ -58,8 +58,12 @@ class Cluster:
                      "MESH_TOPIC_PARTITIONS": "6", "MESH_MAX_ENVELOPE_BYTES": str(MAX_ENVELOPE_BYTES),
                      "PYTHONPATH": str(RECONCILIATION.parents[2]), **(env or {})}  # fmt: skip
         agent_env.pop("ANTHROPIC_API_KEY", None)
-        self.agents = AgentProcesses(tmp, agent_env, turn_delay_s=turn_delay_s, session_timeout_ms=session_timeout_ms)
-        self.ehr: MockEhrProcess = start_mock_ehr_process(tmp / "audit.jsonl", config=ehr or EhrConfig(patients=patients))
+        self.agents = AgentProcesses(
+            tmp, agent_env, turn_delay_s=turn_delay_s, session_timeout_ms=session_timeout_ms
+        )
+        self.ehr: MockEhrProcess = start_mock_ehr_process(
+            tmp / "audit.jsonl", config=ehr or EhrConfig(patients=patients)
+        )
         self.views: dict[str, WorkflowView] = {}
         self.bus = KafkaBus(kafka_bootstrap, topics=self.topics, client_id=client_id, partitions=6,
                             signer=lambda env: self.trust.sign(env))  # fmt: skip
@@ -70,7 +74,12 @@ class Cluster:
         self.on_event: Callable[[str, WorkflowView], None] | None = None
         """Called after each folded event with its workflow id and view (progress output)."""
 
-    async def start(self, agents: Iterable[tuple[str, str]], *, env: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    async def start(
+        self,
+        agents: Iterable[tuple[str, str]],
+        *,
+        env: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         """Create topics, register the client's signing key, start the agents and the reader.
 
         ``env`` maps an agent id to environment overrides for that agent alone.
@@ -112,7 +121,9 @@ class Cluster:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while not predicate():
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; states: {self.describe()}")
+                raise AssertionError(
+                    f"timed out after {timeout_s} s waiting for {what}; states: {self.describe()}"
+                )
             await asyncio.sleep(0.05)
 
     def describe(self) -> str:

@@ -47,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ThreadingHTTPServer.allow_reuse_address = True
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    signal.signal(
+        signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start()
+    )
     print(f"ready on {args.port}", flush=True)
     server.serve_forever()
     log.close()

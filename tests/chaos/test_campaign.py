@@ -20,7 +20,11 @@ from agents.campaign import CampaignOptions, run_campaign
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(900)]
 
-SCENARIOS = tuple(os.environ.get("MESH_CHAOS_CI_SCENARIOS", "kill-agents,redis-kill-everysec,hostile-flood").split(","))
+SCENARIOS = tuple(
+    os.environ.get(
+        "MESH_CHAOS_CI_SCENARIOS", "kill-agents,redis-kill-everysec,hostile-flood"
+    ).split(",")
+)
 
 
 def test_short_campaign_finds_no_anomaly(tmp_path: Path) -> None:
