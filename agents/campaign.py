@@ -719,6 +719,9 @@ async def _collect(run: _Run) -> None:
     c = run.cluster
     h = run.history
     group = f"{c.prefix}.history"
+    # Every agent (replacements included) has registered its key by now: load them all once, so the
+    # concurrent readers below never race one another's rate-limited keyring reload.
+    await c.trust.register()
     await asyncio.gather(
         read_workflow_log(h, c.bus, c.topics.workflow_events, group=f"{group}-log", guard=c.trust),
         read_trace(h, c.bus, c.topics.trace_events, group=f"{group}-trace", guard=c.trust),
