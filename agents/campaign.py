@@ -53,7 +53,15 @@ from mesh.dev import DevConfig, DevServices, free_port
 from mesh.dev.toxiproxy import Toxiproxy
 from mesh.errors import MeshError, UsageError
 from mesh.gossip import RedisContextMapStore
-from mesh.security import DATA_KEY_ENV, DATA_KEY_FILE_ENV, generate_data_key
+from mesh.gossip.worker import GossipWorker, WorkerConfig
+from mesh.security import (
+    DATA_KEY_ENV,
+    DATA_KEY_FILE_ENV,
+    Keyring,
+    generate_data_key,
+    generate_keypair,
+    private_key_to_hex,
+)
 
 __all__ = ["ROLES", "SCENARIOS", "CampaignOptions", "Scenario", "run_campaign"]
 
@@ -525,6 +533,60 @@ async def _clock_skew(run: _Run) -> None:
         await run.sleep(1.0, 3.0)
 
 
+async def _lying_validators(run: _Run) -> None:
+    """n = 4 validators (f = 1), one of them lying, as real gossip-node processes on the run's topics."""
+    pairs = [generate_keypair(f"validator-{i}") for i in range(1, 5)] + [
+        generate_keypair("proposer")
+    ]
+    keyring = json.dumps(Keyring({p.agent_id: p.public_key for p in pairs}).to_dict())
+    validators = tuple(p.agent_id for p in pairs[:4])
+    liar = run.rng.choice(validators)
+    truth = {"patients_checked": run.opts.patients, "planted_issues": 4}
+    workers: dict[str, GossipWorker] = {}
+    for p in pairs:
+        config = WorkerConfig(
+            agent_id=p.agent_id, private_key_hex=private_key_to_hex(p.private_key), keyring_json=keyring,
+            bootstrap=run.cluster.kafka_bootstrap, topic_prefix=run.cluster.prefix, redis_url=run.cluster.redis_url,
+            key_prefix=f"{run.cluster.prefix}:quorum:", validators=validators, truth=truth, lie=p.agent_id == liar,
+            session_timeout_ms=run.opts.session_timeout_ms * 2,
+        )  # fmt: skip
+        workers[p.agent_id] = GossipWorker(config, stderr_path=run.dir / f"{p.agent_id}.log")
+    run.progress(f"  validators {', '.join(validators)} (n=4, f=1); {liar} lies")
+    try:
+        await asyncio.gather(*(w.start(timeout_s=120) for w in workers.values()))
+        proposer = workers["proposer"]
+        wf = "votes-" + run.cluster.prefix
+        n = 0
+        while run.want_fault() or n < 2:
+            n += 1
+            name = run.rng.choice(sorted(truth))
+            false = run.rng.random() < 0.6
+            value = truth[name] + run.rng.randint(1, 9) if false else truth[name]
+            reply = await proposer.request("propose", wf=wf, name=name, value=value)
+            if false:
+                run.fault("fault.false_proposal", proposal_id=reply["id"], name=name, value=value, liar=liar,
+                          no_recovery=True)  # fmt: skip
+            deadline = time.monotonic() + 20
+            pending = set(workers)
+            while pending and time.monotonic() < deadline:
+                for agent_id in sorted(pending):
+                    outcome = (await workers[agent_id].request("decision", id=reply["id"]))[
+                        "outcome"
+                    ]
+                    if outcome != "pending":
+                        pending.discard(agent_id)
+                        run.history.record("votes", "fact.decided", at_ms=run.now_ms(), workflow_id=wf, actor=agent_id,
+                                           proposal_id=reply["id"], name=name, value=value, outcome=outcome)  # fmt: skip
+                await asyncio.sleep(0.2)
+            if pending:
+                run.notes.append(
+                    f"proposal {name}={value}: undecided after 20 s at {', '.join(sorted(pending))}"
+                )
+            await run.sleep(0.2, 1.0)
+    finally:
+        await asyncio.gather(*(w.aclose() for w in workers.values()), return_exceptions=True)
+
+
 SCENARIOS: Mapping[str, Scenario] = {
     s.name: s
     for s in (
@@ -547,6 +609,8 @@ SCENARIOS: Mapping[str, Scenario] = {
                  "truncated, random bytes...) on the workflow, gossip and votes topics", _flood),
         Scenario("collector-down", "agents export spans over OTLP/HTTP to a collector process that is SIGKILLed "
                  "for 5-12 s and restarted", _collector_down, frozenset(), _prepare_collector),
+        Scenario("lying-validators", "4 validator processes (n = 4, f = 1) vote on true and false facts while "
+                 "one of them lies (accepts the false, rejects the true)", _lying_validators),
         Scenario("clock-skew", "one member of each role runs 90 s ahead or behind (libfaketime); skewed owners "
                  "are killed mid-turn so steps cross clocks", _clock_skew, frozenset({"faketime"}), _prepare_skew),
     )
