@@ -66,6 +66,8 @@ from mesh.security import (
 __all__ = ["ROLES", "SCENARIOS", "CampaignOptions", "Scenario", "run_campaign"]
 
 ROLES = ("identity", "fetch", "validate", "report")
+READY_TIMEOUT_S = 240.0
+"""How long an agent may take to start (a loaded 2-core box takes minutes for eight at once)."""
 SHUTDOWN_GRACE_S = 30.0
 """How long agents get to exit after SIGTERM at the end of a scenario (a loaded box is slow)."""
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -202,7 +204,7 @@ class _Run:
         if victim in self.agent_env:  # the replacement takes the victim's place (proxy, clock)
             self.agent_env[new] = self.agent_env[victim]
         self.start_agent(role, new)
-        await asyncio.to_thread(self.cluster.agents.wait_ready, new)
+        await asyncio.to_thread(self.cluster.agents.wait_ready, new, timeout_s=READY_TIMEOUT_S)
         return new
 
     async def kill(self, victim: str, *, point: str, replace: bool = True) -> None:
@@ -715,7 +717,7 @@ async def _run_scenario(
             run.history.record(
                 "process", "process.start", at_ms=run.now_ms(), actor=agent_id, role=role
             )
-        await run.cluster.start(agents, env=run.agent_env)
+        await run.cluster.start(agents, env=run.agent_env, ready_timeout_s=READY_TIMEOUT_S)
         progress(f"  {len(agents)} agents ready (prefix {run.cluster.prefix})")
         tasks = [asyncio.create_task(_tail_audit(run)), asyncio.create_task(_watch_deaths(run))]
         spec = reconciliation_spec(patients=opts.patients, page_size=opts.page_size)

@@ -62,7 +62,7 @@ class Cluster:
             tmp, agent_env, turn_delay_s=turn_delay_s, session_timeout_ms=session_timeout_ms
         )
         self.ehr: MockEhrProcess = start_mock_ehr_process(
-            tmp / "audit.jsonl", config=ehr or EhrConfig(patients=patients)
+            tmp / "audit.jsonl", config=ehr or EhrConfig(patients=patients), ready_timeout_s=60.0
         )
         self.views: dict[str, WorkflowView] = {}
         self.bus = KafkaBus(kafka_bootstrap, topics=self.topics, client_id=client_id, partitions=6,
@@ -79,6 +79,7 @@ class Cluster:
         agents: Iterable[tuple[str, str]],
         *,
         env: Mapping[str, Mapping[str, str]] | None = None,
+        ready_timeout_s: float = 60.0,
     ) -> None:
         """Create topics, register the client's signing key, start the agents and the reader.
 
@@ -89,7 +90,7 @@ class Cluster:
         await self.bus.start()
         for role, agent_id in agents:
             self.agents.start(role, agent_id, env=(env or {}).get(agent_id))
-        await asyncio.to_thread(self.agents.wait_ready)
+        await asyncio.to_thread(self.agents.wait_ready, timeout_s=ready_timeout_s)
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
