@@ -375,14 +375,16 @@ async def _redis_kill(run: _Run) -> None:
         down = run.rng.uniform(0.5, 4.0)
         run.progress(f"  SIGKILL redis, down for {down:.1f} s")
         await asyncio.sleep(down)
-        await asyncio.to_thread(run.services.start_redis)
-        run.fault(
-            "fault.redis_sigkill",
-            at_ms=t0,
-            healed_ms=run.now_ms(),
-            steps=steps,
-            down_s=round(down, 1),
-        )
+        try:
+            await _start_until_up(run, run.services.start_redis, "redis")
+        finally:
+            run.fault(
+                "fault.redis_sigkill",
+                at_ms=t0,
+                healed_ms=run.now_ms(),
+                steps=steps,
+                down_s=round(down, 1),
+            )
         await run.sleep(2.0, 5.0)
 
 
@@ -396,15 +398,29 @@ async def _kafka_kill(run: _Run) -> None:
         down = run.rng.uniform(1.0, 5.0)
         run.progress(f"  SIGKILL kafka broker, down for {down:.1f} s")
         await asyncio.sleep(down)
-        await asyncio.to_thread(run.services.start_kafka)
-        run.fault(
-            "fault.kafka_sigkill",
-            at_ms=t0,
-            healed_ms=run.now_ms(),
-            steps=steps,
-            down_s=round(down, 1),
-        )
+        try:
+            await _start_until_up(run, run.services.start_kafka, "kafka")
+        finally:
+            run.fault(
+                "fault.kafka_sigkill",
+                at_ms=t0,
+                healed_ms=run.now_ms(),
+                steps=steps,
+                down_s=round(down, 1),
+            )
         await run.sleep(4.0, 8.0)
+
+
+async def _start_until_up(run: _Run, start: Callable[[], bool], name: str, tries: int = 3) -> None:
+    """A restart that failed (a loaded box, a port still held) is tried again; the note says so."""
+    for attempt in range(1, tries + 1):
+        try:
+            await asyncio.to_thread(start)
+            return
+        except MeshError as exc:
+            run.notes.append(f"{name} restart attempt {attempt} failed: {str(exc).splitlines()[0]}")
+            if attempt == tries:
+                raise
 
 
 async def _prepare_cut(run: _Run) -> None:
@@ -829,11 +845,11 @@ def _private_services(opts: CampaignOptions, *, with_proxy: bool) -> DevServices
         }
         if with_proxy:
             ports.update(kafka_proxied_port=p + 3, kafka_proxied_advertised_port=p + 4)
-        return DevServices(DevConfig(state_dir=root, **ports))  # type: ignore[arg-type]
+        return DevServices(DevConfig(state_dir=root, start_timeout_s=300, **ports))  # type: ignore[arg-type]
     extra: dict[str, object] = {}
     if with_proxy:
         extra = {"kafka_proxied_port": free_port(), "kafka_proxied_advertised_port": free_port()}
-    return DevServices(DevConfig.isolated(root, **extra))
+    return DevServices(DevConfig.isolated(root, start_timeout_s=300, **extra))
 
 
 def run_campaign(opts: CampaignOptions, *, progress: Progress = print) -> CampaignReport:
