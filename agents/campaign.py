@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 from agents.cluster import MAX_ENVELOPE_BYTES, Cluster
 from agents.mock_ehr import EhrConfig
 from agents.specs import reconciliation_spec
+from mesh.bus.groups import delete_topics_with_prefix
 from mesh.chaos import CampaignReport, History, ScenarioResult, check
 from mesh.chaos._collect import (
     flood_digest,
@@ -780,6 +781,7 @@ async def _run_scenario(
         # Shutdown: SIGTERM every agent, and say (as a note, not an anomaly) who had to be SIGKILLed.
         t0 = time.monotonic()
         await run.cluster.aclose(grace_s=SHUTDOWN_GRACE_S)
+        await _delete_topics(run.cluster.kafka_bootstrap, run.cluster.prefix, run.notes)
         hung = [
             a
             for a, p in run.cluster.agents.procs.items()
@@ -795,6 +797,14 @@ async def _run_scenario(
     result = check(run.history)
     return ScenarioResult(scenario.name, scenario.description, result, time.monotonic() - began, str(history_path),
                           run.notes)  # fmt: skip
+
+
+async def _delete_topics(bootstrap: str, prefix: str, notes: list[str]) -> None:
+    """Delete the scenario's topics: a broker restarted later reloads every partition it holds."""
+    try:
+        await delete_topics_with_prefix(bootstrap, prefix, client_id="chaos-campaign")
+    except MeshError as exc:  # the report matters more than the cleanup
+        notes.append(f"topics {prefix}.* not deleted: {exc}")
 
 
 async def _collect(run: _Run) -> None:
