@@ -771,7 +771,15 @@ async def _run_scenario(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         tasks = []
-        await _collect(run)
+        if services is not None:
+            await asyncio.to_thread(
+                run.services.up
+            )  # a scenario that failed midway may have left one down
+        try:
+            await _collect(run)
+        except MeshError as exc:
+            run.notes.append(f"the history could not be read back completely: {exc}")
+            progress(f"  ! history incomplete: {exc}")
     finally:
         for t in tasks:
             t.cancel()
