@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 from agents.cluster import MAX_ENVELOPE_BYTES, Cluster
 from agents.mock_ehr import EhrConfig
 from agents.specs import reconciliation_spec
+from mesh.bus import KafkaBus
 from mesh.bus.groups import delete_topics_with_prefix
 from mesh.chaos import CampaignReport, History, ScenarioResult, check
 from mesh.chaos._collect import (
@@ -63,6 +64,7 @@ from mesh.security import (
     generate_keypair,
     private_key_to_hex,
 )
+from protocols import Topics
 
 __all__ = ["ROLES", "SCENARIOS", "CampaignOptions", "Scenario", "run_campaign"]
 
@@ -562,16 +564,21 @@ async def _lying_validators(run: _Run) -> None:
     liar = run.rng.choice(validators)
     truth = {"patients_checked": run.opts.patients, "planted_issues": 4}
     workers: dict[str, GossipWorker] = {}
+    topics = Topics(f"{run.cluster.prefix}-votes")
     for p in pairs:
         config = WorkerConfig(
             agent_id=p.agent_id, private_key_hex=private_key_to_hex(p.private_key), keyring_json=keyring,
-            bootstrap=run.cluster.kafka_bootstrap, topic_prefix=run.cluster.prefix, redis_url=run.cluster.redis_url,
+            bootstrap=run.cluster.kafka_bootstrap, topic_prefix=topics.prefix, redis_url=run.cluster.redis_url,
             key_prefix=f"{run.cluster.prefix}:quorum:", validators=validators, truth=truth, lie=p.agent_id == liar,
             session_timeout_ms=run.opts.session_timeout_ms * 2,
         )  # fmt: skip
         workers[p.agent_id] = GossipWorker(config, stderr_path=run.dir / f"{p.agent_id}.log")
     run.progress(f"  validators {', '.join(validators)} (n=4, f=1); {liar} lies")
     try:
+        # Their own topics: the mesh's agents do not know these keys (and must not dead-letter them).
+        await KafkaBus(
+            run.cluster.kafka_bootstrap, topics=topics, client_id="chaos-campaign"
+        ).ensure_topics(list(topics.all()))
         await asyncio.gather(*(w.start(timeout_s=120) for w in workers.values()))
         proposer = workers["proposer"]
         wf = "votes-" + run.cluster.prefix
@@ -585,7 +592,7 @@ async def _lying_validators(run: _Run) -> None:
             if false:
                 run.fault("fault.false_proposal", proposal_id=reply["id"], name=name, value=value, liar=liar,
                           no_recovery=True)  # fmt: skip
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             pending = set(workers)
             while pending and time.monotonic() < deadline:
                 for agent_id in sorted(pending):
@@ -599,11 +606,12 @@ async def _lying_validators(run: _Run) -> None:
                 await asyncio.sleep(0.2)
             if pending:
                 run.notes.append(
-                    f"proposal {name}={value}: undecided after 20 s at {', '.join(sorted(pending))}"
+                    f"proposal {name}={value}: undecided after 60 s at {', '.join(sorted(pending))}"
                 )
             await run.sleep(0.2, 1.0)
     finally:
         await asyncio.gather(*(w.aclose() for w in workers.values()), return_exceptions=True)
+        await _delete_topics(run.cluster.kafka_bootstrap, topics.prefix, run.notes)
 
 
 SCENARIOS: Mapping[str, Scenario] = {
@@ -771,7 +779,7 @@ async def _run_scenario(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         tasks = []
-        if services is not None:
+        if run.services is not None:
             await asyncio.to_thread(
                 run.services.up
             )  # a scenario that failed midway may have left one down

@@ -473,11 +473,7 @@ def _figures(history: History, figures: Figures) -> None:
     figures.completed = sum(
         1 for e in history.of("log", "workflow.completed") if e.get("status") == "succeeded"
     )
-    figures.faults = sum(
-        1
-        for e in history.of("fault")
-        if e.kind.startswith("fault.") and e.kind != "fault.false_proposal"
-    )
+    figures.faults = sum(1 for e in history.of("fault") if e.kind.startswith("fault."))
     figures.resumes = sum(
         1 for e in history.of("log", "workflow.step_started") if e.get("resumed_from_turn", 0) > 0
     )
