@@ -29,7 +29,7 @@ SCENARIOS = tuple(
 
 def test_short_campaign_finds_no_anomaly(tmp_path: Path) -> None:
     seed = int(os.environ.get("MESH_CHAOS_SEED", "20261202"))
-    workflows = int(os.environ.get("MESH_CHAOS_CI_WORKFLOWS", str(3 * len(SCENARIOS))))
+    workflows = int(os.environ.get("MESH_CHAOS_CI_WORKFLOWS", str(2 * len(SCENARIOS))))
     opts = CampaignOptions(
         workflows=workflows, scenarios=SCENARIOS, seed=seed, report_dir=tmp_path / "report", max_faults=3,
         recover_timeout_s=180, command=f"mesh chaos run --workflows {workflows} --scenarios {','.join(SCENARIOS)} "
