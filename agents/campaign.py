@@ -933,17 +933,20 @@ def run_campaign(opts: CampaignOptions, *, progress: Progress = print) -> Campai
                 report.scenarios.append(ScenarioResult(scenario.name, scenario.description, check(History()), 0.0,
                                                        notes=[f"skipped: {why}"]))  # fmt: skip
                 continue
-            result = asyncio.run(
-                _run_scenario(
-                    scenario,
-                    opts,
-                    workflows=n,
-                    seed=opts.seed + i,
-                    services=services,
-                    toxi=toxi,
-                    progress=progress,
+            try:
+                result = asyncio.run(
+                    _run_scenario(
+                        scenario, opts, workflows=n, seed=opts.seed + i, services=services, toxi=toxi,
+                        progress=progress,
+                    )
+                )  # fmt: skip
+            except (MeshError, RuntimeError, OSError, TimeoutError) as exc:
+                # One broken scenario (a service that would not come back) does not cost the others.
+                progress(f"  ! scenario crashed: {type(exc).__name__}: {exc}")
+                crashed = f"the scenario crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                result = ScenarioResult(
+                    scenario.name, scenario.description, check(History()), 0.0, notes=[crashed]
                 )
-            )
             report.scenarios.append(result)
             kinds = (
                 ", ".join(f"{k} {v}" for k, v in sorted(result.result.by_kind().items()))
