@@ -24,12 +24,14 @@ class ScenarioResult:
     history_path: str = ""
     notes: list[str] = field(default_factory=list)
     """What the scenario could not do on this deployment (skipped faults), said plainly."""
+    crashed: str = ""
+    """Why the scenario itself broke off (then it proves nothing, and the campaign is not ok)."""
 
     def to_json(self) -> dict[str, Any]:
         """The row and its anomalies as JSON."""
         return {
             "name": self.name, "description": self.description, "elapsed_s": round(self.elapsed_s, 1),
-            "history": self.history_path, "notes": self.notes, "figures": self.result.figures.to_json(),
+            "history": self.history_path, "notes": self.notes, "crashed": self.crashed, "figures": self.result.figures.to_json(),
             "anomalies_by_kind": self.result.by_kind(),
             "anomalies": [a.to_json() for a in self.result.anomalies],
         }  # fmt: skip
@@ -47,8 +49,8 @@ class CampaignReport:
 
     @property
     def ok(self) -> bool:
-        """No anomaly in any scenario."""
-        return all(s.result.ok for s in self.scenarios)
+        """No anomaly in any scenario, and none crashed."""
+        return all(s.result.ok and not s.crashed for s in self.scenarios)
 
     def totals(self) -> dict[str, int]:
         """Workflows, completed, faults and anomalies summed over the scenarios."""
@@ -96,6 +98,8 @@ class CampaignReport:
         for s in self.scenarios:
             f = s.result.figures
             kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.result.by_kind().items())) or "none"
+            if s.crashed:
+                kinds = f"**crashed**: {s.crashed}"
             p50, p95 = f.recover_percentile(0.5), f.recover_percentile(0.95)
             recover = "-" if p50 is None else f"{p50} / {p95}"
             doubt = (
