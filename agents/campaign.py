@@ -945,7 +945,7 @@ def run_campaign(opts: CampaignOptions, *, progress: Progress = print) -> Campai
                 progress(f"  ! scenario crashed: {type(exc).__name__}: {exc}")
                 crashed = f"the scenario crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 result = ScenarioResult(
-                    scenario.name, scenario.description, check(History()), 0.0, notes=[crashed]
+                    scenario.name, scenario.description, check(History()), 0.0, crashed=crashed
                 )
             report.scenarios.append(result)
             kinds = (
