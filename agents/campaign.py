@@ -468,7 +468,13 @@ async def _flood(run: _Run) -> None:
     while run.want_fault():
         running = run.running()
         wf = running[0][0] if running else (run.submitted[-1] if run.submitted else "wf-none")
-        corpus = hostile_corpus(run.rng, workflow_id=wf, sign=run.cluster.trust.sign, size=30)
+        # The corpus names its sender "chaos-test"; the campaign signs as itself.
+        corpus = hostile_corpus(
+            run.rng,
+            workflow_id=wf,
+            sign=lambda env: run.cluster.trust.sign(env.with_fields(sender=run.cluster.client_id)),
+            size=30,
+        )
         digests = []
         for topic in (topics.workflow_events, topics.gossip, topics.votes):
             for _label, raw in corpus:
