@@ -40,11 +40,16 @@ ANOMALY_KINDS: Mapping[str, str] = {
 """Every anomaly kind and what it means."""
 
 IN_DOUBT_EVENTS: Mapping[str, str] = {
-    "effect.in_doubt": "recorded",
-    "effect.reconciled": "reconciled",
-    "effect.in_doubt_reported": "reported",
+    "workflow.effect_in_doubt": "log",
+    "effect.in_doubt": "trace",
 }
-"""Trace-event names of the in-doubt protocol (recorded before sending; then reconciled or reported)."""
+"""Where the runtime says an effect was in doubt at a resume (the log event is the record; the
+trace event of the same name is read only when the log has none for that effect). Its
+``resolution``: ``reconciled`` (looked up and found) or ``absent`` (looked up, never happened: made
+once) settle it; ``repeated`` (no way to look it up: made again) is reported; none is unresolved."""
+
+_SETTLED = ("reconciled", "absent")
+_REPORTED = ("repeated",)
 
 _STEP_DONE = ("workflow.step_completed", "workflow.step_failed")
 _PROGRESSING = ("workflow.step_progress", "workflow.step_completed")
@@ -336,31 +341,31 @@ def _effects_and_auth(history: History, figures: Figures) -> Iterable[Anomaly]:
 
 
 def _in_doubt(history: History, figures: Figures) -> Iterable[Anomaly]:
-    recorded: dict[str, Event] = {}
-    settled: set[str] = set()
-    for e in history.of("trace"):
-        what = IN_DOUBT_EVENTS.get(e.kind)
-        if what is None:
-            continue
-        key = str(
-            e.get("key")
-            or e.get("idempotency_key")
-            or f"{e.workflow_id}/{e.step_id}/{e.get('turn', '')}"
-        )
-        if what == "recorded":
-            figures.in_doubt += 1
-            recorded.setdefault(key, e)
+    records: dict[str, Event] = {}
+    for source in ("log", "trace"):
+        for e in history.of(source):
+            if IN_DOUBT_EVENTS.get(e.kind) != source:
+                continue
+            key = str(
+                e.get("idempotency_key")
+                or e.get("key")
+                or f"{e.workflow_id}/{e.step_id}/{e.get('turn', '')}"
+            )
+            if source == "trace" and key in records:
+                continue  # the log already said it
+            if (
+                key not in records
+                or str(records[key].get("resolution", "")) not in _SETTLED + _REPORTED
+            ):
+                records[key] = e
+    for key, e in records.items():
+        figures.in_doubt += 1
+        resolution = str(e.get("resolution", ""))
+        if resolution in _SETTLED:
+            figures.in_doubt_reconciled += 1
+        elif resolution in _REPORTED:
+            figures.in_doubt_reported += 1
         else:
-            settled.add(key)
-            if what == "reconciled":
-                figures.in_doubt_reconciled += 1
-            else:
-                figures.in_doubt_reported += 1
-    # A record is "in doubt" only if its owner died between recording and the outcome; a record
-    # followed by the effect's completion is settled by the step's own next checkpoint.
-    done_steps = {(e.workflow_id, e.step_id) for e in history.of("log", "workflow.step_completed")}
-    for key, e in recorded.items():
-        if key not in settled and (e.workflow_id, e.step_id) not in done_steps:
             yield Anomaly(
                 "in_doubt_unresolved",
                 f"effect {key} in doubt, never reconciled nor reported",

@@ -111,7 +111,7 @@ def _log_data(env: Envelope) -> dict[str, Any]:
         }
     else:
         for name in ("owner", "epoch", "resumed_from_turn", "turn", "action", "outcome", "error", "turns",
-                     "reason", "status", "steps", "role"):  # fmt: skip
+                     "reason", "status", "steps", "role", "resolution", "idempotency_key", "detail"):  # fmt: skip
             if name in p:
                 data[name] = p[name]
     return data

@@ -273,14 +273,13 @@ def _extra_token(rows: list[dict]) -> None:
 
 
 def _in_doubt_left(rows: list[dict]) -> None:
-    _drop_completion(rows)
     rows.append(
         {
             "source": "trace",
             "kind": "effect.in_doubt",
             "workflow_id": "wf-0",
-            "step_id": "report",
-            "data": {"key": "wf-0:report:1"},
+            "step_id": "identity",
+            "data": {"idempotency_key": "wf-0:identity:1:authenticate"},
         }
     )
 
@@ -412,3 +411,34 @@ def test_a_history_round_trips_through_jsonl(tmp_path: Path) -> None:
     again = History.load(tmp_path / "h.jsonl")
     assert [e.to_json() for e in again] == [e.to_json() for e in history]
     assert check(again).by_kind() == check(history).by_kind() == {"duplicate_effect": 1}
+
+
+def test_in_doubt_effects_are_counted_by_resolution_from_the_log_before_the_trace() -> None:
+    def doubts(rows: list[dict]) -> None:
+        for turn, resolution in ((1, "reconciled"), (2, "absent"), (3, "repeated")):
+            key = f"wf-0:fetch:{turn}:fetch_page"
+            rows.append(
+                {
+                    "source": "log",
+                    "kind": "workflow.effect_in_doubt",
+                    "workflow_id": "wf-0",
+                    "step_id": "fetch",
+                    "actor": "fetch-a",
+                    "data": {"idempotency_key": key, "turn": turn, "resolution": resolution},
+                }
+            )
+            # The trace event about the same effect is not a second one.
+            rows.append(
+                {
+                    "source": "trace",
+                    "kind": "effect.in_doubt",
+                    "workflow_id": "wf-0",
+                    "step_id": "fetch",
+                    "data": {"idempotency_key": key, "turn": turn, "resolution": resolution},
+                }
+            )
+
+    result = check(mutate(clean_history(1), doubts))
+    assert result.ok, [a.summary for a in result.anomalies]
+    f = result.figures
+    assert (f.in_doubt, f.in_doubt_reconciled, f.in_doubt_reported) == (3, 2, 1)
