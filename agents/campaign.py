@@ -147,6 +147,8 @@ class _Run:
     notes: list[str] = field(default_factory=list)
     helpers: list[Callable[[], None]] = field(default_factory=list)
     toxi: Toxiproxy | None = None
+    starting: set[str] = field(default_factory=set)
+    """Agents being started (their exit is a failed start, handled by ``replace``)."""
     scratch: dict[str, Any] = field(default_factory=dict)
     """What a scenario's prepare step hands to its inject step (ports, pids)."""
     replacements: itertools.count = field(default_factory=lambda: itertools.count(1))  # type: ignore[type-arg]
@@ -201,14 +203,34 @@ class _Run:
             "process", "process.start", at_ms=self.now_ms(), actor=agent_id, role=role
         )
 
-    async def replace(self, victim: str) -> str:
+    async def replace(self, victim: str, *, tries: int = 3) -> str:
+        """Start a member in the victim's place (same role, environment); "" if none would start.
+
+        An agent that gives up while starting (on a starved box, e.g. no partition assignment within
+        its start timeout) is noted and another is tried: a start is not a fault under test.
+        """
         role = self.cluster.agents.roles[victim]
-        new = f"{role}-r{next(self.replacements)}"
-        if victim in self.agent_env:  # the replacement takes the victim's place (proxy, clock)
-            self.agent_env[new] = self.agent_env[victim]
-        self.start_agent(role, new)
-        await asyncio.to_thread(self.cluster.agents.wait_ready, new, timeout_s=READY_TIMEOUT_S)
-        return new
+        for _ in range(tries):
+            new = f"{role}-r{next(self.replacements)}"
+            if victim in self.agent_env:  # the replacement takes the victim's place (proxy, clock)
+                self.agent_env[new] = self.agent_env[victim]
+            self.starting.add(new)
+            self.start_agent(role, new)
+            try:
+                await asyncio.to_thread(
+                    self.cluster.agents.wait_ready, new, timeout_s=READY_TIMEOUT_S
+                )
+                return new
+            except RuntimeError as exc:
+                self.expected_exits.add(new)
+                self.cluster.agents.procs[new].kill()
+                self.notes.append(
+                    f"replacement {new} did not start: {str(exc).splitlines()[-1][:200]}"
+                )
+                self.progress(f"  ! replacement {new} did not start")
+            finally:
+                self.starting.discard(new)
+        return ""
 
     async def kill(self, victim: str, *, point: str, replace: bool = True) -> None:
         steps = self.steps_of(victim)
@@ -691,7 +713,11 @@ async def _watch_deaths(run: _Run) -> None:
     while True:
         await asyncio.sleep(0.5)
         for agent_id, proc in list(run.cluster.agents.procs.items()):
-            if proc.poll() is not None and agent_id not in run.expected_exits:
+            if (
+                proc.poll() is not None
+                and agent_id not in run.expected_exits
+                and agent_id not in run.starting
+            ):
                 run.expected_exits.add(agent_id)
                 try:
                     tail = run.cluster.agents.log_text(agent_id).strip().splitlines()[-1:]
