@@ -26,6 +26,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -929,6 +930,11 @@ def run_campaign(opts: CampaignOptions, *, progress: Progress = print) -> Campai
         environment={"services": "user's" if own else "private (mesh dev)", "cpus": str(os.cpu_count()),
                      "python": sys.version.split()[0]},
     )  # fmt: skip
+    # Ctrl-C stops the campaign (asyncio's own handler would only cancel the scenario's main task,
+    # which waits for its processes and goes on to the next scenario). Cleanup runs either way.
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGINT, _interrupt)
     per = max(1, opts.workflows // len(scenarios))
     extra = max(0, opts.workflows - per * len(scenarios))
     toxi: Toxiproxy | None = None
@@ -995,12 +1001,18 @@ def run_campaign(opts: CampaignOptions, *, progress: Progress = print) -> Campai
                 )
                 services.up()  # a scenario may have left a service down if it failed midway
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
         if toxi is not None:
             toxi.stop()
         if services is not None:
             services.down()
     report.write(opts.report_dir)
     return report
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def command_line(argv: list[str]) -> str:
