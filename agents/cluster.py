@@ -62,7 +62,10 @@ class Cluster:
             tmp, agent_env, turn_delay_s=turn_delay_s, session_timeout_ms=session_timeout_ms
         )
         self.ehr: MockEhrProcess = start_mock_ehr_process(
-            tmp / "audit.jsonl", config=ehr or EhrConfig(patients=patients), ready_timeout_s=60.0
+            tmp / "audit.jsonl",
+            config=ehr or EhrConfig(patients=patients),
+            ready_timeout_s=60.0,
+            stderr_path=tmp / "mock-ehr.log",
         )
         self.views: dict[str, WorkflowView] = {}
         self.bus = KafkaBus(kafka_bootstrap, topics=self.topics, client_id=client_id, partitions=6,
