@@ -61,3 +61,22 @@ def test_mesh_chaos_check_exits_1_on_an_anomaly(
     out = capsys.readouterr().out
     assert ("step_lost: wf-0/report never completed" in out) is broken
     assert "2 workflows" in out
+
+
+def test_mesh_chaos_list_names_every_scenario_and_what_it_needs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agents.campaign import SCENARIOS
+
+    assert run(["chaos", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in SCENARIOS:
+        assert name in out
+    assert "[needs services, toxiproxy]" in out and "[needs faketime]" in out
+
+
+def test_an_unknown_scenario_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = run(["chaos", "run", "--scenarios", "no-such", "--report-dir", str(tmp_path)])
+    assert code != 0 and "unknown scenario(s) no-such" in capsys.readouterr().err
