@@ -58,9 +58,14 @@ async def read_topic(
     on_delivery: Callable[[Delivery], None],
     guard: EnvelopeGuard | None = None,
     idle_ms: int = 3000,
-    timeout_s: float = 120.0,
+    timeout_s: float = 300.0,
+    empty_after_s: float = 45.0,
 ) -> int:
-    """Read ``topic`` from the beginning until it stays quiet for ``idle_ms``; return records read."""
+    """Read ``topic`` from the beginning until it stays quiet for ``idle_ms``; return records read.
+
+    A topic that yields nothing for ``empty_after_s`` counts as empty: joining the group and
+    getting partitions takes seconds on a starved box, so this is generous.
+    """
     sub = await bus.subscribe(
         [topic],
         group=group,
@@ -86,8 +91,8 @@ async def read_topic(
                     seen += 1
             elif seen and loop.time() - quiet_since > idle_ms / 1000:
                 break
-            elif not seen and loop.time() - quiet_since > max(idle_ms / 1000, 10.0):
-                break  # an empty topic (or the group never got its partitions): give up after 10 s
+            elif not seen and loop.time() - quiet_since > max(idle_ms / 1000, empty_after_s):
+                break  # an empty topic (or the group never got its partitions)
     finally:
         await sub.aclose()
     return seen
