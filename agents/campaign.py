@@ -745,6 +745,7 @@ async def _run_scenario(
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.glob("*.log"):
         old.unlink()
+    unread = ""
     run = _Run(
         scenario,
         opts,
@@ -815,11 +816,18 @@ async def _run_scenario(
             await asyncio.to_thread(
                 run.services.up
             )  # a scenario that failed midway may have left one down
-        try:
-            await _collect(run)
-        except MeshError as exc:
-            run.notes.append(f"the history could not be read back completely: {exc}")
-            progress(f"  ! history incomplete: {exc}")
+        own = list(run.history)  # the campaign's own records (faults, processes, votes)
+        for attempt in range(1, 4):
+            # Each attempt reads everything again into a fresh copy (new consumer groups): a
+            # half-read history would be checked as if events were missing.
+            run.history = History(own)
+            try:
+                await _collect(run, attempt=attempt)
+                break
+            except MeshError as exc:
+                progress(f"  ! reading the history back failed (attempt {attempt}): {exc}")
+                if attempt == 3:
+                    unread = f"the history could not be read back: {str(exc).splitlines()[0]}"
     finally:
         for t in tasks:
             t.cancel()
@@ -846,7 +854,7 @@ async def _run_scenario(
     run.history.save(history_path)
     result = check(run.history)
     return ScenarioResult(scenario.name, scenario.description, result, time.monotonic() - began, str(history_path),
-                          run.notes)  # fmt: skip
+                          run.notes, crashed=unread)  # fmt: skip
 
 
 async def _delete_topics(bootstrap: str, prefix: str, notes: list[str]) -> None:
@@ -857,10 +865,10 @@ async def _delete_topics(bootstrap: str, prefix: str, notes: list[str]) -> None:
         notes.append(f"topics {prefix}.* not deleted: {exc}")
 
 
-async def _collect(run: _Run) -> None:
+async def _collect(run: _Run, *, attempt: int = 1) -> None:
     c = run.cluster
     h = run.history
-    group = f"{c.prefix}.history"
+    group = f"{c.prefix}.history{attempt}"
     # Every agent (replacements included) has registered its key by now: load them all once, so the
     # concurrent readers below never race one another's rate-limited keyring reload.
     await c.trust.register()
