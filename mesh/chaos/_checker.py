@@ -203,7 +203,7 @@ def _lost_and_failed(history: History) -> Iterable[Anomaly]:
 def _run_twice(history: History) -> Iterable[Anomaly]:
     for (wf, step), events in _log_by_step(history).items():
         done: Event | None = None
-        for e in events:
+        for i, e in enumerate(events):
             if e.kind == "workflow.step_completed":
                 if done is not None and e.get("id") != done.get("id"):
                     yield Anomaly(
@@ -216,10 +216,16 @@ def _run_twice(history: History) -> Iterable[Anomaly]:
                     break
                 done = done or e
             elif e.kind == "workflow.step_started" and done is not None:
+                later = [x for x in events[i + 1 :] if x.kind == "workflow.step_progress"]
+                how = (
+                    f"and ran {len(later)} more turn(s)"
+                    if later
+                    else f"(a re-claim from turn {e.get('resumed_from_turn', 0)}, no turn re-run)"
+                )
                 yield Anomaly(
                     "step_run_twice",
-                    f"{wf}/{step} started again by {e.actor} after it completed",
-                    (done, e),
+                    f"{wf}/{step} started again by {e.actor} (epoch {e.get('epoch')}) after it completed {how}",
+                    (done, e, *later[:3]),
                     wf,
                     step,
                 )
