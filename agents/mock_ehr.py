@@ -994,10 +994,12 @@ def start_mock_ehr_process(
     port: int = 0,
     ready_timeout_s: float = 15.0,
     env: Mapping[str, str] | None = None,
+    stderr_path: Path | None = None,
 ) -> MockEhrProcess:
     """Start ``python -m agents.mock_ehr`` and wait for its ready line.
 
-    ``port=0`` lets the OS pick a free port; the ready line tells which. The client secret goes
+    ``port=0`` lets the OS pick a free port; the ready line tells which. ``stderr_path`` takes the
+    child's stderr (default: inherited). The client secret goes
     through the environment, never the command line. Raises ``ServiceStartError`` (with the
     child's exit code) when it exits or stays silent for ``ready_timeout_s`` seconds.
     """
@@ -1010,9 +1012,15 @@ def start_mock_ehr_process(
         sys.executable, "-m", "agents.mock_ehr",
         "--port", str(port), "--audit-log", str(audit_path), *_command_args(config),
     ]  # fmt: skip
-    popen = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=child_env
-    )
+    # Its stderr (a client that hung up mid-call prints a traceback) goes to a file when asked.
+    stderr = open(stderr_path, "ab") if stderr_path is not None else None
+    try:
+        popen = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=stderr, text=True, env=child_env
+        )
+    finally:
+        if stderr is not None:
+            stderr.close()
     lines: list[str] = []
     reader = threading.Thread(
         target=lambda: lines.append(popen.stdout.readline() if popen.stdout else ""), daemon=True

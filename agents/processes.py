@@ -48,10 +48,19 @@ class AgentProcesses:
         self.roles: dict[str, str] = {}
         self._logs: dict[str, IO[bytes]] = {}
 
-    def start(self, role: str, agent_id: str, *, launcher: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        role: str,
+        agent_id: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        launcher: Sequence[str] = (),
+    ) -> subprocess.Popen[bytes]:
         """Start one agent (not waiting for it).
 
-        ``launcher`` replaces ``python -m mesh`` (e.g. a profiler that runs the ``mesh`` module).
+        ``env`` overrides the shared environment for it alone (a fault campaign puts one agent
+        behind a proxy, or on a skewed clock); ``launcher`` replaces ``python -m mesh`` (e.g. a
+        profiler that runs the ``mesh`` module).
         """
         log = self._logs[agent_id] = open(self.log_dir / f"{agent_id}.log", "ab")
         proc = subprocess.Popen(
@@ -59,7 +68,7 @@ class AgentProcesses:
              "--turn-delay-s", str(self.turn_delay_s),
              "--session-timeout-ms", str(self.session_timeout_ms),
              "--heartbeat-interval-ms", str(self.heartbeat_interval_ms)],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, env={**self.env, **(env or {})}, start_new_session=True,
         )
         self.procs[agent_id], self.roles[agent_id] = proc, role
         return proc

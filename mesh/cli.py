@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from mesh.chaos.cli import app as chaos_app
 from mesh.console.cli import console as console_command
 from mesh.dev.cli import app as dev_app
 from mesh.errors import MeshError
@@ -29,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(dev_app, name="dev", help="Local Kafka and Redis for development, tests and the demo.")
+app.add_typer(chaos_app, name="chaos", help="Fault campaigns: inject real faults, check the history, report.")
 app.add_typer(eval_app, name="eval", help="Measure how reasoners use their context.")
 app.add_typer(keys_app, name="keys", help="The operator key and agent key certificates (the trust root).")
 register_runtime(app)

@@ -62,6 +62,11 @@ class WorkerConfig:
     """Consumer session timeout."""
     request_timeout_ms: int = 30_000
     """Kafka request timeout: a publish cut off longer than this is dropped."""
+    truth: dict[str, Any] | None = None
+    """Ground truth a validator checks proposed variables against (name -> value; names not in
+    it pass as plausible); None keeps the default checker (any value is plausible)."""
+    lie: bool = False
+    """A Byzantine validator: it votes the opposite of what ``truth`` says (fault campaigns)."""
 
 
 def _child_argv(config: WorkerConfig) -> list[str]:
@@ -81,6 +86,10 @@ def _child_argv(config: WorkerConfig) -> list[str]:
         argv += ["--validators", ",".join(config.validators)]
     if config.watch:
         argv.append("--watch")
+    if config.truth is not None:
+        argv += ["--truth", json.dumps(config.truth)]
+    if config.lie:
+        argv.append("--lie")
     return argv
 
 
@@ -193,9 +202,10 @@ def _emit(event: dict[str, Any]) -> None:
 async def _child(args: argparse.Namespace) -> None:
     from mesh.bus import Bus, KafkaBus
     from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions, IndexedContextMapStore
-    from mesh.quorum import RedisVoteLedger
+    from mesh.gossip.node import VARIABLE_FACT
+    from mesh.quorum import CheckerRegistry, RedisVoteLedger
     from mesh.security import KeyPair, Keyring, private_key_from_hex
-    from protocols import Topics
+    from protocols import Proposal, Topics
 
     private_key = private_key_from_hex(os.environ.pop(KEY_ENV, ""))
     keys = KeyPair(args.agent_id, private_key, private_key.public_key())
@@ -223,10 +233,23 @@ async def _child(args: argparse.Namespace) -> None:
     def on_change(workflow_id: str, names: list[str]) -> None:
         _emit({"op": "changed", "wf": workflow_id, "names": names, "t_ms": time.time() * 1000})
 
+    checkers = None
+    if args.truth:
+        truth = json.loads(args.truth)
+        lie = bool(args.lie)
+
+        def check(proposal: Proposal) -> bool:
+            name, value = proposal.key, proposal.value
+            honest = name not in truth or truth[name] == value
+            return honest != lie
+
+        checkers = CheckerRegistry()
+        checkers.register(VARIABLE_FACT, check)
     node = GossipNode(
         keys,
         cast("Bus", bus),
         keyring,
+        checkers=checkers,
         topics=topics,
         store=store,
         validators=set(args.validators.split(",")) if args.validators else None,
@@ -289,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--watch", action="store_true")
     parser.add_argument("--session-timeout-ms", type=int, default=30_000)
     parser.add_argument("--request-timeout-ms", type=int, default=30_000)
+    parser.add_argument("--truth", default="", help="JSON ground truth validators check variables against")
+    parser.add_argument("--lie", action="store_true", help="vote against the truth (a Byzantine validator)")
     args = parser.parse_args(argv)
     asyncio.run(_child(args))
 
