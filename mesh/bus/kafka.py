@@ -301,6 +301,8 @@ class KafkaSubscription:
         )
         self._closed = False
         self._joined = asyncio.Event()
+        self._revocations = 0
+        """Times partitions were revoked; a poll that straddles one drops what it read."""
 
     async def start(self, *, join_timeout_s: float = 30.0) -> None:
         """Connect, subscribe, and wait until the group gave this member its first assignment."""
@@ -322,6 +324,9 @@ class KafkaSubscription:
         return set(self._owned)
 
     async def _on_revoked(self, partitions: set[TopicPartition]) -> None:
+        # aiokafka calls this from its coordinator task, possibly while ``poll`` is vetting a batch
+        # (the guard awaits): that batch belongs to the old assignment and must not be delivered.
+        self._revocations += 1
         # Commit what is already done before the partitions move, so the next owner skips it.
         for tp in partitions:
             await self._commit_position(tp)
@@ -349,6 +354,7 @@ class KafkaSubscription:
         batches = await _guarded(
             "poll", lambda: self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._options.max_poll_records)
         )
+        revocations = self._revocations
         out: list[Delivery] = []
         for ktp, records in batches.items():
             tp = (ktp.topic, ktp.partition)
@@ -360,8 +366,17 @@ class KafkaSubscription:
                     guard=self._options.guard,
                     consumer=self.member,
                 )
+                if self._revocations != revocations:
+                    # A rebalance ran while this batch was being vetted (the guard awaits): its
+                    # records are read again from the committed offset by whoever owns the partition
+                    # now. Delivering them would fold a workflow's later events into a view that
+                    # lost its start, and commit past it.
+                    log.info("%s: dropping a batch read before a rebalance", self.member)
+                    return []
                 if isinstance(result, DeadLetter):
                     await self._dead_letter(result)
+                    if self._revocations != revocations:
+                        return []
                     self._tracker.skipped(tp, rec.offset)
                     skipped = True
                 else:

@@ -171,6 +171,7 @@ class StepRunner:
         self.log_topic, self.consumer_group = log_topic, consumer_group
         self._blob_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._stopped_steps: set[tuple[str, str]] = set()
 
     # -- step ------------------------------------------------------------------------------
 
@@ -198,6 +199,10 @@ class StepRunner:
         epoch = await self.store.claim(key, self.agent_id)
         state = await self.load(workflow_id, step.id)
         resumed_from = 0
+        if self.step_stopping(workflow_id, step.id):
+            # Stopping (its partition moved, or shutdown) while the claim ran: announce nothing
+            # (the log would name this agent the owner after its successor); leave the step as is.
+            raise OwnershipLost(f"{workflow_id}/{step.id}: stopping before its first turn here")
         if state is None:
             state = StepState(workflow_id=workflow_id, step_id=step.id, role=step.role)
         elif state.status in ("completed", "failed"):
@@ -239,10 +244,10 @@ class StepRunner:
         ) as span:
             await self._event("step.started", state, resumed_from_turn=resumed_from, epoch=epoch)
             fresh = True
-            while state.status == "running" and not self._stopping:
+            while state.status == "running" and not self.step_stopping(workflow_id, step.id):
                 await self._turn(spec, step, state, first=fresh)
                 fresh = False
-                if self.options.turn_delay_s and state.status == "running" and not self._stopping:
+                if self.options.turn_delay_s and state.status == "running" and not self.step_stopping(workflow_id, step.id):
                     await asyncio.sleep(self.options.turn_delay_s)
             span.set_many({"mesh.step.status": state.status, "mesh.step.turns": state.turn})
             await self._event(f"step.{state.status}", state, turns=state.turn, resumes=state.resumes)
@@ -495,6 +500,18 @@ class StepRunner:
     def stopping(self) -> bool:
         """Whether ``request_stop`` was called."""
         return self._stopping
+
+    def request_stop_step(self, workflow_id: str, step_id: str) -> None:
+        """``request_stop`` for one step (its partition is moving to another member)."""
+        self._stopped_steps.add((workflow_id, step_id))
+
+    def allow_step(self, workflow_id: str, step_id: str) -> None:
+        """Undo ``request_stop_step``: the step may run here again (its partition came back)."""
+        self._stopped_steps.discard((workflow_id, step_id))
+
+    def step_stopping(self, workflow_id: str, step_id: str) -> bool:
+        """Whether the step must start no new turn here."""
+        return self._stopping or (workflow_id, step_id) in self._stopped_steps
 
     async def drain(self) -> None:
         """Wait for background blob copies."""

@@ -133,9 +133,17 @@ class WorkflowView:
         ]
 
     def settled_for(self, role: str) -> bool:
-        """Nothing left for ``role`` to do in this workflow (so its events may be committed)."""
-        if self.spec is None or self.finished is not None:
+        """Nothing left for ``role`` to do in this workflow (so its events may be committed).
+
+        Without the spec nothing is known of the role's steps: not settled until the workflow
+        finished. (A member reads a workflow without its ``WorkflowSubmitted`` only when the group's
+        offset already passed it, which happens once the role was settled; answering "settled" on
+        no evidence let a member commit past the events of running workflows.)
+        """
+        if self.finished is not None:
             return True
+        if self.spec is None:
+            return False
         return all(s.id in self.completed or s.id in self.failed for s in self.spec.steps if s.role == role)
 
     def all_completed(self) -> bool:

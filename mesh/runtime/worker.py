@@ -90,6 +90,11 @@ class WorkerOptions:
     index_retry_s: float = 5.0
     """After a failed run-index write, seconds before writing again (the log is unaffected)."""
 
+    revoke_grace_s: float = 8.0
+    """On a rebalance, how long steps of the partitions this member loses may take to finish and
+    checkpoint their turn in flight before they are cancelled; keep it under the group's rebalance
+    timeout (10 s), since the successor starts only when this member let go."""
+
 
 @dataclass
 class _Tracked:
@@ -140,6 +145,8 @@ class AgentWorker:
         self._ended: dict[tuple[str, str], int] = {}
         self._sub: Subscription | None = None
         self._stopping = asyncio.Event()
+        self._generation = 0
+        """Bumped on every revocation: a batch polled before it is not folded after it."""
         self._broken: set[str] = set()
         self.steps_completed = 0
         self.records_contained = 0
@@ -155,19 +162,38 @@ class AgentWorker:
         """The consumer group of this role."""
         return f"{self.topics.prefix}.role.{self.role}"
 
-    # -- rebalance listener (called from inside poll, never concurrently with it) ----------
+    # -- rebalance listener ------------------------------------------------------------------
+    # aiokafka calls these from its coordinator task, which may run while the poll loop is in the
+    # middle of a batch: ``_generation`` tells the loop that its batch belongs to a lost assignment.
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        """Stop running steps of workflows that move to another member."""
-        for wf, tracked in list(self._tracked.items()):
-            if tracked.tp in partitions:
-                for (twf, step), task in list(self._tasks.items()):
-                    if twf == wf:
-                        task.cancel()
-                        self._tasks.pop((twf, step), None)
-                for key in [k for k in self._ended if k[0] == wf]:
-                    del self._ended[key]
-                del self._tracked[wf]
+        """Stop acting on workflows that move to another member before the successor starts.
+
+        Their views are dropped at once (nothing new is scheduled for them); their running steps
+        finish the turn in flight, checkpoint it and start no other (``revoke_grace_s`` at most,
+        then they are cancelled); this returns only when they have all ended, so the broker hands
+        the partitions over only after this member stopped acting on them.
+        """
+        self._generation += 1
+        lost = {wf for wf, tracked in self._tracked.items() if tracked.tp in partitions}
+        for wf in lost:
+            for key in [k for k in self._ended if k[0] == wf]:
+                del self._ended[key]
+            del self._tracked[wf]
+        tasks = {key: task for key, task in self._tasks.items() if key[0] in lost}
+        for wf, step in tasks:
+            self.runner.request_stop_step(wf, step)
+        if tasks:
+            log.info("%s: revoking: letting %d step(s) finish their turn in flight", self.agent_id, len(tasks))
+            _, pending = await asyncio.wait(tasks.values(), timeout=self.options.revoke_grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            if pending:
+                log.warning("%s: %d step(s) still busy after %.1f s of a rebalance; cancelled", self.agent_id,
+                            len(pending), self.options.revoke_grace_s)
+        for key in tasks:
+            self._tasks.pop(key, None)
         log.info("%s lost partitions %s", self.agent_id, sorted(partitions))
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
@@ -217,7 +243,13 @@ class AgentWorker:
                     backoff_s = min(backoff_s * 2, 2.0)
                     continue
                 backoff_s = 0.1
+                generation = self._generation
                 for d in deliveries:
+                    if self._generation != generation:
+                        # The partitions moved while this batch was being handled: the rest is read
+                        # again from the committed offset by their owner (possibly this member).
+                        log.info("%s: dropping the rest of a batch read before a rebalance", self.agent_id)
+                        break
                     await self._contain(d)
                 self._kick_housekeeping()
                 self._schedule()
@@ -386,6 +418,7 @@ class AgentWorker:
                 continue  # paused, waiting for `mesh resume`
             resume = resume_count > self._resume_done.get(key, 0)
             self._resume_done[key] = resume_count
+            self.runner.allow_step(wf, step.id)
             task = asyncio.create_task(self._run_step(view, step, resume), name=f"{wf}/{step.id}")
             self._tasks[key] = task
             task.add_done_callback(functools.partial(self._forget_task, key))
@@ -436,7 +469,7 @@ class AgentWorker:
     async def _run_step(self, view: WorkflowView, step: StepSpec, resume: bool) -> None:
         assert view.spec is not None
         wf = view.workflow_id
-        while not self._stopping.is_set():
+        while not self.runner.step_stopping(wf, step.id):
             try:
                 state = await self.runner.run(
                     view.spec, step, wf,
@@ -444,7 +477,7 @@ class AgentWorker:
                     trace=view.trace,
                     resume_paused=resume,
                 )
-                if state.status == "running":  # stopped between turns (graceful shutdown)
+                if state.status == "running":  # stopped between turns (shutdown, or its partition moved)
                     log.info("%s/%s left at turn %d for the next owner", wf, step.id, state.turn)
                     return
                 await self._publish_result(state)
