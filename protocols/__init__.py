@@ -10,6 +10,7 @@ from protocols.codec import (
 from protocols.envelope import SCHEMA_VERSION, Envelope, new_envelope_id
 from protocols.events import (
     DeadLetter,
+    EffectInDoubt,
     StepCompleted,
     StepEscalated,
     StepFailed,
@@ -80,6 +81,7 @@ __all__ = [
     # workflow events
     "DeadLetter",
     "StepCompleted",
+    "EffectInDoubt",
     "StepEscalated",
     "StepFailed",
     "StepProgress",

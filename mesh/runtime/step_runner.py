@@ -42,6 +42,7 @@ from mesh.telemetry import (
 )
 from mesh.telemetry import TurnRecord as ScratchTurn
 from protocols import (
+    EffectInDoubt,
     Envelope,
     StepEscalated,
     StepProgress,
@@ -244,6 +245,8 @@ class StepRunner:
         ) as span:
             await self._event("step.started", state, resumed_from_turn=resumed_from, epoch=epoch)
             fresh = True
+            if state.in_doubt is not None:
+                fresh = not await self._settle_in_doubt(spec, step, state)
             while state.status == "running" and not self.step_stopping(workflow_id, step.id):
                 await self._turn(spec, step, state, first=fresh)
                 fresh = False
@@ -281,6 +284,11 @@ class StepRunner:
             decision, params, notes, repairs = decided
             action = self.actions[decision.action]
             key = f"{state.workflow_id}:{state.step_id}:{turn}:{action.name}"
+            if action.at_most_once:
+                # Checkpointed before the call: if this agent dies before the turn's own checkpoint,
+                # the next owner knows the effect may have happened (see _settle_in_doubt).
+                state.in_doubt = {"turn": turn, "action": action.name, "key": key}
+                await self._persist(state)
             outcome, error, retries = await self._execute(step, state, action, params, key, turn)
             tspan.set_decision(action.name, outcome="ok" if error is None else "failed", detail=error or "")
             self._fold(state, turn, action, params, notes, repairs, retries, outcome, error, started)
@@ -380,18 +388,7 @@ class StepRunner:
         key: str,
         turn: int,
     ) -> tuple[ActionOutcome | None, str | None, int]:
-        ctx = _Context(
-            workflow_id=state.workflow_id,
-            step_id=state.step_id,
-            turn=turn,
-            idempotency_key=key,
-            params=step.params,
-            memory=state.memory,
-            outputs=state.outputs,
-            inputs=state.inputs,
-            _variables=state.variables,
-            _resources=self.resources,
-        )
+        ctx = self._context(step, state, key, turn)
         retries = 0
         while True:
             with tool_span(action.name, idempotency_key=key) as span:
@@ -408,6 +405,78 @@ class StepRunner:
                     return None, one_line_error(exc), retries
                 span.set_outcome("ok", detail=outcome.summary)
                 return outcome, None, retries
+
+    def _context(self, step: StepSpec, state: StepState, key: str, turn: int) -> _Context:
+        return _Context(
+            workflow_id=state.workflow_id,
+            step_id=state.step_id,
+            turn=turn,
+            idempotency_key=key,
+            params=step.params,
+            memory=state.memory,
+            outputs=state.outputs,
+            inputs=state.inputs,
+            _variables=state.variables,
+            _resources=self.resources,
+        )
+
+    async def _settle_in_doubt(self, spec: WorkflowSpec, step: StepSpec, state: StepState) -> bool:
+        """Settle a call a previous owner recorded as in doubt; True when its outcome was folded.
+
+        With a ``lookup`` the outside service says whether the call took effect: if it did, its
+        outcome becomes the turn's (nothing repeated); if not, the turn runs as usual. Without
+        one (or when the lookup fails) the call will be made again, and that is reported, never
+        silent: an ``EffectInDoubt`` event on the workflow log, a trace event and a warning.
+        """
+        record, state.in_doubt = state.in_doubt or {}, None
+        turn, name, key = int(record.get("turn", 0)), str(record.get("action", "")), str(record.get("key", ""))
+        action = self.actions.get(name)
+        if action is None or turn != state.turn + 1:
+            return False  # recorded for a turn that was folded after all, or by another version
+        state.effects_in_doubt += 1
+        started = time.perf_counter()
+        outcome: ActionOutcome | None = None
+        params: dict[str, Any] = {}
+        resolution: Literal["reconciled", "absent", "repeated"] = "repeated"
+        detail = "the action declares no lookup"
+        if action.lookup is not None:
+            try:
+                params, _notes = inject_params(action.name, {}, action.inject, state, step.params)
+                async with asyncio.timeout(step.limits.turn_timeout_s):
+                    outcome = await action.lookup(self._context(step, state, key, turn), params)
+            except (ActionError, MeshError, InvalidDecision, TimeoutError) as exc:
+                detail = f"lookup failed: {one_line_error(exc)}"
+            else:
+                resolution = "reconciled" if outcome is not None else "absent"
+                detail = "found by its idempotency key" if outcome is not None else "no effect under its idempotency key"
+        log.warning("%s/%s: turn %d (%s) was in doubt after a crash: %s (%s)", state.workflow_id,
+                    state.step_id, turn, name, resolution, detail)
+        await self.publish(
+            Envelope.of(
+                EffectInDoubt(turn=turn, action=name, idempotency_key=key, resolution=resolution,
+                              detail=detail[:300], owner=self.agent_id),
+                sender=self.agent_id,
+                workflow_id=state.workflow_id,
+                step_id=state.step_id,
+                id=deterministic_event_id(state.workflow_id, state.step_id, "in-doubt", turn, state.epoch),
+            )
+        )
+        await self._event("effect.in_doubt", state, turn=turn, action=name, resolution=resolution)
+        if self.kpis is not None:
+            record_in_doubt = getattr(self.kpis, "record_effect_in_doubt", None)
+            if record_in_doubt is not None:
+                record_in_doubt(resolution=resolution)
+        if outcome is None:
+            await self._persist(state)  # the record is settled: a later crash does not count it twice
+            return False
+        notes = ["outcome reconciled from an in-doubt call (not repeated)"]
+        self._fold(state, turn, action, params, notes, 0, 0, outcome, None, started)
+        if outcome.done:
+            state.status = "completed"
+        await self._persist(state)
+        decision = Decision(action=name, params={}, reasoning="reconciled an in-doubt call")
+        await self._report(state, turn, name, decision, params, notes, None, "recovery", started)
+        return True
 
     def _fold(
         self,
@@ -428,6 +497,7 @@ class StepRunner:
             for k, v in params.items()
         }
         state.turn = turn
+        state.in_doubt = None
         state.recent = [*state.recent[-20:], decision_signature(action.name, params)]
         if outcome is None:
             state.consecutive_failures += 1

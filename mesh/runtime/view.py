@@ -7,6 +7,7 @@ from typing import Literal
 
 from mesh.store.run_index import RunSummary, StepSummary
 from protocols import (
+    EffectInDoubt,
     Envelope,
     StepCompleted,
     StepEscalated,
@@ -22,7 +23,8 @@ from protocols import (
 
 __all__ = ["StepStatusName", "WorkflowView", "run_summary", "trace_id_of"]
 
-_OWNER_ONLY = frozenset({StepProgress.KIND, StepCompleted.KIND, StepFailed.KIND, StepEscalated.KIND})
+_OWNER_ONLY = frozenset({StepProgress.KIND, StepCompleted.KIND, StepFailed.KIND, StepEscalated.KIND,
+                         EffectInDoubt.KIND})
 
 StepStatusName = Literal["waiting", "ready", "running", "paused", "completed", "failed"]
 
@@ -41,6 +43,8 @@ class WorkflowView:
     turns_seen: dict[str, int] = field(default_factory=dict)
     escalated: dict[str, StepEscalated] = field(default_factory=dict)
     resume_requests: dict[str, int] = field(default_factory=dict)
+    in_doubt: dict[str, list[EffectInDoubt]] = field(default_factory=dict)
+    """Effects found in doubt on resume, per step, with how each was settled."""
     finished: WorkflowCompleted | None = None
     seen: set[str] = field(default_factory=set)
     ignored: list[str] = field(default_factory=list)
@@ -92,6 +96,8 @@ class WorkflowView:
             self.failed.setdefault(step, env.payload_model(StepFailed))
         elif kind == StepEscalated.KIND:
             self.escalated[step] = env.payload_model(StepEscalated)
+        elif kind == EffectInDoubt.KIND:
+            self.in_doubt.setdefault(step, []).append(env.payload_model(EffectInDoubt))
         elif kind == StepResumeRequested.KIND:
             self.resume_requests[step] = self.resume_requests.get(step, 0) + 1
             self.escalated.pop(step, None)
@@ -162,6 +168,14 @@ class WorkflowView:
         if self.escalated:
             return "paused"
         return "running" if self.started else "pending"
+
+    def effects_in_doubt(self) -> dict[str, int]:
+        """In-doubt effects by resolution (``reconciled``, ``absent``, ``repeated``)."""
+        counts: dict[str, int] = {}
+        for events in self.in_doubt.values():
+            for e in events:
+                counts[e.resolution] = counts.get(e.resolution, 0) + 1
+        return counts
 
     def resumes(self) -> int:
         """Times a step was taken over from a checkpoint by a new owner."""

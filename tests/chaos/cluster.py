@@ -23,7 +23,8 @@ SESSION_TIMEOUT_MS = int(os.environ.get("MESH_TEST_SESSION_TIMEOUT_MS", "2500"))
 class Cluster:
     """Agent processes, a mock EHR process and a log reader that folds every workflow."""
 
-    def __init__(self, tmp: Path, kafka_bootstrap: str, redis_url: str, *, patients: int, turn_delay_s: float) -> None:
+    def __init__(self, tmp: Path, kafka_bootstrap: str, redis_url: str, *, patients: int, turn_delay_s: float,
+                 ehr: EhrConfig | None = None) -> None:
         self.prefix = f"chaos{uuid.uuid4().hex[:8]}"
         self.topics = Topics(prefix=self.prefix)
         self.kafka_bootstrap, self.redis_url = kafka_bootstrap, redis_url
@@ -32,7 +33,7 @@ class Cluster:
                "MESH_TOPIC_PARTITIONS": "6", "MESH_MAX_ENVELOPE_BYTES": "262144", "PYTHONPATH": str(RECONCILIATION.parents[2])}
         env.pop("ANTHROPIC_API_KEY", None)
         self.agents = AgentProcesses(tmp, env, turn_delay_s=turn_delay_s, session_timeout_ms=SESSION_TIMEOUT_MS)
-        self.ehr: MockEhrProcess = start_mock_ehr_process(tmp / "audit.jsonl", config=EhrConfig(patients=patients))
+        self.ehr: MockEhrProcess = start_mock_ehr_process(tmp / "audit.jsonl", config=ehr or EhrConfig(patients=patients))
         self.views: dict[str, WorkflowView] = {}
         self.bus = KafkaBus(kafka_bootstrap, topics=self.topics, client_id="chaos-test", partitions=6,
                             signer=lambda env: self.trust.sign(env))
