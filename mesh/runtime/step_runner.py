@@ -289,6 +289,7 @@ class StepRunner:
                 # the next owner knows the effect may have happened (see _settle_in_doubt).
                 state.in_doubt = {"turn": turn, "action": action.name, "key": key}
                 await self._persist(state)
+                await self._event("effect.in_doubt", state, turn=turn, action=action.name, key=key)
             outcome, error, retries = await self._execute(step, state, action, params, key, turn)
             tspan.set_decision(action.name, outcome="ok" if error is None else "failed", detail=error or "")
             self._fold(state, turn, action, params, notes, repairs, retries, outcome, error, started)
@@ -461,7 +462,8 @@ class StepRunner:
                 id=deterministic_event_id(state.workflow_id, state.step_id, "in-doubt", turn, state.epoch),
             )
         )
-        await self._event("effect.in_doubt", state, turn=turn, action=name, resolution=resolution)
+        await self._event("effect.in_doubt_reported" if resolution == "repeated" else "effect.reconciled", state,
+                          turn=turn, action=name, key=key, resolution=resolution)
         if self.kpis is not None:
             record_in_doubt = getattr(self.kpis, "record_effect_in_doubt", None)
             if record_in_doubt is not None:
