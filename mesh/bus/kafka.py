@@ -25,6 +25,7 @@ from aiokafka.structs import TopicPartition as KafkaTP
 from mesh.bus._dead_letters import DeadLetterClaims, publish_dead_letter
 from mesh.bus._decode import Signer, decode_record, encode_for_publish
 from mesh.bus._offsets import OffsetTracker
+from mesh.bus._outage import OutageLog, outage_log
 from mesh.bus._security import KafkaSecurity
 from mesh.bus.base import (
     Delivery,
@@ -40,6 +41,12 @@ __all__ = ["KafkaBus", "KafkaSubscription"]
 log = logging.getLogger("mesh.bus.kafka")
 
 T = TypeVar("T")
+
+_POLL_GRACE_S = 2.0
+"""How long past its own timeout a poll may wait (for a rebalance) before it returns nothing."""
+
+_CLOSE_TIMEOUT_S = 5.0
+"""Longest wait for a Kafka client to close (a broker outage must not hold a SIGTERM'd agent)."""
 
 
 class _RetryableBusError(BusError):
@@ -117,6 +124,8 @@ class KafkaBus:
         self._linger_ms = linger_ms
         self._request_timeout_ms = request_timeout_ms
         self.dead_letters = dead_letters
+        self.outage: OutageLog = outage_log()
+        """The process's Kafka client error flood, aggregated per outage (``tick`` it from a loop)."""
         self._producer: AIOKafkaProducer | None = None
         self._subs: list[KafkaSubscription] = []
 
@@ -247,7 +256,10 @@ class KafkaBus:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             try:
-                await producer.stop()
+                # Bounded: with the broker down, stop() waits for unsendable batches.
+                await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("producer stop: broker unreachable; gave up after %.0f s", _CLOSE_TIMEOUT_S)
             except (KafkaError, OSError) as exc:
                 log.warning("producer stop failed: %s", exc)
 
@@ -351,9 +363,17 @@ class KafkaSubscription:
         """Fetch a batch; dead-letter what cannot be decoded or is refused by the guard."""
         if self._closed:
             raise BusError("subscription is closed")
-        batches = await _guarded(
-            "poll", lambda: self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._options.max_poll_records)
-        )
+        try:
+            # Bounded: during a rebalance aiokafka's getmany waits for the new assignment with no
+            # timeout, which with the broker down is forever (and the caller could not stop).
+            batches = await _guarded("poll", lambda: asyncio.wait_for(
+                self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._options.max_poll_records),
+                timeout_ms / 1000 + _POLL_GRACE_S,
+            ))
+        except BusUnavailable as exc:
+            if isinstance(exc.__cause__, TimeoutError):
+                return []  # no assignment yet: nothing to deliver, ask again
+            raise
         revocations = self._revocations
         out: list[Delivery] = []
         for ktp, records in batches.items():
@@ -417,7 +437,10 @@ class KafkaSubscription:
             return
         self._closed = True
         try:
-            await self._consumer.stop()
+            # Bounded: with the broker down, leaving the group waits for a coordinator.
+            await asyncio.wait_for(self._consumer.stop(), _CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("%s: consumer stop: broker unreachable; gave up after %.0f s", self.member, _CLOSE_TIMEOUT_S)
         except (KafkaError, OSError) as exc:
             log.warning("consumer stop failed: %s", exc)
         if self in self._bus._subs:

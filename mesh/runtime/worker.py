@@ -90,6 +90,9 @@ class WorkerOptions:
     index_retry_s: float = 5.0
     """After a failed run-index write, seconds before writing again (the log is unaffected)."""
 
+    outage_drain_s: float = 5.0
+    """``drain_timeout_s`` while the broker is unreachable (nothing can be published anyway)."""
+
     revoke_grace_s: float = 8.0
     """On a rebalance, how long steps of the partitions this member loses may take to finish and
     checkpoint their turn in flight before they are cancelled; keep it under the group's rebalance
@@ -227,10 +230,14 @@ class AgentWorker:
         log.info("%s joined %s", self.agent_id, self.group)
         if on_joined is not None:
             on_joined(self)
+        outage = getattr(self.bus, "outage", None)
         try:
             beat = 0.0
             backoff_s = 0.1
+            poll_failures = 0
             while not self._stopping.is_set():
+                if outage is not None:
+                    outage.tick()
                 if self.options.heartbeat_file and time.monotonic() - beat >= 1.0:
                     beat = time.monotonic()
                     _touch(self.options.heartbeat_file)
@@ -238,10 +245,17 @@ class AgentWorker:
                     deliveries = await self._sub.poll(timeout_ms=self.options.poll_timeout_ms)
                 except BusError as exc:
                     # The broker is away for a moment: the agent waits for it, it does not exit.
-                    log.warning("%s: poll failed (%s); retrying in %.1f s", self.agent_id, one_line_error(exc), backoff_s)
+                    # One line when polling starts failing and one a minute after; not one per retry.
+                    poll_failures += 1
+                    if poll_failures == 1 or poll_failures % 30 == 0:
+                        log.warning("%s: poll failed %d time(s) (%s); retrying every %.1f s at most", self.agent_id,
+                                    poll_failures, one_line_error(exc), 2.0)
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, 2.0)
                     continue
+                if poll_failures:
+                    log.info("%s: polling works again after %d failure(s)", self.agent_id, poll_failures)
+                    poll_failures = 0
                 backoff_s = 0.1
                 generation = self._generation
                 for d in deliveries:
@@ -267,12 +281,18 @@ class AgentWorker:
 
     async def _drain_steps(self) -> None:
         tasks = list(self._tasks.values())
-        if tasks and self._stopping.is_set() and self.options.drain_timeout_s > 0:
-            log.info("%s: letting %d step(s) finish their turn in flight", self.agent_id, len(tasks))
-            _, pending = await asyncio.wait(tasks, timeout=self.options.drain_timeout_s)
+        drain_s = self.options.drain_timeout_s
+        outage = getattr(self.bus, "outage", None)
+        if outage is not None and outage.down:
+            # The broker is unreachable: a turn in flight can still checkpoint (Redis), but no
+            # result can be published; do not hold a SIGTERM'd agent for the whole drain.
+            drain_s = min(drain_s, self.options.outage_drain_s)
+        if tasks and self._stopping.is_set() and drain_s > 0:
+            log.info("%s: letting %d step(s) finish their turn in flight (%.0f s at most)", self.agent_id,
+                     len(tasks), drain_s)
+            _, pending = await asyncio.wait(tasks, timeout=drain_s)
             if pending:
-                log.warning("%s: %d step(s) still busy after %.0f s; cancelling", self.agent_id, len(pending),
-                            self.options.drain_timeout_s)
+                log.warning("%s: %d step(s) still busy after %.0f s; cancelling", self.agent_id, len(pending), drain_s)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -469,6 +489,7 @@ class AgentWorker:
     async def _run_step(self, view: WorkflowView, step: StepSpec, resume: bool) -> None:
         assert view.spec is not None
         wf = view.workflow_id
+        transient = 0
         while not self.runner.step_stopping(wf, step.id):
             try:
                 state = await self.runner.run(
@@ -489,7 +510,10 @@ class AgentWorker:
             except asyncio.CancelledError:
                 raise
             except TransientError as exc:
-                log.warning("%s/%s: %s; retrying in %.1f s", wf, step.id, one_line_error(exc), self.options.retry_delay_s)
+                transient += 1  # one line when it starts, then one a minute: not one per retry
+                if transient == 1 or transient % max(1, int(60 / max(self.options.retry_delay_s, 0.1))) == 0:
+                    log.warning("%s/%s: %s; retrying every %.1f s (attempt %d)", wf, step.id, one_line_error(exc),
+                                self.options.retry_delay_s, transient)
                 await asyncio.sleep(self.options.retry_delay_s)
             except MeshError as exc:
                 log.error("%s/%s failed: %s", wf, step.id, one_line_error(exc))
