@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,10 @@ class WorkerOptions:
     timeout (10 s), since the successor starts only when this member let go."""
 
 
+_DONE_KEPT = 10_000
+"""Workflow ids a member remembers as done for its role after forgetting their views (~1 MB)."""
+
+
 @dataclass
 class _Tracked:
     view: WorkflowView
@@ -158,7 +163,15 @@ class AgentWorker:
         self._index_dirty: dict[str, WorkflowView] = {}
         self._index_retry_at = 0.0
         self._to_expire: set[str] = set()
+        self._to_retire: set[str] = set()
+        """Finished workflows whose gossip replica is still to be retired (background)."""
+        self._spec_unknown: set[str] = set()
+        """Workflows seen without their ``WorkflowSubmitted``: the run index is asked about them."""
+        self._done_here: OrderedDict[str, None] = OrderedDict()
+        """Workflows with nothing left for this role, forgotten (the latest ``_DONE_KEPT``): a late
+        event of one is committed at once instead of growing a view that never settles."""
         self._housekeeping: asyncio.Task[None] | None = None
+        self._settled_elsewhere: list[str] = []
 
     @property
     def group(self) -> str:
@@ -265,6 +278,9 @@ class AgentWorker:
                         log.info("%s: dropping the rest of a batch read before a rebalance", self.agent_id)
                         break
                     await self._contain(d)
+                if self._settled_elsewhere:
+                    settled, self._settled_elsewhere = self._settled_elsewhere, []
+                    await self._release_settled_elsewhere(settled)
                 self._kick_housekeeping()
                 self._schedule()
         finally:
@@ -322,7 +338,7 @@ class AgentWorker:
     async def _on_delivery(self, d: Delivery) -> None:
         env = d.envelope
         wf = env.workflow_id
-        if not wf:
+        if not wf or (wf in self._done_here and wf not in self._tracked):
             await self._commit(d)
             return
         tracked = self._tracked.get(wf)
@@ -339,10 +355,38 @@ class AgentWorker:
             step = view.spec.step(env.step_id) if env.step_id in {s.id for s in view.spec.steps} else None
             if step is not None and step.role == self.role:
                 await self._maybe_finish_workflow(view)
+        if view.spec is None and view.finished is None and self.index is not None:
+            self._spec_unknown.add(wf)
         if view.settled_for(self.role):
             for delivery in tracked.deliveries:
                 await self._commit(delivery)
             tracked.deliveries.clear()
+            if view.finished is not None and not any(key[0] == wf for key in self._tasks):
+                self._forget_workflow(wf)
+
+    def _forget_workflow(self, wf: str) -> None:
+        """Drop what this member keeps of a workflow it has nothing left to do in (flat memory)."""
+        self._tracked.pop(wf, None)
+        self._spec_unknown.discard(wf)
+        self._broken.discard(wf)
+        for table in (self._ended, self._resume_done):
+            for key in [k for k in table if k[0] == wf]:
+                del table[key]
+        self._done_here[wf] = None
+        self._done_here.move_to_end(wf)
+        while len(self._done_here) > _DONE_KEPT:
+            self._done_here.popitem(last=False)
+
+    async def _release_settled_elsewhere(self, settled: list[str]) -> None:
+        """Commit the held events of spec-less workflows the run index says are settled for this role."""
+        for wf in settled:
+            tracked = self._tracked.get(wf)
+            if tracked is None or tracked.view.spec is not None:
+                continue
+            for delivery in tracked.deliveries:
+                await self._commit(delivery)
+            tracked.deliveries.clear()
+            self._forget_workflow(wf)
 
     # -- run index and retention: a view of the log, written in the background ----------------
     # Redis slow or cut (a partition) must never hold up the consume loop, so the writes run in
@@ -354,10 +398,13 @@ class AgentWorker:
             self._index_dirty[view.workflow_id] = view
         if env.kind == WorkflowCompleted.KIND and self.options.finished_ttl_s > 0:
             self._to_expire.add(view.workflow_id)
+        if env.kind == WorkflowCompleted.KIND and self.gossip is not None:
+            self._to_retire.add(view.workflow_id)
         self._kick_housekeeping()
 
     def _kick_housekeeping(self) -> None:
-        if not (self._index_dirty or self._to_expire) or time.monotonic() < self._index_retry_at:
+        pending = self._index_dirty or self._to_expire or self._to_retire or self._spec_unknown
+        if not pending or time.monotonic() < self._index_retry_at:
             return
         if self._housekeeping is None or self._housekeeping.done():
             self._housekeeping = asyncio.create_task(self._housekeep(), name=f"{self.agent_id}/run-index")
@@ -368,10 +415,29 @@ class AgentWorker:
             for wf in list(self._to_expire):
                 await self._expire_finished(wf)
                 self._to_expire.discard(wf)
+            for wf in list(self._to_retire):
+                if self.gossip is not None:
+                    await self.gossip.retire(wf, ttl_s=self.options.finished_ttl_s)
+                self._to_retire.discard(wf)
+            await self._ask_index_about_unknown()
         except MeshError as exc:  # the index is a view and retention is housekeeping: the log has everything
             self._index_retry_at = time.monotonic() + self.options.index_retry_s
             log.warning("run index / retention write failed: %s (retrying in %.0f s)",
                         one_line_error(exc), self.options.index_retry_s)
+
+    async def _ask_index_about_unknown(self) -> None:
+        # A member reads a workflow without its WorkflowSubmitted when the group's offset passed
+        # it (the role was settled then): the run index, written by members that saw the spec,
+        # says whether that is so; until it does, the events stay uncommitted.
+        if self.index is None:
+            self._spec_unknown.clear()
+            return
+        for wf in list(self._spec_unknown):
+            entry = await self.index.get(wf)
+            mine = [s for s in entry.steps if s.role == self.role] if entry is not None else []
+            if entry is not None and (entry.finished or all(s.status in ("completed", "failed") for s in mine)):
+                self._settled_elsewhere.append(wf)
+            self._spec_unknown.discard(wf)
 
     async def _flush_index(self) -> None:
         if self.index is None:
