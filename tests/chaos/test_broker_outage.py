@@ -8,6 +8,7 @@ by line; then each agent gets SIGTERM while the broker is still down and must ex
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import signal
 import time
@@ -36,6 +37,8 @@ async def test_broker_outage_is_logged_briefly_and_sigterm_exits_promptly(
     services = dev_services_factory()
     await asyncio.to_thread(services.up)
     cluster = Cluster(tmp_path, services.kafka_bootstrap, services.redis_url, patients=6, turn_delay_s=0.5)
+    # A busy machine (CI, other tests) can take more than the default minute to start an agent.
+    cluster.agents.wait_ready = functools.partial(cluster.agents.wait_ready, timeout_s=240)  # type: ignore[method-assign]
     try:
         await cluster.start(AGENTS)
         wf = await cluster.submit(reconciliation_spec(patients=6, page_size=1))
