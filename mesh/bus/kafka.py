@@ -45,6 +45,9 @@ T = TypeVar("T")
 _POLL_GRACE_S = 2.0
 """How long past its own timeout a poll may wait (for a rebalance) before it returns nothing."""
 
+_COMMIT_TIMEOUT_S = 5.0
+"""Longest wait for an offset commit."""
+
 _CLOSE_TIMEOUT_S = 5.0
 """Longest wait for a Kafka client to close (a broker outage must not hold a SIGTERM'd agent)."""
 
@@ -60,6 +63,18 @@ def _translate(exc: BaseException, what: str) -> BusError:
     if isinstance(exc, KafkaError) and getattr(exc, "retriable", False):
         return _RetryableBusError(f"{what}: {type(exc).__name__}: {exc}")
     return BusError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+async def _bounded(call: Awaitable[T], timeout_s: float) -> T:
+    """``call``'s result, or TimeoutError after ``timeout_s`` without waiting for it to unwind:
+    aiokafka's close and commit may swallow a cancellation and keep retrying (``wait_for`` would
+    then wait for them anyway); the task is cancelled and left behind."""
+    task = asyncio.ensure_future(call)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        raise TimeoutError
+    return task.result()
 
 
 async def _guarded(what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -257,7 +272,7 @@ class KafkaBus:
             producer, self._producer = self._producer, None
             try:
                 # Bounded: with the broker down, stop() waits for unsendable batches.
-                await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT_S)
+                await _bounded(producer.stop(), _CLOSE_TIMEOUT_S)
             except TimeoutError:
                 log.warning("producer stop: broker unreachable; gave up after %.0f s", _CLOSE_TIMEOUT_S)
             except (KafkaError, OSError) as exc:
@@ -416,7 +431,12 @@ class KafkaSubscription:
         if position is None:
             return True
         try:
-            await self._consumer.commit({KafkaTP(tp[0], tp[1]): position})
+            # Bounded: with the coordinator unreachable aiokafka retries a commit until it is back.
+            # An uncommitted position is committed by a later call; never worth blocking the loop.
+            await _bounded(self._consumer.commit({KafkaTP(tp[0], tp[1]): position}), _COMMIT_TIMEOUT_S)
+        except TimeoutError:
+            log.debug("commit of %s@%d timed out (broker unreachable); later", tp, position)
+            return False
         except (CommitFailedError, IllegalStateError) as exc:
             # The partition moved to another member; it will redeliver from the last commit.
             log.info("commit of %s@%d refused (%s); partition moved", tp, position, type(exc).__name__)
@@ -438,7 +458,7 @@ class KafkaSubscription:
         self._closed = True
         try:
             # Bounded: with the broker down, leaving the group waits for a coordinator.
-            await asyncio.wait_for(self._consumer.stop(), _CLOSE_TIMEOUT_S)
+            await _bounded(self._consumer.stop(), _CLOSE_TIMEOUT_S)
         except TimeoutError:
             log.warning("%s: consumer stop: broker unreachable; gave up after %.0f s", self.member, _CLOSE_TIMEOUT_S)
         except (KafkaError, OSError) as exc:

@@ -233,10 +233,13 @@ async def run_agent(
         for what, close in (("http", http.aclose), ("reasoner", reasoner.aclose), ("gossip", gossip.aclose),
                             ("run index", run_index.aclose), ("store", store.aclose), ("bus", bus.aclose),
                             ("trust", trust.aclose)):
-            try:
-                await asyncio.wait_for(close(), _CLOSE_TIMEOUT_S)
-            except TimeoutError:
+            task = asyncio.ensure_future(close())
+            done, _ = await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
+            if not done:  # not awaited: a client may swallow the cancellation and keep retrying
+                task.cancel()
                 log.warning("%s: closing the %s took over %.0f s; going on", agent_id, what, _CLOSE_TIMEOUT_S)
+            elif task.exception() is not None:
+                log.warning("%s: closing the %s failed: %s", agent_id, what, task.exception())
         shutdown_tracing()
         shutdown_metrics()
         log.info("%s stopped after completing %d step(s)", agent_id, worker.steps_completed)
