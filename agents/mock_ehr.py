@@ -8,6 +8,10 @@ Endpoints (JSON in, JSON out):
 
 * ``POST /auth/token`` ``{client_id, client_secret}`` (JSON or form-encoded) ->
   ``{access_token, token_type: "Bearer", expires_in, expires_at}``; bad credentials -> 401.
+  Like real OAuth servers it issues a new token on every call; an ``Idempotency-Key`` is only
+  remembered, so that ``POST /auth/token/lookup`` ``{client_id, client_secret, idempotency_key}``
+  can answer ``{found: true, access_token, ...}`` for the token issued under that key (while it is
+  valid) or ``{found: false}``: how a client that crashed mid-call finds out whether it got one.
 * ``GET /patients?page=N&page_size=M`` -> ``{items: [ids], page, page_size, total, next_page}``
   (pages start at 1; ``next_page`` is null on the last page).
 * ``GET /patients/{id}`` -> the record: demographics, medications, allergies. Records are
@@ -123,6 +127,13 @@ class EhrConfig:
 
     client_id: str = DEFAULT_CLIENT_ID
     """The one client id accepted by ``POST /auth/token``."""
+
+    token_lookup: bool = True
+    """Whether ``POST /auth/token/lookup`` exists (False: 404, as on a server without it)."""
+
+    token_reply_delay_s: float = 0.0
+    """Delay between issuing a token (audited) and sending it: a window in which a fault test
+    kills the client after the effect and before it learns of it."""
 
     client_secret: str = field(default=DEFAULT_CLIENT_SECRET, repr=False)
     """Its secret; kept out of ``repr`` so it never lands in a log by accident."""
@@ -452,6 +463,7 @@ class _EhrState:
         self._lock = threading.Lock()
         self._fault_rng = random.Random(f"mock-ehr-faults:{config.seed}")
         self._tokens: dict[str, _Token] = {}
+        self._token_by_key: dict[str, str] = {}
         self._by_key: dict[str, _Effect] = {}
         self.reconciliations: list[dict[str, Any]] = []
         self.reports: list[dict[str, Any]] = []
@@ -463,11 +475,23 @@ class _EhrState:
         with self._lock:
             return self._fault_rng.random() < self.config.fail_rate
 
-    def issue_token(self, client_id: str) -> str:
+    def issue_token(self, client_id: str, key: str | None = None) -> str:
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._tokens[token] = _Token(client_id, time.monotonic() + self.config.token_ttl_s)
+            if key is not None:
+                self._token_by_key[f"{client_id}\0{key}"] = token
         return token
+
+    def token_for_key(self, client_id: str, key: str) -> tuple[str, float] | None:
+        """The valid token issued under ``key`` and its remaining lifetime (s), or None."""
+        with self._lock:
+            token = self._token_by_key.get(f"{client_id}\0{key}")
+            found = self._tokens.get(token) if token is not None else None
+        if token is None or found is None:
+            return None
+        left = found.expires_at_monotonic - time.monotonic()
+        return (token, left) if left > 0 else None
 
     def check_token(self, token: str) -> _Token:
         with self._lock:
@@ -589,6 +613,8 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.status >= 400:
             call.error = str(reply.body.get("error"))
         self._audit(call)
+        if call.path == "/auth/token" and reply.status == 200 and self.state.config.token_reply_delay_s > 0:
+            time.sleep(self.state.config.token_reply_delay_s)
         self._send(reply)
 
     def _read_body(self) -> bytes:
@@ -646,6 +672,8 @@ class _Handler(BaseHTTPRequestHandler):
             ("reports",): ("GET", "POST"),
             ("audit", "summary"): ("GET",),
         }
+        if state.config.token_lookup:
+            routes[("auth", "token", "lookup")] = ("POST",)
         shape = tuple(parts)
         if len(parts) == 2 and parts[0] == "patients":
             shape = ("patients", "{id}")
@@ -663,6 +691,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         if shape == ("auth", "token"):
             return self._token(call, raw)
+        if shape == ("auth", "token", "lookup"):
+            return self._token_lookup(call, raw)
         self._authenticate(call)
         body = self._json(raw) if call.method == "POST" else {}
         if shape == ("patients",):
@@ -714,7 +744,7 @@ class _Handler(BaseHTTPRequestHandler):
         known = secrets.compare_digest(client_id.encode(), config.client_id.encode())
         if not (known and secrets.compare_digest(secret.encode(), config.client_secret.encode())):
             raise _error(401, "invalid_client", "unknown client or wrong secret")
-        token = self.state.issue_token(client_id)
+        token = self.state.issue_token(client_id, call.idempotency_key)
         call.token_id = token_id(token)
         ttl = config.token_ttl_s
         return _Reply(
@@ -726,6 +756,25 @@ class _Handler(BaseHTTPRequestHandler):
                 "expires_at": round(time.time() + ttl, 3),
             },
         )
+
+    def _token_lookup(self, call: _Call, raw: bytes) -> _Reply:
+        config = self.state.config
+        body = self._json(raw)
+        client_id, secret, key = body.get("client_id"), body.get("client_secret"), body.get("idempotency_key")
+        call.client_id = client_id if isinstance(client_id, str) else None
+        if not all(isinstance(v, str) for v in (client_id, secret, key)):
+            raise _error(400, "bad_request", "client_id, client_secret and idempotency_key are required strings")
+        assert isinstance(client_id, str) and isinstance(secret, str) and isinstance(key, str)
+        known = secrets.compare_digest(client_id.encode(), config.client_id.encode())
+        if not (known and secrets.compare_digest(secret.encode(), config.client_secret.encode())):
+            raise _error(401, "invalid_client", "unknown client or wrong secret")
+        found = self.state.token_for_key(client_id, key)
+        if found is None:
+            return _Reply(200, {"found": False})
+        token, left = found
+        call.token_id = token_id(token)
+        return _Reply(200, {"found": True, "access_token": token, "token_type": "Bearer",
+                            "expires_in": round(left, 3), "expires_at": round(time.time() + left, 3)})
 
     def _authenticate(self, call: _Call) -> None:
         header = self.headers.get("Authorization") or ""
@@ -984,6 +1033,8 @@ def _command_args(config: EhrConfig) -> list[str]:
         "--fail-rate", repr(config.fail_rate),
         "--latency-ms", repr(config.latency_ms),
         "--client-id", config.client_id,
+        "--token-reply-delay-s", repr(config.token_reply_delay_s),
+        *([] if config.token_lookup else ["--no-token-lookup"]),
     ]  # fmt: skip
 
 
@@ -1056,6 +1107,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fail-rate", type=float, default=defaults.fail_rate)
     parser.add_argument("--latency-ms", type=float, default=defaults.latency_ms)
     parser.add_argument("--client-id", default=defaults.client_id)
+    parser.add_argument("--token-reply-delay-s", type=float, default=defaults.token_reply_delay_s)
+    parser.add_argument("--no-token-lookup", dest="token_lookup", action="store_false",
+                        help="serve no POST /auth/token/lookup")
     return parser
 
 
@@ -1071,6 +1125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             fail_rate=args.fail_rate,
             latency_ms=args.latency_ms,
             client_id=args.client_id,
+            token_lookup=args.token_lookup,
+            token_reply_delay_s=args.token_reply_delay_s,
             client_secret=os.environ.get(CLIENT_SECRET_ENV) or DEFAULT_CLIENT_SECRET,
         )
     except ConfigError as exc:

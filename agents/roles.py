@@ -88,10 +88,27 @@ async def _call(ctx: ActionContext, method: str, path: str, *, token: str | None
 # -- identity ----------------------------------------------------------------------------------
 
 
+def _client_secret(params: Mapping[str, Any]) -> str:
+    return os.environ.get(str(params.get("client_secret_env") or "MOCK_EHR_CLIENT_SECRET"), "mock-ehr-dev-secret")
+
+
 async def _authenticate(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
-    secret = os.environ.get(str(params.get("client_secret_env") or "MOCK_EHR_CLIENT_SECRET"), "mock-ehr-dev-secret")
-    body = await _call(ctx, "POST", params["token_endpoint"],
-                       json={"client_id": params["client_id"], "client_secret": secret})
+    # The token endpoint issues a new token per call (not idempotent); the key only lets
+    # _find_token ask afterwards whether this call took effect.
+    body = await _call(ctx, "POST", params["token_endpoint"], idempotent=True,
+                       json={"client_id": params["client_id"], "client_secret": _client_secret(params)})
+    return _token_outcome(params, body)
+
+
+async def _find_token(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome | None:
+    """The token an earlier ``authenticate`` with this idempotency key got, if it got one."""
+    body = await _call(ctx, "POST", f"{params['token_endpoint'].rstrip('/')}/lookup",
+                       json={"client_id": params["client_id"], "client_secret": _client_secret(params),
+                             "idempotency_key": ctx.idempotency_key})
+    return _token_outcome(params, body) if body.get("found") else None
+
+
+def _token_outcome(params: Mapping[str, Any], body: Mapping[str, Any]) -> ActionOutcome:
     expires_in = float(body.get("expires_in", 300))
     expires_at_ms = int((time.time() + expires_in) * 1000)
     return ActionOutcome(
@@ -125,6 +142,8 @@ IDENTITY = Role(
             _authenticate,
             inject={"client_id": "param:client_id", "token_endpoint": "param:token_endpoint",
                     "client_secret_env": "param:client_secret_env"},
+            at_most_once=True,
+            lookup=_find_token,
         ),
     },
 )

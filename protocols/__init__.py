@@ -11,6 +11,7 @@ from protocols.envelope import SCHEMA_VERSION, Envelope, new_envelope_id
 from protocols.events import (
     DeadLetter,
     EditedVariable,
+    EffectInDoubt,
     EscalationDecided,
     EscalationKind,
     StepCompleted,
@@ -88,6 +89,7 @@ __all__ = [
     "EscalationDecided",
     "EscalationKind",
     "StepCompleted",
+    "EffectInDoubt",
     "StepEscalated",
     "StepFailed",
     "StepProgress",

@@ -235,6 +235,26 @@ class EscalationDecided(Payload):
         return self
 
 
+@register_kind("workflow.effect_in_doubt")
+class EffectInDoubt(Payload):
+    """A side effect that may have happened before its owner died, and what the new owner did.
+
+    An action whose effect is not deduplicated by the outside service (``Action.at_most_once``,
+    e.g. an OAuth token call) is recorded as in doubt in the step's checkpoint before it is sent;
+    the owner that resumes the step finds the record and settles it: ``reconciled`` (the action's
+    lookup found the effect and its outcome was used, nothing repeated), ``absent`` (the lookup
+    found no effect: the call is made, once), or ``repeated`` (no lookup, or the lookup failed:
+    the call is made again, and this event is the report of a possible duplicate).
+    """
+
+    turn: int = Field(ge=1)
+    action: str
+    idempotency_key: str
+    resolution: Literal["reconciled", "absent", "repeated"]
+    detail: str = ""
+    owner: str = ""
+
+
 @register_kind("workflow.step_resume_requested")
 class StepResumeRequested(Payload):
     """Legacy: ``mesh resume`` before pauses had nonces. Still decodes; no longer resumes anything

@@ -25,6 +25,7 @@ from aiokafka.structs import TopicPartition as KafkaTP
 from mesh.bus._dead_letters import DeadLetterClaims, publish_dead_letter
 from mesh.bus._decode import Signer, decode_record, encode_for_publish
 from mesh.bus._offsets import OffsetTracker
+from mesh.bus._outage import OutageLog, outage_log
 from mesh.bus._security import KafkaSecurity
 from mesh.bus.base import (
     Delivery,
@@ -41,6 +42,15 @@ log = logging.getLogger("mesh.bus.kafka")
 
 T = TypeVar("T")
 
+_POLL_GRACE_S = 2.0
+"""How long past its own timeout a poll may wait (for a rebalance) before it returns nothing."""
+
+_COMMIT_TIMEOUT_S = 5.0
+"""Longest wait for an offset commit."""
+
+_CLOSE_TIMEOUT_S = 5.0
+"""Longest wait for a Kafka client to close (a broker outage must not hold a SIGTERM'd agent)."""
+
 
 class _RetryableBusError(BusError):
     retryable = True
@@ -53,6 +63,18 @@ def _translate(exc: BaseException, what: str) -> BusError:
     if isinstance(exc, KafkaError) and getattr(exc, "retriable", False):
         return _RetryableBusError(f"{what}: {type(exc).__name__}: {exc}")
     return BusError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+async def _bounded(call: Awaitable[T], timeout_s: float) -> T:
+    """``call``'s result, or TimeoutError after ``timeout_s`` without waiting for it to unwind:
+    aiokafka's close and commit may swallow a cancellation and keep retrying (``wait_for`` would
+    then wait for them anyway); the task is cancelled and left behind."""
+    task = asyncio.ensure_future(call)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        raise TimeoutError
+    return task.result()
 
 
 async def _guarded(what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -123,6 +145,8 @@ class KafkaBus:
         self._linger_ms = linger_ms
         self._request_timeout_ms = request_timeout_ms
         self.dead_letters = dead_letters
+        self.outage: OutageLog = outage_log()
+        """The process's Kafka client error flood, aggregated per outage (``tick`` it from a loop)."""
         self._producer: AIOKafkaProducer | None = None
         self._subs: list[KafkaSubscription] = []
 
@@ -268,7 +292,10 @@ class KafkaBus:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             try:
-                await producer.stop()
+                # Bounded: with the broker down, stop() waits for unsendable batches.
+                await _bounded(producer.stop(), _CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("producer stop: broker unreachable; gave up after %.0f s", _CLOSE_TIMEOUT_S)
             except (KafkaError, OSError) as exc:
                 log.warning("producer stop failed: %s", exc)
 
@@ -322,6 +349,8 @@ class KafkaSubscription:
         )
         self._closed = False
         self._joined = asyncio.Event()
+        self._revocations = 0
+        """Times partitions were revoked; a poll that straddles one drops what it read."""
 
     async def start(self, *, join_timeout_s: float = 30.0) -> None:
         """Connect, subscribe, and wait until the group gave this member its first assignment."""
@@ -343,6 +372,9 @@ class KafkaSubscription:
         return set(self._owned)
 
     async def _on_revoked(self, partitions: set[TopicPartition]) -> None:
+        # aiokafka calls this from its coordinator task, possibly while ``poll`` is vetting a batch
+        # (the guard awaits): that batch belongs to the old assignment and must not be delivered.
+        self._revocations += 1
         # Commit what is already done before the partitions move, so the next owner skips it.
         for tp in partitions:
             await self._commit_position(tp)
@@ -367,9 +399,18 @@ class KafkaSubscription:
         """Fetch a batch; dead-letter what cannot be decoded or is refused by the guard."""
         if self._closed:
             raise BusError("subscription is closed")
-        batches = await _guarded(
-            "poll", lambda: self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._options.max_poll_records)
-        )
+        try:
+            # Bounded: during a rebalance aiokafka's getmany waits for the new assignment with no
+            # timeout, which with the broker down is forever (and the caller could not stop).
+            batches = await _guarded("poll", lambda: asyncio.wait_for(
+                self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._options.max_poll_records),
+                timeout_ms / 1000 + _POLL_GRACE_S,
+            ))
+        except BusUnavailable as exc:
+            if isinstance(exc.__cause__, TimeoutError):
+                return []  # no assignment yet: nothing to deliver, ask again
+            raise
+        revocations = self._revocations
         out: list[Delivery] = []
         for ktp, records in batches.items():
             tp = (ktp.topic, ktp.partition)
@@ -381,8 +422,17 @@ class KafkaSubscription:
                     guard=self._options.guard,
                     consumer=self.member,
                 )
+                if self._revocations != revocations:
+                    # A rebalance ran while this batch was being vetted (the guard awaits): its
+                    # records are read again from the committed offset by whoever owns the partition
+                    # now. Delivering them would fold a workflow's later events into a view that
+                    # lost its start, and commit past it.
+                    log.info("%s: dropping a batch read before a rebalance", self.member)
+                    return []
                 if isinstance(result, DeadLetter):
                     await self._dead_letter(result)
+                    if self._revocations != revocations:
+                        return []
                     self._tracker.skipped(tp, rec.offset)
                     skipped = True
                 else:
@@ -402,7 +452,12 @@ class KafkaSubscription:
         if position is None:
             return True
         try:
-            await self._consumer.commit({KafkaTP(tp[0], tp[1]): position})
+            # Bounded: with the coordinator unreachable aiokafka retries a commit until it is back.
+            # An uncommitted position is committed by a later call; never worth blocking the loop.
+            await _bounded(self._consumer.commit({KafkaTP(tp[0], tp[1]): position}), _COMMIT_TIMEOUT_S)
+        except TimeoutError:
+            log.debug("commit of %s@%d timed out (broker unreachable); later", tp, position)
+            return False
         except (CommitFailedError, IllegalStateError) as exc:
             # The partition moved to another member; it will redeliver from the last commit.
             log.info("commit of %s@%d refused (%s); partition moved", tp, position, type(exc).__name__)
@@ -423,7 +478,10 @@ class KafkaSubscription:
             return
         self._closed = True
         try:
-            await self._consumer.stop()
+            # Bounded: with the broker down, leaving the group waits for a coordinator.
+            await _bounded(self._consumer.stop(), _CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("%s: consumer stop: broker unreachable; gave up after %.0f s", self.member, _CLOSE_TIMEOUT_S)
         except (KafkaError, OSError) as exc:
             log.warning("consumer stop failed: %s", exc)
         if self in self._bus._subs:

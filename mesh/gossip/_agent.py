@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +24,9 @@ from protocols.gossip import GossipDelta, GossipDigest, GossipSyncRequest
 from protocols.hlc import HlcTimestamp
 
 __all__ = ["GossipAgent", "GossipOptions", "GossipTransport"]
+
+_RETIRED_KEPT = 10_000
+"""Finished workflow ids remembered (about 1 MB): gossip about older ones would re-join them."""
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,8 @@ class GossipAgent:
         self.cold = cold
         self.maps: dict[str, ContextMap] = {}
         self._broadcast_version: dict[str, int] = {}
+        self._retired: OrderedDict[str, None] = OrderedDict()
+        """Finished workflows (the latest ``_RETIRED_KEPT``): their gossip is ignored, not re-joined."""
         self.stats: Counter[str] = Counter()
         """Messages sent and received by kind, ignored ones by reason, for metrics."""
         self._task: asyncio.Task[None] | None = None
@@ -97,6 +102,16 @@ class GossipAgent:
             cmap = self.maps[workflow_id] = ContextMap(workflow_id, self.agent_id, clock=self.clock)
             self._broadcast_version[workflow_id] = 0
         return cmap
+
+    def forget(self, workflow_id: str) -> bool:
+        """Drop the replica of a finished workflow: no more digests of it, and gossip about it
+        from peers that have not forgotten it yet is ignored. True if there was a replica."""
+        self._retired[workflow_id] = None
+        self._retired.move_to_end(workflow_id)
+        while len(self._retired) > _RETIRED_KEPT:
+            self._retired.popitem(last=False)
+        self._broadcast_version.pop(workflow_id, None)
+        return self.maps.pop(workflow_id, None) is not None
 
     async def set(
         self,
@@ -182,6 +197,9 @@ class GossipAgent:
             return
         cmap = self.maps.get(envelope.workflow_id)
         if cmap is None:
+            if envelope.workflow_id in self._retired:
+                self.stats["ignored_retired"] += 1
+                return
             if not self.options.auto_join:
                 self.stats["ignored_unjoined"] += 1
                 return

@@ -56,6 +56,14 @@ class IndexedContextMapStore(RedisContextMapStore):
         await self._call(self._client.set(self.key(cmap.workflow_id, cmap.replica_id), data))
         return len(data)
 
+    async def retire(self, workflow_id: str, replica_id: str, ttl_s: int) -> None:
+        """A finished workflow's map: out of the index (not restored), expiring after ``ttl_s``."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.srem(self.index_key(replica_id), workflow_id)
+        if ttl_s > 0:
+            pipe.expire(self.key(workflow_id, replica_id), ttl_s)
+        await self._call(pipe.execute())
+
     async def workflows(self, replica_id: str) -> list[str]:
         """Workflow ids of every map saved for ``replica_id``, sorted."""
         members = await self._call(self._client.smembers(self.index_key(replica_id)))
@@ -87,6 +95,11 @@ class MemoryContextMapStore:
         self._check()
         data = self.saved.get((workflow_id, replica_id))
         return None if data is None else ContextMap.from_bytes(data, replica_id=replica_id, clock=clock)
+
+    async def retire(self, workflow_id: str, replica_id: str, ttl_s: int) -> None:
+        """A finished workflow's map: dropped (no TTL in memory)."""
+        self._check()
+        self.saved.pop((workflow_id, replica_id), None)
 
     async def workflows(self, replica_id: str) -> list[str]:
         """Workflow ids saved for ``replica_id``."""

@@ -321,6 +321,18 @@ class GossipNode:
         await self.gossip.delete(workflow_id, name)
         self._mark_dirty(workflow_id)
 
+    async def retire(self, workflow_id: str, *, ttl_s: int = 0) -> None:
+        """A workflow finished: stop gossiping it (no digest every period forever), drop its
+        replica from memory, and let its saved map expire after ``ttl_s`` (0: now out of the
+        restore index only). ``StoreUnavailable`` when the store cannot be reached (retry later)."""
+        self.gossip.forget(workflow_id)
+        self._dirty.discard(workflow_id)
+        self._saved_version.pop(workflow_id, None)
+        self.restored.pop(workflow_id, None)
+        retire = getattr(self.store, "retire", None)
+        if retire is not None:
+            await retire(workflow_id, self.agent_id, ttl_s)
+
     def get(self, workflow_id: str) -> ContextMap:
         """This node's replica of ``workflow_id`` (created empty on first use)."""
         return self.gossip.join(workflow_id)

@@ -21,6 +21,7 @@ __all__ = [
     "ActionError",
     "ActionOutcome",
     "Executor",
+    "Lookup",
     "NewVariable",
     "RetryableActionError",
 ]
@@ -104,6 +105,11 @@ class ActionContext(Protocol):
 Executor = Callable[[ActionContext, dict[str, Any]], Awaitable[ActionOutcome]]
 """Runs an action with validated, injected parameters."""
 
+Lookup = Callable[[ActionContext, dict[str, Any]], Awaitable[ActionOutcome | None]]
+"""Finds the effect of an earlier call with the same idempotency key (``ctx.idempotency_key``):
+its outcome, or None when the outside service says no such call took effect. Raises
+``ActionError`` when it cannot tell."""
+
 
 @dataclass(frozen=True)
 class Action:
@@ -121,6 +127,14 @@ class Action:
 
     side_effect: bool = False
     """Whether it changes the outside world (then it carries an idempotency key)."""
+
+    at_most_once: bool = False
+    """Its effect is not deduplicated by the outside service (an OAuth token call): the runtime
+    records the call as in doubt in the checkpoint before sending it, and the owner that resumes
+    the step after a crash settles it with ``lookup`` or reports it (``EffectInDoubt``)."""
+
+    lookup: Lookup | None = None
+    """For an ``at_most_once`` action: how to find the effect of an earlier call by its key."""
 
     @property
     def name(self) -> str:

@@ -60,6 +60,9 @@ __all__ = ["AgentConfig", "RoleDefinition", "build_worker", "load_role", "run_ag
 
 log = logging.getLogger("mesh.agent")
 
+_CLOSE_TIMEOUT_S = 8.0
+"""Longest wait for one client to close when the agent stops."""
+
 
 class RoleDefinition(Protocol):
     """What a roles module provides per role (see ``agents.roles.Role``)."""
@@ -246,14 +249,18 @@ async def run_agent(
     try:
         await worker.run(on_joined=on_ready)
     finally:
-        await http.aclose()
-        await reasoner.aclose()
-        await gossip.aclose()
-        await run_index.aclose()
-        await store.aclose()
-        await blobs.aclose()
-        await bus.aclose()
-        await trust.aclose()
+        # Each close is bounded: a broker or Redis outage must not hold a SIGTERM'd agent.
+        for what, close in (("http", http.aclose), ("reasoner", reasoner.aclose), ("gossip", gossip.aclose),
+                            ("run index", run_index.aclose), ("store", store.aclose), ("blobs", blobs.aclose),
+                            ("bus", bus.aclose),
+                            ("trust", trust.aclose)):
+            task = asyncio.ensure_future(close())
+            done, _ = await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
+            if not done:  # not awaited: a client may swallow the cancellation and keep retrying
+                task.cancel()
+                log.warning("%s: closing the %s took over %.0f s; going on", agent_id, what, _CLOSE_TIMEOUT_S)
+            elif task.exception() is not None:
+                log.warning("%s: closing the %s failed: %s", agent_id, what, task.exception())
         shutdown_tracing()
         shutdown_metrics()
         log.info("%s stopped after completing %d step(s)", agent_id, worker.steps_completed)

@@ -167,6 +167,11 @@ class StepState:
     owner: str = ""
     epoch: int = 0
     consecutive_failures: int = 0
+    in_doubt: dict[str, Any] | None = None
+    """An ``at_most_once`` call sent (or about to be) whose turn is not folded yet: ``turn``,
+    ``action`` and its idempotency ``key`` (no parameters: a lookup re-injects them from state)."""
+    effects_in_doubt: int = 0
+    """In-doubt effects this step met on resume (each reported as ``EffectInDoubt``)."""
 
     def to_bytes(self, cipher: DataCipher | None = None) -> bytes:
         """Serialize (msgpack), on the hot path of every turn, secret values sealed with ``cipher``.

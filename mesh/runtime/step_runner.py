@@ -47,6 +47,7 @@ from mesh.telemetry import (
 )
 from mesh.telemetry import TurnRecord as ScratchTurn
 from protocols import (
+    EffectInDoubt,
     Envelope,
     EscalationDecided,
     EscalationKind,
@@ -209,6 +210,7 @@ class StepRunner:
         )
         self._stopping = False
         self._spent_elsewhere: dict[tuple[str, str], Callable[[], TokenUsage] | None] = {}
+        self._stopped_steps: set[tuple[str, str]] = set()
 
     # -- step ------------------------------------------------------------------------------
 
@@ -241,6 +243,10 @@ class StepRunner:
         epoch = await self.store.claim(key, self.agent_id)
         state = await self.load(workflow_id, step.id)
         resumed_from = 0
+        if self.step_stopping(workflow_id, step.id):
+            # Stopping (its partition moved, or shutdown) while the claim ran: announce nothing
+            # (the log would name this agent the owner after its successor); leave the step as is.
+            raise OwnershipLost(f"{workflow_id}/{step.id}: stopping before its first turn here")
         if state is None:
             state = StepState(workflow_id=workflow_id, step_id=step.id, role=step.role)
         elif state.status in ("completed", "failed"):
@@ -305,10 +311,12 @@ class StepRunner:
         ) as span:
             await self._event("step.started", state, resumed_from_turn=resumed_from, epoch=epoch)
             fresh = True
-            while state.status == "running" and not self._stopping:
+            if state.in_doubt is not None:
+                fresh = not await self._settle_in_doubt(spec, step, state)
+            while state.status == "running" and not self.step_stopping(workflow_id, step.id):
                 await self._turn(spec, step, state, first=fresh)
                 fresh = False
-                if self.options.turn_delay_s and state.status == "running" and not self._stopping:
+                if self.options.turn_delay_s and state.status == "running" and not self.step_stopping(workflow_id, step.id):
                     await asyncio.sleep(self.options.turn_delay_s)
             span.set_many({"mesh.step.status": state.status, "mesh.step.turns": state.turn})
             await self._event(f"step.{state.status}", state, turns=state.turn, resumes=state.resumes)
@@ -346,6 +354,12 @@ class StepRunner:
             decision, params, notes, repairs = decided
             action = self.actions[decision.action]
             key = f"{state.workflow_id}:{state.step_id}:{turn}:{action.name}"
+            if action.at_most_once:
+                # Checkpointed before the call: if this agent dies before the turn's own checkpoint,
+                # the next owner knows the effect may have happened (see _settle_in_doubt).
+                state.in_doubt = {"turn": turn, "action": action.name, "key": key}
+                await self._persist(state)
+                await self._event("effect.in_doubt", state, turn=turn, action=action.name, key=key)
             outcome, error, retries = await self._execute(step, state, action, params, key, turn)
             tspan.set_decision(action.name, outcome="ok" if error is None else "failed", detail=error or "")
             self._fold(state, turn, action, params, notes, repairs, retries, outcome, error, started)
@@ -467,18 +481,7 @@ class StepRunner:
         key: str,
         turn: int,
     ) -> tuple[ActionOutcome | None, str | None, int]:
-        ctx = _Context(
-            workflow_id=state.workflow_id,
-            step_id=state.step_id,
-            turn=turn,
-            idempotency_key=key,
-            params=step.params,
-            memory=state.memory,
-            outputs=state.outputs,
-            inputs=state.inputs,
-            _variables=state.variables,
-            _resources=self.resources,
-        )
+        ctx = self._context(step, state, key, turn)
         retries = 0
         while True:
             with tool_span(action.name, idempotency_key=key) as span:
@@ -495,6 +498,79 @@ class StepRunner:
                     return None, one_line_error(exc), retries
                 span.set_outcome("ok", detail=outcome.summary)
                 return outcome, None, retries
+
+    def _context(self, step: StepSpec, state: StepState, key: str, turn: int) -> _Context:
+        return _Context(
+            workflow_id=state.workflow_id,
+            step_id=state.step_id,
+            turn=turn,
+            idempotency_key=key,
+            params=step.params,
+            memory=state.memory,
+            outputs=state.outputs,
+            inputs=state.inputs,
+            _variables=state.variables,
+            _resources=self.resources,
+        )
+
+    async def _settle_in_doubt(self, spec: WorkflowSpec, step: StepSpec, state: StepState) -> bool:
+        """Settle a call a previous owner recorded as in doubt; True when its outcome was folded.
+
+        With a ``lookup`` the outside service says whether the call took effect: if it did, its
+        outcome becomes the turn's (nothing repeated); if not, the turn runs as usual. Without
+        one (or when the lookup fails) the call will be made again, and that is reported, never
+        silent: an ``EffectInDoubt`` event on the workflow log, a trace event and a warning.
+        """
+        record, state.in_doubt = state.in_doubt or {}, None
+        turn, name, key = int(record.get("turn", 0)), str(record.get("action", "")), str(record.get("key", ""))
+        action = self.actions.get(name)
+        if action is None or turn != state.turn + 1:
+            return False  # recorded for a turn that was folded after all, or by another version
+        state.effects_in_doubt += 1
+        started = time.perf_counter()
+        outcome: ActionOutcome | None = None
+        params: dict[str, Any] = {}
+        resolution: Literal["reconciled", "absent", "repeated"] = "repeated"
+        detail = "the action declares no lookup"
+        if action.lookup is not None:
+            try:
+                params, _notes = inject_params(action.name, {}, action.inject, state, step.params)
+                async with asyncio.timeout(step.limits.turn_timeout_s):
+                    outcome = await action.lookup(self._context(step, state, key, turn), params)
+            except (ActionError, MeshError, InvalidDecision, TimeoutError) as exc:
+                detail = f"lookup failed: {one_line_error(exc)}"
+            else:
+                resolution = "reconciled" if outcome is not None else "absent"
+                detail = "found by its idempotency key" if outcome is not None else "no effect under its idempotency key"
+        log.warning("%s/%s: turn %d (%s) was in doubt after a crash: %s (%s)", state.workflow_id,
+                    state.step_id, turn, name, resolution, detail)
+        await self.publish(
+            Envelope.of(
+                EffectInDoubt(turn=turn, action=name, idempotency_key=key, resolution=resolution,
+                              detail=detail[:300], owner=self.agent_id),
+                sender=self.agent_id,
+                workflow_id=state.workflow_id,
+                step_id=state.step_id,
+                id=deterministic_event_id(state.workflow_id, state.step_id, "in-doubt", turn, state.epoch),
+            )
+        )
+        await self._event("effect.in_doubt_reported" if resolution == "repeated" else "effect.reconciled", state,
+                          turn=turn, action=name, key=key, resolution=resolution)
+        if self.kpis is not None:
+            record_in_doubt = getattr(self.kpis, "record_effect_in_doubt", None)
+            if record_in_doubt is not None:
+                record_in_doubt(resolution=resolution)
+        if outcome is None:
+            await self._persist(state)  # the record is settled: a later crash does not count it twice
+            return False
+        notes = ["outcome reconciled from an in-doubt call (not repeated)"]
+        self._fold(state, turn, action, params, notes, 0, 0, outcome, None, started)
+        if outcome.done:
+            state.status = "completed"
+        await self._persist(state)
+        decision = Decision(action=name, params={}, reasoning="reconciled an in-doubt call")
+        await self._report(state, turn, name, decision, params, notes, None, "recovery", started, TokenUsage())
+        return True
 
     def _fold(
         self,
@@ -515,6 +591,7 @@ class StepRunner:
             for k, v in params.items()
         }
         state.turn = turn
+        state.in_doubt = None
         state.recent = [*state.recent[-20:], decision_signature(action.name, params)]
         if outcome is None:
             state.consecutive_failures += 1
@@ -592,6 +669,18 @@ class StepRunner:
     def stopping(self) -> bool:
         """Whether ``request_stop`` was called."""
         return self._stopping
+
+    def request_stop_step(self, workflow_id: str, step_id: str) -> None:
+        """``request_stop`` for one step (its partition is moving to another member)."""
+        self._stopped_steps.add((workflow_id, step_id))
+
+    def allow_step(self, workflow_id: str, step_id: str) -> None:
+        """Undo ``request_stop_step``: the step may run here again (its partition came back)."""
+        self._stopped_steps.discard((workflow_id, step_id))
+
+    def step_stopping(self, workflow_id: str, step_id: str) -> bool:
+        """Whether the step must start no new turn here."""
+        return self._stopping or (workflow_id, step_id) in self._stopped_steps
 
     async def drain(self) -> None:
         """Wait for background blob copies and turn-history uploads."""

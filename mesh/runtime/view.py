@@ -7,6 +7,7 @@ from typing import Literal
 
 from mesh.store.run_index import RunSummary, StepSummary
 from protocols import (
+    EffectInDoubt,
     Envelope,
     EscalationDecided,
     StepCompleted,
@@ -24,7 +25,8 @@ from protocols import (
 
 __all__ = ["StepStatusName", "WorkflowView", "run_summary", "trace_id_of"]
 
-_OWNER_ONLY = frozenset({StepProgress.KIND, StepCompleted.KIND, StepFailed.KIND, StepEscalated.KIND})
+_OWNER_ONLY = frozenset({StepProgress.KIND, StepCompleted.KIND, StepFailed.KIND, StepEscalated.KIND,
+                         EffectInDoubt.KIND})
 
 StepStatusName = Literal["waiting", "ready", "running", "paused", "completed", "failed"]
 
@@ -50,6 +52,8 @@ class WorkflowView:
     """Signed sender (client id) of the latest accepted decision per step."""
     usage: dict[str, TokenUsage] = field(default_factory=dict)
     """Latest known token usage and cost per step (from its progress, escalation and result)."""
+    in_doubt: dict[str, list[EffectInDoubt]] = field(default_factory=dict)
+    """Effects found in doubt on resume, per step, with how each was settled."""
     finished: WorkflowCompleted | None = None
     seen: set[str] = field(default_factory=set)
     ignored: list[str] = field(default_factory=list)
@@ -105,6 +109,8 @@ class WorkflowView:
         elif kind == StepEscalated.KIND:
             esc = self.escalated[step] = env.payload_model(StepEscalated)
             self.usage[step] = esc.usage
+        elif kind == EffectInDoubt.KIND:
+            self.in_doubt.setdefault(step, []).append(env.payload_model(EffectInDoubt))
         elif kind == EscalationDecided.KIND:
             decided = env.payload_model(EscalationDecided)
             pause = self.escalated.get(step)
@@ -160,9 +166,17 @@ class WorkflowView:
         ]
 
     def settled_for(self, role: str) -> bool:
-        """Nothing left for ``role`` to do in this workflow (so its events may be committed)."""
-        if self.spec is None or self.finished is not None:
+        """Nothing left for ``role`` to do in this workflow (so its events may be committed).
+
+        Without the spec nothing is known of the role's steps: not settled until the workflow
+        finished. (A member reads a workflow without its ``WorkflowSubmitted`` only when the group's
+        offset already passed it, which happens once the role was settled; answering "settled" on
+        no evidence let a member commit past the events of running workflows.)
+        """
+        if self.finished is not None:
             return True
+        if self.spec is None:
+            return False
         return all(s.id in self.completed or s.id in self.failed for s in self.spec.steps if s.role == role)
 
     def all_completed(self) -> bool:
@@ -193,6 +207,14 @@ class WorkflowView:
             if step_id != excluding:
                 total = total + used
         return total
+
+    def effects_in_doubt(self) -> dict[str, int]:
+        """In-doubt effects by resolution (``reconciled``, ``absent``, ``repeated``)."""
+        counts: dict[str, int] = {}
+        for events in self.in_doubt.values():
+            for e in events:
+                counts[e.resolution] = counts.get(e.resolution, 0) + 1
+        return counts
 
     def resumes(self) -> int:
         """Times a step was taken over from a checkpoint by a new owner."""

@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +91,18 @@ class WorkerOptions:
     index_retry_s: float = 5.0
     """After a failed run-index write, seconds before writing again (the log is unaffected)."""
 
+    outage_drain_s: float = 5.0
+    """``drain_timeout_s`` while the broker is unreachable (nothing can be published anyway)."""
+
+    revoke_grace_s: float = 8.0
+    """On a rebalance, how long steps of the partitions this member loses may take to finish and
+    checkpoint their turn in flight before they are cancelled; keep it under the group's rebalance
+    timeout (10 s), since the successor starts only when this member let go."""
+
+
+_DONE_KEPT = 10_000
+"""Workflow ids a member remembers as done for its role after forgetting their views (~1 MB)."""
+
 
 @dataclass
 class _Tracked:
@@ -140,6 +153,8 @@ class AgentWorker:
         self._ended: dict[tuple[str, str], int] = {}
         self._sub: Subscription | None = None
         self._stopping = asyncio.Event()
+        self._generation = 0
+        """Bumped on every revocation: a batch polled before it is not folded after it."""
         self._broken: set[str] = set()
         self.steps_completed = 0
         self.records_contained = 0
@@ -148,26 +163,53 @@ class AgentWorker:
         self._index_dirty: dict[str, WorkflowView] = {}
         self._index_retry_at = 0.0
         self._to_expire: set[str] = set()
+        self._to_retire: set[str] = set()
+        """Finished workflows whose gossip replica is still to be retired (background)."""
+        self._spec_unknown: set[str] = set()
+        """Workflows seen without their ``WorkflowSubmitted``: the run index is asked about them."""
+        self._done_here: OrderedDict[str, None] = OrderedDict()
+        """Workflows with nothing left for this role, forgotten (the latest ``_DONE_KEPT``): a late
+        event of one is committed at once instead of growing a view that never settles."""
         self._housekeeping: asyncio.Task[None] | None = None
+        self._settled_elsewhere: list[str] = []
 
     @property
     def group(self) -> str:
         """The consumer group of this role."""
         return f"{self.topics.prefix}.role.{self.role}"
 
-    # -- rebalance listener (called from inside poll, never concurrently with it) ----------
+    # -- rebalance listener ------------------------------------------------------------------
+    # aiokafka calls these from its coordinator task, which may run while the poll loop is in the
+    # middle of a batch: ``_generation`` tells the loop that its batch belongs to a lost assignment.
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        """Stop running steps of workflows that move to another member."""
-        for wf, tracked in list(self._tracked.items()):
-            if tracked.tp in partitions:
-                for (twf, step), task in list(self._tasks.items()):
-                    if twf == wf:
-                        task.cancel()
-                        self._tasks.pop((twf, step), None)
-                for key in [k for k in self._ended if k[0] == wf]:
-                    del self._ended[key]
-                del self._tracked[wf]
+        """Stop acting on workflows that move to another member before the successor starts.
+
+        Their views are dropped at once (nothing new is scheduled for them); their running steps
+        finish the turn in flight, checkpoint it and start no other (``revoke_grace_s`` at most,
+        then they are cancelled); this returns only when they have all ended, so the broker hands
+        the partitions over only after this member stopped acting on them.
+        """
+        self._generation += 1
+        lost = {wf for wf, tracked in self._tracked.items() if tracked.tp in partitions}
+        for wf in lost:
+            for key in [k for k in self._ended if k[0] == wf]:
+                del self._ended[key]
+            del self._tracked[wf]
+        tasks = {key: task for key, task in self._tasks.items() if key[0] in lost}
+        for wf, step in tasks:
+            self.runner.request_stop_step(wf, step)
+        if tasks:
+            log.info("%s: revoking: letting %d step(s) finish their turn in flight", self.agent_id, len(tasks))
+            _, pending = await asyncio.wait(tasks.values(), timeout=self.options.revoke_grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            if pending:
+                log.warning("%s: %d step(s) still busy after %.1f s of a rebalance; cancelled", self.agent_id,
+                            len(pending), self.options.revoke_grace_s)
+        for key in tasks:
+            self._tasks.pop(key, None)
         log.info("%s lost partitions %s", self.agent_id, sorted(partitions))
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
@@ -201,10 +243,14 @@ class AgentWorker:
         log.info("%s joined %s", self.agent_id, self.group)
         if on_joined is not None:
             on_joined(self)
+        outage = getattr(self.bus, "outage", None)
         try:
             beat = 0.0
             backoff_s = 0.1
+            poll_failures = 0
             while not self._stopping.is_set():
+                if outage is not None:
+                    outage.tick()
                 if self.options.heartbeat_file and time.monotonic() - beat >= 1.0:
                     beat = time.monotonic()
                     _touch(self.options.heartbeat_file)
@@ -212,13 +258,29 @@ class AgentWorker:
                     deliveries = await self._sub.poll(timeout_ms=self.options.poll_timeout_ms)
                 except BusError as exc:
                     # The broker is away for a moment: the agent waits for it, it does not exit.
-                    log.warning("%s: poll failed (%s); retrying in %.1f s", self.agent_id, one_line_error(exc), backoff_s)
+                    # One line when polling starts failing and one a minute after; not one per retry.
+                    poll_failures += 1
+                    if poll_failures == 1 or poll_failures % 30 == 0:
+                        log.warning("%s: poll failed %d time(s) (%s); retrying every %.1f s at most", self.agent_id,
+                                    poll_failures, one_line_error(exc), 2.0)
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, 2.0)
                     continue
+                if poll_failures:
+                    log.info("%s: polling works again after %d failure(s)", self.agent_id, poll_failures)
+                    poll_failures = 0
                 backoff_s = 0.1
+                generation = self._generation
                 for d in deliveries:
+                    if self._generation != generation:
+                        # The partitions moved while this batch was being handled: the rest is read
+                        # again from the committed offset by their owner (possibly this member).
+                        log.info("%s: dropping the rest of a batch read before a rebalance", self.agent_id)
+                        break
                     await self._contain(d)
+                if self._settled_elsewhere:
+                    settled, self._settled_elsewhere = self._settled_elsewhere, []
+                    await self._release_settled_elsewhere(settled)
                 self._kick_housekeeping()
                 self._schedule()
         finally:
@@ -235,12 +297,18 @@ class AgentWorker:
 
     async def _drain_steps(self) -> None:
         tasks = list(self._tasks.values())
-        if tasks and self._stopping.is_set() and self.options.drain_timeout_s > 0:
-            log.info("%s: letting %d step(s) finish their turn in flight", self.agent_id, len(tasks))
-            _, pending = await asyncio.wait(tasks, timeout=self.options.drain_timeout_s)
+        drain_s = self.options.drain_timeout_s
+        outage = getattr(self.bus, "outage", None)
+        if outage is not None and outage.down:
+            # The broker is unreachable: a turn in flight can still checkpoint (Redis), but no
+            # result can be published; do not hold a SIGTERM'd agent for the whole drain.
+            drain_s = min(drain_s, self.options.outage_drain_s)
+        if tasks and self._stopping.is_set() and drain_s > 0:
+            log.info("%s: letting %d step(s) finish their turn in flight (%.0f s at most)", self.agent_id,
+                     len(tasks), drain_s)
+            _, pending = await asyncio.wait(tasks, timeout=drain_s)
             if pending:
-                log.warning("%s: %d step(s) still busy after %.0f s; cancelling", self.agent_id, len(pending),
-                            self.options.drain_timeout_s)
+                log.warning("%s: %d step(s) still busy after %.0f s; cancelling", self.agent_id, len(pending), drain_s)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -270,7 +338,7 @@ class AgentWorker:
     async def _on_delivery(self, d: Delivery) -> None:
         env = d.envelope
         wf = env.workflow_id
-        if not wf:
+        if not wf or (wf in self._done_here and wf not in self._tracked):
             await self._commit(d)
             return
         tracked = self._tracked.get(wf)
@@ -287,10 +355,38 @@ class AgentWorker:
             step = view.spec.step(env.step_id) if env.step_id in {s.id for s in view.spec.steps} else None
             if step is not None and step.role == self.role:
                 await self._maybe_finish_workflow(view)
+        if view.spec is None and view.finished is None and self.index is not None:
+            self._spec_unknown.add(wf)
         if view.settled_for(self.role):
             for delivery in tracked.deliveries:
                 await self._commit(delivery)
             tracked.deliveries.clear()
+            if view.finished is not None and not any(key[0] == wf for key in self._tasks):
+                self._forget_workflow(wf)
+
+    def _forget_workflow(self, wf: str) -> None:
+        """Drop what this member keeps of a workflow it has nothing left to do in (flat memory)."""
+        self._tracked.pop(wf, None)
+        self._spec_unknown.discard(wf)
+        self._broken.discard(wf)
+        for table in (self._ended, self._resume_done):
+            for key in [k for k in table if k[0] == wf]:
+                del table[key]
+        self._done_here[wf] = None
+        self._done_here.move_to_end(wf)
+        while len(self._done_here) > _DONE_KEPT:
+            self._done_here.popitem(last=False)
+
+    async def _release_settled_elsewhere(self, settled: list[str]) -> None:
+        """Commit the held events of spec-less workflows the run index says are settled for this role."""
+        for wf in settled:
+            tracked = self._tracked.get(wf)
+            if tracked is None or tracked.view.spec is not None:
+                continue
+            for delivery in tracked.deliveries:
+                await self._commit(delivery)
+            tracked.deliveries.clear()
+            self._forget_workflow(wf)
 
     # -- run index and retention: a view of the log, written in the background ----------------
     # Redis slow or cut (a partition) must never hold up the consume loop, so the writes run in
@@ -302,10 +398,13 @@ class AgentWorker:
             self._index_dirty[view.workflow_id] = view
         if env.kind == WorkflowCompleted.KIND and self.options.finished_ttl_s > 0:
             self._to_expire.add(view.workflow_id)
+        if env.kind == WorkflowCompleted.KIND and self.gossip is not None:
+            self._to_retire.add(view.workflow_id)
         self._kick_housekeeping()
 
     def _kick_housekeeping(self) -> None:
-        if not (self._index_dirty or self._to_expire) or time.monotonic() < self._index_retry_at:
+        pending = self._index_dirty or self._to_expire or self._to_retire or self._spec_unknown
+        if not pending or time.monotonic() < self._index_retry_at:
             return
         if self._housekeeping is None or self._housekeeping.done():
             self._housekeeping = asyncio.create_task(self._housekeep(), name=f"{self.agent_id}/run-index")
@@ -316,10 +415,29 @@ class AgentWorker:
             for wf in list(self._to_expire):
                 await self._expire_finished(wf)
                 self._to_expire.discard(wf)
+            for wf in list(self._to_retire):
+                if self.gossip is not None:
+                    await self.gossip.retire(wf, ttl_s=self.options.finished_ttl_s)
+                self._to_retire.discard(wf)
+            await self._ask_index_about_unknown()
         except MeshError as exc:  # the index is a view and retention is housekeeping: the log has everything
             self._index_retry_at = time.monotonic() + self.options.index_retry_s
             log.warning("run index / retention write failed: %s (retrying in %.0f s)",
                         one_line_error(exc), self.options.index_retry_s)
+
+    async def _ask_index_about_unknown(self) -> None:
+        # A member reads a workflow without its WorkflowSubmitted when the group's offset passed
+        # it (the role was settled then): the run index, written by members that saw the spec,
+        # says whether that is so; until it does, the events stay uncommitted.
+        if self.index is None:
+            self._spec_unknown.clear()
+            return
+        for wf in list(self._spec_unknown):
+            entry = await self.index.get(wf)
+            mine = [s for s in entry.steps if s.role == self.role] if entry is not None else []
+            if entry is not None and (entry.finished or all(s.status in ("completed", "failed") for s in mine)):
+                self._settled_elsewhere.append(wf)
+            self._spec_unknown.discard(wf)
 
     async def _flush_index(self) -> None:
         if self.index is None:
@@ -386,6 +504,7 @@ class AgentWorker:
                 continue  # paused, waiting for a decision (`mesh resume`, the console)
             resume = resume_count > self._resume_done.get(key, 0)
             self._resume_done[key] = resume_count
+            self.runner.allow_step(wf, step.id)
             task = asyncio.create_task(self._run_step(view, step, resume), name=f"{wf}/{step.id}")
             self._tasks[key] = task
             task.add_done_callback(functools.partial(self._forget_task, key))
@@ -437,7 +556,8 @@ class AgentWorker:
     async def _run_step(self, view: WorkflowView, step: StepSpec, resume: bool) -> None:
         assert view.spec is not None
         wf = view.workflow_id
-        while not self._stopping.is_set():
+        transient = 0
+        while not self.runner.step_stopping(wf, step.id):
             try:
                 state = await self.runner.run(
                     view.spec, step, wf,
@@ -445,7 +565,7 @@ class AgentWorker:
                     trace=view.trace,
                     decision=view.decisions.get(step.id) if resume else None,
                 )
-                if state.status == "running":  # stopped between turns (graceful shutdown)
+                if state.status == "running":  # stopped between turns (shutdown, or its partition moved)
                     log.info("%s/%s left at turn %d for the next owner", wf, step.id, state.turn)
                     return
                 await self._publish_result(state)
@@ -457,7 +577,10 @@ class AgentWorker:
             except asyncio.CancelledError:
                 raise
             except TransientError as exc:
-                log.warning("%s/%s: %s; retrying in %.1f s", wf, step.id, one_line_error(exc), self.options.retry_delay_s)
+                transient += 1  # one line when it starts, then one a minute: not one per retry
+                if transient == 1 or transient % max(1, int(60 / max(self.options.retry_delay_s, 0.1))) == 0:
+                    log.warning("%s/%s: %s; retrying every %.1f s (attempt %d)", wf, step.id, one_line_error(exc),
+                                self.options.retry_delay_s, transient)
                 await asyncio.sleep(self.options.retry_delay_s)
             except MeshError as exc:
                 log.error("%s/%s failed: %s", wf, step.id, one_line_error(exc))
