@@ -129,8 +129,9 @@ def _redacted_url(url: str) -> str:
 
 @asynccontextmanager
 async def _client(settings: MeshSettings, *, read_only: bool = False) -> AsyncIterator[MeshClient]:
-    # aiokafka logs connection trouble (with tracebacks) itself; the CLI says it once, in one line.
-    for name in ("aiokafka", "kafka"):
+    # aiokafka logs connection trouble (with tracebacks) itself, and the bus's outage log sums it up
+    # for long-running agents; the CLI says it once, in one line.
+    for name in ("aiokafka", "kafka", "mesh.bus.kafka"):
         quiet = logging.getLogger(name)
         quiet.addHandler(logging.NullHandler())
         quiet.propagate = False
