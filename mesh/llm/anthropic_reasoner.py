@@ -234,7 +234,13 @@ def _usage_of(message: Any) -> Usage | None:
     usage = getattr(message, "usage", None)
     if usage is None:
         return None
-    return Usage(input_tokens=usage.input_tokens or 0, output_tokens=usage.output_tokens or 0)
+    cached = getattr(usage, "cache_read_input_tokens", None) or 0
+    written = getattr(usage, "cache_creation_input_tokens", None) or 0
+    return Usage(
+        input_tokens=(usage.input_tokens or 0) + cached + written,
+        output_tokens=usage.output_tokens or 0,
+        cached_input_tokens=cached,
+    )
 
 
 def _decision_from(message: Any, allowed: list[str]) -> tuple[Decision, str]:
