@@ -165,7 +165,9 @@ def test_llama_flavor_message_shape_ids_model_and_cache_usage() -> None:
         "tools": [{"name": FETCH.name, "description": "", "input_schema": FETCH.params_schema}],
     }
     with FakeAnthropicServer(flavor="llama-server", served_model="qwen-local") as srv:
-        first = httpx.post(f"{srv.base_url}/v1/messages", json=body, headers={"x-api-key": "anything"})
+        first = httpx.post(
+            f"{srv.base_url}/v1/messages", json=body, headers={"x-api-key": "anything"}
+        )
         again = httpx.post(f"{srv.base_url}/v1/messages", json=body, headers={"x-api-key": "other"})
     assert first.status_code == again.status_code == 200
     message = first.json()
@@ -190,10 +192,16 @@ def test_llama_flavor_errors_have_its_shape_and_no_retry_headers() -> None:
         srv.loading = False
         missing = httpx.post(f"{srv.base_url}/v1/nope", json={})
     assert failed.status_code == 500
-    assert failed.json() == {"error": {"code": 500, "message": "Internal server error", "type": "server_error"}}
+    assert failed.json() == {
+        "error": {"code": 500, "message": "Internal server error", "type": "server_error"}
+    }
     assert "retry-after" not in failed.headers and "retry-after-ms" not in failed.headers
     assert loading.status_code == 503
-    assert loading.json()["error"] == {"code": 503, "message": "Loading model", "type": "unavailable_error"}
+    assert loading.json()["error"] == {
+        "code": 503,
+        "message": "Loading model",
+        "type": "unavailable_error",
+    }
     assert missing.status_code == 404 and missing.json()["error"]["message"] == "File Not Found"
 
 
@@ -212,7 +220,7 @@ async def test_llama_flavor_through_the_reasoner() -> None:
             cold = await reasoner.decide(decision_request())
             warm = await reasoner.decide(decision_request())
             srv.loading = True
-            with pytest.raises(ReasonerUnavailable, match="503.*unavailable_error.*Loading model"):
+            with pytest.raises(ReasonerUnavailable, match=r"503.*unavailable_error.*Loading model"):
                 await reasoner.decide(decision_request())
         finally:
             await reasoner.aclose()

@@ -26,14 +26,22 @@ class SloppyCopier:
         if item == 1 and "Your previous" not in prompt and prompt not in self.seen_prompts:
             self.seen_prompts.add(prompt)
             return FakeReply.text('{"name": "file_record"}')
-        token = m.group(1)[:-1] + "x" if (m := re.search(r"API token: (\S+)", prompt)) else "tok-unknown"
+        token = (
+            m.group(1)[:-1] + "x"
+            if (m := re.search(r"API token: (\S+)", prompt))
+            else "tok-unknown"
+        )
         wid = m.group(1) if (m := re.search(r"Workflow id: (\S+)", prompt)) else "wf-unknown"
-        return FakeReply.tool_use("file_record", {"workflow_id": wid, "token": token, "patient_id": patient, "item": item})
+        return FakeReply.tool_use(
+            "file_record", {"workflow_id": wid, "token": token, "patient_id": patient, "item": item}
+        )
 
 
 async def test_injection_and_validation_rescue_a_sloppy_copier() -> None:
     with FakeAnthropicServer(SloppyCopier(), flavor="llama-server") as srv:
-        reasoner = AnthropicReasoner(api_key="k", base_url=srv.base_url, sdk_max_retries=0, retry=RetryPolicy(1))
+        reasoner = AnthropicReasoner(
+            api_key="k", base_url=srv.base_url, sdk_max_retries=0, retry=RetryPolicy(1)
+        )
         try:
             on, off = await run_offload_eval(reasoner, OffloadEvalOptions(trials=3, items=3))
         finally:
