@@ -278,8 +278,10 @@ async def run_position_eval(
         rng = random.Random(f"{options.seed}:{trial}")
         needle = make_needle(rng)
         history = build_history(rng, needle, options.context_tokens)
-        for position in options.positions_pct:
-            for layout in LAYOUTS:
+        # Latest needle first within a layout: consecutive prompts then share the longest prefix,
+        # which a local server keeps in its KV cache (llama-server: 3 s instead of 30 s).
+        for layout in LAYOUTS:
+            for position in sorted(options.positions_pct, reverse=True):
                 prompt = _BUILDERS[layout](history, needle, position)
                 jobs.append((position, layout, recalled(prompt, needle)))
     outcomes = await asyncio.gather(*(job for _, _, job in jobs))
