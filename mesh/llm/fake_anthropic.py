@@ -32,7 +32,8 @@ message id is ``chatcmpl-<32 chars>``, tool-use ids are 32 bare characters, ``mo
 server's alias whatever the request asked for; ``usage`` splits the prompt into
 ``cache_read_input_tokens`` (the prefix shared with the previous request, kept in the one slot's
 KV cache) and ``input_tokens`` (the rest, at least one); tool arguments that are not valid JSON
-become ``{}``; error bodies are ``{"error": {"code", "message", "type"}}`` without ``request-id``
+become ``{}``; a body without ``messages`` is a 500 (not a 400); error bodies are
+``{"error": {"code", "message", "type"}}`` without ``request-id``
 or ``retry-after`` headers (``server_error`` 500, ``unavailable_error`` 503 while the model
 loads, see ``loading``).
 """
@@ -530,6 +531,9 @@ class FakeAnthropicServer:
         if path.split("?")[0] != "/v1/messages":
             message = "File Not Found" if self.flavor == "llama-server" else f"no route {path}"
             return FakeReply.error(404, "not_found_error", message)
+        if self.flavor == "llama-server" and "messages" not in body:
+            # llama-server throws a plain runtime_error here, which its handler turns into a 500.
+            return FakeReply.error(500, "server_error", "'messages' is required")
         if body.get("stream"):
             return FakeReply.error(400, "invalid_request_error", "streaming is not supported")
         if self.reject_sampling_params:
