@@ -3,7 +3,8 @@
 # server (nlohmann-json heavy C++, most of the compile time) is built with -O0: it handles a few
 # kilobytes per request, so optimising it buys nothing measurable but costs half the build.
 # The glue's many small files each parse the same heavy headers, so they are compiled in unity
-# batches, as llama.cpp itself does for src/ (no file-scope name is defined in two of them).
+# batches, as llama.cpp itself does for src/ (no file-scope name is defined in two of them;
+# files that cannot share a unit are left out below).
 cmake_language(DEFER DIRECTORY ${CMAKE_SOURCE_DIR} CALL _mesh_fast_glue)
 function(_mesh_fast_glue)
     foreach(target llama-common llama-common-base server-context llama-server-impl llama-server
@@ -12,8 +13,9 @@ function(_mesh_fast_glue)
             target_compile_options(${target} PRIVATE -O0)
         endif()
     endforeach()
-    # common/: all but the per-model chat parsers (kept one by one).
-    _mesh_unity(llama-common 10 "(^|/)parsers/")
+    # common/: all but the per-model chat parsers (kept one by one) and json.cpp (it specializes
+    # common_json::get<T> after other files have instantiated it).
+    _mesh_unity(llama-common 10 "(^|/)(parsers/.*|json\\.cpp)$")
     # tools/server: the server's core and its HTTP front.
     _mesh_unity(server-context 5 "^$")
     _mesh_unity(llama-server-impl 3 "^$")
