@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 """Client-side statuses that mean "try later"; every 5xx (incl. 529 overloaded) is retryable too."""
 
+UNPARSEABLE_OUTPUT_MESSAGE = "The model produced output that does not match the expected"
+"""Start of llama-server's HTTP 500 message when the model's answer does not parse as the chat
+format's tool call (``common_chat_peg_parse``, e.g. a call cut off by ``max_tokens``). The server
+is fine and retrying the same prompt gives the same answer: it is a format error to repair."""
+
 _REPAIR_TEMPLATE = (
     "\n\nYour previous answer could not be used: {hint}\n"
     "Answer again by calling exactly one of the provided tools with valid parameters."
@@ -198,6 +203,11 @@ class AnthropicReasoner:
             text = f"{self.name} answered HTTP {status} ({detail})"
             if status in (401, 403):
                 return ReasonerAuthError(text, status_code=status)
+            if status == 500 and (err.api_message or "").startswith(UNPARSEABLE_OUTPUT_MESSAGE):
+                return DecisionFormatError(
+                    f"the answer was not a complete tool call ({detail}); call one tool, briefly",
+                    status_code=status,
+                )
             if status in _RETRYABLE_STATUS or status >= 500:
                 return ReasonerUnavailable(text, status_code=status)
             return ReasonerRequestError(text, status_code=status)

@@ -32,7 +32,9 @@ message id is ``chatcmpl-<32 chars>``, tool-use ids are 32 bare characters, ``mo
 server's alias whatever the request asked for; ``usage`` splits the prompt into
 ``cache_read_input_tokens`` (the prefix shared with the previous request, kept in the one slot's
 KV cache) and ``input_tokens`` (the rest, at least one); tool arguments that are not valid JSON
-become ``{}``; a body without ``messages`` is a 500 (not a 400); error bodies are
+become ``{}``; an answer that does not parse as a tool call at all (cut off by ``max_tokens``)
+is a 500 (``FakeReply.unparseable_output``), not a message; a body without ``messages`` is a 500
+(not a 400); error bodies are
 ``{"error": {"code", "message", "type"}}`` without ``request-id``
 or ``retry-after`` headers (``server_error`` 500, ``unavailable_error`` 503 while the model
 loads, see ``loading``).
@@ -178,6 +180,15 @@ class FakeReply:
     def server_error(cls, *, retry_after_s: float = 0.005) -> FakeReply:
         """500 ``api_error``."""
         return cls.error(500, "api_error", "Internal server error", retry_after_s=retry_after_s)
+
+    @classmethod
+    def unparseable_output(cls, chat_format: str = "peg-native") -> FakeReply:
+        """llama-server's 500 when the model's answer does not parse as a tool call (e.g. cut off)."""
+        return cls.error(
+            500,
+            "server_error",
+            f"The model produced output that does not match the expected {chat_format} format",
+        )
 
     @classmethod
     def loading(cls) -> FakeReply:

@@ -228,3 +228,25 @@ async def test_llama_flavor_through_the_reasoner() -> None:
     assert cold.model == warm.model == "qwen-local"
     assert cold.usage is not None and warm.usage is not None
     assert warm.usage.cached_input_tokens > 0 and warm.usage.input_tokens == cold.usage.input_tokens
+
+
+async def test_llama_flavor_cut_off_answer_is_a_format_error_not_an_outage() -> None:
+    """llama-server answers 500 when the model's output does not parse as a tool call: repair it."""
+    from mesh.llm import DecisionFormatError, ReasonerUnavailable
+
+    with FakeAnthropicServer(flavor="llama-server") as srv:
+        reasoner = AnthropicReasoner(
+            api_key="ignored", base_url=srv.base_url, sdk_max_retries=0, retry=RetryPolicy(3)
+        )
+        try:
+            srv.script(FakeReply.unparseable_output("Hermes 2 Pro"))
+            with pytest.raises(DecisionFormatError, match="not a complete tool call") as info:
+                await reasoner.decide(decision_request())
+            assert info.value.status_code == 500
+            assert len(srv.requests) == 1  # not retried: the same prompt would give the same answer
+            srv.script(FakeReply.server_error(), FakeReply.server_error(), FakeReply.server_error())
+            with pytest.raises(ReasonerUnavailable):  # any other 500 is still an outage, retried
+                await reasoner.decide(decision_request())
+            assert len(srv.requests) == 4
+        finally:
+            await reasoner.aclose()
