@@ -259,7 +259,7 @@ def run_demo(opts: DemoOptions | None = None, *, console: Console | None = None)
     try:
         for role, agent_id in AGENTS:
             agents.start(role, agent_id)
-        agents.wait_ready()
+        agents.wait_ready(timeout_s=180.0)  # agents join their groups slowly on a loaded machine
         console.print(f"agents ready: {', '.join(a for _, a in AGENTS)} (logs in {run_dir})")
         # The submit opens the workflow's root span: exported (OTEL_* variables) like the agents' spans.
         setup_tracing("agent-mesh", agent_id="demo", role="client")
