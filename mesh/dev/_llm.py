@@ -655,5 +655,5 @@ def local_reasoner_env(base_url: str, model: str = MODEL.name) -> dict[str, str]
         "MESH_LLM_TOOL_PREFILL": TOOL_CALL_PREFILL,
         "MESH_LLM_SEND_TEMPERATURE": "1",
         "MESH_LLM_TIMEOUT_S": "300",
-        "MESH_LLM_SDK_MAX_RETRIES": "0",  # a cut-off answer is a 500 the SDK would replay as is
+        "MESH_LLM_SDK_MAX_RETRIES": "0",  # an unparseable answer is a 500 the SDK would replay as is
     }

@@ -42,9 +42,10 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429})
 """Client-side statuses that mean "try later"; every 5xx (incl. 529 overloaded) is retryable too."""
 
 UNPARSEABLE_OUTPUT_MESSAGE = "The model produced output that does not match the expected"
-"""Start of llama-server's HTTP 500 message when the model's answer does not parse as the chat
-format's tool call (``common_chat_peg_parse``, e.g. a call cut off by ``max_tokens``). The server
-is fine and retrying the same prompt gives the same answer: it is a format error to repair."""
+"""Start of llama-server's HTTP 500 message when its chat-format parser rejects the model's output
+(``common_chat_peg_parse`` in llama.cpp 11434; a call cut off by ``max_tokens`` is *not* such a
+case, it comes back as a 200 with ``stop_reason: max_tokens``). The server is fine and the same
+prompt gives the same answer: it is a format error to repair, not an outage to retry."""
 
 _REPAIR_TEMPLATE = (
     "\n\nYour previous answer could not be used: {hint}\n"

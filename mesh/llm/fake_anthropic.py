@@ -32,8 +32,9 @@ message id is ``chatcmpl-<32 chars>``, tool-use ids are 32 bare characters, ``mo
 server's alias whatever the request asked for; ``usage`` splits the prompt into
 ``cache_read_input_tokens`` (the prefix shared with the previous request, kept in the one slot's
 KV cache) and ``input_tokens`` (the rest, at least one); tool arguments that are not valid JSON
-become ``{}``; an answer that does not parse as a tool call at all (cut off by ``max_tokens``)
-is a 500 (``FakeReply.unparseable_output``), not a message; a body without ``messages`` is a 500
+become ``{}``; output its chat-format parser rejects is a 500 (``FakeReply.unparseable_output``,
+read from ``common_chat_peg_parse``; not seen here: a call cut off by ``max_tokens`` came back as
+a 200 with ``stop_reason: max_tokens`` and no tool use); a body without ``messages`` is a 500
 (not a 400); error bodies are
 ``{"error": {"code", "message", "type"}}`` without ``request-id``
 or ``retry-after`` headers (``server_error`` 500, ``unavailable_error`` 503 while the model
@@ -183,7 +184,7 @@ class FakeReply:
 
     @classmethod
     def unparseable_output(cls, chat_format: str = "peg-native") -> FakeReply:
-        """llama-server's 500 when the model's answer does not parse as a tool call (e.g. cut off)."""
+        """llama-server's 500 when its chat-format parser rejects the model's output."""
         return cls.error(
             500,
             "server_error",
