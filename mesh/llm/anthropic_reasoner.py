@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 """Client-side statuses that mean "try later"; every 5xx (incl. 529 overloaded) is retryable too."""
 
+UNPARSEABLE_OUTPUT_MESSAGE = "The model produced output that does not match the expected"
+"""Start of llama-server's HTTP 500 message when its chat-format parser rejects the model's output
+(``common_chat_peg_parse`` in llama.cpp 11434; a call cut off by ``max_tokens`` is *not* such a
+case, it comes back as a 200 with ``stop_reason: max_tokens``). The server is fine and the same
+prompt gives the same answer: it is a format error to repair, not an outage to retry."""
+
 _REPAIR_TEMPLATE = (
     "\n\nYour previous answer could not be used: {hint}\n"
     "Answer again by calling exactly one of the provided tools with valid parameters."
@@ -233,6 +239,11 @@ class AnthropicReasoner:
             text = f"{self.name} answered HTTP {status} ({detail})"
             if status in (401, 403):
                 return ReasonerAuthError(text, status_code=status)
+            if status == 500 and (err.api_message or "").startswith(UNPARSEABLE_OUTPUT_MESSAGE):
+                return DecisionFormatError(
+                    f"the answer was not a complete tool call ({detail}); call one tool, briefly",
+                    status_code=status,
+                )
             if status in _RETRYABLE_STATUS or status >= 500:
                 return ReasonerUnavailable(text, status_code=status, retry_after_s=_retry_after_s(err.response))
             return ReasonerRequestError(text, status_code=status)
@@ -287,7 +298,13 @@ def _usage_of(message: Any) -> Usage | None:
     usage = getattr(message, "usage", None)
     if usage is None:
         return None
-    return Usage(input_tokens=usage.input_tokens or 0, output_tokens=usage.output_tokens or 0)
+    cached = getattr(usage, "cache_read_input_tokens", None) or 0
+    written = getattr(usage, "cache_creation_input_tokens", None) or 0
+    return Usage(
+        input_tokens=(usage.input_tokens or 0) + cached + written,
+        output_tokens=usage.output_tokens or 0,
+        cached_input_tokens=cached,
+    )
 
 
 def _decision_from(message: Any, allowed: list[str]) -> tuple[Decision, str]:

@@ -81,10 +81,15 @@ class Usage(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     input_tokens: int = Field(ge=0)
-    """Prompt tokens as counted by the provider."""
+    """Prompt tokens as counted by the provider, cached ones included: the size of the prompt,
+    which is what token-count calibration needs (the API reports cache reads and writes apart)."""
 
     output_tokens: int = Field(ge=0)
     """Generated tokens as counted by the provider."""
+
+    cached_input_tokens: int = Field(default=0, ge=0)
+    """Of ``input_tokens``, those read from the provider's prompt cache (``cache_read_input_tokens``;
+    llama-server reports its KV-cache hits there, so a repeated prompt costs a few new tokens)."""
 
 
 class ReasonerResult(BaseModel):

@@ -23,7 +23,22 @@ prints ``fake-anthropic listening on http://127.0.0.1:8765`` and serves until SI
 answers free-text requests with the leading sentences of the prompt. ``needle`` mode answers
 "What is the X?" questions by looking for "the X is V" in the prompt, with a deliberately
 position-sensitive, deterministic attention model (see ``NeedleResponder``). Its recall curve
-only exercises the evaluation machinery; real numbers come from a real model and API key.
+only exercises the evaluation machinery; real numbers come from a real model (``mesh dev llm``).
+
+``flavor="llama-server"`` (``--flavor llama-server``) answers as llama.cpp's ``llama-server``
+(build 11434, ``tools/server``) does at ``/v1/messages``, measured against the real server of
+``mesh dev llm``: it ignores the API key (none configured) and accepts ``temperature``; the
+message id is ``chatcmpl-<32 chars>``, tool-use ids are 32 bare characters, ``model`` is the
+server's alias whatever the request asked for; ``usage`` splits the prompt into
+``cache_read_input_tokens`` (the prefix shared with the previous request, kept in the one slot's
+KV cache) and ``input_tokens`` (the rest, at least one); tool arguments that are not valid JSON
+become ``{}``; output its chat-format parser rejects is a 500 (``FakeReply.unparseable_output``,
+read from ``common_chat_peg_parse``; not seen here: a call cut off by ``max_tokens`` came back as
+a 200 with ``stop_reason: max_tokens`` and no tool use); a body without ``messages`` is a 500
+(not a 400); error bodies are
+``{"error": {"code", "message", "type"}}`` without ``request-id``
+or ``retry-after`` headers (``server_error`` 500, ``unavailable_error`` 503 while the model
+loads, see ``loading``).
 """
 
 from __future__ import annotations
@@ -34,9 +49,11 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import re
 import signal
+import string
 import sys
 import threading
 from collections import deque
@@ -44,7 +61,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from mesh.llm._text import example_object, extractive_summary
 
@@ -62,6 +79,21 @@ log = logging.getLogger(__name__)
 
 _SECRET_HEADERS = frozenset({"x-api-key", "authorization"})
 _CHARS_PER_TOKEN = 4
+
+Flavor = Literal["anthropic", "llama-server"]
+"""Whose wire behaviour the fake copies."""
+
+_LLAMA_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    500: "server_error",
+    501: "not_supported_error",
+    503: "unavailable_error",
+}
+"""``error.type`` llama-server sends per status (``format_error_response``)."""
+_ALNUM = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
 
 @dataclass(frozen=True)
@@ -149,6 +181,20 @@ class FakeReply:
     def server_error(cls, *, retry_after_s: float = 0.005) -> FakeReply:
         """500 ``api_error``."""
         return cls.error(500, "api_error", "Internal server error", retry_after_s=retry_after_s)
+
+    @classmethod
+    def unparseable_output(cls, chat_format: str = "peg-native") -> FakeReply:
+        """llama-server's 500 when its chat-format parser rejects the model's output."""
+        return cls.error(
+            500,
+            "server_error",
+            f"The model produced output that does not match the expected {chat_format} format",
+        )
+
+    @classmethod
+    def loading(cls) -> FakeReply:
+        """503 ``unavailable_error`` "Loading model", as llama-server answers before it is ready."""
+        return cls.error(503, "unavailable_error", "Loading model")
 
     @classmethod
     def unauthorized(cls) -> FakeReply:
@@ -323,19 +369,28 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(reply, body, fake._next_id())
 
     def _send(self, reply: FakeReply, body: Mapping[str, Any], number: int) -> None:
+        fake = self.server.fake
+        llama = fake.flavor == "llama-server"
         request_id = f"req_fake_{number:06d}"
+        headers = dict(reply.headers)
         if reply.status == 200:
-            content = [self._with_id(block, number, i) for i, block in enumerate(reply.content)]
+            content = [fake._block(block, number, i) for i, block in enumerate(reply.content)]
             payload: dict[str, Any] = {
-                "id": f"msg_fake_{number:06d}",
+                "id": f"chatcmpl-{fake._random_id()}" if llama else f"msg_fake_{number:06d}",
                 "type": "message",
                 "role": "assistant",
-                "model": body.get("model", "fake-model"),
+                "model": fake.served_model if llama else body.get("model", "fake-model"),
                 "content": content,
                 "stop_reason": reply.stop_reason,
                 "stop_sequence": None,
-                "usage": self._usage(reply, body, content),
+                "usage": fake._usage(reply, body, content),
             }
+        elif llama:
+            error_type = _LLAMA_ERROR_TYPES.get(reply.status, reply.error_type)
+            payload = {
+                "error": {"code": reply.status, "message": reply.error_message, "type": error_type}
+            }
+            headers = {k: v for k, v in headers.items() if not k.lower().startswith("retry-after")}
         else:
             payload = {
                 "type": "error",
@@ -345,32 +400,18 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         try:
             self.send_response(reply.status)
-            self.send_header("content-type", "application/json")
+            self.send_header(
+                "content-type", "application/json; charset=utf-8" if llama else "application/json"
+            )
             self.send_header("content-length", str(len(data)))
-            self.send_header("request-id", request_id)
-            for name, value in reply.headers.items():
+            if not llama:
+                self.send_header("request-id", request_id)
+            for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout); nothing to answer
-
-    @staticmethod
-    def _with_id(block: Mapping[str, Any], number: int, index: int) -> dict[str, Any]:
-        out = dict(block)
-        if out.get("type") == "tool_use":
-            out.setdefault("id", f"toolu_fake_{number:06d}_{index}")
-        return out
-
-    @staticmethod
-    def _usage(reply: FakeReply, body: Mapping[str, Any], content: list[Any]) -> dict[str, int]:
-        if reply.usage is not None:
-            input_tokens, output_tokens = reply.usage
-        else:
-            sent = json.dumps([body.get("system"), body.get("messages"), body.get("tools")])
-            input_tokens = max(1, len(sent) // _CHARS_PER_TOKEN)
-            output_tokens = max(1, len(json.dumps(content)) // _CHARS_PER_TOKEN)
-        return {"input_tokens": input_tokens, "output_tokens": output_tokens}
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("fake-anthropic: " + format, *args)
@@ -391,9 +432,19 @@ class FakeAnthropicServer:
         host: str = "127.0.0.1",
         port: int = 0,
         api_key: str | None = None,
-        reject_sampling_params: bool = True,
+        reject_sampling_params: bool | None = None,
+        flavor: Flavor = "anthropic",
+        served_model: str = "local-model",
     ) -> None:
         self.responder: Responder = responder if responder is not None else first_tool_responder
+        self.flavor: Flavor = flavor
+        """Whose wire behaviour to copy: the Anthropic API or llama-server (module docstring)."""
+        self.served_model = served_model
+        """``model`` of every llama-server answer (its ``--alias``)."""
+        self.loading = False
+        """llama-server flavor: answer 503 "Loading model" to every request while True."""
+        if reject_sampling_params is None:
+            reject_sampling_params = flavor == "anthropic"
         self._host = host
         self._port = port
         self._api_key = api_key
@@ -404,6 +455,8 @@ class FakeAnthropicServer:
         self._requests: list[RecordedRequest] = []
         self._count = 0
         self._stopping = threading.Event()
+        self._cached_prompt = ""  # llama-server flavor: what the slot's KV cache holds
+        self._rng = random.Random()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -481,10 +534,18 @@ class FakeAnthropicServer:
             return self._count
 
     def _reply_for(self, path: str, api_key: str | None, body: dict[str, Any]) -> FakeReply:
+        if self.flavor == "llama-server" and self.loading:
+            return FakeReply.loading()
         if self._api_key is not None and api_key != self._api_key:
+            if self.flavor == "llama-server":
+                return FakeReply.error(401, "authentication_error", "Invalid API Key")
             return FakeReply.unauthorized()
         if path.split("?")[0] != "/v1/messages":
-            return FakeReply.error(404, "not_found_error", f"no route {path}")
+            message = "File Not Found" if self.flavor == "llama-server" else f"no route {path}"
+            return FakeReply.error(404, "not_found_error", message)
+        if self.flavor == "llama-server" and "messages" not in body:
+            # llama-server throws a plain runtime_error here, which its handler turns into a 500.
+            return FakeReply.error(500, "server_error", "'messages' is required")
         if body.get("stream"):
             return FakeReply.error(400, "invalid_request_error", "streaming is not supported")
         if self.reject_sampling_params:
@@ -503,6 +564,49 @@ class FakeAnthropicServer:
             log.exception("fake-anthropic responder failed")
             return FakeReply.error(500, "api_error", f"responder failed: {type(err).__name__}")
 
+    def _random_id(self) -> str:
+        with self._lock:
+            return "".join(self._rng.choice(_ALNUM) for _ in range(32))
+
+    def _block(self, block: Mapping[str, Any], number: int, index: int) -> dict[str, Any]:
+        out = dict(block)
+        if out.get("type") != "tool_use":
+            return out
+        if self.flavor == "llama-server":
+            out.setdefault("id", self._random_id())
+            # llama-server parses the generated arguments; text that is not JSON becomes {}.
+            tool_input = out.get("input")
+            if isinstance(tool_input, str):
+                try:
+                    out["input"] = json.loads(tool_input)
+                except ValueError:
+                    out["input"] = {}
+        else:
+            out.setdefault("id", f"toolu_fake_{number:06d}_{index}")
+        return out
+
+    def _usage(
+        self, reply: FakeReply, body: Mapping[str, Any], content: list[Any]
+    ) -> dict[str, int]:
+        sent = json.dumps([body.get("system"), body.get("tools"), body.get("messages")])
+        if reply.usage is not None:
+            input_tokens, output_tokens = reply.usage
+        else:
+            input_tokens = max(1, len(sent) // _CHARS_PER_TOKEN)
+            output_tokens = max(1, len(json.dumps(content)) // _CHARS_PER_TOKEN)
+        if self.flavor != "llama-server":
+            return {"input_tokens": input_tokens, "output_tokens": output_tokens}
+        with self._lock:
+            shared = len(os.path.commonprefix([self._cached_prompt, sent]))  # noqa: RUF071 (characters, not paths)
+            self._cached_prompt = sent
+        # The last prompt token is always evaluated again, so at least one token is "new".
+        cached = max(0, min(shared // _CHARS_PER_TOKEN, input_tokens - 1))
+        return {
+            "cache_read_input_tokens": cached,
+            "input_tokens": input_tokens - cached,
+            "output_tokens": output_tokens,
+        }
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the fake server as a process until SIGINT or SIGTERM."""
@@ -514,6 +618,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("first-tool", "needle"), default="first-tool")
     parser.add_argument("--seed", type=int, default=0, help="seed of the needle attention model")
     parser.add_argument("--api-key", default=None, help="require this API key (401 otherwise)")
+    parser.add_argument(
+        "--flavor",
+        choices=("anthropic", "llama-server"),
+        default="anthropic",
+        help="answer as the Anthropic API or as llama-server's /v1/messages does",
+    )
     parser.add_argument(
         "--accept-sampling-params",
         action="store_true",
@@ -531,7 +641,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         api_key=args.api_key,
-        reject_sampling_params=not args.accept_sampling_params,
+        reject_sampling_params=False if args.accept_sampling_params else None,
+        flavor=args.flavor,
     )
     with fake as srv:
         print(f"fake-anthropic listening on {srv.base_url} (mode {args.mode})", flush=True)

@@ -14,12 +14,12 @@ about the retry arithmetic, which a real model's rarer, correlated failures woul
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from mesh.llm._stats import wilson_interval
 from mesh.llm.anthropic_reasoner import AnthropicReasoner
 from mesh.llm.backoff import ExponentialBackoff, RetryPolicy
 from mesh.llm.decision import ActionSpec, ReasonerRequest
@@ -29,18 +29,6 @@ from mesh.llm.fake_anthropic import FakeAnthropicServer, FakeReply, first_tool_r
 __all__ = ["RetryEvalResult", "run_retry_eval", "wilson_interval"]
 
 _FAKE_KEY = "fake-key-for-local-server"
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """95% (``z=1.96``) Wilson score interval of a success rate; good at rates near 0 or 1."""
-    if trials <= 0:
-        return (0.0, 1.0)
-    rate = successes / trials
-    denom = 1 + z * z / trials
-    centre = (rate + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / denom
-    # min/max with the rate: at 0 or 1 successes the bounds equal it up to float rounding.
-    return (max(0.0, min(rate, centre - half)), min(1.0, max(rate, centre + half)))
 
 
 @dataclass(frozen=True)
@@ -84,27 +72,43 @@ class RetryEvalResult:
         return float((1 - self.p**self.attempts) ** self.steps)
 
 
-async def _one_config(p: float, steps: int, attempts: int, trials: int, seed: int, concurrency: int) -> RetryEvalResult:
+async def _one_config(
+    p: float, steps: int, attempts: int, trials: int, seed: int, concurrency: int
+) -> RetryEvalResult:
     rng = random.Random(f"{seed}:{p}:{attempts}")
+
     def responder(body: dict[str, Any]) -> FakeReply:
         if rng.random() < p:
             return FakeReply.server_error(retry_after_s=0.0)
         return first_tool_responder(body)
 
-    action = ActionSpec(name="advance", description="Do the next step.", params_schema={"type": "object"})
+    action = ActionSpec(
+        name="advance", description="Do the next step.", params_schema={"type": "object"}
+    )
     started = time.monotonic()
     with FakeAnthropicServer(responder, reject_sampling_params=False) as srv:
         reasoner = AnthropicReasoner(
-            api_key=_FAKE_KEY, base_url=srv.base_url, model="fake-p-failure", timeout_s=30, sdk_max_retries=0,
-            retry=RetryPolicy(max_attempts=attempts, backoff=ExponentialBackoff(base_s=0.0, cap_s=0.0)),
+            api_key=_FAKE_KEY,
+            base_url=srv.base_url,
+            model="fake-p-failure",
+            timeout_s=30,
+            sdk_max_retries=0,
+            retry=RetryPolicy(
+                max_attempts=attempts, backoff=ExponentialBackoff(base_s=0.0, cap_s=0.0)
+            ),
         )
         gate = asyncio.Semaphore(concurrency)
 
         async def workflow(index: int) -> bool:
             async with gate:
                 for step in range(steps):
-                    request = ReasonerRequest(system="eval", prompt=f"workflow {index} step {step}",
-                                              actions=[action], temperature=0.0, max_tokens=16)
+                    request = ReasonerRequest(
+                        system="eval",
+                        prompt=f"workflow {index} step {step}",
+                        actions=[action],
+                        temperature=0.0,
+                        max_tokens=16,
+                    )
                     try:
                         await reasoner.decide(request)
                     except ReasonerError:
@@ -116,12 +120,19 @@ async def _one_config(p: float, steps: int, attempts: int, trials: int, seed: in
         finally:
             await reasoner.aclose()
         calls = len(srv.requests)
-    return RetryEvalResult(p, steps, attempts, trials, sum(outcomes), calls, time.monotonic() - started)
+    return RetryEvalResult(
+        p, steps, attempts, trials, sum(outcomes), calls, time.monotonic() - started
+    )
 
 
 async def run_retry_eval(
-    *, p: float = 0.02, steps: int = 50, attempts: tuple[int, ...] = (1, 3), trials: int = 200,
-    seed: int = 0, concurrency: int = 8,
+    *,
+    p: float = 0.02,
+    steps: int = 50,
+    attempts: tuple[int, ...] = (1, 3),
+    trials: int = 200,
+    seed: int = 0,
+    concurrency: int = 8,
 ) -> list[RetryEvalResult]:
     """One result per entry of ``attempts``."""
     if not 0 <= p < 1 or steps < 1 or trials < 1 or not attempts or min(attempts) < 1:

@@ -269,3 +269,14 @@ def test_cli_llm_stop_and_down_with_nothing_running(tmp_path: Path) -> None:
     assert "llm was not running" in result.output
     result = runner.invoke(app, ["dev", "down", "--state-dir", str(tmp_path)])
     assert result.exit_code == 0 and "nothing was running" in result.output
+
+
+@pytest.mark.parametrize("value", [TOOL_CALL_PREFILL, "http://127.0.0.1:18080", "it's\na 'quoted'\\value"])
+def test_printed_exports_give_the_shell_the_exact_value(value: str) -> None:
+    """`mesh dev llm` prints exports to paste: the prefill's newline must survive the shell."""
+    import subprocess
+
+    from mesh.dev.cli import _shell_quote
+
+    done = subprocess.run(["bash", "-c", f'x={_shell_quote(value)}; printf %s "$x"'], capture_output=True, text=True, check=True)
+    assert done.stdout == value

@@ -150,3 +150,103 @@ async def test_process_mode_serves_the_sdk() -> None:
         if proc.returncode is None:
             proc.terminate()
         assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+
+
+# -- llama-server flavor: what the real server of `mesh dev llm` does differently --------------
+
+
+def test_llama_flavor_message_shape_ids_model_and_cache_usage() -> None:
+    body = {
+        "model": "whatever-was-asked",
+        "max_tokens": 50,
+        "temperature": 0.2,  # accepted: llama-server honours sampling parameters
+        "system": "You are the fetch agent. " * 20,
+        "messages": [{"role": "user", "content": "fetch record 1"}],
+        "tools": [{"name": FETCH.name, "description": "", "input_schema": FETCH.params_schema}],
+    }
+    with FakeAnthropicServer(flavor="llama-server", served_model="qwen-local") as srv:
+        first = httpx.post(
+            f"{srv.base_url}/v1/messages", json=body, headers={"x-api-key": "anything"}
+        )
+        again = httpx.post(f"{srv.base_url}/v1/messages", json=body, headers={"x-api-key": "other"})
+    assert first.status_code == again.status_code == 200
+    message = first.json()
+    assert message["model"] == "qwen-local"
+    assert message["id"].startswith("chatcmpl-") and len(message["id"]) == len("chatcmpl-") + 32
+    tool = message["content"][-1]
+    assert tool["type"] == "tool_use" and len(tool["id"]) == 32 and tool["id"].isalnum()
+    assert "request-id" not in first.headers
+    cold, warm = message["usage"], again.json()["usage"]
+    assert cold["cache_read_input_tokens"] == 0 and cold["input_tokens"] > 50
+    # The same prompt again: nearly all of it comes from the slot's KV cache, one token is new.
+    assert warm["input_tokens"] == 1
+    assert warm["cache_read_input_tokens"] + warm["input_tokens"] == cold["input_tokens"]
+
+
+def test_llama_flavor_errors_have_its_shape_and_no_retry_headers() -> None:
+    with FakeAnthropicServer(flavor="llama-server") as srv:
+        srv.script(FakeReply.server_error(retry_after_s=2.0))
+        failed = httpx.post(f"{srv.base_url}/v1/messages", json={"messages": []})
+        srv.loading = True
+        loading = httpx.post(f"{srv.base_url}/v1/messages", json={"messages": []})
+        srv.loading = False
+        missing = httpx.post(f"{srv.base_url}/v1/nope", json={})
+    assert failed.status_code == 500
+    assert failed.json() == {
+        "error": {"code": 500, "message": "Internal server error", "type": "server_error"}
+    }
+    assert "retry-after" not in failed.headers and "retry-after-ms" not in failed.headers
+    assert loading.status_code == 503
+    assert loading.json()["error"] == {
+        "code": 503,
+        "message": "Loading model",
+        "type": "unavailable_error",
+    }
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == "File Not Found"
+
+
+async def test_llama_flavor_through_the_reasoner() -> None:
+    """Unparseable arguments arrive as {}; usage counts cached tokens; 503 is unavailable."""
+    from mesh.llm import ReasonerUnavailable
+
+    with FakeAnthropicServer(flavor="llama-server", served_model="qwen-local") as srv:
+        reasoner = AnthropicReasoner(
+            api_key="ignored", base_url=srv.base_url, model="asked-for", sdk_max_retries=0,
+            send_temperature=True, retry=RetryPolicy(max_attempts=1),
+        )  # fmt: skip
+        try:
+            srv.script(FakeReply.tool_use("fetch_record", '{"record_id": 3'))  # truncated JSON
+            broken = await reasoner.decide(decision_request())
+            cold = await reasoner.decide(decision_request())
+            warm = await reasoner.decide(decision_request())
+            srv.loading = True
+            with pytest.raises(ReasonerUnavailable, match=r"503.*unavailable_error.*Loading model"):
+                await reasoner.decide(decision_request())
+        finally:
+            await reasoner.aclose()
+    assert broken.decision.action == "fetch_record" and broken.decision.params == {}
+    assert cold.model == warm.model == "qwen-local"
+    assert cold.usage is not None and warm.usage is not None
+    assert warm.usage.cached_input_tokens > 0 and warm.usage.input_tokens == cold.usage.input_tokens
+
+
+async def test_llama_flavor_cut_off_answer_is_a_format_error_not_an_outage() -> None:
+    """llama-server answers 500 when the model's output does not parse as a tool call: repair it."""
+    from mesh.llm import DecisionFormatError, ReasonerUnavailable
+
+    with FakeAnthropicServer(flavor="llama-server") as srv:
+        reasoner = AnthropicReasoner(
+            api_key="ignored", base_url=srv.base_url, sdk_max_retries=0, retry=RetryPolicy(3)
+        )
+        try:
+            srv.script(FakeReply.unparseable_output("Hermes 2 Pro"))
+            with pytest.raises(DecisionFormatError, match="not a complete tool call") as info:
+                await reasoner.decide(decision_request())
+            assert info.value.status_code == 500
+            assert len(srv.requests) == 1  # not retried: the same prompt would give the same answer
+            srv.script(FakeReply.server_error(), FakeReply.server_error(), FakeReply.server_error())
+            with pytest.raises(ReasonerUnavailable):  # any other 500 is still an outage, retried
+                await reasoner.decide(decision_request())
+            assert len(srv.requests) == 4
+        finally:
+            await reasoner.aclose()
