@@ -48,6 +48,9 @@ trace event of the same name is read only when the log has none for that effect)
 ``resolution``: ``reconciled`` (looked up and found) or ``absent`` (looked up, never happened: made
 once) settle it; ``repeated`` (no way to look it up: made again) is reported; none is unresolved."""
 
+EFFECT_COMPLETED = "effect.completed"
+"""Trace event of an at-most-once call whose turn was checkpointed with its result (not in doubt)."""
+
 _SETTLED = ("reconciled", "absent")
 _REPORTED = ("repeated",)
 
@@ -348,6 +351,8 @@ def _effects_and_auth(history: History, figures: Figures) -> Iterable[Anomaly]:
 
 def _in_doubt(history: History, figures: Figures) -> Iterable[Anomaly]:
     records: dict[str, Event] = {}
+    # A call checkpointed with its result (``effect.completed``) was in doubt only while in flight.
+    completed = {str(e.get("idempotency_key") or e.get("key")) for e in history.of("trace", EFFECT_COMPLETED)}
     for source in ("log", "trace"):
         for e in history.of(source):
             if IN_DOUBT_EVENTS.get(e.kind) != source:
@@ -357,7 +362,7 @@ def _in_doubt(history: History, figures: Figures) -> Iterable[Anomaly]:
                 or e.get("key")
                 or f"{e.workflow_id}/{e.step_id}/{e.get('turn', '')}"
             )
-            if source == "trace" and key in records:
+            if source == "trace" and (key in records or key in completed):
                 continue  # the log already said it
             if (
                 key not in records

@@ -376,6 +376,9 @@ class StepRunner:
             elif turn >= step.limits.max_turns:
                 state.status, state.error = "failed", f"TurnLimit: no result after {turn} turns"
             await self._persist(state)
+            if action.at_most_once:
+                # The turn's checkpoint holds the call's result: it is no longer in doubt.
+                await self._event("effect.completed", state, turn=turn, action=action.name, key=key)
             await self._report(state, turn, action.name, decision, params, notes, error, phase, started, used)
 
     async def _decide(

@@ -442,3 +442,18 @@ def test_in_doubt_effects_are_counted_by_resolution_from_the_log_before_the_trac
     assert result.ok, [a.summary for a in result.anomalies]
     f = result.figures
     assert (f.in_doubt, f.in_doubt_reconciled, f.in_doubt_reported) == (3, 2, 1)
+
+
+def test_a_call_checkpointed_with_its_result_was_never_in_doubt_but_one_left_in_flight_is() -> None:
+    def in_flight_then(rows: list[dict], *, completed: bool) -> None:
+        key = "wf-0:identity:1:authenticate"
+        rows.append({"source": "trace", "kind": "effect.in_doubt", "workflow_id": "wf-0",
+                     "step_id": "identity", "data": {"key": key, "turn": 1}})  # fmt: skip
+        if completed:
+            rows.append({"source": "trace", "kind": "effect.completed", "workflow_id": "wf-0",
+                         "step_id": "identity", "data": {"key": key, "turn": 1}})  # fmt: skip
+
+    done = check(mutate(clean_history(1), lambda rows: in_flight_then(rows, completed=True)))
+    assert done.ok and done.figures.in_doubt == 0, [a.summary for a in done.anomalies]
+    left = check(mutate(clean_history(1), lambda rows: in_flight_then(rows, completed=False)))
+    assert left.by_kind() == {"in_doubt_unresolved": 1}
