@@ -1064,6 +1064,8 @@ def start_mock_ehr_process(
         "--port", str(port), "--audit-log", str(audit_path), *_command_args(config),
     ]  # fmt: skip
     # Its stderr (a client that hung up mid-call prints a traceback) goes to a file when asked.
+    if stderr_path is not None:
+        Path(stderr_path).parent.mkdir(parents=True, exist_ok=True)
     stderr = open(stderr_path, "ab") if stderr_path is not None else None
     try:
         popen = subprocess.Popen(

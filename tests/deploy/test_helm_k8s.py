@@ -507,6 +507,8 @@ def test_production_values_statefulset_keda_and_key_secrets(
                 "ANTHROPIC_API_KEY": ("agent-mesh-llm", "anthropic-api-key"),
                 "MESH_OPERATOR_PUBLIC_KEY": ("agent-mesh-operator", "operator-public-key"),
                 "MESH_DATA_KEY": ("agent-mesh-data-key", "data-key"),
+                # Redis ACL password from a Secret (production values: redis.auth.existingSecret).
+                "MESH_REDIS_PASSWORD": ("agent-mesh-redis", "password"),
             }
             assert all("value" not in env[name] for name in refs)
             assert env["MESH_AGENT_KEY_FILE"]["value"] == "/var/run/agent-mesh/keys/agent.key"
