@@ -476,9 +476,9 @@ class ConsoleData:
 
     async def gossip_maps(self, workflow_id: str) -> dict[str, dict[str, dict[str, Any]]]:
         """Every agent's saved gossip map of a workflow: ``{agent: {name: entry}}``."""
-        pattern = f"{self.key_prefix}ctx:{workflow_id}:*"
         maps: dict[str, dict[str, dict[str, Any]]] = {}
-        head = f"{self.key_prefix}ctx:{workflow_id}:"
+        # The workflow id is the key's hash tag (one Cluster slot per workflow): ctx:{wf}:<replica>.
+        head = f"{self.key_prefix}ctx:{{{workflow_id}}}:"
         async for key in self.redis.scan_iter(match=_glob_escape(head) + "*", count=200):
             name = key.decode() if isinstance(key, bytes) else str(key)
             agent = name[len(head) :]
@@ -491,14 +491,13 @@ class ConsoleData:
                 maps[agent] = decode_context_map(data)
             except (ValueError, TypeError, msgpack.UnpackException, AttributeError):
                 maps[agent] = {}
-        del pattern
         return dict(sorted(maps.items()))
 
     async def votes(self, workflow_id: str) -> dict[str, dict[str, str]]:
         """Ballots the validators recorded in Redis for a workflow: ``{voter: {proposal: verdict}}``."""
         out: dict[str, dict[str, str]] = {}
         head = f"{self.key_prefix}votes:"
-        tail = f":{workflow_id}"
+        tail = f":{{{workflow_id}}}"  # the workflow's hash tag, as the vote ledger writes it
         async for key in self.redis.scan_iter(
             match=_glob_escape(head) + "*" + _glob_escape(tail), count=200
         ):
