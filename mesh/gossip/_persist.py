@@ -58,11 +58,12 @@ class IndexedContextMapStore(RedisContextMapStore):
 
     async def retire(self, workflow_id: str, replica_id: str, ttl_s: int) -> None:
         """A finished workflow's map: out of the index (not restored), expiring after ``ttl_s``."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.srem(self.index_key(replica_id), workflow_id)
+        # Two calls, not one MULTI: the replica's index and the workflow's map live in different
+        # hash slots on Redis Cluster (CROSSSLOT). The TTL goes first: a crash between the two
+        # leaves an index entry whose map expires (it then loads as None), never a map that lives on.
         if ttl_s > 0:
-            pipe.expire(self.key(workflow_id, replica_id), ttl_s)
-        await self._call(pipe.execute())
+            await self._call(self._client.expire(self.key(workflow_id, replica_id), ttl_s))
+        await self._call(self._client.srem(self.index_key(replica_id), workflow_id))
 
     async def workflows(self, replica_id: str) -> list[str]:
         """Workflow ids of every map saved for ``replica_id``, sorted."""

@@ -133,6 +133,10 @@ async def test_every_key_of_a_workflow_is_in_its_slot(redis_cluster: LocalRedisC
         await maps.save(cmap)
         assert await maps.workflows("agent-1") == [wf]
         assert await maps.load(wf, "agent-1") == cmap
+        # A finished workflow's map retires: out of the replica's index (another slot), expiring.
+        await maps.retire(wf, "agent-1", ttl_s=3600)
+        assert await maps.workflows("agent-1") == []
+        assert 0 < await client.ttl(maps.key(wf, "agent-1")) <= 3600
         # A validator's vote ledger.
         ledger = RedisVoteLedger(client, "v0", prefix=prefix, ttl_s=60)
         assert (await ledger.endorse(wf, "slot", 1, "hash")).status == "ok"
