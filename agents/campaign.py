@@ -390,50 +390,48 @@ def _redis_fsync(policy: str) -> Callable[[_Run], Awaitable[None]]:
     return prepare
 
 
-async def _redis_kill(run: _Run) -> None:
+async def _service_kill(
+    run: _Run,
+    name: str,
+    what: str,
+    *,
+    first_wait: tuple[float, float],
+    down_range: tuple[float, float],
+    between: tuple[float, float],
+) -> None:
+    """SIGKILL one of the campaign's services (``redis`` or ``kafka``), keep it down, restart it."""
     assert run.services is not None
-    await run.sleep(1.0, 3.0)
+    stop = getattr(run.services, f"stop_{name}")
+    start = getattr(run.services, f"start_{name}")
+    await run.sleep(*first_wait)
     while run.want_fault():
         steps = run.steps_of()
         t0 = run.now_ms()
-        await asyncio.to_thread(run.services.stop_redis, kill=True)
-        down = run.rng.uniform(0.5, 4.0)
-        run.progress(f"  SIGKILL redis, down for {down:.1f} s")
+        await asyncio.to_thread(stop, kill=True)
+        down = run.rng.uniform(*down_range)
+        run.progress(f"  SIGKILL {what}, down for {down:.1f} s")
         await asyncio.sleep(down)
         try:
-            await _start_until_up(run, run.services.start_redis, "redis")
+            await _start_until_up(run, start, name)
         finally:
             run.fault(
-                "fault.redis_sigkill",
+                f"fault.{name}_sigkill",
                 at_ms=t0,
                 healed_ms=run.now_ms(),
                 steps=steps,
                 down_s=round(down, 1),
             )
-        await run.sleep(2.0, 5.0)
+        await run.sleep(*between)
+
+
+async def _redis_kill(run: _Run) -> None:
+    await _service_kill(run, "redis", "redis", first_wait=(1.0, 3.0), down_range=(0.5, 4.0), between=(2.0, 5.0))
 
 
 async def _kafka_kill(run: _Run) -> None:
-    assert run.services is not None
-    await run.sleep(2.0, 4.0)
-    while run.want_fault():
-        steps = run.steps_of()
-        t0 = run.now_ms()
-        await asyncio.to_thread(run.services.stop_kafka, kill=True)
-        down = run.rng.uniform(1.0, 5.0)
-        run.progress(f"  SIGKILL kafka broker, down for {down:.1f} s")
-        await asyncio.sleep(down)
-        try:
-            await _start_until_up(run, run.services.start_kafka, "kafka")
-        finally:
-            run.fault(
-                "fault.kafka_sigkill",
-                at_ms=t0,
-                healed_ms=run.now_ms(),
-                steps=steps,
-                down_s=round(down, 1),
-            )
-        await run.sleep(4.0, 8.0)
+    await _service_kill(
+        run, "kafka", "kafka broker", first_wait=(2.0, 4.0), down_range=(1.0, 5.0), between=(4.0, 8.0)
+    )
 
 
 async def _start_until_up(run: _Run, start: Callable[[], bool], name: str, tries: int = 3) -> None:
