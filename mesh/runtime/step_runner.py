@@ -7,6 +7,7 @@ import json
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -63,6 +64,9 @@ from protocols import (
 __all__ = ["BuiltPrompt", "OwnershipLost", "PromptBuilder", "Rehydration", "StepRunner", "secret_key"]
 
 log = logging.getLogger("mesh.runtime")
+
+_ANNOUNCED_KEPT = 4096
+"""StepStarted announcements a runner remembers, to send each (workflow, step, epoch, turn) once."""
 
 
 def secret_key(workflow_id: str, name: str) -> str:
@@ -226,6 +230,7 @@ class StepRunner:
         self._spent_elsewhere: dict[tuple[str, str], Callable[[], TokenUsage] | None] = {}
         self._stopped_steps: set[tuple[str, str]] = set()
         self.refreshers = dict(refreshers or {})
+        self._announced: OrderedDict[tuple[str, str, int, int], None] = OrderedDict()
 
     # -- step ------------------------------------------------------------------------------
 
@@ -932,6 +937,16 @@ class StepRunner:
         return None
 
     async def _announce(self, step: StepSpec, workflow_id: str, epoch: int, resumed_from: int) -> None:
+        # The id names (workflow, step, epoch, resumed_from), the rest of the envelope (time,
+        # trace) differs per publish: the same id twice with other content reads as equivocation
+        # to every verifier. The same announcement again says nothing new (a retry of ``run``
+        # while the store is unreachable keeps the epoch and the turn), so it is not re-sent.
+        # Epochs are claimed one owner at a time, so another process never reaches this id.
+        announced = (workflow_id, step.id, epoch, resumed_from)
+        if announced in self._announced:
+            log.info("%s/%s: already announced epoch %d from turn %d; not re-sent", workflow_id, step.id,
+                     epoch, resumed_from)
+            return
         await self.publish(
             Envelope.of(
                 StepStarted(role=step.role, owner=self.agent_id, epoch=epoch, resumed_from_turn=resumed_from),
@@ -943,6 +958,9 @@ class StepRunner:
                 id=deterministic_event_id(workflow_id, step.id, "started", epoch, resumed_from),
             )
         )
+        self._announced[announced] = None
+        while len(self._announced) > _ANNOUNCED_KEPT:
+            self._announced.popitem(last=False)
 
     async def _event(self, name: str, state: StepState, **attributes: Any) -> None:
         if self.trace_events is not None:
