@@ -263,6 +263,10 @@ class StepRunner:
         epoch = await self.store.claim(key, self.agent_id)
         state = await self.load(workflow_id, step.id)
         resumed_from = 0
+        if state is not None and state.settled_effect and state.owner != self.agent_id:
+            # The checkpoint holds that call's result; its owner may have died before saying so
+            # (a trace event after the checkpoint), which would leave the call looking in doubt.
+            await self._event("effect.completed", state, key=state.settled_effect, resumed=True)
         if self.step_stopping(workflow_id, step.id):
             # Stopping (its partition moved, or shutdown) while the claim ran: announce nothing
             # (the log would name this agent the owner after its successor); leave the step as is.
@@ -398,6 +402,8 @@ class StepRunner:
                 self._pause(state, "spinning", reason)
             elif turn >= step.limits.max_turns:
                 state.status, state.error = "failed", f"TurnLimit: no result after {turn} turns"
+            if action.at_most_once and outcome is not None:
+                state.settled_effect = key
             await self._persist(state)
             if action.at_most_once:
                 # The turn's checkpoint holds the call's result: it is no longer in doubt.
@@ -601,7 +607,7 @@ class StepRunner:
             if notes is not None:
                 notes.append(f"{name} {why}; refresh failed: {error}")
             return False
-        await self._adopt_refresh(state, name, outcome, turn)
+        await self._adopt_refresh(state, name, outcome, turn, key)
         await self._event("effect.completed", state, turn=turn, action=refresher.name, key=key)
         expires = state.variables[name].expires_at_ms if name in state.variables else None
         await self._event("secret.refreshed", state, variable=name, turn=turn, why=why, key=key,
@@ -611,7 +617,9 @@ class StepRunner:
             notes.append(f"{name} {why}: refreshed by {refresher.name}")
         return True
 
-    async def _adopt_refresh(self, state: StepState, name: str, outcome: ActionOutcome, turn: int) -> None:
+    async def _adopt_refresh(
+        self, state: StepState, name: str, outcome: ActionOutcome, turn: int, key: str
+    ) -> None:
         """Fold a refresher's variables into the step, the workflow's secret key and the checkpoint.
 
         They count as discovered by this step, so its result carries the new expiry and a resumed
@@ -630,6 +638,7 @@ class StepRunner:
         entry = state.variables.get(name)
         if entry is not None and entry.secret:
             await self._write_secret(state.workflow_id, name, entry.value)
+        state.settled_effect = key
         await self._persist(state)
 
     async def _read_secret(self, workflow_id: str, name: str) -> str | None:
@@ -713,7 +722,7 @@ class StepRunner:
             return False
         if refreshing:
             # The fresh secret is adopted; the turn that needed it runs as usual.
-            await self._adopt_refresh(state, refreshing, outcome, turn)
+            await self._adopt_refresh(state, refreshing, outcome, turn, key)
             await self._event("secret.refreshed", state, variable=refreshing, turn=turn, why="reconciled", key=key,
                               source=name)
             return False
