@@ -263,7 +263,7 @@ class StepRunner:
         epoch = await self.store.claim(key, self.agent_id)
         state = await self.load(workflow_id, step.id)
         resumed_from = 0
-        if state is not None and state.settled_effect and state.owner != self.agent_id:
+        if state is not None and state.settled_effect and state.epoch != epoch:
             # The checkpoint holds that call's result; its owner may have died before saying so
             # (a trace event after the checkpoint), which would leave the call looking in doubt.
             await self._event("effect.completed", state, key=state.settled_effect, resumed=True)
