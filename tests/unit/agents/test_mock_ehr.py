@@ -307,7 +307,7 @@ def test_audit_log_names_tokens_by_hash_and_never_holds_secrets(
     assert entries[3]["query"] == "access_token=%5Bredacted%5D"
     expected = {
         "ts", "method", "path", "query", "status", "error", "token_id", "client_id",
-        "idempotency_key", "replay", "effect_id", "effect_key",
+        "idempotency_key", "replay", "effect_id", "effect_key", "expires_at",
     }  # fmt: skip
     assert all(set(e) == expected for e in entries)
 
