@@ -116,6 +116,11 @@ class SubscriptionOptions:
     restarts within the session timeout gets its partitions back without a rebalance of the whole
     group. Empty: a dynamic member (it leaves the group on close; its partitions move at once)."""
 
+    commits: bool = True
+    """The member commits what it handled (``Subscription.commit``). False for a reader that never
+    does (gossip: it starts at the latest message each time): nothing is tracked per delivery for
+    it, so its memory does not grow with every message it reads."""
+
 
 @runtime_checkable
 class Subscription(Protocol):
