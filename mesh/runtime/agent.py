@@ -11,7 +11,7 @@ import signal
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import httpx
 
@@ -19,15 +19,13 @@ from mesh.bus import Bus, EnvelopeGuard, KafkaBus, RedisDeadLetterClaims
 from mesh.errors import ConfigError
 from mesh.gossip import GossipNode, IndexedContextMapStore
 from mesh.llm import (
-    Decision,
     Reasoner,
-    ReasonerRequest,
     ReasonerSettings,
     ReasonerSummarizer,
     RedisRateLimiter,
     RuleReasoner,
 )
-from mesh.runtime.actions import Action
+from mesh.roles import Role
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
 from mesh.runtime.step_runner import StepRunner
@@ -56,7 +54,7 @@ from mesh.telemetry import (
 )
 from protocols import Envelope, EnvelopeCodec, Topics, TraceEvent
 
-__all__ = ["AgentConfig", "RoleDefinition", "build_worker", "load_role", "run_agent"]
+__all__ = ["AgentConfig", "build_worker", "load_role", "run_agent"]
 
 log = logging.getLogger("mesh.agent")
 
@@ -64,18 +62,7 @@ _CLOSE_TIMEOUT_S = 8.0
 """Longest wait for one client to close when the agent stops."""
 
 
-class RoleDefinition(Protocol):
-    """What a roles module provides per role (see ``agents.roles.Role``)."""
-
-    name: str
-    actions: Mapping[str, Action]
-
-    def policy(self, request: ReasonerRequest) -> Decision:
-        """Rule-based decision, used when no LLM is configured."""
-        ...
-
-
-def load_role(role: str, module: str = "agents.roles") -> RoleDefinition:
+def load_role(role: str, module: str = "agents.roles") -> Role:
     """Import ``module`` and return its ``ROLES[role]`` (a clear error if either is missing)."""
     try:
         mod = importlib.import_module(module)
@@ -106,7 +93,7 @@ class AgentConfig:
 
 
 def build_worker(
-    role: RoleDefinition,
+    role: Role,
     bus: Bus,
     store: StateStore,
     *,
