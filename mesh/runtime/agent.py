@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from mesh.llm import (
     RedisRateLimiter,
     RuleReasoner,
 )
+from mesh.plugins import load_roles
 from mesh.roles import Role
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
@@ -62,15 +62,10 @@ _CLOSE_TIMEOUT_S = 8.0
 """Longest wait for one client to close when the agent stops."""
 
 
-def load_role(role: str, module: str = "agents.roles") -> Role:
-    """Import ``module`` and return its ``ROLES[role]`` (a clear error if either is missing)."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import roles module {module!r}: {exc}") from None
-    roles = getattr(mod, "ROLES", None)
-    if not isinstance(roles, Mapping):
-        raise ConfigError(f"roles module {module!r} has no ROLES mapping")
+def load_role(role: str, module: str = "") -> Role:
+    """``ROLES[role]`` of ``module``, or of the registered roles module when it is empty
+    (``mesh.plugins``); a clear error if either is missing."""
+    module, roles = load_roles(module)
     if role not in roles:
         raise ConfigError(f"unknown role {role!r}; {module} defines: {', '.join(sorted(roles))}")
     return roles[role]  # type: ignore[no-any-return]
@@ -83,7 +78,9 @@ class AgentConfig:
     role: str
     agent_id: str = ""
     """Defaults to ``<role>-<host>-<pid>``."""
-    roles_module: str = "agents.roles"
+    roles_module: str = ""
+    """Python module with a ``ROLES`` mapping; empty: the one registered under the
+    ``agent_mesh.roles`` entry point group (``mesh.plugins``)."""
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     worker: WorkerOptions = field(default_factory=WorkerOptions)
 
