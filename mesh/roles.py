@@ -16,10 +16,10 @@ the same objects for the runtime's own use.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mesh.llm import ActionSpec, Decision, ReasonerRequest
+from mesh.llm import ActionSpec, Decision, Policy, ReasonerRequest
 from mesh.runtime.actions import (
     Action,
     ActionContext,
@@ -58,9 +58,6 @@ __all__ = [
     "Policy",
     "first_action",
 ]
-
-Policy = Callable[[ReasonerRequest], Decision]
-"""Decides a turn without a model: gets the prompt and the allowed actions, returns a ``Decision``."""
 
 WORKFLOW_ID = "workflow_id"
 """Injection source: the id of the running workflow."""

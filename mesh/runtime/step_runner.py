@@ -45,7 +45,7 @@ from mesh.telemetry import (
     tool_span,
     turn_span,
 )
-from mesh.telemetry import TurnRecord as ScratchTurn
+from mesh.telemetry import ScratchpadTurn as ScratchTurn
 from protocols import (
     EffectInDoubt,
     Envelope,
