@@ -26,15 +26,29 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     patients: int = typer.Option(20, help="Patients in the mock EHR."),
-    page_size: int = typer.Option(2, help="Patients per fetch turn (small: more turns to kill in)."),
-    kill_after_turn: int = typer.Option(3, help="SIGKILL the fetch owner after this turn (0: no kill)."),
+    page_size: int = typer.Option(
+        2, help="Patients per fetch turn (small: more turns to kill in)."
+    ),
+    kill_after_turn: int = typer.Option(
+        3, help="SIGKILL the fetch owner after this turn (0: no kill)."
+    ),
     turn_delay_s: float = typer.Option(0.4, help="Pause after each turn, in seconds."),
-    session_timeout_ms: int = typer.Option(2500, help="Consumer-group session timeout (bounds failover)."),
+    session_timeout_ms: int = typer.Option(
+        2500, help="Consumer-group session timeout (bounds failover)."
+    ),
     keep_services: bool = typer.Option(False, help="Leave Kafka and Redis running afterwards."),
-    keep_topics: bool = typer.Option(False, help="Keep this run's topics and Redis keys (deleted by default)."),
-    run_dir: Path | None = typer.Option(None, help="Logs and audit of this run (default: <state dir>/demo/<time>)."),  # noqa: B008
-    reasoner: str = typer.Option("rules", help="rules, or local: the model of `mesh dev llm` decides (use fewer patients)."),
-    timeout_s: float | None = typer.Option(None, help="Wait this long for the workflow (default 180 s, 1800 s with local)."),
+    keep_topics: bool = typer.Option(
+        False, help="Keep this run's topics and Redis keys (deleted by default)."
+    ),
+    run_dir: Path | None = typer.Option(  # noqa: B008
+        None, help="Logs and audit of this run (default: <state dir>/demo/<time>)."
+    ),
+    reasoner: str = typer.Option(
+        "rules", help="rules, or local: the model of `mesh dev llm` decides (use fewer patients)."
+    ),
+    timeout_s: float | None = typer.Option(
+        None, help="Wait this long for the workflow (default 180 s, 1800 s with local)."
+    ),
 ) -> None:
     """Run the reconciliation workflow on local services, kill an agent mid-step, show the resume."""
     # Imported here: the demo pulls in the mock EHR and the process launcher.
@@ -42,8 +56,12 @@ def demo(
 
     result = run_demo(
         DemoOptions(
-            patients=patients, page_size=page_size, kill_after_turn=kill_after_turn,
-            turn_delay_s=turn_delay_s, session_timeout_ms=session_timeout_ms, keep_services=keep_services,
+            patients=patients,
+            page_size=page_size,
+            kill_after_turn=kill_after_turn,
+            turn_delay_s=turn_delay_s,
+            session_timeout_ms=session_timeout_ms,
+            keep_services=keep_services,
             keep_topics=keep_topics,
             run_dir=run_dir,
             reasoner=reasoner,

@@ -23,15 +23,25 @@ def _agents_references(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [f"import {a.name}" for a in node.names if a.name.split(".")[0] == "agents"]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "agents":
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module or "").split(".")[0] == "agents"
+        ):
             found.append(f"from {node.module} import ...")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_NAME.match(node.value):
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and _MODULE_NAME.match(node.value)
+        ):
             found.append(f"module name {node.value!r}")
     return [f"{path.relative_to(ROOT)}:{ref}" for ref in found]
 
 
 def test_mesh_never_imports_agents() -> None:
-    offences = [ref for path in sorted((ROOT / "mesh").rglob("*.py")) for ref in _agents_references(path)]
+    offences = [
+        ref for path in sorted((ROOT / "mesh").rglob("*.py")) for ref in _agents_references(path)
+    ]
     assert offences == []
 
 
@@ -85,4 +95,6 @@ def test_agents_register_the_demo_and_the_campaign_commands() -> None:
         assert [c.name for c in app.registered_commands] == ["demo"]
         assert {c.name for c in chaos_app.registered_commands} >= {"list", "run", "check"}
     finally:
-        chaos_app.registered_commands[:] = [c for c in chaos_app.registered_commands if c.name in before]
+        chaos_app.registered_commands[:] = [
+            c for c in chaos_app.registered_commands if c.name in before
+        ]

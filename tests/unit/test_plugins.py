@@ -19,7 +19,10 @@ def test_a_named_roles_module_is_loaded() -> None:
 
 
 def test_an_unknown_role_names_the_roles_there_are() -> None:
-    with pytest.raises(ConfigError, match=r"unknown role 'nope'; agents.roles defines: fetch, identity, report, validate"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown role 'nope'; agents.roles defines: fetch, identity, report, validate",
+    ):
         load_role("nope", "agents.roles")
 
 
@@ -33,7 +36,9 @@ def test_a_module_without_roles_is_refused(tmp_path: Path, monkeypatch: pytest.M
     sys.modules.pop("no_roles_here", None)
 
 
-def test_the_registered_roles_module_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_registered_roles_module_is_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A distribution on sys.path that registers its own roles module, as a user's package would.
     dist = tmp_path / "my_roles_pkg-1.0.dist-info"
     dist.mkdir()
