@@ -1,5 +1,5 @@
 """The public surface, pinned in one place: every package's ``__all__`` (and the public modules
-``mesh.roles``, ``mesh.plugins``, ``mesh.errors``); no name exported by two of them with two
+``mesh.roles``, ``mesh.plugins``, ``mesh.errors``, ``mesh.backoff``); no name exported by two of them with two
 meanings; every exported class and function documented. Changing the surface is deliberate:
 edit the table below in the same commit."""
 
@@ -11,6 +11,10 @@ from collections import defaultdict
 import pytest
 
 PUBLIC: dict[str, list[str]] = {
+    "mesh.backoff": [
+        "Backoff",
+        "ExponentialBackoff",
+    ],
     "mesh.bus": [
         "Bus",
         "DeadLetterClaims",
@@ -542,7 +546,7 @@ def _packages() -> list[str]:
     import mesh
     import protocols
 
-    found = {"mesh.roles", "mesh.plugins", "mesh.errors"}
+    found = {"mesh.roles", "mesh.plugins", "mesh.errors", "mesh.backoff"}
     for base in (mesh, protocols):
         found.add(base.__name__)
         found.update(
