@@ -42,13 +42,13 @@ from mesh.gossip._persist import ContextMapStore
 from mesh.quorum import (
     BallotSigner,
     CheckerRegistry,
-    Decision,
     QuorumAgent,
     QuorumBook,
     Validator,
     VoteLedger,
     resend_pending,
 )
+from mesh.quorum import QuorumDecision as Decision
 from mesh.security import (
     AgentCertificate,
     EnvelopeRejected,
