@@ -56,7 +56,7 @@ from mesh.dev import DevConfig, DevServices, free_port
 from mesh.dev.toxiproxy import Toxiproxy
 from mesh.errors import MeshError, UsageError
 from mesh.gossip import RedisContextMapStore
-from mesh.gossip.worker import GossipWorker, WorkerConfig
+from mesh.peer.worker import GossipWorker, WorkerConfig
 from mesh.security import (
     DATA_KEY_ENV,
     DATA_KEY_FILE_ENV,

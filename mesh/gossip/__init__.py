@@ -24,7 +24,7 @@ from mesh.gossip._map import ContextMap, Delta, bucket_of
 from mesh.gossip._memory import MemoryGossipNetwork, NetworkFaults
 from mesh.gossip._persist import ContextMapStore, IndexedContextMapStore, MemoryContextMapStore
 from mesh.gossip._redis import RedisContextMapStore
-from mesh.gossip.node import VARIABLE_FACT, GossipNode, GossipNodeOptions, default_checkers
+from mesh.gossip.node import GossipNode, GossipNodeOptions
 
 __all__ = [
     # clock
@@ -61,9 +61,7 @@ __all__ = [
     "IndexedContextMapStore",
     "MemoryContextMapStore",
     "RedisContextMapStore",
-    # over the bus
-    "VARIABLE_FACT",
+    # over the bus (votes and trust are composed above, by mesh.peer.Peer)
     "GossipNode",
     "GossipNodeOptions",
-    "default_checkers",
 ]

@@ -22,7 +22,7 @@ from mesh.quorum._ballots import DEFAULT_BALLOT_TTL_MS, BallotSigner, make_propo
 from mesh.quorum._book import BookLimits, BookResult, Decision, QuorumBook
 from mesh.quorum._ledger import Endorsement, MemoryVoteLedger, RedisVoteLedger, VoteLedger
 from mesh.quorum._reputation import Reputation, ReputationOptions
-from mesh.quorum._resend import resend_pending
+from mesh.quorum._resend import resend_forever, resend_pending
 from mesh.quorum._tally import BallotOutcome, Outcome, Tally, max_faulty, quorum_size
 from mesh.quorum._validator import Checker, CheckerRegistry, Judge, Validator
 
@@ -57,5 +57,6 @@ __all__ = [
     "ReputationOptions",
     # network
     "QuorumAgent",
+    "resend_forever",
     "resend_pending",
 ]

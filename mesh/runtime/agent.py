@@ -27,6 +27,7 @@ from mesh.llm import (
     RedisRateLimiter,
     RuleReasoner,
 )
+from mesh.peer import Peer
 from mesh.runtime.actions import Action
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
@@ -232,15 +233,13 @@ async def run_agent(
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     await bus.start()
     store.start()
-    gossip = GossipNode(
-        trust.keys, bus, trust.keyring, topics=topics, keyring_store=trust.store, certificate=trust.certificate,
-        store=IndexedContextMapStore(trust.redis, prefix=f"{settings.topic_prefix}:"),
-    )
-    await gossip.start()
+    # The peer gossips, votes and verifies with the same trust object (one keyring, one refresh policy).
+    peer = Peer(trust, bus, topics=topics, store=IndexedContextMapStore(trust.redis, prefix=f"{settings.topic_prefix}:"))
+    await peer.start()
     worker = build_worker(
         role, bus, store, agent_id=agent_id, topics=topics, reasoner=reasoner, blobs=blobs,
         resources={"http": http, "settings": settings}, runtime=runtime, worker=config.worker,
-        scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True, guard=trust, gossip=gossip,
+        scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True, guard=trust, gossip=peer.node,
         index=run_index,
     )
     loop = asyncio.get_running_loop()
@@ -250,7 +249,7 @@ async def run_agent(
         await worker.run(on_joined=on_ready)
     finally:
         # Each close is bounded: a broker or Redis outage must not hold a SIGTERM'd agent.
-        for what, close in (("http", http.aclose), ("reasoner", reasoner.aclose), ("gossip", gossip.aclose),
+        for what, close in (("http", http.aclose), ("reasoner", reasoner.aclose), ("peer", peer.aclose),
                             ("run index", run_index.aclose), ("store", store.aclose), ("blobs", blobs.aclose),
                             ("bus", bus.aclose),
                             ("trust", trust.aclose)):

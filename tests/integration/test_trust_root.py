@@ -16,7 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from mesh.bus import KafkaBus
-from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions
+from mesh.gossip import GossipNodeOptions, GossipOptions
+from mesh.peer import Peer
 from mesh.quorum import BallotSigner, make_proposal
 from mesh.runtime.trust import LogTrust
 from mesh.security import (
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.integration
 
 WF = "wf-trust"
 GOSSIP = GossipOptions(anti_entropy_period_ms=300, bucket_count=16)
-NODE = GossipNodeOptions(persist_debounce_ms=50, poll_timeout_ms=200, start_timeout_s=30, keyring_refresh_period_ms=200)
+NODE = GossipNodeOptions(persist_debounce_ms=50, poll_timeout_ms=200, start_timeout_s=30)
 
 
 
@@ -81,7 +82,9 @@ async def test_redis_write_access_does_not_make_mallory_k2(
     await store.publish("mallory", mallory.public_key, certificate=certs["mallory"])
     await _forge_k2(store, redis_client, mallory, certs["mallory"])
 
-    trusts = {a: LogTrust(pairs[a], store, policy=policy, certificate=certs[a]) for a in ("k0", "k1", "k2")}
+    trusts = {
+        a: LogTrust(pairs[a], store, policy=policy, certificate=certs[a], refresh_period_s=0.2) for a in ("k0", "k1", "k2")
+    }
     for a in ("k0", "k1"):
         await trusts[a].register()
         assert "k2" not in trusts[a].keyring and trusts[a].keyring.refusals["k2"] >= 1
@@ -91,8 +94,8 @@ async def test_redis_write_access_does_not_make_mallory_k2(
         await bus.start()
     validators = {"k0", "k1", "k2", "mallory"}
     nodes = {
-        a: GossipNode(pairs[a], buses[a], trusts[a].keyring, topics=topics, keyring_store=store, certificate=certs[a],
-                      validators=validators, gossip_options=GOSSIP, options=NODE)
+        # Each peer gossips and votes with its agent's one trust object (the log's guard too).
+        a: Peer(trusts[a], buses[a], topics=topics, validators=validators, gossip_options=GOSSIP, node_options=NODE)
         for a in trusts
     }
     try:
@@ -101,9 +104,8 @@ async def test_redis_write_access_does_not_make_mallory_k2(
         # Mallory overwrites k2's entry again, after everyone admitted the real key.
         await _forge_k2(store, redis_client, mallory, certs["mallory"])
         await asyncio.sleep(0.6)  # several keyring refreshes
-        for a, node in nodes.items():
-            await node._refresh_keyring()
-            await trusts[a]._reload()
+        for trust in trusts.values():
+            await trust.refresh()
 
         # Gossip: Mallory signs a digest as k2 and publishes it on the real gossip topic.
         impostor = EnvelopeSigner("k2", mallory.private_key)

@@ -31,12 +31,10 @@ def test_gossip_public_names_are_pinned():
         "NetworkFaults",
         "OrSet",
         "RedisContextMapStore",
-        "VARIABLE_FACT",
         "VariableEntry",
         "approx_tokens",
         "bucket_of",
         "decode_delta",
-        "default_checkers",
         "encode_delta",
         "wall_clock_ms",
     ]

@@ -30,6 +30,7 @@ def test_quorum_public_names_are_pinned():
         "make_proposal",
         "max_faulty",
         "quorum_size",
+        "resend_forever",
         "resend_pending",
         "verify_ballot",
     ]
