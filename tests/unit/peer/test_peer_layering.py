@@ -42,8 +42,9 @@ def _imports(path: Path) -> Iterator[tuple[int, str]]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base]) if base else ".".join(anchor)
             yield node.lineno, base
-            for alias in node.names:
-                yield node.lineno, f"{base}.{alias.name}"
+            if base == "mesh":  # ``from mesh import quorum`` imports the subpackage
+                for alias in node.names:
+                    yield node.lineno, f"{base}.{alias.name}"
 
 
 def _sources() -> list[Path]:
