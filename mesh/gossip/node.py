@@ -38,7 +38,7 @@ from mesh.gossip._agent import GossipAgent, GossipOptions
 from mesh.gossip._clock import HybridLogicalClock
 from mesh.gossip._entries import VariableEntry
 from mesh.gossip._map import ContextMap
-from mesh.gossip._persist import ContextMapStore
+from mesh.gossip._persist import ContextMapArchive
 from mesh.quorum import (
     BallotSigner,
     CheckerRegistry,
@@ -46,7 +46,6 @@ from mesh.quorum import (
     QuorumAgent,
     QuorumBook,
     Validator,
-    VoteLedger,
     resend_pending,
 )
 from mesh.security import (
@@ -54,12 +53,13 @@ from mesh.security import (
     EnvelopeRejected,
     EnvelopeSigner,
     EnvelopeVerifier,
+    KeyDirectory,
     KeyPair,
     Keyring,
-    RedisKeyringStore,
     VerifierOptions,
     redact_text,
 )
+from mesh.store import VoteLedger
 from protocols.envelope import Envelope
 from protocols.events import DeadLetter
 from protocols.gossip import GossipDelta, GossipDigest, GossipSyncRequest
@@ -162,8 +162,8 @@ class GossipNode:
         keyring: Keyring,
         *,
         topics: Topics | None = None,
-        store: ContextMapStore | None = None,
-        keyring_store: RedisKeyringStore | None = None,
+        store: ContextMapArchive | None = None,
+        keyring_store: KeyDirectory | None = None,
         certificate: AgentCertificate | None = None,
         validators: frozenset[str] | set[str] | None = None,
         checkers: CheckerRegistry | None = None,

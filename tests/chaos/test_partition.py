@@ -20,12 +20,13 @@ import redis.asyncio as aioredis
 from mesh.bus import KafkaBus
 from mesh.dev import DevServices, free_port
 from mesh.dev.toxiproxy import Toxiproxy
-from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions, IndexedContextMapStore
+from mesh.gossip import ContextMapArchive, GossipNode, GossipNodeOptions, GossipOptions
 from mesh.security import Keyring, generate_keypair
 from mesh.store import (
     JournalingStateStore,
     JournalOptions,
     ProvisionalCheckpoint,
+    RedisContextMapStore,
     RedisStateStore,
     agent_key,
 )
@@ -77,7 +78,7 @@ async def test_partition_minority_keeps_writing_cannot_decide_and_converges_afte
     ]
     nodes = [
         GossipNode(p, bus, keyring, topics=topics, validators=validators,
-                   store=IndexedContextMapStore(majority_redis if i < 3 else minority_redis, prefix="part:"),
+                   store=ContextMapArchive(RedisContextMapStore(majority_redis if i < 3 else minority_redis, prefix="part:")),
                    gossip_options=GOSSIP, options=NODE)
         for i, (p, bus) in enumerate(zip(pairs, buses, strict=True))
     ]
@@ -148,7 +149,7 @@ async def test_partition_minority_keeps_writing_cannot_decide_and_converges_afte
         history = [(await direct_store.read(agent_key("n4"), v)).data for v in range(1, latest.version + 1)]
         assert _dedup_consecutive(history) == [f"ckpt-{i}".encode() for i in range(21)]
         # The minority's own map reached Redis too once it was reachable again.
-        saved_store = IndexedContextMapStore(majority_redis, prefix="part:")
+        saved_store = ContextMapArchive(RedisContextMapStore(majority_redis, prefix="part:"))
         for _ in range(100):
             saved = await saved_store.load(WF, "n4")
             if saved is not None and {name for name, _ in saved.items()} == everything:

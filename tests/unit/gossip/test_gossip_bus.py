@@ -9,8 +9,9 @@ import pytest
 
 from mesh.bus import InMemoryBroker, InMemoryBus, RebalanceListener, SubscriptionOptions
 from mesh.errors import BusUnavailable
-from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions, MemoryContextMapStore
+from mesh.gossip import ContextMapArchive, GossipNode, GossipNodeOptions, GossipOptions
 from mesh.security import EnvelopeSigner, Keyring, generate_keypair
+from mesh.store import InMemoryContextMapStore
 from protocols import DeadLetter, Envelope, GossipDigest, Topics
 
 WF = "wf-bus"
@@ -144,8 +145,8 @@ async def test_unsigned_and_forged_envelopes_are_dead_lettered_and_nodes_keep_wo
 
 async def test_node_restores_its_maps_after_a_restart_before_hearing_from_peers() -> None:
     broker, pairs, keyring, topics = _cluster(1)
-    store = MemoryContextMapStore()
-    first = GossipNode(pairs[0], InMemoryBus(broker, topics=topics), keyring, topics=topics, store=store, gossip_options=FAST, options=NODE)
+    store = InMemoryContextMapStore()
+    first = GossipNode(pairs[0], InMemoryBus(broker, topics=topics), keyring, topics=topics, store=ContextMapArchive(store), gossip_options=FAST, options=NODE)
     await first.start()
     await first.set_variable(WF, "a", 1)
     await first.set_variable("wf-other", "b", [1, 2])
@@ -153,7 +154,7 @@ async def test_node_restores_its_maps_after_a_restart_before_hearing_from_peers(
     await first.aclose()
     saved_map = first.get(WF)
 
-    second = GossipNode(pairs[0], InMemoryBus(broker, topics=topics), keyring, topics=topics, store=store, gossip_options=FAST, options=NODE)
+    second = GossipNode(pairs[0], InMemoryBus(broker, topics=topics), keyring, topics=topics, store=ContextMapArchive(store), gossip_options=FAST, options=NODE)
     await second.start()
     try:
         assert second.restored == {WF: 1, "wf-other": 1}
@@ -167,9 +168,9 @@ async def test_node_restores_its_maps_after_a_restart_before_hearing_from_peers(
 
 async def test_unreachable_store_does_not_stop_writes_and_saves_resume() -> None:
     broker, pairs, keyring, topics = _cluster(1)
-    store = MemoryContextMapStore()
+    store = InMemoryContextMapStore()
     store.available = False
-    node = GossipNode(pairs[0], InMemoryBus(broker, topics=topics), keyring, topics=topics, store=store, gossip_options=FAST, options=NODE)
+    node = GossipNode(pairs[0], InMemoryBus(broker, topics=topics), keyring, topics=topics, store=ContextMapArchive(store), gossip_options=FAST, options=NODE)
     await node.start()  # restore fails, start does not
     try:
         assert node.stats["restore_errors"] == 1
@@ -177,7 +178,7 @@ async def test_unreachable_store_does_not_stop_writes_and_saves_resume() -> None
         await _until(lambda: node.stats["save_errors"] >= 1)
         store.available = True
         await _until(lambda: (WF, "n0") in store.saved, timeout_s=3)
-        assert (await store.load(WF, "n0")).value("x") == 1  # type: ignore[union-attr]
+        assert (await ContextMapArchive(store).load(WF, "n0")).value("x") == 1  # type: ignore[union-attr]
     finally:
         await node.aclose()
 
