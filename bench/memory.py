@@ -31,13 +31,13 @@ from agents.roles import ROLES
 from agents.specs import reconciliation_spec
 from bench.common import delete_keys, delete_topics, print_header, print_table, run_id, services
 from mesh.bus import KafkaBus, SubscriptionOptions
-from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions, IndexedContextMapStore
+from mesh.gossip import ContextMapArchive, GossipNode, GossipNodeOptions, GossipOptions
 from mesh.peer import Peer
 from mesh.runtime import AgentWorker, MeshClient, RuntimeOptions, WorkerOptions
 from mesh.runtime.agent import build_worker
 from mesh.runtime.trust import LogTrust
 from mesh.security import Keyring, generate_keypair
-from mesh.store import RedisRunIndex, RedisStateStore
+from mesh.store import RedisContextMapStore, RedisRunIndex, RedisStateStore
 from protocols import Topics, WorkflowCompleted
 
 ROLE_NAMES = ("identity", "fetch", "validate", "report")
@@ -79,7 +79,7 @@ async def run(n: int, *, retire: bool, kafka: str, redis_url: str, settle_s: flo
                 index = RedisRunIndex.from_url(redis_url, key_prefix=f"{prefix}:")
                 closers += [store.aclose, index.aclose]
                 peer = Peer(LogTrust(pairs[role], keyring=keyring), bus, topics=topics,
-                            store=IndexedContextMapStore(raw, prefix=f"{prefix}:"),
+                            store=ContextMapArchive(RedisContextMapStore(raw, prefix=f"{prefix}:")),
                             gossip_options=GossipOptions(anti_entropy_period_ms=500),
                             node_options=GossipNodeOptions(start_timeout_s=60))
                 await peer.start()

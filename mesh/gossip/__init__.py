@@ -11,19 +11,16 @@ from mesh.gossip._agent import GossipAgent, GossipOptions, GossipTransport
 from mesh.gossip._clock import ClockDriftError, HybridLogicalClock, wall_clock_ms
 from mesh.gossip._codec import DEFAULT_COMPRESS_MIN_BYTES, decode_delta, encode_delta
 from mesh.gossip._cold import (
-    ColdStore,
     ColdValueError,
     ColdValues,
     CompactedValue,
     CompactionOptions,
-    MemoryColdStore,
     approx_tokens,
 )
 from mesh.gossip._entries import EntryStatus, OrSet, VariableEntry
 from mesh.gossip._map import ContextMap, Delta, bucket_of
 from mesh.gossip._memory import MemoryGossipNetwork, NetworkFaults
-from mesh.gossip._persist import ContextMapStore, IndexedContextMapStore, MemoryContextMapStore
-from mesh.gossip._redis import RedisContextMapStore
+from mesh.gossip._persist import ContextMapArchive
 from mesh.gossip.node import GossipNode, GossipNodeOptions
 
 __all__ = [
@@ -43,12 +40,10 @@ __all__ = [
     "decode_delta",
     "encode_delta",
     # semantic compression
-    "ColdStore",
     "ColdValueError",
     "ColdValues",
     "CompactedValue",
     "CompactionOptions",
-    "MemoryColdStore",
     "approx_tokens",
     # dissemination
     "GossipAgent",
@@ -56,11 +51,8 @@ __all__ = [
     "GossipTransport",
     "MemoryGossipNetwork",
     "NetworkFaults",
-    # persistence
-    "ContextMapStore",
-    "IndexedContextMapStore",
-    "MemoryContextMapStore",
-    "RedisContextMapStore",
+    # persistence (the store itself is mesh.store.ContextMapStore)
+    "ContextMapArchive",
     # over the bus (votes and trust are composed above, by mesh.peer.Peer)
     "GossipNode",
     "GossipNodeOptions",

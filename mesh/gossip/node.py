@@ -38,7 +38,7 @@ from mesh.gossip._agent import GossipAgent, GossipOptions
 from mesh.gossip._clock import HybridLogicalClock
 from mesh.gossip._entries import VariableEntry
 from mesh.gossip._map import ContextMap
-from mesh.gossip._persist import ContextMapStore
+from mesh.gossip._persist import ContextMapArchive
 from mesh.security import EnvelopeRejected, redact_text
 from protocols.envelope import Envelope
 from protocols.events import DeadLetter
@@ -132,7 +132,7 @@ class GossipNode:
         sign: Sign,
         verify: Verify,
         topics: Topics | None = None,
-        store: ContextMapStore | None = None,
+        store: ContextMapArchive | None = None,
         gossip_options: GossipOptions | None = None,
         options: GossipNodeOptions | None = None,
         on_change: OnChange | None = None,

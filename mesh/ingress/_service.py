@@ -41,7 +41,7 @@ from mesh.ingress._validate import (
 )
 from mesh.runtime.client import MeshClient
 from mesh.settings import MeshSettings
-from mesh.store.redis_connection import RedisClient, RedisConnection
+from mesh.store.redis import RedisClient, RedisConnection
 from mesh.telemetry import consume_span, setup_tracing, shutdown_tracing, workflow_root_context
 from protocols import DeadLetter, Envelope, Topics
 

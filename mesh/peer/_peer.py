@@ -26,7 +26,7 @@ from mesh.bus import Bus
 from mesh.errors import StoreUnavailable, UsageError
 from mesh.gossip import (
     ContextMap,
-    ContextMapStore,
+    ContextMapArchive,
     GossipNode,
     GossipNodeOptions,
     GossipOptions,
@@ -41,10 +41,10 @@ from mesh.quorum import (
     QuorumAgent,
     QuorumBook,
     Validator,
-    VoteLedger,
     resend_forever,
 )
 from mesh.security import EnvelopeSigner, EnvelopeVerifier, Keyring, VerifierOptions
+from mesh.store import VoteLedger
 from protocols.envelope import Envelope
 from protocols.topics import Topics
 from protocols.votes import Proposal
@@ -128,7 +128,7 @@ class Peer:
         bus: Bus,
         *,
         topics: Topics | None = None,
-        store: ContextMapStore | None = None,
+        store: ContextMapArchive | None = None,
         validators: Set[str] | None = None,
         checkers: CheckerRegistry | None = None,
         vote_ledger: VoteLedger | None = None,

@@ -201,9 +201,9 @@ def _emit(event: dict[str, Any]) -> None:
 
 async def _child(args: argparse.Namespace) -> None:
     from mesh.bus import Bus, KafkaBus
-    from mesh.gossip import GossipNodeOptions, GossipOptions, IndexedContextMapStore
+    from mesh.gossip import ContextMapArchive, GossipNodeOptions, GossipOptions
     from mesh.peer import VARIABLE_FACT, Peer
-    from mesh.quorum import CheckerRegistry, RedisVoteLedger
+    from mesh.quorum import CheckerRegistry
     from mesh.runtime.trust import LogTrust
     from mesh.security import KeyPair, Keyring, private_key_from_hex
     from protocols import Proposal, Topics
@@ -220,16 +220,14 @@ async def _child(args: argparse.Namespace) -> None:
         request_timeout_ms=args.request_timeout_ms,
     )
     await bus.start()
-    redis_client = None
-    store = None
+    stores = None
     if args.redis_url:
         from mesh.settings import MeshSettings
-        from mesh.store.redis_connection import RedisConnection
+        from mesh.store import RedisConnection, RedisStores
 
         # The URL from the parent; mode, credentials and TLS from MESH_REDIS_* like every other client.
         connection = RedisConnection.from_settings(MeshSettings(redis_url=args.redis_url))
-        redis_client = connection.client(socket_timeout_s=2)
-        store = IndexedContextMapStore(redis_client, prefix=args.key_prefix)
+        stores = RedisStores(connection, prefix=args.key_prefix, socket_timeout_s=2)
 
     def on_change(workflow_id: str, names: list[str]) -> None:
         _emit({"op": "changed", "wf": workflow_id, "names": names, "t_ms": time.time() * 1000})
@@ -251,10 +249,10 @@ async def _child(args: argparse.Namespace) -> None:
         cast("Bus", bus),
         checkers=checkers,
         topics=topics,
-        store=store,
+        store=ContextMapArchive(stores.context_maps) if stores else None,
         validators=set(args.validators.split(",")) if args.validators else None,
-        # With Redis, a validator's votes survive a SIGKILL of this process (mesh.quorum.RedisVoteLedger).
-        vote_ledger=RedisVoteLedger(redis_client, keys.agent_id, prefix=args.key_prefix) if redis_client else None,
+        # With Redis, a validator's votes survive a SIGKILL of this process (mesh.store.RedisVoteLedger).
+        vote_ledger=stores.vote_ledger(keys.agent_id) if stores else None,
         gossip_options=GossipOptions(anti_entropy_period_ms=args.anti_entropy_ms),
         node_options=GossipNodeOptions(session_timeout_ms=args.session_timeout_ms),
         on_change=on_change if args.watch else None,
@@ -295,8 +293,8 @@ async def _child(args: argparse.Namespace) -> None:
     finally:
         await node.aclose()
         await bus.aclose()
-        if redis_client is not None:
-            await redis_client.aclose()
+        if stores is not None:
+            await stores.aclose()
 
 
 def main(argv: list[str] | None = None) -> None:

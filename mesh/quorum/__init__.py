@@ -20,7 +20,6 @@ produced.
 from mesh.quorum._agent import QuorumAgent
 from mesh.quorum._ballots import DEFAULT_BALLOT_TTL_MS, BallotSigner, make_proposal, verify_ballot
 from mesh.quorum._book import BookLimits, BookResult, Decision, QuorumBook
-from mesh.quorum._ledger import Endorsement, MemoryVoteLedger, RedisVoteLedger, VoteLedger
 from mesh.quorum._reputation import Reputation, ReputationOptions
 from mesh.quorum._resend import resend_forever, resend_pending
 from mesh.quorum._tally import BallotOutcome, Outcome, Tally, max_faulty, quorum_size
@@ -43,10 +42,6 @@ __all__ = [
     "Decision",
     "QuorumBook",
     # the validator's persisted votes
-    "Endorsement",
-    "MemoryVoteLedger",
-    "RedisVoteLedger",
-    "VoteLedger",
     # validation
     "Checker",
     "CheckerRegistry",

@@ -3,8 +3,9 @@
 Every agent (and every CLI client) has an Ed25519 key pair. The private key stays in the agent's
 state directory (``<state_dir>/keys/<agent_id>.ed25519``, mode 0600; or ``MESH_AGENT_KEY_FILE``)
 so a restarted agent keeps its identity and the envelopes it signed earlier still verify when the
-log is replayed; the public key is published in the keyring hash in Redis (``<prefix>:keyring``)
-with the operator's certificate for it, where peers look it up.
+log is replayed; the public key is published in the shared keyring store (``mesh.store.KeyringStore``;
+in a deployment the Redis hash ``<prefix>:keyring``) with the operator's certificate for it, where
+peers look it up.
 
 Trust root (``mesh.security.TrustPolicy``): Redis carries keys, it does not vouch for them. With an
 operator public key configured (``MESH_OPERATOR_PUBLIC_KEY`` or ``..._FILE``, e.g. a Kubernetes
@@ -24,7 +25,7 @@ workflow log's guard, gossip and votes (``mesh.peer.Peer``) all verify against i
 The workflow log is replayable by design (at-least-once delivery, failover replays), so its
 verifier accepts the same envelope again — handlers fold duplicates — and rejects unsigned and
 forged envelopes, and a different content under an id already seen (equivocation). A sender not
-yet in the local keyring triggers a reload from Redis before the envelope is judged, so an agent
+yet in the local keyring triggers a reload from the keyring store before the envelope is judged, so an agent
 that just started is never mistaken for a forger.
 """
 
@@ -44,10 +45,10 @@ from mesh.security import (
     EnvelopeRejected,
     EnvelopeSigner,
     EnvelopeVerifier,
+    KeyDirectory,
     KeyPair,
     Keyring,
     KeyringError,
-    RedisKeyringStore,
     TrustPolicy,
     VerifierOptions,
     certify,
@@ -57,7 +58,7 @@ from mesh.security import (
     private_key_to_hex,
     public_key_to_hex,
 )
-from mesh.store.redis_connection import RedisClient, RedisConnection
+from mesh.store import KeyringStore
 from protocols import Envelope
 
 __all__ = ["AGENT_CERT_FILE_ENV", "AGENT_KEY_FILE_ENV", "LogTrust", "load_or_create_keys", "load_or_issue_certificate"]
@@ -146,12 +147,11 @@ class LogTrust:
     def __init__(
         self,
         keys: KeyPair,
-        store: RedisKeyringStore | None = None,
+        store: KeyDirectory | None = None,
         *,
         keyring: Keyring | None = None,
         reload_interval_s: float = 0.2,
         refresh_period_s: float = 2.0,
-        client: RedisClient | None = None,
         policy: TrustPolicy | None = None,
         certificate: AgentCertificate | None = None,
     ) -> None:
@@ -181,7 +181,6 @@ class LogTrust:
         self._reload_interval_s = reload_interval_s
         self._refresh_period_s = refresh_period_s
         self._last_reload = 0.0
-        self._client = client
 
     @property
     def agent_id(self) -> str:
@@ -197,34 +196,13 @@ class LogTrust:
         return BallotSigner(self.keys.agent_id, self.keys.private_key)
 
     @classmethod
-    async def connect(
-        cls,
-        agent_id: str,
-        *,
-        redis_url: str | None = None,
-        prefix: str,
-        state_dir: Path,
-        connection: RedisConnection | None = None,
-    ) -> LogTrust:
-        """Load or create this agent's keys, publish the public key, load the keyring.
-
-        Redis is reached through ``connection`` (every ``MESH_REDIS_*`` option) or, simpler, ``redis_url``.
-        """
+    async def connect(cls, agent_id: str, keyring: KeyringStore, *, state_dir: Path) -> LogTrust:
+        """Load or create this agent's keys, publish the public key in ``keyring``, load everyone else's."""
         policy = TrustPolicy.from_env(state_dir=state_dir)
         keys = load_or_create_keys(agent_id, state_dir / "keys")
         certificate = load_or_issue_certificate(keys, state_dir / "keys", policy, state_dir=state_dir)
-        if connection is None:
-            if redis_url is None:
-                raise ConfigError("LogTrust.connect needs redis_url or connection")
-            connection = RedisConnection(url=redis_url)
-        client = connection.client(socket_timeout_s=5)
-        store = RedisKeyringStore(client, prefix=f"{prefix}:")
-        trust = cls(keys, store, client=client, policy=policy, certificate=certificate)
-        try:
-            await trust.register()
-        except BaseException:
-            await client.aclose()
-            raise
+        trust = cls(keys, KeyDirectory(keyring), policy=policy, certificate=certificate)
+        await trust.register()
         return trust
 
     async def register(self) -> None:
@@ -287,18 +265,11 @@ class LogTrust:
                 await self.refresh()
 
     @property
-    def redis(self) -> RedisClient:
-        """The Redis connection ``connect`` opened (the agent shares it for its gossip maps)."""
-        if self._client is None:
-            raise RuntimeError("this LogTrust was not made by connect(); it has no Redis client of its own")
-        return self._client
-
-    @property
     def rejections(self) -> dict[str, int]:
         """Rejected envelopes by reason."""
         return dict(self.verifier.rejections)
 
     async def aclose(self) -> None:
-        """Close the Redis connection."""
-        if self._client is not None:
-            await self._client.aclose()
+        """Release the keyring store (a store on a shared client leaves it open); nothing without one."""
+        if self.store is not None:
+            await self.store.store.aclose()

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from mesh.bus import KafkaBus
 from mesh.dev import DevServices, free_port
 from mesh.dev.toxiproxy import Toxiproxy
-from mesh.gossip import GossipNodeOptions, GossipOptions, IndexedContextMapStore
+from mesh.gossip import ContextMapArchive, GossipNodeOptions, GossipOptions
 from mesh.peer import Peer, PeerOptions
 from mesh.runtime.trust import LogTrust
 from mesh.security import Keyring, generate_keypair
@@ -28,6 +28,7 @@ from mesh.store import (
     JournalingStateStore,
     JournalOptions,
     ProvisionalCheckpoint,
+    RedisContextMapStore,
     RedisStateStore,
     agent_key,
 )
@@ -80,7 +81,7 @@ async def test_partition_minority_keeps_writing_cannot_decide_and_converges_afte
     ]
     nodes = [
         Peer(LogTrust(p, keyring=keyring), bus, topics=topics, validators=validators,
-             store=IndexedContextMapStore(majority_redis if i < 3 else minority_redis, prefix="part:"),
+             store=ContextMapArchive(RedisContextMapStore(majority_redis if i < 3 else minority_redis, prefix="part:")),
              gossip_options=GOSSIP, node_options=NODE, options=PEER)
         for i, (p, bus) in enumerate(zip(pairs, buses, strict=True))
     ]
@@ -151,7 +152,7 @@ async def test_partition_minority_keeps_writing_cannot_decide_and_converges_afte
         history = [(await direct_store.read(agent_key("n4"), v)).data for v in range(1, latest.version + 1)]
         assert _dedup_consecutive(history) == [f"ckpt-{i}".encode() for i in range(21)]
         # The minority's own map reached Redis too once it was reachable again.
-        saved_store = IndexedContextMapStore(majority_redis, prefix="part:")
+        saved_store = ContextMapArchive(RedisContextMapStore(majority_redis, prefix="part:"))
         for _ in range(100):
             saved = await saved_store.load(WF, "n4")
             if saved is not None and {name for name, _ in saved.items()} == everything:

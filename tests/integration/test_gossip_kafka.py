@@ -10,11 +10,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from mesh.bus import KafkaBus, SubscriptionOptions
-from mesh.gossip import GossipNodeOptions, GossipOptions, IndexedContextMapStore
+from mesh.gossip import ContextMapArchive, GossipNodeOptions, GossipOptions
 from mesh.peer import Peer
 from mesh.peer.worker import GossipWorker, WorkerConfig
 from mesh.runtime.trust import LogTrust
 from mesh.security import EnvelopeSigner, KeyPair, Keyring, generate_keypair, private_key_to_hex
+from mesh.store import RedisContextMapStore
 from protocols import DeadLetter, Envelope, GossipDigest, Topics
 
 pytestmark = pytest.mark.integration
@@ -125,7 +126,7 @@ async def test_sigkilled_node_restores_from_redis_and_catches_up_by_anti_entropy
     pairs = [generate_keypair(name) for name in ("a", "b", "c")]
     keyring = Keyring({p.agent_id: p.public_key for p in pairs})
     redis_client = aioredis.Redis.from_url(redis_url)
-    store = IndexedContextMapStore(redis_client, prefix=key_prefix)
+    store = ContextMapArchive(RedisContextMapStore(redis_client, prefix=key_prefix))
     buses = [await _bus(kafka_bootstrap, topics, p.agent_id) for p in pairs[:2]]
     nodes = [
         Peer(LogTrust(p, keyring=keyring), bus, topics=topics, store=store, gossip_options=GOSSIP, node_options=NODE)

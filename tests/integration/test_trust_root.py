@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,14 +25,15 @@ from mesh.security import (
     AgentCertificate,
     EnvelopeRejected,
     EnvelopeSigner,
+    KeyDirectory,
     KeyPair,
-    RedisKeyringStore,
     TrustPolicy,
     certify,
     generate_keypair,
     rotate,
 )
 from mesh.security._trust import KeyRecord
+from mesh.store import RedisKeyringStore
 from protocols import Envelope, GossipDigest, Topics
 from protocols.events import WorkflowSubmitted
 from tests.waiting import until
@@ -53,12 +55,13 @@ async def topics(kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[Topic
     yield t
 
 
-async def _forge_k2(store: RedisKeyringStore, client: aioredis.Redis, mallory: KeyPair, mallory_cert: AgentCertificate) -> None:
+async def _forge_k2(store: KeyDirectory, client: aioredis.Redis, mallory: KeyPair, mallory_cert: AgentCertificate) -> None:
     """Every way Mallory can dress her key up as k2's in Redis (the last write stays)."""
+    key = cast(RedisKeyringStore, store.store).key
     fake_operator = generate_keypair("fake-operator")
     forged_cert = certify(fake_operator.private_key, "k2", mallory.public_key)
-    await client.hset(store.key, "k2", KeyRecord(mallory_cert.public_key).to_json())
-    await client.hset(store.key, "k2", KeyRecord(mallory_cert.public_key, mallory_cert).to_json())
+    await client.hset(key, "k2", KeyRecord(mallory_cert.public_key).to_json())  # type: ignore[misc]
+    await client.hset(key, "k2", KeyRecord(mallory_cert.public_key, mallory_cert).to_json())  # type: ignore[misc]
     await store.publish("k2", mallory.public_key, certificate=forged_cert)
 
 
@@ -74,7 +77,7 @@ async def test_redis_write_access_does_not_make_mallory_k2(
 ) -> None:
     operator = generate_keypair("operator")
     policy = TrustPolicy(operator.public_key)
-    store = RedisKeyringStore(redis_client, prefix=key_prefix)
+    store = KeyDirectory(RedisKeyringStore(redis_client, prefix=key_prefix))
     pairs = {a: generate_keypair(a) for a in ("k0", "k1", "k2", "mallory")}
     certs = {a: certify(operator.private_key, a, p.public_key) for a, p in pairs.items()}
     mallory = pairs["mallory"]
@@ -150,12 +153,13 @@ async def test_redis_write_access_does_not_make_mallory_k2(
 
 
 async def test_pinned_keys_rotate_only_with_the_old_key(redis_client: aioredis.Redis, key_prefix: str) -> None:
-    store = RedisKeyringStore(redis_client, prefix=key_prefix)
+    table = RedisKeyringStore(redis_client, prefix=key_prefix)
+    store = KeyDirectory(table)
     k2, k2_new, mallory = generate_keypair("k2"), generate_keypair("k2"), generate_keypair("mallory")
     await store.publish("k2", k2.public_key)
     observer = await store.load()  # pinned: first use
     assert observer.policy.mode == "pinned" and observer.to_dict()["k2"] == KeyRecord.parse(
-        (await redis_client.hget(store.key, "k2")).decode()).public_key
+        (await redis_client.hget(table.key, "k2")).decode()).public_key
     # Mallory's key with a rotation statement she signed herself: refused.
     await store.publish("k2", mallory.public_key, rotation=rotate("k2", mallory.private_key, mallory.public_key))
     assert observer.refresh(await store.records()) == 0 and observer.refusals["k2"] == 1
@@ -163,7 +167,7 @@ async def test_pinned_keys_rotate_only_with_the_old_key(redis_client: aioredis.R
     await store.publish("k2", k2_new.public_key, rotation=rotate("k2", k2.private_key, k2_new.public_key))
     assert observer.refresh(await store.records()) == 1
     assert observer.get("k2") is not None and observer.to_dict()["k2"] == KeyRecord.parse(
-        (await redis_client.hget(store.key, "k2")).decode()).public_key
+        (await redis_client.hget(table.key, "k2")).decode()).public_key
     # Garbage in the hash is skipped, not fatal for everyone's reload.
-    await redis_client.hset(store.key, "junk", b"\xff\x00not a key")
+    await redis_client.hset(table.key, "junk", b"\xff\x00not a key")
     assert "junk" not in await store.records()

@@ -9,10 +9,11 @@ import pytest
 
 from mesh.bus import InMemoryBroker, InMemoryBus, RebalanceListener, SubscriptionOptions
 from mesh.errors import BusUnavailable
-from mesh.gossip import GossipNodeOptions, GossipOptions, MemoryContextMapStore
+from mesh.gossip import ContextMapArchive, GossipNodeOptions, GossipOptions
 from mesh.peer import Peer, PeerOptions
 from mesh.runtime.trust import LogTrust
 from mesh.security import EnvelopeSigner, Keyring, generate_keypair
+from mesh.store import InMemoryContextMapStore
 from protocols import DeadLetter, Envelope, GossipDigest, Topics
 
 WF = "wf-bus"
@@ -181,12 +182,12 @@ async def test_unsigned_and_forged_envelopes_are_dead_lettered_and_nodes_keep_wo
 
 async def test_node_restores_its_maps_after_a_restart_before_hearing_from_peers() -> None:
     broker, pairs, keyring, topics = _cluster(1)
-    store = MemoryContextMapStore()
+    store = InMemoryContextMapStore()
     first = Peer(
         LogTrust(pairs[0], keyring=keyring),
         InMemoryBus(broker, topics=topics),
         topics=topics,
-        store=store,
+        store=ContextMapArchive(store),
         gossip_options=FAST,
         node_options=NODE,
         options=PEER,
@@ -202,7 +203,7 @@ async def test_node_restores_its_maps_after_a_restart_before_hearing_from_peers(
         LogTrust(pairs[0], keyring=keyring),
         InMemoryBus(broker, topics=topics),
         topics=topics,
-        store=store,
+        store=ContextMapArchive(store),
         gossip_options=FAST,
         node_options=NODE,
         options=PEER,
@@ -220,13 +221,13 @@ async def test_node_restores_its_maps_after_a_restart_before_hearing_from_peers(
 
 async def test_unreachable_store_does_not_stop_writes_and_saves_resume() -> None:
     broker, pairs, keyring, topics = _cluster(1)
-    store = MemoryContextMapStore()
+    store = InMemoryContextMapStore()
     store.available = False
     node = Peer(
         LogTrust(pairs[0], keyring=keyring),
         InMemoryBus(broker, topics=topics),
         topics=topics,
-        store=store,
+        store=ContextMapArchive(store),
         gossip_options=FAST,
         node_options=NODE,
         options=PEER,
@@ -238,7 +239,7 @@ async def test_unreachable_store_does_not_stop_writes_and_saves_resume() -> None
         await _until(lambda: node.stats["save_errors"] >= 1)
         store.available = True
         await _until(lambda: (WF, "n0") in store.saved, timeout_s=3)
-        assert (await store.load(WF, "n0")).value("x") == 1  # type: ignore[union-attr]
+        assert (await ContextMapArchive(store).load(WF, "n0")).value("x") == 1  # type: ignore[union-attr]
     finally:
         await node.aclose()
 
