@@ -20,7 +20,9 @@ from mesh.store.base import ContextMapStore
 __all__ = ["ContextMapArchive", "open_secrets", "seal_secrets"]
 
 
-def _secret_values(raw: dict[str, Any]) -> list[tuple[dict[str, Any] | list[Any], Any, tuple[str, ...]]]:
+def _secret_values(
+    raw: dict[str, Any],
+) -> list[tuple[dict[str, Any] | list[Any], Any, tuple[str, ...]]]:
     """(container, index, context) of every value of a secret register or set element in a saved map."""
     wf = str(raw.get("workflow_id", ""))
     state = raw.get("state") or {}
@@ -101,7 +103,9 @@ class ContextMapArchive:
         data = await self.store.load(workflow_id, replica_id)
         if data is None:
             return None
-        return ContextMap.from_bytes(open_secrets(data, self.cipher), replica_id=replica_id, clock=clock)
+        return ContextMap.from_bytes(
+            open_secrets(data, self.cipher), replica_id=replica_id, clock=clock
+        )
 
     async def workflows(self, replica_id: str) -> list[str]:
         """Workflow ids of every map saved for ``replica_id``, sorted."""

@@ -31,7 +31,9 @@ class ContextMapStoreContract:
         assert await maps.workflows("agent-2") == ["wf-z"]
         assert await maps.workflows("agent-3") == []
 
-    async def test_retire_takes_the_map_out_of_the_restore_list(self, maps: ContextMapStore) -> None:
+    async def test_retire_takes_the_map_out_of_the_restore_list(
+        self, maps: ContextMapStore
+    ) -> None:
         await maps.save("wf-done", "agent-1", b"x")
         await maps.save("wf-live", "agent-1", b"y")
         await maps.retire("wf-done", "agent-1", ttl_s=3600)

@@ -14,7 +14,10 @@ class KeyringStoreContract:
         assert await keyring_store.records() == {}
         await keyring_store.publish("agent-1", '{"public_key": "aa"}')
         await keyring_store.publish("agent-2", '{"public_key": "bb"}')
-        assert await keyring_store.records() == {"agent-1": '{"public_key": "aa"}', "agent-2": '{"public_key": "bb"}'}
+        assert await keyring_store.records() == {
+            "agent-1": '{"public_key": "aa"}',
+            "agent-2": '{"public_key": "bb"}',
+        }
 
     async def test_publish_replaces_the_agents_record(self, keyring_store: KeyringStore) -> None:
         await keyring_store.publish("agent-1", "first")

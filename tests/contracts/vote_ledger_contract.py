@@ -12,7 +12,9 @@ class VoteLedgerContract:
 
     async def test_first_value_per_slot_and_epoch_wins(self, ledger: VoteLedger) -> None:
         assert await ledger.endorse("wf", "slot", 1, "h1") == Endorsement("ok", "h1", 1)
-        assert await ledger.endorse("wf", "slot", 1, "h1") == Endorsement("ok", "h1", 1)  # asking again
+        assert await ledger.endorse("wf", "slot", 1, "h1") == Endorsement(
+            "ok", "h1", 1
+        )  # asking again
         assert await ledger.endorse("wf", "slot", 1, "h2") == Endorsement("taken", "h1", 1)
 
     async def test_a_later_epoch_fences_earlier_ones(self, ledger: VoteLedger) -> None:
@@ -28,12 +30,17 @@ class VoteLedgerContract:
     async def test_ballot_recorded_once(self, ledger: VoteLedger) -> None:
         assert await ledger.recorded_ballot("wf", "p1") is None
         assert await ledger.record_ballot("wf", "p1", "accept", "checked") == ("accept", "checked")
-        assert await ledger.record_ballot("wf", "p1", "reject", "changed my mind") == ("accept", "checked")
+        assert await ledger.record_ballot("wf", "p1", "reject", "changed my mind") == (
+            "accept",
+            "checked",
+        )
         assert await ledger.recorded_ballot("wf", "p1") == ("accept", "checked")
         assert await ledger.recorded_ballot("wf-other", "p1") is None
 
     async def test_racing_endorsements_record_one_value(self, ledger: VoteLedger) -> None:
-        answers = await asyncio.gather(*(ledger.endorse("wf", "slot", 1, f"h{i}") for i in range(10)))
+        answers = await asyncio.gather(
+            *(ledger.endorse("wf", "slot", 1, f"h{i}") for i in range(10))
+        )
         winners = {a.value_hash for a in answers}
         assert len(winners) == 1
         assert sum(a.status == "ok" for a in answers) == 1

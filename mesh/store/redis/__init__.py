@@ -14,6 +14,7 @@ from mesh.store.redis._connection import (
     RedisMode,
     parse_sentinels,
     redis_call,
+    register_script,
     translate_redis_error,
 )
 from mesh.store.redis._context_maps import RedisContextMapStore
@@ -29,6 +30,7 @@ __all__ = [
     "RedisMode",
     "parse_sentinels",
     "redis_call",
+    "register_script",
     "translate_redis_error",
     # one adapter per store seam
     "RedisContextMapStore",

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from mesh.store.redis._connection import RedisClient, redis_call
 
-__all__ = ["RedisContextMapStore"]
+__all__ = ["RedisContextMapStore", "glob_escape"]
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN ``MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class RedisContextMapStore:
@@ -44,14 +49,16 @@ class RedisContextMapStore:
     async def load(self, workflow_id: str, replica_id: str) -> bytes | None:
         """GET the map."""
         data = await redis_call(
-            f"load context map {workflow_id}/{replica_id}", self._client.get(self.key(workflow_id, replica_id))
+            f"load context map {workflow_id}/{replica_id}",
+            self._client.get(self.key(workflow_id, replica_id)),
         )
         return None if data is None else bytes(data)
 
     async def workflows(self, replica_id: str) -> list[str]:
         """SMEMBERS of the replica's index, sorted."""
         members = await redis_call(
-            f"list context maps of {replica_id}", self._client.smembers(self.index_key(replica_id))  # type: ignore[arg-type]
+            f"list context maps of {replica_id}",
+            self._client.smembers(self.index_key(replica_id)),  # type: ignore[arg-type]
         )
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
@@ -64,6 +71,29 @@ class RedisContextMapStore:
         if ttl_s > 0:
             await redis_call(what, self._client.expire(self.key(workflow_id, replica_id), ttl_s))
         await redis_call(what, self._client.srem(self.index_key(replica_id), workflow_id))  # type: ignore[arg-type]
+
+    async def maps_of(self, workflow_id: str) -> dict[str, bytes]:
+        """Every replica's saved map of ``workflow_id`` (a SCAN of its hash tag): ``{replica: bytes}``.
+
+        For readers of the whole mesh (the console); a replica id holding ``:`` is skipped.
+        """
+        head = self.key(workflow_id, "")
+
+        async def scan() -> dict[str, bytes]:
+            found: dict[str, bytes] = {}
+            async for key in self._client.scan_iter(match=glob_escape(head) + "*", count=200):
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                replica = name[len(head) :]
+                if not replica or ":" in replica:
+                    continue
+                data = await self._client.get(key)
+                if data is not None:
+                    found[replica] = bytes(data)
+            return found
+
+        return dict(
+            sorted((await redis_call(f"read context maps of {workflow_id}", scan())).items())
+        )
 
     async def aclose(self) -> None:
         """The client belongs to whoever built it; nothing to close."""

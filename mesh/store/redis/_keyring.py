@@ -12,7 +12,9 @@ __all__ = ["RedisKeyringStore"]
 class RedisKeyringStore:
     """``KeyringStore`` over one Redis hash at ``{prefix}keyring`` (no hash tag: one key, one slot)."""
 
-    def __init__(self, client: RedisClient, *, prefix: str = "mesh:", owns_client: bool = False) -> None:
+    def __init__(
+        self, client: RedisClient, *, prefix: str = "mesh:", owns_client: bool = False
+    ) -> None:
         """Use ``client``; the hash lives at ``{prefix}keyring``; ``aclose`` closes the client only if owned."""
         self._client = client
         self._owns_client = owns_client
@@ -23,11 +25,16 @@ class RedisKeyringStore:
         cls, connection: RedisConnection, *, prefix: str = "mesh:", socket_timeout_s: float = 5.0
     ) -> RedisKeyringStore:
         """A keyring store on its own client (closed by ``aclose``), for processes that need nothing else."""
-        return cls(connection.client(socket_timeout_s=socket_timeout_s), prefix=prefix, owns_client=True)
+        return cls(
+            connection.client(socket_timeout_s=socket_timeout_s), prefix=prefix, owns_client=True
+        )
 
     async def publish(self, agent_id: str, record: str) -> None:
         """HSET the agent's field."""
-        await redis_call(f"publish key of {agent_id} in {self.key}", self._client.hset(self.key, agent_id, record))  # type: ignore[arg-type]
+        await redis_call(
+            f"publish key of {agent_id} in {self.key}",
+            self._client.hset(self.key, agent_id, record),  # type: ignore[arg-type]
+        )
 
     async def records(self) -> dict[str, str]:
         """HGETALL; undecodable fields are skipped (the security layer logs unreadable records)."""

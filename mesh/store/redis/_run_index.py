@@ -41,13 +41,21 @@ class RedisRunIndex:
         self._record = register_script(client, _RECORD)
 
     @classmethod
-    def from_url(cls, url: str, *, key_prefix: str = "mesh:", socket_timeout_s: float = 5.0) -> RedisRunIndex:
+    def from_url(
+        cls, url: str, *, key_prefix: str = "mesh:", socket_timeout_s: float = 5.0
+    ) -> RedisRunIndex:
         """Connect lazily to one Redis server by URL (``connect`` takes every connection option)."""
-        return cls.connect(RedisConnection(url=url), key_prefix=key_prefix, socket_timeout_s=socket_timeout_s)
+        return cls.connect(
+            RedisConnection(url=url), key_prefix=key_prefix, socket_timeout_s=socket_timeout_s
+        )
 
     @classmethod
     def connect(
-        cls, connection: RedisConnection, *, key_prefix: str = "mesh:", socket_timeout_s: float = 5.0
+        cls,
+        connection: RedisConnection,
+        *,
+        key_prefix: str = "mesh:",
+        socket_timeout_s: float = 5.0,
     ) -> RedisRunIndex:
         """Connect lazily through ``connection`` (standalone, Cluster or Sentinel; auth; TLS)."""
         return cls(connection.client(socket_timeout_s=socket_timeout_s), key_prefix=key_prefix)
@@ -66,6 +74,7 @@ class RedisRunIndex:
 
     async def record(self, run: RunSummary) -> bool:
         """Conditional write of the hash, then the sorted set."""
+
         async def go() -> bool:
             stored = await self._record(
                 keys=[self.run_key(run.workflow_id)],
@@ -79,6 +88,7 @@ class RedisRunIndex:
 
     async def get(self, workflow_id: str) -> RunSummary | None:
         """One HGET."""
+
         async def go() -> Any:
             return await self._redis.hget(self.run_key(workflow_id), "doc")  # type: ignore[misc]
 
@@ -86,7 +96,12 @@ class RedisRunIndex:
         return None if raw is None else RunSummary.from_json(raw)
 
     async def list(
-        self, *, status: str | None = None, name: str | None = None, updated_since_ms: int = 0, limit: int = 50
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        updated_since_ms: int = 0,
+        limit: int = 50,
     ) -> Sequence[RunSummary]:
         """Walk the sorted set newest first, in batches, dropping members whose hash expired."""
         found: list[RunSummary] = []
@@ -96,7 +111,11 @@ class RedisRunIndex:
             start = 0
             while len(found) < limit:
                 members = await self._redis.zrevrangebyscore(
-                    self.recent_key, "+inf", updated_since_ms, start=start, num=batch,
+                    self.recent_key,
+                    "+inf",
+                    updated_since_ms,
+                    start=start,
+                    num=batch,
                 )
                 if not members:
                     return
@@ -123,6 +142,7 @@ class RedisRunIndex:
 
     async def expire(self, workflow_id: str, ttl_s: int) -> None:
         """EXPIRE on the run's hash (the sorted-set member goes at the next listing after it expired)."""
+
         async def go() -> None:
             await self._redis.expire(self.run_key(workflow_id), ttl_s)
 

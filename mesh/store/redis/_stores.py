@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 
 from mesh.store.redis._checkpoints import RedisStateStore
-from mesh.store.redis._connection import REDIS_ERRORS, RedisClient, RedisConnection
+from mesh.store.redis._connection import REDIS_ERRORS, RedisClient, RedisConnection, redis_call
 from mesh.store.redis._context_maps import RedisContextMapStore
 from mesh.store.redis._keyring import RedisKeyringStore
 from mesh.store.redis._run_index import RedisRunIndex
-from mesh.store.redis._votes import RedisVoteLedger
+from mesh.store.redis._votes import RedisVoteLedger, read_ballots
 
 __all__ = ["RedisStores"]
 
@@ -22,7 +22,9 @@ class RedisStores:
     timeouts and close themselves), as they always had.
     """
 
-    def __init__(self, connection: RedisConnection, *, prefix: str = "mesh:", socket_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, connection: RedisConnection, *, prefix: str = "mesh:", socket_timeout_s: float = 5.0
+    ) -> None:
         """Reach Redis through ``connection``; keys start with ``prefix`` (e.g. ``mesh:``)."""
         self.connection = connection
         self.prefix = prefix
@@ -61,7 +63,17 @@ class RedisStores:
 
     def run_index(self, *, socket_timeout_s: float = 5.0) -> RedisRunIndex:
         """A run index on its own client."""
-        return RedisRunIndex.connect(self.connection, key_prefix=self.prefix, socket_timeout_s=socket_timeout_s)
+        return RedisRunIndex.connect(
+            self.connection, key_prefix=self.prefix, socket_timeout_s=socket_timeout_s
+        )
+
+    async def ballots(self, workflow_id: str) -> dict[str, dict[str, str]]:
+        """Every validator's recorded verdicts on ``workflow_id``: ``{voter: {proposal id: verdict}}``."""
+        return await read_ballots(self._client, workflow_id, prefix=self.prefix)
+
+    async def ping(self) -> bool:
+        """Whether Redis answers (``StoreError`` subclasses when it does not)."""
+        return bool(await redis_call("ping", self._client.ping()))  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         """Close the shared client (stores built by ``checkpoints``/``run_index`` close themselves)."""

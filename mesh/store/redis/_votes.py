@@ -6,8 +6,9 @@ from typing import Any
 
 from mesh.store.base import Endorsement
 from mesh.store.redis._connection import RedisClient, redis_call
+from mesh.store.redis._context_maps import glob_escape
 
-__all__ = ["RedisVoteLedger"]
+__all__ = ["RedisVoteLedger", "read_ballots"]
 
 _ENDORSE = """
 local floor = tonumber(redis.call('HGET', KEYS[1], 'floor:' .. ARGV[1]) or '-1')
@@ -43,7 +44,9 @@ class RedisVoteLedger:
     workflows do not accumulate (set it above the longest a vote on one workflow may stay open).
     """
 
-    def __init__(self, client: RedisClient, voter: str, *, prefix: str = "mesh:", ttl_s: int = 7 * 24 * 3600) -> None:
+    def __init__(
+        self, client: RedisClient, voter: str, *, prefix: str = "mesh:", ttl_s: int = 7 * 24 * 3600
+    ) -> None:
         """Record ``voter``'s votes through ``client`` (shared: ``aclose`` leaves it open)."""
         self._client = client
         self.voter = voter
@@ -54,17 +57,30 @@ class RedisVoteLedger:
         """The Redis hash holding this validator's votes on ``workflow_id``."""
         return f"{self.prefix}votes:{self.voter}:{{{workflow_id}}}"
 
-    async def endorse(self, workflow_id: str, slot: str, epoch: int, value_hash: str) -> Endorsement:
+    async def endorse(
+        self, workflow_id: str, slot: str, epoch: int, value_hash: str
+    ) -> Endorsement:
         """See ``VoteLedger.endorse``."""
         status, endorsed, floor = await self._call(
-            self._client.eval(_ENDORSE, 1, self.key(workflow_id), slot, str(epoch), value_hash, str(self.ttl_s))
+            self._client.eval(
+                _ENDORSE, 1, self.key(workflow_id), slot, str(epoch), value_hash, str(self.ttl_s)
+            )
         )
         return Endorsement(_text(status), _text(endorsed), int(_text(floor)))  # type: ignore[arg-type]
 
-    async def record_ballot(self, workflow_id: str, proposal_id: str, verdict: str, reason: str) -> tuple[str, str]:
+    async def record_ballot(
+        self, workflow_id: str, proposal_id: str, verdict: str, reason: str
+    ) -> tuple[str, str]:
         """See ``VoteLedger.record_ballot``."""
         stored = await self._call(
-            self._client.eval(_RECORD, 1, self.key(workflow_id), proposal_id, f"{verdict}\n{reason}", str(self.ttl_s))
+            self._client.eval(
+                _RECORD,
+                1,
+                self.key(workflow_id),
+                proposal_id,
+                f"{verdict}\n{reason}",
+                str(self.ttl_s),
+            )
         )
         first, _, why = _text(stored).partition("\n")
         return first, why
@@ -89,3 +105,26 @@ class RedisVoteLedger:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def read_ballots(
+    client: RedisClient, workflow_id: str, *, prefix: str = "mesh:"
+) -> dict[str, dict[str, str]]:
+    """Every validator's recorded verdicts on ``workflow_id``: ``{voter: {proposal id: verdict}}`` (a SCAN)."""
+    head, tail = f"{prefix}votes:", f":{{{workflow_id}}}"  # the layout RedisVoteLedger.key writes
+
+    async def scan() -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        async for key in client.scan_iter(
+            match=glob_escape(head) + "*" + glob_escape(tail), count=200
+        ):
+            name = _text(key)
+            voter = name[len(head) : -len(tail)]
+            fields = await client.hgetall(key)  # type: ignore[misc]
+            for f, v in fields.items():
+                fname = _text(f)
+                if fname.startswith("ballot:"):
+                    out.setdefault(voter, {})[fname[len("ballot:") :]] = _text(v).partition("\n")[0]
+        return out
+
+    return await redis_call(f"read ballots of {workflow_id}", scan())
