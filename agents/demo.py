@@ -21,10 +21,11 @@ from rich.table import Table
 from agents.mock_ehr import EhrConfig, MockEhrProcess, start_mock_ehr_process, summarize_audit_log
 from agents.processes import AgentProcesses
 from agents.specs import reconciliation_spec
-from mesh.gossip import RedisContextMapStore
+from mesh.gossip import ContextMapArchive
 from mesh.runtime import MeshClient, WorkflowView
 from mesh.security import ensure_operator_key, operator_key_path
 from mesh.settings import MeshSettings
+from mesh.store import RedisContextMapStore
 from mesh.telemetry import setup_tracing, shutdown_tracing, workflow_trace_id
 from protocols import (
     Envelope,
@@ -159,7 +160,7 @@ async def _drive(opts: DemoOptions, settings: MeshSettings, agents: AgentProcess
         await asyncio.sleep(1.5)  # a debounced save after the last change
         redis = aioredis.Redis.from_url(settings.redis_url)
         try:
-            maps = RedisContextMapStore(redis, prefix=f"{settings.topic_prefix}:")
+            maps = ContextMapArchive(RedisContextMapStore(redis, prefix=f"{settings.topic_prefix}:"))
             names = {v.name for c in view.completed.values() for v in c.variables}
             result.gossip_variables = len(names)
             for _, agent_id in AGENTS:

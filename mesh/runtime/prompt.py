@@ -14,7 +14,6 @@ from mesh.context import (
     REDACTED,
     Block,
     Budget,
-    ColdStore,
     Kind,
     Priority,
     PromptBuilder,
@@ -27,6 +26,7 @@ from mesh.context import (
 from mesh.llm import ActionSpec
 from mesh.runtime.state import StepState
 from mesh.runtime.step_runner import BuiltPrompt
+from mesh.store import BlobStore
 from protocols import StepSpec, WorkflowSpec
 
 __all__ = ["StackPromptBuilder"]
@@ -55,7 +55,7 @@ class StackPromptBuilder:
         model: str = "rule",
         counter: TokenCounter | None = None,
         summarizer: Summarizer | None = None,
-        cold_store: ColdStore | None = None,
+        cold_store: BlobStore | None = None,
         history_turns: int = 10_000,
     ) -> None:
         """Budget ``window - output_reserve - margin`` tokens per prompt (margin from calibration)."""
