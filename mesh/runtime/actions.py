@@ -94,7 +94,7 @@ class ActionContext(Protocol):
     """Outputs of the dependency steps, by step id."""
 
     def variable(self, name: str, default: Any = None) -> Any:
-        """A context variable's value (secrets included: executors need the token)."""
+        """A context variable's value (secrets included: executors need the token); a read counts as a use."""
         ...
 
     def resource(self, name: str) -> Any:

@@ -143,7 +143,8 @@ def build_worker(
     runner = StepRunner(
         reasoner or RuleReasoner(policy=role.policy, name=f"rule/{role.name}"),
         store,
-        prompts or StackPromptBuilder(window=runtime.context_window, output_reserve=runtime.max_tokens, model=model),
+        prompts or StackPromptBuilder(window=runtime.context_window, output_reserve=runtime.max_tokens, model=model,
+                                      cold_blobs=blobs, decay_idle_turns=runtime.decay_idle_turns),
         publish,
         agent_id=agent_id,
         role=role.name,
@@ -210,6 +211,8 @@ async def run_agent(
     reasoner_settings = ReasonerSettings()
     prompts = StackPromptBuilder(
         window=config.runtime.context_window, output_reserve=config.runtime.max_tokens, model=reasoner_settings.model,
+        # Variables unused for N turns leave the prompt for the blob store (MESH_DECAY_IDLE_TURNS).
+        cold_blobs=blobs, decay_idle_turns=config.runtime.decay_idle_turns,
     )
     # Provider-reported input tokens calibrate the budget's safety margin (tiktoken undercounts Claude).
     # One limiter for every agent of the mesh (MESH_LLM_RPM / _TPM / _RATE_WINDOW_S); it also

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
@@ -141,7 +142,10 @@ class _Context:
 
     def variable(self, name: str, default: Any = None) -> Any:
         entry = self._variables.get(name)
-        return entry.value if entry is not None else default
+        if entry is None:
+            return default
+        entry.last_used_turn = max(entry.last_used_turn, self.turn)  # a use (mesh.runtime.decay)
+        return entry.value
 
     def resource(self, name: str) -> Any:
         try:
@@ -291,7 +295,10 @@ class StepRunner:
         state.summaries = dict(rehydration.summaries)
         for name, entry in rehydration.variables.items():
             if name not in state.discovered and name not in state.edited:
-                state.variables[name] = entry
+                # Adopted now (a use, mesh.runtime.decay), unless the checkpoint knows a later use.
+                old = state.variables.get(name)
+                used = old.last_used_turn if old is not None and old.value == entry.value else state.turn
+                state.variables[name] = dataclasses.replace(entry, last_used_turn=used)
         for value in state.secret_values():
             secret_registry().add(value)
 
