@@ -9,7 +9,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -27,6 +27,18 @@ from mesh.llm import (
 from mesh.runtime.actions import Action, ActionError, ActionOutcome, CredentialExpired
 from mesh.runtime.history import HistoryArchiver, HistoryOptions
 from mesh.runtime.injection import inject_params
+from mesh.runtime.observers import (
+    CheckpointWritten,
+    EffectSettled,
+    KpiObserver,
+    Observers,
+    PromptBuilt,
+    ReasonerAnswered,
+    ScratchpadObserver,
+    StepOpened,
+    TurnEnded,
+    TurnObserver,
+)
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.spinning import decision_signature, spinning_reason
@@ -47,7 +59,6 @@ from mesh.telemetry import (
     tool_span,
     turn_span,
 )
-from mesh.telemetry import TurnRecord as ScratchTurn
 from protocols import (
     EffectInDoubt,
     Envelope,
@@ -189,6 +200,7 @@ class StepRunner:
         log_topic: str = "",
         consumer_group: str = "",
         refreshers: Mapping[str, Action] | None = None,
+        observers: Sequence[TurnObserver] = (),
     ) -> None:
         """Wire the runner to its reasoner, store, prompt builder and event publisher.
 
@@ -198,6 +210,11 @@ class StepRunner:
         turn records and the older ones are archived there (``mesh.runtime.history``).
         ``log_topic`` and ``consumer_group`` (where steps are read from) only label the step span
         with messaging attributes.
+
+        ``observers`` watch each step from outside the loop (``mesh.runtime.observers``): steps
+        opened, prompts built, reasoner usage, checkpoints written, turns ended, in-doubt calls
+        settled. ``kpis`` and ``scratchpad`` are shorthands that add a ``KpiObserver`` and a
+        ``ScratchpadObserver`` after them.
 
         ``refreshers`` maps a secret variable (``auth_token``) to the ``at_most_once`` action, with
         a ``lookup``, that obtains a fresh value of it. An action that injects the variable
@@ -219,6 +236,11 @@ class StepRunner:
         self.resources = dict(resources or {})
         self.scratchpad = scratchpad
         self.kpis = kpis
+        self.observers = Observers([
+            *observers,
+            *([KpiObserver(kpis)] if kpis is not None else []),
+            *([ScratchpadObserver(scratchpad)] if scratchpad is not None else []),
+        ])
         self.trace_events = trace_events
         self.cipher = cipher
         self.log_topic, self.consumer_group = log_topic, consumer_group
@@ -328,13 +350,10 @@ class StepRunner:
 
         self._spent_elsewhere[(workflow_id, step.id)] = rehydration.spent_elsewhere
         await self._announce(step, workflow_id, epoch, resumed_from)
-        if self.kpis is not None:
-            self.kpis.record_step_started(resumed=resumed_from > 0)
-        if self.scratchpad is not None:
-            self.scratchpad.open_step(
-                workflow_id, step.id, role=step.role, agent_id=self.agent_id, epoch=epoch,
-                mission=spec.mission, resumed_from_turn=resumed_from,
-            )
+        self.observers.step_opened(StepOpened(
+            workflow_id, step.id, role=step.role, agent_id=self.agent_id, epoch=epoch,
+            mission=spec.mission, resumed_from_turn=resumed_from,
+        ))
         with step_span(
             workflow_id, step.id, role=step.role, agent_id=self.agent_id, epoch=epoch,
             resumed_from_turn=resumed_from, trace_carrier=trace,
@@ -376,8 +395,9 @@ class StepRunner:
             built = await self.prompts.build(spec, step, state, allowed)
             tspan.set_many({"mesh.context.tokens": built.tokens, "mesh.context.budget": built.budget,
                             "mesh.context.evictions": len(built.ledger)})
-            if self.kpis is not None:
-                self.kpis.record_context_utilization(built.tokens, built.budget, phase=phase)
+            self.observers.prompt_built(
+                PromptBuilt(state.workflow_id, state.step_id, turn, phase, built.tokens, built.budget)
+            )
             meter = _TurnMeter()
             decided = await self._decide(spec, step, state, built, allowed, temperature, meter)
             if decided is None:
@@ -480,12 +500,10 @@ class StepRunner:
                         output_tokens=result.usage.output_tokens,
                         finish_reasons=["tool_use"],
                     )
-                    if self.kpis is not None:
-                        self.kpis.record_token_usage(
-                            model=result.model or self.reasoner.name,
-                            input_tokens=result.usage.input_tokens,
-                            output_tokens=result.usage.output_tokens,
-                        )
+                    self.observers.reasoner_answered(ReasonerAnswered(
+                        state.workflow_id, state.step_id, model=result.model or self.reasoner.name,
+                        input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens,
+                    ))
             decision = result.decision
             try:
                 if decision.action not in self.actions:
@@ -720,10 +738,7 @@ class StepRunner:
         )
         await self._event("effect.in_doubt_reported" if resolution == "repeated" else "effect.reconciled", state,
                           turn=turn, action=name, key=key, resolution=resolution)
-        if self.kpis is not None:
-            record_in_doubt = getattr(self.kpis, "record_effect_in_doubt", None)
-            if record_in_doubt is not None:
-                record_in_doubt(resolution=resolution)
+        self.observers.effect_settled(EffectSettled(state.workflow_id, state.step_id, turn, name, resolution))
         if outcome is None:
             await self._persist(state)  # the record is settled: a later crash does not count it twice
             return False
@@ -812,8 +827,9 @@ class StepRunner:
         if state.history and state.history[-1].turn == state.turn:
             # Persisted with the next checkpoint: the console's checkpoint-write KPI reads it.
             state.history[-1].checkpoint_ms = round((time.perf_counter() - t0) * 1000, 3)
-        if self.kpis is not None:
-            self.kpis.record_checkpoint_write((time.perf_counter() - t0) * 1000, size_bytes=len(data))
+        self.observers.checkpoint_written(CheckpointWritten(
+            state.workflow_id, state.step_id, state.turn, (time.perf_counter() - t0) * 1000, len(data)
+        ))
         if self.blobs is not None and self.options.blob_copies:
             name = f"{state.workflow_id}/{state.step_id}/{state.turn:06d}-e{state.epoch}.msgpack"
             task = asyncio.create_task(self._blob_copy(name, data))
@@ -1031,19 +1047,11 @@ class StepRunner:
         )
         if state.status == "paused":
             await self._escalate(state, turn)
-            if self.kpis is not None:
-                self.kpis.record_spinning(reason=state.escalation.split(":")[0])
         await self._event("turn.completed", state, turn=turn, action=action, outcome=outcome,
                           latency_ms=round(latency_ms, 3), injected=len(notes))
-        if self.kpis is not None:
-            self.kpis.record_turn_latency(latency_ms, outcome=outcome)
-        if self.scratchpad is not None:
-            self.scratchpad.append_turn(
-                state.workflow_id,
-                state.step_id,
-                ScratchTurn(
-                    turn=turn, action=action, params=record.params, reasoning=decision.reasoning,
-                    outcome=f"{outcome}: {record.summary}", latency_ms=latency_ms, phase=phase,
-                    model=self.reasoner.name, injected=tuple(n.split(" ")[0] for n in notes),
-                ),
-            )
+        self.observers.turn_ended(TurnEnded(
+            state.workflow_id, state.step_id, turn, action, outcome, record.summary, latency_ms, phase,
+            model=self.reasoner.name, params=record.params, reasoning=decision.reasoning,
+            injected=tuple(n.split(" ")[0] for n in notes),
+            escalation=state.escalation if state.status == "paused" else "",
+        ))
