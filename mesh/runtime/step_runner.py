@@ -28,16 +28,25 @@ from mesh.runtime.actions import Action, ActionError, ActionOutcome, CredentialE
 from mesh.runtime.history import HistoryArchiver, HistoryOptions
 from mesh.runtime.injection import inject_params
 from mesh.runtime.observers import (
+    ActionDone,
+    CheckpointWriting,
     CheckpointWritten,
     EffectSettled,
     KpiObserver,
     Observers,
     PromptBuilt,
     ReasonerAnswered,
+    ReasonerCall,
+    ReasonerRejected,
     ScratchpadObserver,
+    SpanObserver,
+    StepClosed,
     StepOpened,
+    ToolAttempt,
+    ToolCall,
     TurnEnded,
     TurnObserver,
+    TurnStarted,
 )
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.sanitize import one_line_error
@@ -51,13 +60,8 @@ from mesh.telemetry import (
     Kpis,
     ScratchpadWriter,
     TraceEventEmitter,
-    checkpoint_span,
-    reasoner_span,
     redact_value,
     secret_registry,
-    step_span,
-    tool_span,
-    turn_span,
 )
 from protocols import (
     EffectInDoubt,
@@ -212,9 +216,10 @@ class StepRunner:
         with messaging attributes.
 
         ``observers`` watch each step from outside the loop (``mesh.runtime.observers``): steps
-        opened, prompts built, reasoner usage, checkpoints written, turns ended, in-doubt calls
-        settled. ``kpis`` and ``scratchpad`` are shorthands that add a ``KpiObserver`` and a
-        ``ScratchpadObserver`` after them.
+        opened, prompts built, reasoner calls, tool calls, checkpoints written, turns ended,
+        in-doubt calls settled. A ``SpanObserver`` (the OpenTelemetry spans) comes first;
+        ``kpis`` and ``scratchpad`` are shorthands that add a ``KpiObserver`` and a
+        ``ScratchpadObserver`` after the given ones.
 
         ``refreshers`` maps a secret variable (``auth_token``) to the ``at_most_once`` action, with
         a ``lookup``, that obtains a fresh value of it. An action that injects the variable
@@ -237,6 +242,7 @@ class StepRunner:
         self.scratchpad = scratchpad
         self.kpis = kpis
         self.observers = Observers([
+            SpanObserver(),
             *observers,
             *([KpiObserver(kpis)] if kpis is not None else []),
             *([ScratchpadObserver(scratchpad)] if scratchpad is not None else []),
@@ -350,15 +356,13 @@ class StepRunner:
 
         self._spent_elsewhere[(workflow_id, step.id)] = rehydration.spent_elsewhere
         await self._announce(step, workflow_id, epoch, resumed_from)
-        self.observers.step_opened(StepOpened(
+        opened = StepOpened(
             workflow_id, step.id, role=step.role, agent_id=self.agent_id, epoch=epoch,
-            mission=spec.mission, resumed_from_turn=resumed_from,
-        ))
-        with step_span(
-            workflow_id, step.id, role=step.role, agent_id=self.agent_id, epoch=epoch,
-            resumed_from_turn=resumed_from, trace_carrier=trace,
+            mission=spec.mission, resumed_from_turn=resumed_from, trace=trace,
             topic=self.log_topic, consumer_group=self.consumer_group,
-        ) as span:
+        )
+        self.observers.step_opened(opened)
+        with self.observers.step_scope(opened):
             await self._event("step.started", state, resumed_from_turn=resumed_from, epoch=epoch)
             fresh = True
             if state.in_doubt is not None:
@@ -368,7 +372,7 @@ class StepRunner:
                 fresh = False
                 if self.options.turn_delay_s and state.status == "running" and not self.step_stopping(workflow_id, step.id):
                     await asyncio.sleep(self.options.turn_delay_s)
-            span.set_many({"mesh.step.status": state.status, "mesh.step.turns": state.turn})
+            self.observers.step_closed(StepClosed(workflow_id, step.id, state.status, state.turn))
             await self._event(f"step.{state.status}", state, turns=state.turn, resumes=state.resumes)
         self._spent_elsewhere.pop((workflow_id, step.id), None)
         forget = getattr(self.prompts, "forget", None)
@@ -391,13 +395,11 @@ class StepRunner:
             phase = "execution"
         temperature = getattr(self.options.temperatures, phase)
         allowed = [self.actions[name].spec for name in self.actions]
-        with turn_span(turn, phase=phase) as tspan:
+        with self.observers.turn_scope(TurnStarted(state.workflow_id, state.step_id, turn, phase)):
             built = await self.prompts.build(spec, step, state, allowed)
-            tspan.set_many({"mesh.context.tokens": built.tokens, "mesh.context.budget": built.budget,
-                            "mesh.context.evictions": len(built.ledger)})
-            self.observers.prompt_built(
-                PromptBuilt(state.workflow_id, state.step_id, turn, phase, built.tokens, built.budget)
-            )
+            self.observers.prompt_built(PromptBuilt(
+                state.workflow_id, state.step_id, turn, phase, built.tokens, built.budget, len(built.ledger)
+            ))
             meter = _TurnMeter()
             decided = await self._decide(spec, step, state, built, allowed, temperature, meter)
             if decided is None:
@@ -415,7 +417,7 @@ class StepRunner:
                 await self._persist(state)
                 await self._event("effect.in_doubt", state, turn=turn, action=action.name, key=key)
             outcome, error, retries = await self._execute(step, state, action, params, key, turn, notes)
-            tspan.set_decision(action.name, outcome="ok" if error is None else "failed", detail=error or "")
+            self.observers.action_done(ActionDone(state.workflow_id, state.step_id, turn, action.name, error or ""))
             self._fold(state, turn, action, params, notes, repairs, retries, outcome, error, started)
             _note_prompt(state.history[-1], built)
             used = meter.usage
@@ -468,18 +470,21 @@ class StepRunner:
                 max_tokens=self.options.max_tokens,
                 repair_hint=hint,
             )
-            with reasoner_span(
-                model=getattr(self.reasoner, "model", self.reasoner.name),
+            with self.observers.reasoner_scope(ReasonerCall(
+                state.workflow_id, state.step_id,
+                model=str(getattr(self.reasoner, "model", self.reasoner.name)),
                 temperature=temperature,
                 max_tokens=self.options.max_tokens,
                 provider="anthropic" if self.reasoner.name.startswith("anthropic") else "mesh.rule",
-            ) as rspan:
+            )):
                 try:
                     result = await self.reasoner.decide(request)
                 except DecisionFormatError as exc:
                     self._meter(state, meter, request, exc.usage, model="", answer=exc.raw)
                     hint = f"Your previous answer was invalid: {one_line_error(exc)}. Call exactly one of: {', '.join(names)}."
-                    rspan.set("error.type", "DecisionFormatError")
+                    self.observers.reasoner_rejected(
+                        ReasonerRejected(state.workflow_id, state.step_id, "DecisionFormatError")
+                    )
                     if attempt + 1 - unavailable >= attempts:
                         break
                     continue
@@ -495,11 +500,6 @@ class StepRunner:
                             answer=json.dumps([result.decision.action, result.decision.params], default=str)
                             + result.decision.reasoning)
                 if result.usage is not None:
-                    rspan.record_response(
-                        input_tokens=result.usage.input_tokens,
-                        output_tokens=result.usage.output_tokens,
-                        finish_reasons=["tool_use"],
-                    )
                     self.observers.reasoner_answered(ReasonerAnswered(
                         state.workflow_id, state.step_id, model=result.model or self.reasoner.name,
                         input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens,
@@ -543,7 +543,7 @@ class StepRunner:
         retries = 0
         renewed = False
         while True:
-            with tool_span(action.name, idempotency_key=key) as span:
+            with self.observers.tool_scope(ToolCall(state.workflow_id, state.step_id, action.name, key)):
                 try:
                     async with asyncio.timeout(step.limits.turn_timeout_s):
                         outcome = await action.run(ctx, params)
@@ -553,19 +553,19 @@ class StepRunner:
                         # Refused as expired before its expiry time (in flight, or clocks differ):
                         # nothing took effect, so get a fresh credential and make the call again.
                         renewed = True
-                        span.set_outcome("retry", detail=one_line_error(exc))
+                        self._tool_attempt(state, action, "retry", one_line_error(exc))
                         fresh = [await self._refresh(step, state, n, turn, "refused as expired", notes) for n in names]
                         if any(fresh):
                             params.update(inject_params(action.name, params, action.inject, state, step.params)[0])
                             continue
                     retryable = bool(getattr(exc, "retryable", False)) or isinstance(exc, TimeoutError)
-                    span.set_outcome("retry" if retryable else "failed", detail=one_line_error(exc))
+                    self._tool_attempt(state, action, "retry" if retryable else "failed", one_line_error(exc))
                     if retryable and retries < step.limits.max_retries:
                         retries += 1
                         await asyncio.sleep(self.options.action_backoff.delay_s(retries))
                         continue
                     return None, one_line_error(exc), retries
-                span.set_outcome("ok", detail=outcome.summary)
+                self._tool_attempt(state, action, "ok", outcome.summary)
                 return outcome, None, retries
 
     # -- refreshing expired secrets -----------------------------------------------------------
@@ -679,6 +679,9 @@ class StepRunner:
         epoch = await self.store.claim(key, self.agent_id)
         sealed = (self.cipher or data_cipher()).seal(str(value), context=("secret", workflow_id, name))
         await self.store.write(key, sealed, epoch=epoch, owner=self.agent_id, workflow_id=workflow_id)
+
+    def _tool_attempt(self, state: StepState, action: Action, outcome: str, detail: str) -> None:
+        self.observers.tool_attempt(ToolAttempt(state.workflow_id, state.step_id, action.name, outcome, detail))
 
     def _context(self, step: StepSpec, state: StepState, key: str, turn: int) -> _Context:
         return _Context(
@@ -812,10 +815,9 @@ class StepRunner:
         data = state.to_bytes(self.cipher)
         key = step_key(state.workflow_id, state.step_id)
         t0 = time.perf_counter()
-        with checkpoint_span(
-            workflow_id=state.workflow_id, step_id=state.step_id, turn=state.turn, epoch=state.epoch,
-            size_bytes=len(data),
-        ) as span:
+        with self.observers.checkpoint_scope(
+            CheckpointWriting(state.workflow_id, state.step_id, state.turn, state.epoch, len(data))
+        ):
             try:
                 ckpt = await self.store.write(
                     key, data, epoch=state.epoch, owner=self.agent_id, workflow_id=state.workflow_id
@@ -823,13 +825,13 @@ class StepRunner:
             except StaleEpochError as exc:
                 log.warning("%s/%s: %s; abandoning the step", state.workflow_id, state.step_id, exc)
                 raise OwnershipLost(str(exc)) from exc
-            span.set_result(version=ckpt.version)
+            self.observers.checkpoint_written(CheckpointWritten(
+                state.workflow_id, state.step_id, state.turn, (time.perf_counter() - t0) * 1000, len(data),
+                version=ckpt.version,
+            ))
         if state.history and state.history[-1].turn == state.turn:
             # Persisted with the next checkpoint: the console's checkpoint-write KPI reads it.
             state.history[-1].checkpoint_ms = round((time.perf_counter() - t0) * 1000, 3)
-        self.observers.checkpoint_written(CheckpointWritten(
-            state.workflow_id, state.step_id, state.turn, (time.perf_counter() - t0) * 1000, len(data)
-        ))
         if self.blobs is not None and self.options.blob_copies:
             name = f"{state.workflow_id}/{state.step_id}/{state.turn:06d}-e{state.epoch}.msgpack"
             task = asyncio.create_task(self._blob_copy(name, data))
