@@ -645,8 +645,9 @@ class AgentWorker:
             await flush()
 
     async def _publish(self, payload: Any, wf: str, step: str, what: str) -> None:
-        await self.bus.publish(
-            self.topics.workflow_events,
+        # Through the runner's publisher, like StepStarted/Progress/Escalated: one path for every
+        # event of a step (its publish span and trace context, whatever the bus or the topic).
+        await self.runner.publish(
             Envelope.of(payload, sender=self.agent_id, workflow_id=wf, step_id=step,
                         id=deterministic_event_id(wf, step, what)),
         )
