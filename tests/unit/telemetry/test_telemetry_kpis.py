@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -98,7 +100,11 @@ def test_telemetry_kpis_flag_the_seed_thresholds_as_gauges() -> None:
     assert by_kpi(Kpis.KPI_VALUE)["turn_latency_p95"] == 7_000.0
     thresholds = by_kpi(Kpis.KPI_THRESHOLD)
     assert thresholds["turn_latency_p95"] == 5_000.0 and thresholds["workflow_success_rate"] == 0.95
-    (point,) = [p for p in points[Kpis.KPI_VIOLATED] if p.attributes["mesh.kpi"] == "state_size_max"]  # type: ignore[attr-defined]
-    assert point.attributes == {  # type: ignore[attr-defined]
-        "mesh.role": "fetch", "mesh.kpi": "state_size_max", "mesh.kpi.unit": "bytes", "mesh.kpi.better": "lower",
+    violations: list[Any] = points[Kpis.KPI_VIOLATED]
+    (point,) = [p for p in violations if p.attributes["mesh.kpi"] == "state_size_max"]
+    assert point.attributes == {
+        "mesh.role": "fetch",
+        "mesh.kpi": "state_size_max",
+        "mesh.kpi.unit": "bytes",
+        "mesh.kpi.better": "lower",
     }
