@@ -7,7 +7,6 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -19,6 +18,7 @@ from mesh.errors import MeshError
 from mesh.ingress.cli import ingress as ingress_command
 from mesh.ingress.cli import schema_app
 from mesh.llm.eval_cli import app as eval_app
+from mesh.plugins import register_commands
 from mesh.runtime.cli import EXIT_INTERNAL, EXIT_USAGE, error_line, exit_code_of
 from mesh.runtime.cli import register as register_runtime
 from mesh.security.cli import app as keys_app
@@ -37,37 +37,9 @@ register_runtime(app)
 app.add_typer(schema_app, name="schema", help="Print the JSON Schemas of what the mesh accepts from outside.")
 app.command("ingress")(ingress_command)
 app.command("console")(console_command)
-
-
-@app.command()
-def demo(
-    patients: int = typer.Option(20, help="Patients in the mock EHR."),
-    page_size: int = typer.Option(2, help="Patients per fetch turn (small: more turns to kill in)."),
-    kill_after_turn: int = typer.Option(3, help="SIGKILL the fetch owner after this turn (0: no kill)."),
-    turn_delay_s: float = typer.Option(0.4, help="Pause after each turn, in seconds."),
-    session_timeout_ms: int = typer.Option(2500, help="Consumer-group session timeout (bounds failover)."),
-    keep_services: bool = typer.Option(False, help="Leave Kafka and Redis running afterwards."),
-    keep_topics: bool = typer.Option(False, help="Keep this run's topics and Redis keys (deleted by default)."),
-    run_dir: Path | None = typer.Option(None, help="Logs and audit of this run (default: <state dir>/demo/<time>)."),  # noqa: B008
-    reasoner: str = typer.Option("rules", help="rules, or local: the model of `mesh dev llm` decides (use fewer patients)."),
-    timeout_s: float | None = typer.Option(None, help="Wait this long for the workflow (default 180 s, 1800 s with local)."),
-) -> None:
-    """Run the reconciliation workflow on local services, kill an agent mid-step, show the resume."""
-    # Imported here: agents/ builds on mesh/, not the other way round.
-    from agents.demo import DemoOptions, run_demo
-
-    result = run_demo(
-        DemoOptions(
-            patients=patients, page_size=page_size, kill_after_turn=kill_after_turn,
-            turn_delay_s=turn_delay_s, session_timeout_ms=session_timeout_ms, keep_services=keep_services,
-            keep_topics=keep_topics,
-            run_dir=run_dir,
-            reasoner=reasoner,
-            timeout_s=timeout_s,
-        )
-    )
-    ok = result.status == "succeeded" and result.duplicate_effects == 0 and result.unauthorized == 0
-    raise typer.Exit(0 if ok else 1)
+# Commands of packages built on mesh (the demo, the fault campaign): registered through the
+# agent_mesh.commands entry point group, so mesh never imports them (mesh/plugins.py).
+register_commands(app)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 
 from mesh.telemetry import (
     Kpis,
+    ScratchpadTurn,
     ScratchpadWriter,
     checkpoint_span,
     reasoner_span,
@@ -36,7 +37,6 @@ from mesh.telemetry import (
     tool_span,
     turn_span,
 )
-from mesh.telemetry import TurnRecord as ScratchTurn
 
 __all__ = [
     "ActionDone",
@@ -456,7 +456,7 @@ class ScratchpadObserver(TurnObserver):
         self.scratchpad.append_turn(
             event.workflow_id,
             event.step_id,
-            ScratchTurn(
+            ScratchpadTurn(
                 turn=event.turn,
                 action=event.action,
                 params=event.params,

@@ -522,8 +522,9 @@ class AgentWorker:
         )
         for dep in view.spec.ancestors(step.id):
             done = view.completed[dep]
-            if dep in step.depends_on:
-                inputs[dep] = dict(done.outputs)
+            # Every ancestor's outputs, not only the direct dependencies' (a diamond's join and
+            # a step two hops away read them as ctx.inputs[<step id>]).
+            inputs[dep] = dict(done.outputs)
             summaries[dep] = done.summary
             for var in done.variables:
                 known = variables.get(var.name)
