@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ from mesh.llm import (
 )
 from mesh.plugins import load_roles
 from mesh.roles import Role
+from mesh.runtime.observers import TurnObserver
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
 from mesh.runtime.step_runner import StepRunner
@@ -109,8 +110,13 @@ def build_worker(
     guard: EnvelopeGuard | None = None,
     gossip: GossipNode | None = None,
     index: RunIndex | None = None,
+    observers: Sequence[TurnObserver] = (),
 ) -> AgentWorker:
-    """Wire a worker for ``role``; the reasoner defaults to the role's rule policy."""
+    """Wire a worker for ``role``; the reasoner defaults to the role's rule policy.
+
+    ``observers`` watch its turns from outside the loop (``mesh.runtime.observers``), after the
+    spans and before the ``kpis`` and ``scratchpad`` ones.
+    """
     runtime = runtime or RuntimeOptions()
 
     async def publish(env: Envelope) -> None:
@@ -142,6 +148,7 @@ def build_worker(
         log_topic=topics.workflow_events,
         consumer_group=f"{topics.prefix}.role.{role.name}",
         refreshers=getattr(role, "refresh", None),
+        observers=observers,
     )
     return AgentWorker(bus, store, runner, topics=topics, options=worker, guard=guard, gossip=gossip, index=index)
 

@@ -110,3 +110,24 @@ async def test_observers_see_the_step_in_order_and_a_broken_one_fails_no_turn(
     pad = (tmp_path / "pads").rglob("*.md")
     text = "".join(p.read_text() for p in pad)
     assert "## Turn 3" in text and "next number" in text
+
+
+def test_build_worker_hands_its_observers_to_the_runner() -> None:
+    from agents.roles import ROLES
+    from mesh.bus import InMemoryBroker, InMemoryBus
+    from mesh.runtime.agent import build_worker
+    from mesh.runtime.observers import SpanObserver
+    from protocols import Topics
+
+    topics = Topics(prefix="t")
+    probe = Recorder()
+    worker = build_worker(
+        ROLES["identity"],
+        InMemoryBus(InMemoryBroker(), topics=topics, client_id="a"),
+        InMemoryStateStore(),
+        agent_id="a",
+        topics=topics,
+        observers=[probe],
+    )
+    chain = worker.runner.observers.observers
+    assert isinstance(chain[0], SpanObserver) and chain[1] is probe
