@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -27,6 +27,7 @@ from mesh.llm import (
 from mesh.peer import Peer
 from mesh.plugins import load_roles
 from mesh.roles import Role
+from mesh.runtime.observers import TurnObserver
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
 from mesh.runtime.step_runner import StepRunner
@@ -109,8 +110,13 @@ def build_worker(
     guard: EnvelopeGuard | None = None,
     gossip: GossipNode | None = None,
     index: RunIndex | None = None,
+    observers: Sequence[TurnObserver] = (),
 ) -> AgentWorker:
-    """Wire a worker for ``role``; the reasoner defaults to the role's rule policy."""
+    """Wire a worker for ``role``; the reasoner defaults to the role's rule policy.
+
+    ``observers`` watch its turns from outside the loop (``mesh.runtime.observers``), after the
+    spans and before the ``kpis`` and ``scratchpad`` ones.
+    """
     runtime = runtime or RuntimeOptions()
 
     async def publish(env: Envelope) -> None:
@@ -127,7 +133,8 @@ def build_worker(
     runner = StepRunner(
         reasoner or RuleReasoner(policy=role.policy, name=f"rule/{role.name}"),
         store,
-        prompts or StackPromptBuilder(window=runtime.context_window, output_reserve=runtime.max_tokens, model=model),
+        prompts or StackPromptBuilder(window=runtime.context_window, output_reserve=runtime.max_tokens, model=model,
+                                      cold_blobs=blobs, decay_idle_turns=runtime.decay_idle_turns),
         publish,
         agent_id=agent_id,
         role=role.name,
@@ -141,6 +148,7 @@ def build_worker(
         log_topic=topics.workflow_events,
         consumer_group=f"{topics.prefix}.role.{role.name}",
         refreshers=getattr(role, "refresh", None),
+        observers=observers,
     )
     return AgentWorker(bus, store, runner, topics=topics, options=worker, guard=guard, gossip=gossip, index=index)
 
@@ -197,6 +205,8 @@ async def run_agent(
     reasoner_settings = ReasonerSettings()
     prompts = StackPromptBuilder(
         window=config.runtime.context_window, output_reserve=config.runtime.max_tokens, model=reasoner_settings.model,
+        # Variables unused for N turns leave the prompt for the blob store (MESH_DECAY_IDLE_TURNS).
+        cold_blobs=blobs, decay_idle_turns=config.runtime.decay_idle_turns,
     )
     # Provider-reported input tokens calibrate the budget's safety margin (tiktoken undercounts Claude).
     # One limiter for every agent of the mesh (MESH_LLM_RPM / _TPM / _RATE_WINDOW_S); it also
