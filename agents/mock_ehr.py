@@ -31,7 +31,8 @@ gets 422. Fault injection: ``fail_rate`` answers 503 (``retryable: true``, nothi
 seeded fraction of calls; ``latency_ms`` delays every call.
 
 The audit log is append-only JSONL, one line per call, flushed and fsynced before the response
-is sent. It names a token only by a hash and never holds the client secret.
+is sent. It names a token only by a hash and never holds the client secret; the line of a
+granted token call carries the token's ``expires_at`` (a later call is a refresh, not a spare).
 """
 
 from __future__ import annotations
@@ -423,6 +424,8 @@ class _Call:
     replay: bool = False
     effect_id: str | None = None
     effect_key: str | None = None
+    expires_at: float | None = None
+    """Of a token issued by this call (Unix seconds): a later token call after it is a refresh."""
 
 
 class _Reply(Exception):
@@ -645,6 +648,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "replay": call.replay,
                 "effect_id": call.effect_id,
                 "effect_key": call.effect_key,
+                "expires_at": call.expires_at,
             }
         )
 
@@ -747,13 +751,14 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.state.issue_token(client_id, call.idempotency_key)
         call.token_id = token_id(token)
         ttl = config.token_ttl_s
+        call.expires_at = round(time.time() + ttl, 3)
         return _Reply(
             200,
             {
                 "access_token": token,
                 "token_type": "Bearer",
                 "expires_in": int(ttl) if float(ttl).is_integer() else ttl,
-                "expires_at": round(time.time() + ttl, 3),
+                "expires_at": call.expires_at,
             },
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -25,6 +25,7 @@ from mesh.runtime import (
     NewVariable,
     RetryableActionError,
 )
+from mesh.runtime.actions import CredentialExpired
 
 __all__ = ["ROLES", "Role", "allergy_conflicts", "check_record"]
 
@@ -42,6 +43,9 @@ class Role:
 
     name: str
     actions: Mapping[str, Action]
+    refresh: Mapping[str, Action] = field(default_factory=dict)
+    """Secret variable -> the at-most-once action (with a lookup) that gets a fresh value when it
+    expired (``StepRunner(refreshers=...)``)."""
 
     def policy(self, request: ReasonerRequest) -> Decision:
         """Rule: the first allowed action; every parameter comes from injection."""
@@ -81,6 +85,8 @@ async def _call(ctx: ActionContext, method: str, path: str, *, token: str | None
             code = resp.json().get("error", "")
         except ValueError:
             code = ""
+        if resp.status_code == 401 and code == "token_expired":
+            raise CredentialExpired(f"{method} {path}: HTTP 401 token_expired")
         raise ActionError(f"{method} {path}: HTTP {resp.status_code} {code}".strip())
     return resp.json()
 
@@ -121,6 +127,30 @@ def _token_outcome(params: Mapping[str, Any], body: Mapping[str, Any]) -> Action
         done=True,
     )
 
+
+_TOKEN_SPEC = ActionSpec(
+    name="authenticate",
+    description="Get an access token from the EHR with the client credentials.",
+    params_schema={
+        "type": "object",
+        "properties": {
+            "client_id": {"type": "string"},
+            "token_endpoint": {"type": "string"},
+            "client_secret_env": {"type": "string"},
+        },
+        "required": ["client_id", "token_endpoint"],
+    },
+)
+
+REFRESH_TOKEN = Action(
+    _TOKEN_SPEC,
+    _authenticate,
+    inject={"client_id": "var:ehr_client_id", "token_endpoint": "var:ehr_token_endpoint"},
+    at_most_once=True,
+    lookup=_find_token,
+)
+"""How a step that uses ``auth_token`` gets a fresh one when it expired: the identity call again,
+with the workflow's client id and token endpoint (an at-most-once call, looked up after a crash)."""
 
 IDENTITY = Role(
     "identity",
@@ -192,6 +222,7 @@ FETCH = Role(
             inject={"token": "var:auth_token", "page": "memory:next_page|1", "page_size": "param:page_size"},
         ),
     },
+    refresh={"auth_token": REFRESH_TOKEN},
 )
 
 # -- validate ----------------------------------------------------------------------------------
@@ -264,6 +295,7 @@ VALIDATE = Role(
             side_effect=True,
         ),
     },
+    refresh={"auth_token": REFRESH_TOKEN},
 )
 
 # -- report ------------------------------------------------------------------------------------
@@ -308,6 +340,7 @@ REPORT = Role(
             side_effect=True,
         ),
     },
+    refresh={"auth_token": REFRESH_TOKEN},
 )
 
 ROLES: Mapping[str, Role] = {r.name: r for r in (IDENTITY, FETCH, VALIDATE, REPORT)}

@@ -10,6 +10,7 @@ What each anomaly kind means is in ``ANOMALY_KINDS``; the figures are in :class:
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,7 +30,8 @@ ANOMALY_KINDS: Mapping[str, str] = {
     "stale_epoch_write": "a checkpoint version written with a lower epoch after a higher one",
     "duplicate_effect": "one logical side effect (idempotency key) created twice in the mock service",
     "unauthorized": "a call answered 401 (a step ran without a valid token)",
-    "extra_auth": "a token issued that no call ever used, beyond one per workflow",
+    "extra_auth": "a token issued that no call ever used, beyond one per workflow (a token asked for "
+    "after the workflow's previous one expired is a refresh, counted in tokens_refreshed)",
     "in_doubt_unresolved": "an effect recorded in doubt that was neither reconciled nor reported",
     "variable_lost": "a variable a step published is missing from an agent's persisted map",
     "variable_diverged": "agents' persisted maps disagree on a variable's value",
@@ -90,6 +92,10 @@ class Figures:
     """Faults the campaign injected (``fault.*`` events)."""
     auth_calls: int = 0
     tokens_issued: int = 0
+    tokens_refreshed: int = 0
+    """Tokens issued to a workflow after its previous token expired (justified, not ``extra_auth``)."""
+    tokens_expired: int = 0
+    """Calls refused ``401 token_expired`` with a token its workflow then refreshed (not ``unauthorized``)."""
     unauthorized: int = 0
     effects: int = 0
     """Side effects created in the mock service (replays not counted)."""
@@ -123,7 +129,8 @@ class Figures:
         return {
             "workflows": self.workflows, "completed": self.completed, "faults": self.faults,
             "auth_calls": self.auth_calls, "auth_per_workflow": round(self.auth_per_workflow, 3),
-            "tokens_issued": self.tokens_issued, "unauthorized": self.unauthorized, "effects": self.effects,
+            "tokens_issued": self.tokens_issued, "tokens_refreshed": self.tokens_refreshed,
+            "tokens_expired": self.tokens_expired, "unauthorized": self.unauthorized, "effects": self.effects,
             "duplicated_effects": self.duplicated_effects, "in_doubt": self.in_doubt,
             "in_doubt_reconciled": self.in_doubt_reconciled, "in_doubt_reported": self.in_doubt_reported,
             "resumes": self.resumes, "dead_letters": self.dead_letters,
@@ -308,20 +315,70 @@ def _stale_writes(history: History) -> Iterable[Anomaly]:
                 highest = e
 
 
+_REFRESH_SLACK_MS = 500
+"""Clock rounding allowed between a token's ``expires_at`` and the call that replaced it."""
+
+
+def _refreshed_tokens(history: History) -> tuple[set[str], set[str]]:
+    """(tokens issued to replace an expired one, expired tokens that were replaced), by token id.
+
+    A workflow's token after its first is a refresh when the one before it had expired by the
+    time it was asked for: its ``expires_at`` (audit of the grant) had passed, or a call with it
+    was refused ``401 token_expired`` before. Anything else is a spare token (``extra_auth``).
+    """
+    expired_at: dict[str, int] = {}
+    for e in history.of("audit"):
+        if (
+            int(e.get("status", 0)) == 401
+            and e.get("error") == "token_expired"
+            and e.get("token_id")
+        ):
+            expired_at.setdefault(str(e.get("token_id")), e.at_ms)
+    by_workflow: dict[str, list[Event]] = defaultdict(list)
+    for e in history.of("audit", "POST /auth/token"):
+        if int(e.get("status", 0)) == 200 and e.get("token_id") and e.workflow_id:
+            by_workflow[e.workflow_id].append(e)
+    refreshed: set[str] = set()
+    replaced: set[str] = set()
+    for grants in by_workflow.values():
+        grants.sort(key=lambda g: g.at_ms)
+        for before, after in itertools.pairwise(grants):
+            old = str(before.get("token_id"))
+            expiry_ms = int(float(before.get("expires_at") or 0) * 1000)
+            refused_ms = expired_at.get(old)
+            if (expiry_ms and after.at_ms + _REFRESH_SLACK_MS >= expiry_ms) or (
+                refused_ms is not None and refused_ms <= after.at_ms
+            ):
+                refreshed.add(str(after.get("token_id")))
+                replaced.add(old)
+    return refreshed, replaced
+
+
 def _effects_and_auth(history: History, figures: Figures) -> Iterable[Anomaly]:
     created: dict[str, list[Event]] = defaultdict(list)
     issued: list[Event] = []
     used: set[str] = set()
+    refreshed, replaced = _refreshed_tokens(history)
     for e in history.of("audit"):
         status = int(e.get("status", 0))
         if e.kind == "POST /auth/token":
             figures.auth_calls += 1
             if status == 200:
-                issued.append(e)
                 figures.tokens_issued += 1
+                if str(e.get("token_id")) in refreshed:
+                    figures.tokens_refreshed += 1
+                else:
+                    issued.append(e)
         elif e.get("token_id"):
             used.add(str(e.get("token_id")))
-        if status == 401:
+        if (
+            status == 401
+            and e.get("error") == "token_expired"
+            and str(e.get("token_id")) in replaced
+        ):
+            # The workflow refreshed it: a retry, not a step that ran without a token.
+            figures.tokens_expired += 1
+        elif status == 401:
             figures.unauthorized += 1
             yield Anomaly(
                 "unauthorized", f"{e.kind} answered 401 ({e.get('error')})", (e,), e.workflow_id
@@ -344,7 +401,8 @@ def _effects_and_auth(history: History, figures: Figures) -> Iterable[Anomaly]:
         yield Anomaly(
             "extra_auth",
             f"token {e.get('token_id')} issued and never used "
-            f"({len(issued)} tokens for {len(history.workflows())} workflows)",
+            f"({len(issued)} tokens for {len(history.workflows())} workflows, "
+            f"{figures.tokens_refreshed} more refreshed after an expiry)",
             (e,),
         )
 
@@ -352,7 +410,9 @@ def _effects_and_auth(history: History, figures: Figures) -> Iterable[Anomaly]:
 def _in_doubt(history: History, figures: Figures) -> Iterable[Anomaly]:
     records: dict[str, Event] = {}
     # A call checkpointed with its result (``effect.completed``) was in doubt only while in flight.
-    completed = {str(e.get("idempotency_key") or e.get("key")) for e in history.of("trace", EFFECT_COMPLETED)}
+    completed = {
+        str(e.get("idempotency_key") or e.get("key")) for e in history.of("trace", EFFECT_COMPLETED)
+    }
     for source in ("log", "trace"):
         for e in history.of(source):
             if IN_DOUBT_EVENTS.get(e.kind) != source:

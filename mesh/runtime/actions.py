@@ -20,6 +20,7 @@ __all__ = [
     "ActionContext",
     "ActionError",
     "ActionOutcome",
+    "CredentialExpired",
     "Executor",
     "Lookup",
     "NewVariable",
@@ -37,6 +38,15 @@ class RetryableActionError(ActionError):
     """An action failed in a way that may pass on retry (HTTP 503, timeout, connection reset)."""
 
     retryable = True
+
+
+class CredentialExpired(ActionError):
+    """The outside service refused a credential as expired (HTTP 401 ``token_expired``).
+
+    Nothing took effect. When the step's role declares a refresh path for the secret variables
+    the action injects (``StepRunner(refreshers=...)``), the runtime obtains a fresh value and
+    runs the call again in the same turn; otherwise it fails like any ``ActionError``.
+    """
 
 
 @dataclass(frozen=True, slots=True)

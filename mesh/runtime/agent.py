@@ -156,6 +156,7 @@ def build_worker(
         trace_events=emitter,
         log_topic=topics.workflow_events,
         consumer_group=f"{topics.prefix}.role.{role.name}",
+        refreshers=getattr(role, "refresh", None),
     )
     return AgentWorker(bus, store, runner, topics=topics, options=worker, guard=guard, gossip=gossip, index=index)
 

@@ -172,6 +172,12 @@ class StepState:
     ``action`` and its idempotency ``key`` (no parameters: a lookup re-injects them from state)."""
     effects_in_doubt: int = 0
     """In-doubt effects this step met on resume (each reported as ``EffectInDoubt``)."""
+    settled_effect: str = ""
+    """Idempotency key of the last at-most-once call whose result this checkpoint holds: an owner
+    that resumes the step says so again (``effect.completed``), since its predecessor may have died
+    between this checkpoint and saying it."""
+    refreshes: int = 0
+    """Secret variables this step refreshed because they expired (numbers the refresh calls' keys)."""
 
     def to_bytes(self, cipher: DataCipher | None = None) -> bytes:
         """Serialize (msgpack), on the hot path of every turn, secret values sealed with ``cipher``.

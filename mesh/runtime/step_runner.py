@@ -7,6 +7,7 @@ import json
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -22,7 +23,7 @@ from mesh.llm import (
     ReasonerUnavailable,
     Usage,
 )
-from mesh.runtime.actions import Action, ActionError, ActionOutcome
+from mesh.runtime.actions import Action, ActionError, ActionOutcome, CredentialExpired
 from mesh.runtime.history import HistoryArchiver, HistoryOptions
 from mesh.runtime.injection import inject_params
 from mesh.runtime.options import RuntimeOptions
@@ -31,7 +32,7 @@ from mesh.runtime.spinning import decision_signature, spinning_reason
 from mesh.runtime.state import LEDGER_LINES_PER_TURN, StepState, TurnRecord, VariableEntry
 from mesh.runtime.validation import InvalidDecision, check_params
 from mesh.security import DataCipher, data_cipher, redact_text
-from mesh.store import BlobStore, StateStore, step_key
+from mesh.store import BlobStore, StateStore, step_key, workflow_tag
 from mesh.telemetry import (
     REDACTED,
     Kpis,
@@ -60,9 +61,17 @@ from protocols import (
     deterministic_event_id,
 )
 
-__all__ = ["BuiltPrompt", "OwnershipLost", "PromptBuilder", "Rehydration", "StepRunner"]
+__all__ = ["BuiltPrompt", "OwnershipLost", "PromptBuilder", "Rehydration", "StepRunner", "secret_key"]
 
 log = logging.getLogger("mesh.runtime")
+
+_ANNOUNCED_KEPT = 4096
+"""StepStarted announcements a runner remembers, to send each (workflow, step, epoch, turn) once."""
+
+
+def secret_key(workflow_id: str, name: str) -> str:
+    """State-store key holding the value of a secret variable of a workflow (sealed)."""
+    return f"wf:{workflow_tag(workflow_id)}:secret:{name}"
 
 
 class OwnershipLost(MeshError):
@@ -175,6 +184,7 @@ class StepRunner:
         cipher: DataCipher | None = None,
         log_topic: str = "",
         consumer_group: str = "",
+        refreshers: Mapping[str, Action] | None = None,
     ) -> None:
         """Wire the runner to its reasoner, store, prompt builder and event publisher.
 
@@ -184,6 +194,14 @@ class StepRunner:
         turn records and the older ones are archived there (``mesh.runtime.history``).
         ``log_topic`` and ``consumer_group`` (where steps are read from) only label the step span
         with messaging attributes.
+
+        ``refreshers`` maps a secret variable (``auth_token``) to the ``at_most_once`` action, with
+        a ``lookup``, that obtains a fresh value of it. An action that injects the variable
+        (``var:auth_token``) gets a fresh one first when its ``expires_at_ms`` has passed, or when
+        it raises ``CredentialExpired``: the call is recorded in doubt like any at-most-once call
+        (a kill mid-refresh is reconciled by its lookup), the value is written sealed to the
+        workflow's secret key (``secret_key``, which later steps read) and to the checkpoint,
+        and a ``secret.refreshed`` trace event and a turn note record it (never the value).
         """
         self.reasoner = reasoner
         self.store = store
@@ -211,6 +229,8 @@ class StepRunner:
         self._stopping = False
         self._spent_elsewhere: dict[tuple[str, str], Callable[[], TokenUsage] | None] = {}
         self._stopped_steps: set[tuple[str, str]] = set()
+        self.refreshers = dict(refreshers or {})
+        self._announced: OrderedDict[tuple[str, str, int, int], None] = OrderedDict()
 
     # -- step ------------------------------------------------------------------------------
 
@@ -243,6 +263,10 @@ class StepRunner:
         epoch = await self.store.claim(key, self.agent_id)
         state = await self.load(workflow_id, step.id)
         resumed_from = 0
+        if state is not None and state.settled_effect and state.epoch != epoch:
+            # The checkpoint holds that call's result; its owner may have died before saying so
+            # (a trace event after the checkpoint), which would leave the call looking in doubt.
+            await self._event("effect.completed", state, key=state.settled_effect, resumed=True)
         if self.step_stopping(workflow_id, step.id):
             # Stopping (its partition moved, or shutdown) while the claim ran: announce nothing
             # (the log would name this agent the owner after its successor); leave the step as is.
@@ -354,13 +378,16 @@ class StepRunner:
             decision, params, notes, repairs = decided
             action = self.actions[decision.action]
             key = f"{state.workflow_id}:{state.step_id}:{turn}:{action.name}"
+            if await self._refresh_expired(step, state, action, turn, notes):
+                params, more = inject_params(action.name, params, action.inject, state, step.params)
+                notes.extend(more)
             if action.at_most_once:
                 # Checkpointed before the call: if this agent dies before the turn's own checkpoint,
                 # the next owner knows the effect may have happened (see _settle_in_doubt).
                 state.in_doubt = {"turn": turn, "action": action.name, "key": key}
                 await self._persist(state)
                 await self._event("effect.in_doubt", state, turn=turn, action=action.name, key=key)
-            outcome, error, retries = await self._execute(step, state, action, params, key, turn)
+            outcome, error, retries = await self._execute(step, state, action, params, key, turn, notes)
             tspan.set_decision(action.name, outcome="ok" if error is None else "failed", detail=error or "")
             self._fold(state, turn, action, params, notes, repairs, retries, outcome, error, started)
             _note_prompt(state.history[-1], built)
@@ -375,6 +402,8 @@ class StepRunner:
                 self._pause(state, "spinning", reason)
             elif turn >= step.limits.max_turns:
                 state.status, state.error = "failed", f"TurnLimit: no result after {turn} turns"
+            if action.at_most_once and outcome is not None:
+                state.settled_effect = key
             await self._persist(state)
             if action.at_most_once:
                 # The turn's checkpoint holds the call's result: it is no longer in doubt.
@@ -483,15 +512,27 @@ class StepRunner:
         params: dict[str, Any],
         key: str,
         turn: int,
+        notes: list[str] | None = None,
     ) -> tuple[ActionOutcome | None, str | None, int]:
         ctx = self._context(step, state, key, turn)
         retries = 0
+        renewed = False
         while True:
             with tool_span(action.name, idempotency_key=key) as span:
                 try:
                     async with asyncio.timeout(step.limits.turn_timeout_s):
                         outcome = await action.run(ctx, params)
                 except (ActionError, TimeoutError, MeshError) as exc:
+                    names = self._refreshable(action)
+                    if isinstance(exc, CredentialExpired) and names and not renewed and not action.at_most_once:
+                        # Refused as expired before its expiry time (in flight, or clocks differ):
+                        # nothing took effect, so get a fresh credential and make the call again.
+                        renewed = True
+                        span.set_outcome("retry", detail=one_line_error(exc))
+                        fresh = [await self._refresh(step, state, n, turn, "refused as expired", notes) for n in names]
+                        if any(fresh):
+                            params.update(inject_params(action.name, params, action.inject, state, step.params)[0])
+                            continue
                     retryable = bool(getattr(exc, "retryable", False)) or isinstance(exc, TimeoutError)
                     span.set_outcome("retry" if retryable else "failed", detail=one_line_error(exc))
                     if retryable and retries < step.limits.max_retries:
@@ -501,6 +542,118 @@ class StepRunner:
                     return None, one_line_error(exc), retries
                 span.set_outcome("ok", detail=outcome.summary)
                 return outcome, None, retries
+
+    # -- refreshing expired secrets -----------------------------------------------------------
+
+    def _refreshable(self, action: Action) -> list[str]:
+        """The variables ``action`` injects that have a declared refresh path."""
+        names: list[str] = []
+        for source in action.inject.values():
+            kind, _, rest = source.partition(":")
+            name = rest.partition("|")[0]
+            if kind == "var" and name in self.refreshers and name not in names:
+                names.append(name)
+        return names
+
+    async def _refresh_expired(
+        self, step: StepSpec, state: StepState, action: Action, turn: int, notes: list[str]
+    ) -> bool:
+        """Refresh the variables ``action`` injects whose ``expires_at_ms`` has passed; True if any was."""
+        now_ms = int(time.time() * 1000)
+        fresh = False
+        for name in self._refreshable(action):
+            entry = state.variables.get(name)
+            if entry is None or entry.expires_at_ms is None or entry.expires_at_ms > now_ms:
+                continue
+            fresh = await self._refresh(step, state, name, turn, "expired", notes) or fresh
+        return fresh
+
+    async def _refresh(
+        self, step: StepSpec, state: StepState, name: str, turn: int, why: str, notes: list[str] | None
+    ) -> bool:
+        """Get a fresh value of the secret variable ``name`` through its refresher; True on success.
+
+        Another step of the workflow may have refreshed it already: a value in the workflow's
+        secret key that differs from ours is adopted without a call (its expiry is unknown here;
+        a refusal as expired would refresh it). Otherwise the refresher is called as an
+        at-most-once action: recorded in doubt first, so a successor settles a kill mid-call
+        with its lookup (``_settle_in_doubt``).
+        """
+        wf = state.workflow_id
+        old = state.variables.get(name)
+        shared = await self._read_secret(wf, name)
+        if shared is not None and old is not None and shared != old.value:
+            state.variables[name] = VariableEntry(value=shared, secret=True, priority=old.priority,
+                                                  origin=f"{old.origin} (refreshed elsewhere)", last_used_turn=turn)
+            secret_registry().add(shared)
+            await self._persist(state)
+            log.info("%s/%s: %s %s; adopted the value another step refreshed", wf, state.step_id, name, why)
+            if notes is not None:
+                notes.append(f"{name} {why}: adopted the workflow's refreshed value")
+            await self._event("secret.refreshed", state, variable=name, turn=turn, why=why, source="shared")
+            return True
+        refresher = self.refreshers[name]
+        state.refreshes += 1
+        key = f"{wf}:{state.step_id}:{turn}:{refresher.name}:refresh-{state.refreshes}"
+        state.in_doubt = {"turn": turn, "action": refresher.name, "key": key, "refresh": name}
+        await self._persist(state)
+        await self._event("effect.in_doubt", state, turn=turn, action=refresher.name, key=key)
+        params, _notes = inject_params(refresher.name, {}, refresher.inject, state, step.params)
+        outcome, error, _retries = await self._execute(step, state, refresher, params, key, turn)
+        if outcome is None:
+            state.in_doubt = None
+            await self._persist(state)
+            log.warning("%s/%s: %s %s and its refresh failed: %s", wf, state.step_id, name, why, error)
+            if notes is not None:
+                notes.append(f"{name} {why}; refresh failed: {error}")
+            return False
+        await self._adopt_refresh(state, name, outcome, turn, key)
+        await self._event("effect.completed", state, turn=turn, action=refresher.name, key=key)
+        expires = state.variables[name].expires_at_ms if name in state.variables else None
+        await self._event("secret.refreshed", state, variable=name, turn=turn, why=why, key=key,
+                          source=refresher.name, expires_at_ms=expires)
+        log.info("%s/%s: %s %s; refreshed by %s (key %s)", wf, state.step_id, name, why, refresher.name, key)
+        if notes is not None:
+            notes.append(f"{name} {why}: refreshed by {refresher.name}")
+        return True
+
+    async def _adopt_refresh(
+        self, state: StepState, name: str, outcome: ActionOutcome, turn: int, key: str
+    ) -> None:
+        """Fold a refresher's variables into the step, the workflow's secret key and the checkpoint.
+
+        They count as discovered by this step, so its result carries the new expiry and a resumed
+        step keeps its own value rather than its ancestors'.
+        """
+        for var in outcome.variables:
+            state.variables[var.name] = VariableEntry(
+                value=var.value, secret=var.secret, priority=var.priority, expires_at_ms=var.expires_at_ms,
+                origin=f"{state.step_id} (refreshed)", last_used_turn=turn,
+            )
+            if var.secret and var.value:
+                secret_registry().add(str(var.value))
+            if var.name not in state.discovered:
+                state.discovered.append(var.name)
+        state.in_doubt = None
+        entry = state.variables.get(name)
+        if entry is not None and entry.secret:
+            await self._write_secret(state.workflow_id, name, entry.value)
+        state.settled_effect = key
+        await self._persist(state)
+
+    async def _read_secret(self, workflow_id: str, name: str) -> str | None:
+        try:
+            data = (await self.store.read(secret_key(workflow_id, name))).data
+        except CheckpointNotFound:
+            return None
+        value = (self.cipher or data_cipher()).open(data, context=("secret", workflow_id, name))
+        return str(value)
+
+    async def _write_secret(self, workflow_id: str, name: str, value: Any) -> None:
+        key = secret_key(workflow_id, name)
+        epoch = await self.store.claim(key, self.agent_id)
+        sealed = (self.cipher or data_cipher()).seal(str(value), context=("secret", workflow_id, name))
+        await self.store.write(key, sealed, epoch=epoch, owner=self.agent_id, workflow_id=workflow_id)
 
     def _context(self, step: StepSpec, state: StepState, key: str, turn: int) -> _Context:
         return _Context(
@@ -526,7 +679,8 @@ class StepRunner:
         """
         record, state.in_doubt = state.in_doubt or {}, None
         turn, name, key = int(record.get("turn", 0)), str(record.get("action", "")), str(record.get("key", ""))
-        action = self.actions.get(name)
+        refreshing = str(record.get("refresh") or "")  # a secret's refresh call, made within the turn
+        action = self.refreshers.get(refreshing) if refreshing else self.actions.get(name)
         if action is None or turn != state.turn + 1:
             return False  # recorded for a turn that was folded after all, or by another version
         state.effects_in_doubt += 1
@@ -565,6 +719,12 @@ class StepRunner:
                 record_in_doubt(resolution=resolution)
         if outcome is None:
             await self._persist(state)  # the record is settled: a later crash does not count it twice
+            return False
+        if refreshing:
+            # The fresh secret is adopted; the turn that needed it runs as usual.
+            await self._adopt_refresh(state, refreshing, outcome, turn, key)
+            await self._event("secret.refreshed", state, variable=refreshing, turn=turn, why="reconciled", key=key,
+                              source=name)
             return False
         notes = ["outcome reconciled from an in-doubt call (not repeated)"]
         self._fold(state, turn, action, params, notes, 0, 0, outcome, None, started)
@@ -786,6 +946,16 @@ class StepRunner:
         return None
 
     async def _announce(self, step: StepSpec, workflow_id: str, epoch: int, resumed_from: int) -> None:
+        # The id names (workflow, step, epoch, resumed_from), the rest of the envelope (time,
+        # trace) differs per publish: the same id twice with other content reads as equivocation
+        # to every verifier. The same announcement again says nothing new (a retry of ``run``
+        # while the store is unreachable keeps the epoch and the turn), so it is not re-sent.
+        # Epochs are claimed one owner at a time, so another process never reaches this id.
+        announced = (workflow_id, step.id, epoch, resumed_from)
+        if announced in self._announced:
+            log.info("%s/%s: already announced epoch %d from turn %d; not re-sent", workflow_id, step.id,
+                     epoch, resumed_from)
+            return
         await self.publish(
             Envelope.of(
                 StepStarted(role=step.role, owner=self.agent_id, epoch=epoch, resumed_from_turn=resumed_from),
@@ -797,6 +967,9 @@ class StepRunner:
                 id=deterministic_event_id(workflow_id, step.id, "started", epoch, resumed_from),
             )
         )
+        self._announced[announced] = None
+        while len(self._announced) > _ANNOUNCED_KEPT:
+            self._announced.popitem(last=False)
 
     async def _event(self, name: str, state: StepState, **attributes: Any) -> None:
         if self.trace_events is not None:

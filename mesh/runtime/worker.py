@@ -33,10 +33,10 @@ from mesh.errors import BusError, CheckpointNotFound, MeshError, TransientError
 from mesh.gossip import GossipNode
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.state import StepState, VariableEntry
-from mesh.runtime.step_runner import OwnershipLost, Rehydration, StepRunner
+from mesh.runtime.step_runner import OwnershipLost, Rehydration, StepRunner, secret_key
 from mesh.runtime.view import WorkflowView, run_summary
 from mesh.security import DataCipher, data_cipher
-from mesh.store import RunIndex, StateStore, workflow_tag
+from mesh.store import RunIndex, StateStore
 from protocols import (
     DeadLetter,
     Envelope,
@@ -54,9 +54,6 @@ __all__ = ["AgentWorker", "WorkerOptions", "secret_key"]
 log = logging.getLogger("mesh.runtime.worker")
 
 
-def secret_key(workflow_id: str, name: str) -> str:
-    """State-store key holding the value of a secret variable of a workflow."""
-    return f"wf:{workflow_tag(workflow_id)}:secret:{name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,6 +526,9 @@ class AgentWorker:
                 inputs[dep] = dict(done.outputs)
             summaries[dep] = done.summary
             for var in done.variables:
+                known = variables.get(var.name)
+                if known is not None and known.origin != "workflow" and (known.expires_at_ms or 0) > (var.expires_at_ms or 0):
+                    continue  # a step refreshed it after the ancestor that first published it
                 value = var.value
                 if var.secret and var.ref:
                     try:

@@ -457,3 +457,82 @@ def test_a_call_checkpointed_with_its_result_was_never_in_doubt_but_one_left_in_
     assert done.ok and done.figures.in_doubt == 0, [a.summary for a in done.anomalies]
     left = check(mutate(clean_history(1), lambda rows: in_flight_then(rows, completed=False)))
     assert left.by_kind() == {"in_doubt_unresolved": 1}
+
+
+def _token_history(*, refresh_at_ms: int, refused: bool = False, used: bool = True) -> History:
+    """One workflow whose token (issued at 1 s, expiring at 4 s) is replaced at ``refresh_at_ms``.
+
+    The grants carry the workflow's idempotency keys and ``expires_at`` like the mock EHR's audit;
+    ``refused``: a call with the old token was answered ``401 token_expired`` just before.
+    """
+    h = History()
+    h.record("log", "workflow.submitted", at_ms=0, workflow_id="wf-0", steps=[])
+    h.record(
+        "audit",
+        "POST /auth/token",
+        at_ms=1000,
+        workflow_id="wf-0",
+        status=200,
+        token_id="t1",
+        idempotency_key="wf-0:identity:1:authenticate",
+        expires_at=4.0,
+    )
+    h.record("audit", "GET /patients", at_ms=2000, status=200, token_id="t1")
+    if refused:
+        h.record(
+            "audit",
+            "GET /patients",
+            at_ms=refresh_at_ms - 5,
+            status=401,
+            error="token_expired",
+            token_id="t1",
+        )
+    h.record(
+        "audit",
+        "POST /auth/token",
+        at_ms=refresh_at_ms,
+        workflow_id="wf-0",
+        status=200,
+        token_id="t2",
+        idempotency_key="wf-0:fetch:3:authenticate:refresh-1",
+        expires_at=refresh_at_ms / 1000 + 3,
+    )
+    if used:
+        h.record("audit", "GET /patients", at_ms=refresh_at_ms + 10, status=200, token_id="t2")
+    return h
+
+
+def test_a_token_asked_for_after_the_previous_one_expired_is_a_refresh_not_extra_auth() -> None:
+    result = check(_token_history(refresh_at_ms=4200))
+    kinds = [a.kind for a in result.anomalies if a.kind in ("extra_auth", "unauthorized")]
+    assert kinds == [], [a.summary for a in result.anomalies]
+    assert (result.figures.tokens_issued, result.figures.tokens_refreshed) == (2, 1)
+    assert result.figures.to_json()["tokens_refreshed"] == 1
+
+
+def test_a_refresh_after_a_401_token_expired_is_justified_and_the_401_is_no_anomaly() -> None:
+    # Refused as expired (clocks differ, or it expired in flight) before its nominal expiry.
+    result = check(_token_history(refresh_at_ms=3000, refused=True))
+    assert [a.kind for a in result.anomalies if a.kind in ("extra_auth", "unauthorized")] == []
+    assert (
+        result.figures.tokens_refreshed,
+        result.figures.tokens_expired,
+        result.figures.unauthorized,
+    ) == (1, 1, 0)
+
+
+def test_a_second_token_while_the_first_is_valid_is_still_extra_auth() -> None:
+    result = check(_token_history(refresh_at_ms=2500, used=False))
+    extra = [a for a in result.anomalies if a.kind == "extra_auth"]
+    assert len(extra) == 1 and extra[0].evidence[0].get("token_id") == "t2", [
+        a.summary for a in result.anomalies
+    ]
+    assert result.figures.tokens_refreshed == 0
+
+
+def test_a_401_token_expired_that_no_refresh_followed_is_unauthorized() -> None:
+    h = _token_history(refresh_at_ms=2500, used=False)
+    h.record("audit", "GET /patients", at_ms=5000, status=401, error="token_expired", token_id="t2")
+    result = check(h)
+    assert [a.kind for a in result.anomalies].count("unauthorized") == 1
+    assert result.figures.tokens_expired == 0
