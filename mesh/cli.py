@@ -41,9 +41,9 @@ app.command("console")(console_command)
 
 @app.command()
 def demo(
-    patients: int = typer.Option(20, help="Patients in the mock EHR."),
-    page_size: int = typer.Option(2, help="Patients per fetch turn (small: more turns to kill in)."),
-    kill_after_turn: int = typer.Option(3, help="SIGKILL the fetch owner after this turn (0: no kill)."),
+    patients: int | None = typer.Option(None, help="Patients in the mock EHR (default 20; 2 with --reasoner local)."),
+    page_size: int | None = typer.Option(None, help="Patients per fetch turn (default 2; 1 with local: a turn to kill in)."),
+    kill_after_turn: int | None = typer.Option(None, help="SIGKILL the fetch owner after this turn (0: no kill; default 3, 1 with local)."),
     turn_delay_s: float = typer.Option(0.4, help="Pause after each turn, in seconds."),
     session_timeout_ms: int = typer.Option(2500, help="Consumer-group session timeout (bounds failover)."),
     keep_services: bool = typer.Option(False, help="Leave Kafka and Redis running afterwards."),
@@ -56,9 +56,13 @@ def demo(
     # Imported here: agents/ builds on mesh/, not the other way round.
     from agents.demo import DemoOptions, run_demo
 
+    # The local model takes 10-60 s a turn on 2 shared cores: few patients and turns by default.
+    local = reasoner == "local"
     result = run_demo(
         DemoOptions(
-            patients=patients, page_size=page_size, kill_after_turn=kill_after_turn,
+            patients=patients if patients is not None else (2 if local else 20),
+            page_size=page_size if page_size is not None else (1 if local else 2),
+            kill_after_turn=kill_after_turn if kill_after_turn is not None else (1 if local else 3),
             turn_delay_s=turn_delay_s, session_timeout_ms=session_timeout_ms, keep_services=keep_services,
             keep_topics=keep_topics,
             run_dir=run_dir,
