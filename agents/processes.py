@@ -65,6 +65,7 @@ class AgentProcesses:
         log = self._logs[agent_id] = open(self.log_dir / f"{agent_id}.log", "ab")
         proc = subprocess.Popen(
             [*(launcher or (sys.executable, "-m", "mesh")), "agent", "run", "--role", role, "--agent-id", agent_id,
+             "--roles-module", "agents.roles",  # named: works in a checkout that is not pip-installed
              "--turn-delay-s", str(self.turn_delay_s),
              "--session-timeout-ms", str(self.session_timeout_ms),
              "--heartbeat-interval-ms", str(self.heartbeat_interval_ms)],

@@ -11,21 +11,25 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from mesh.llm import ActionSpec, Decision, ReasonerRequest
-from mesh.runtime import (
+from mesh.roles import (
     Action,
     ActionContext,
     ActionError,
     ActionOutcome,
+    ActionSpec,
+    CredentialExpired,
     NewVariable,
     RetryableActionError,
+    Role,
+    from_memory,
+    from_param,
+    from_var,
+    roles_by_name,
 )
-from mesh.runtime.actions import CredentialExpired
 
 __all__ = ["ROLES", "Role", "allergy_conflicts", "check_record"]
 
@@ -35,22 +39,6 @@ _ALLERGY_CLASSES: Mapping[str, frozenset[str]] = {
     "codeine": frozenset({"opioid"}),
     "nsaids": frozenset({"nsaid"}),
 }
-
-
-@dataclass(frozen=True)
-class Role:
-    """A role: its actions and the rule policy that picks one when no LLM is configured."""
-
-    name: str
-    actions: Mapping[str, Action]
-    refresh: Mapping[str, Action] = field(default_factory=dict)
-    """Secret variable -> the at-most-once action (with a lookup) that gets a fresh value when it
-    expired (``StepRunner(refreshers=...)``)."""
-
-    def policy(self, request: ReasonerRequest) -> Decision:
-        """Rule: the first allowed action; every parameter comes from injection."""
-        name = request.actions[0].name
-        return Decision(action=name, params={}, reasoning=f"rule: {self.name} always does {name}")
 
 
 # -- HTTP helpers ------------------------------------------------------------------------------
@@ -170,8 +158,8 @@ IDENTITY = Role(
                 },
             ),
             _authenticate,
-            inject={"client_id": "param:client_id", "token_endpoint": "param:token_endpoint",
-                    "client_secret_env": "param:client_secret_env"},
+            inject={"client_id": from_param("client_id"), "token_endpoint": from_param("token_endpoint"),
+                    "client_secret_env": from_param("client_secret_env")},
             at_most_once=True,
             lookup=_find_token,
         ),
@@ -219,7 +207,7 @@ FETCH = Role(
                 },
             ),
             _fetch_page,
-            inject={"token": "var:auth_token", "page": "memory:next_page|1", "page_size": "param:page_size"},
+            inject={"token": from_var("auth_token"), "page": from_memory("next_page", 1), "page_size": from_param("page_size")},
         ),
     },
     refresh={"auth_token": REFRESH_TOKEN},
@@ -291,7 +279,7 @@ VALIDATE = Role(
                 },
             ),
             _check_patient,
-            inject={"token": "var:auth_token", "index": "memory:next_index|0"},
+            inject={"token": from_var("auth_token"), "index": from_memory("next_index", 0)},
             side_effect=True,
         ),
     },
@@ -336,12 +324,12 @@ REPORT = Role(
                 },
             ),
             _write_report,
-            inject={"token": "var:auth_token"},
+            inject={"token": from_var("auth_token")},
             side_effect=True,
         ),
     },
     refresh={"auth_token": REFRESH_TOKEN},
 )
 
-ROLES: Mapping[str, Role] = {r.name: r for r in (IDENTITY, FETCH, VALIDATE, REPORT)}
+ROLES: Mapping[str, Role] = roles_by_name(IDENTITY, FETCH, VALIDATE, REPORT)
 """Every role of the reconciliation workflow, by name."""

@@ -1,7 +1,8 @@
 """Agent memory over many sequential workflows (invariant 10: cost stays flat as work grows).
 
-Run ``python -m bench.memory`` (``--workflows 1000`` by default; ``--compare`` also runs the same
-with finished-workflow retirement switched off, i.e. the behaviour before issue 13's defect 7).
+Run ``python -m bench.memory`` (``--workflows 1000`` by default; ``--compare`` also runs up to
+``--compare-workflows`` (200) workflows with finished-workflow retirement switched off, i.e. the
+behaviour before issue 13's defect 7, which slows down as it grows).
 
 One agent of each role (identity, fetch, validate, report), each a real ``AgentWorker`` with its
 own ``GossipNode`` (signed gossip, digests every 500 ms, maps persisted to Redis), all in this
@@ -157,21 +158,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument("--compare", action="store_true", help="also run with retirement off (the old behaviour)")
+    parser.add_argument("--compare-workflows", type=int, default=200,
+                        help="workflows for the --compare baseline (it slows down as it grows: 200 by default)")
     args = parser.parse_args(argv)
     svc = services()
     print_header("agent memory over sequential workflows", "bench.memory", argv,
                  f"services: kafka {svc.kafka_bootstrap}, redis {svc.redis_url} ({svc.source})")
-    variants = [("retire finished (now)", True)]
+    variants = [("retire finished (now)", True, args.workflows)]
     if args.compare:
-        variants.append(("keep everything (before)", False))
+        variants.append(("keep everything (before)", False, min(args.workflows, args.compare_workflows)))
     results = {}
-    for name, retire in variants:
-        results[name] = asyncio.run(run(args.workflows, retire=retire, kafka=svc.kafka_bootstrap, redis_url=svc.redis_url))
+    counts = {}
+    for name, retire, n in variants:
+        counts[name] = n
+        results[name] = asyncio.run(run(n, retire=retire, kafka=svc.kafka_bootstrap, redis_url=svc.redis_url))
     columns = ["variant", "workflows done", "RSS MB", "workflows tracked", "gossip maps", "digests/period", "wf/s"]
     table = [(name, *row) for name, rows in results.items() for row in rows]
     print_table("agent memory (4 agents in one process)", columns, table)
     for name, rows in results.items():
-        quarter = next((r for r in rows if r[0] >= args.workflows // 4 and r[0] > 0), rows[-1])
+        quarter = next((r for r in rows if r[0] >= counts[name] // 4 and r[0] > 0), rows[-1])
         ratio = rows[-1][1] / quarter[1] if quarter[1] else float("nan")
         print(f"{name}: RSS at {rows[-1][0]} / RSS at {quarter[0]} = {ratio:.2f}; "
               f"tracked {rows[-1][2]}, gossip maps {rows[-1][3]}, digests/period {rows[-1][4]}")

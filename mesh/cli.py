@@ -7,7 +7,6 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -19,6 +18,7 @@ from mesh.errors import MeshError
 from mesh.ingress.cli import ingress as ingress_command
 from mesh.ingress.cli import schema_app
 from mesh.llm.eval_cli import app as eval_app
+from mesh.plugins import register_commands
 from mesh.runtime.cli import EXIT_INTERNAL, EXIT_USAGE, error_line, exit_code_of
 from mesh.runtime.cli import register as register_runtime
 from mesh.security.cli import app as keys_app
@@ -37,41 +37,9 @@ register_runtime(app)
 app.add_typer(schema_app, name="schema", help="Print the JSON Schemas of what the mesh accepts from outside.")
 app.command("ingress")(ingress_command)
 app.command("console")(console_command)
-
-
-@app.command()
-def demo(
-    patients: int | None = typer.Option(None, help="Patients in the mock EHR (default 20; 2 with --reasoner local)."),
-    page_size: int | None = typer.Option(None, help="Patients per fetch turn (default 2; 1 with local: a turn to kill in)."),
-    kill_after_turn: int | None = typer.Option(None, help="SIGKILL the fetch owner after this turn (0: no kill; default 3, 1 with local)."),
-    turn_delay_s: float = typer.Option(0.4, help="Pause after each turn, in seconds."),
-    session_timeout_ms: int = typer.Option(2500, help="Consumer-group session timeout (bounds failover)."),
-    keep_services: bool = typer.Option(False, help="Leave Kafka and Redis running afterwards."),
-    keep_topics: bool = typer.Option(False, help="Keep this run's topics and Redis keys (deleted by default)."),
-    run_dir: Path | None = typer.Option(None, help="Logs and audit of this run (default: <state dir>/demo/<time>)."),  # noqa: B008
-    reasoner: str = typer.Option("rules", help="rules, or local: the model of `mesh dev llm` decides (use fewer patients)."),
-    timeout_s: float | None = typer.Option(None, help="Wait this long for the workflow (default 180 s, 1800 s with local)."),
-) -> None:
-    """Run the reconciliation workflow on local services, kill an agent mid-step, show the resume."""
-    # Imported here: agents/ builds on mesh/, not the other way round.
-    from agents.demo import DemoOptions, run_demo
-
-    # The local model takes 10-60 s a turn on 2 shared cores: few patients and turns by default.
-    local = reasoner == "local"
-    result = run_demo(
-        DemoOptions(
-            patients=patients if patients is not None else (2 if local else 20),
-            page_size=page_size if page_size is not None else (1 if local else 2),
-            kill_after_turn=kill_after_turn if kill_after_turn is not None else (1 if local else 3),
-            turn_delay_s=turn_delay_s, session_timeout_ms=session_timeout_ms, keep_services=keep_services,
-            keep_topics=keep_topics,
-            run_dir=run_dir,
-            reasoner=reasoner,
-            timeout_s=timeout_s,
-        )
-    )
-    ok = result.status == "succeeded" and result.duplicate_effects == 0 and result.unauthorized == 0
-    raise typer.Exit(0 if ok else 1)
+# Commands of packages built on mesh (the demo, the fault campaign): registered through the
+# agent_mesh.commands entry point group, so mesh never imports them (mesh/plugins.py).
+register_commands(app)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ __all__ = [
     "CheckpointNotFound",
     "ConfigError",
     "DecodeError",
+    "EnvelopeRejected",
     "MeshError",
     "PermanentError",
     "ReplicationTimeout",
@@ -73,6 +74,21 @@ class DecodeError(PermanentError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class EnvelopeRejected(DecodeError):
+    """An envelope refused by a guard (signature, replay window, quarantined sender): it goes to
+    the dead-letter topic with ``reason``, never to a handler; permanent, like any bad input.
+
+    Raised by ``mesh.security``'s verifier and by any ``mesh.bus.EnvelopeGuard``; ``reason`` uses
+    the codes of ``protocols.events.DeadLetter.reason`` (``unsigned``, ``forged``, ``replayed``,
+    ``equivocation``, ...).
+    """
+
+    def __init__(self, message: str, *, reason: str, sender: str = "", envelope_id: str = "") -> None:
+        super().__init__(message, reason=reason)
+        self.sender = sender
+        self.envelope_id = envelope_id
 
 
 class BusError(MeshError):

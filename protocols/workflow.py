@@ -168,11 +168,14 @@ class WorkflowSpec(BaseModel):
                 if dep not in seen:
                     raise ValueError(
                         f"step {step.id!r} (steps[{index}]) depends on unknown step {dep!r}; "
-                        f"known steps: {', '.join(sorted(seen))}"
+                        f"known steps: {_some(sorted(seen))}"
                     )
         cycle = _find_cycle({s.id: s.depends_on for s in self.steps})
         if cycle:
-            raise ValueError("dependency cycle: " + " -> ".join([*cycle, cycle[0]]))
+            path = [*cycle, cycle[0]]
+            if len(path) > _NAMES_SHOWN:
+                path = [*path[: _NAMES_SHOWN - 1], f"... ({len(cycle) - _NAMES_SHOWN + 1} more)", cycle[0]]
+            raise ValueError("dependency cycle: " + " -> ".join(path))
         return self
 
     def step(self, step_id: str) -> StepSpec:
@@ -249,6 +252,16 @@ def _postorder(deps: Mapping[str, tuple[str, ...]], roots: Any, done: set[str]) 
                 stack.pop()
                 order.append(node)
     return order
+
+
+_NAMES_SHOWN = 12  # step ids an error names at most: a hostile spec chooses how many there are
+
+
+def _some(names: list[str]) -> str:
+    """Up to ``_NAMES_SHOWN`` names, then how many more."""
+    if len(names) <= _NAMES_SHOWN:
+        return ", ".join(names)
+    return ", ".join(names[:_NAMES_SHOWN]) + f", ... ({len(names) - _NAMES_SHOWN} more)"
 
 
 def _find_cycle(deps: Mapping[str, tuple[str, ...]]) -> list[str]:

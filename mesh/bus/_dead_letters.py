@@ -10,10 +10,10 @@ runs unchanged against both.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Protocol, runtime_checkable
 
+from mesh.backoff import ExponentialBackoff
 from protocols import DeadLetter, Envelope
 
 __all__ = [
@@ -110,6 +110,7 @@ async def publish_dead_letter(
         log.debug("%s[%d]@%d already dead-lettered by another consumer", letter.source_topic, letter.partition, letter.offset)
         return False
     envelope = Envelope.of(letter, sender=sender)
+    backoff = ExponentialBackoff(base_s=retry_delay_s, cap_s=float("inf"), jitter=0.0).start()
     for attempt in range(attempts):
         try:
             await bus.publish(bus.topics.dead_letter, envelope, key=letter.source_topic)
@@ -122,5 +123,5 @@ async def publish_dead_letter(
                     type(exc).__name__, exc,
                 )
                 return False
-            await asyncio.sleep(retry_delay_s * (2**attempt))
+            await backoff.sleep()
     return False

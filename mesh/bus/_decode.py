@@ -20,6 +20,7 @@ log = logging.getLogger("mesh.bus")
 
 # How much of a refused message the dead letter keeps; the reason matters more than the bytes.
 _MAX_DEAD_LETTER_RAW = 64 * 1024
+_LOG_ERROR_CHARS = 300
 
 RawRecord = tuple[str, int, int, bytes | None, bytes | None, Sequence[tuple[str, bytes]], int]
 """(topic, partition, offset, key, value, headers, timestamp_ms) as a broker hands it over."""
@@ -69,15 +70,17 @@ async def decode_record(
                     envelope=envelope,
                     timestamp_ms=ts,
                 )
-    log.warning(
-        "dead-lettering %s[%d]@%d: %s: %s", topic, partition, offset, reason, error,
-    )
+    error = redact_text(error)
+    # A hostile record chooses the error's length (a 900-step cycle, a thousand unknown names):
+    # the log line stays one short line; the dead letter keeps more.
+    shown = error if len(error) <= _LOG_ERROR_CHARS else f"{error[:_LOG_ERROR_CHARS]}... ({len(error)} chars)"
+    log.warning("dead-lettering %s[%d]@%d: %s: %s", topic, partition, offset, reason, shown)
     return DeadLetter(
         source_topic=topic,
         partition=partition,
         offset=offset,
         reason=reason,
-        error=redact_text(error)[:2000],
+        error=error[:2000],
         key=key,
         # Room for the letter's own fields, so a letter always fits the codec's size limit.
         raw=redact_bytes((value or b"")[: max(0, min(_MAX_DEAD_LETTER_RAW, codec.max_bytes // 2 - 4096))]),

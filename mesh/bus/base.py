@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from mesh.errors import EnvelopeRejected
 from protocols import Envelope
 
 __all__ = [
@@ -55,17 +56,9 @@ class Delivery:
         return None
 
 
-class EnvelopeRejected(Exception):
-    """Raised by an EnvelopeGuard to refuse an envelope; it is dead-lettered with ``reason``."""
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
 EnvelopeGuard = Callable[[Envelope], object]
 """Called on every decoded envelope before it is delivered (sync, or async when it returns an
-awaitable); raises ``EnvelopeRejected`` (or a ``mesh.errors.DecodeError`` with a ``reason``) to
+awaitable); raises ``EnvelopeRejected`` (``mesh.errors``; or any ``DecodeError`` with a ``reason``) to
 refuse it: signature checks, replay windows, quarantined senders. Calls are sequential per
 subscription, in delivery order."""
 
@@ -115,6 +108,11 @@ class SubscriptionOptions:
     """A stable member identity (static membership, KIP-345), e.g. the pod name: a member that
     restarts within the session timeout gets its partitions back without a rebalance of the whole
     group. Empty: a dynamic member (it leaves the group on close; its partitions move at once)."""
+
+    commits: bool = True
+    """The member commits what it handled (``Subscription.commit``). False for a reader that never
+    does (gossip: it starts at the latest message each time): nothing is tracked per delivery for
+    it, so its memory does not grow with every message it reads."""
 
 
 @runtime_checkable

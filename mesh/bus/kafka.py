@@ -436,7 +436,8 @@ class KafkaSubscription:
                     self._tracker.skipped(tp, rec.offset)
                     skipped = True
                 else:
-                    self._tracker.delivered(tp, rec.offset)
+                    if self._options.commits:
+                        self._tracker.delivered(tp, rec.offset)
                     out.append(result)
             if skipped:
                 await self._commit_position(tp)

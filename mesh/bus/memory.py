@@ -293,7 +293,8 @@ class InMemorySubscription:
                         self._tracker.skipped(tp, offset)
                         await self._dead_letter(result)
                     else:
-                        self._tracker.delivered(tp, offset)
+                        if self._options.commits:
+                            self._tracker.delivered(tp, offset)
                         out.append(result)
                 self._positions[tp] = pos + len(records)
                 budget -= len(records)

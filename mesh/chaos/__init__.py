@@ -1,6 +1,6 @@
 """Fault campaigns: a history of what every process did, a checker over it, and a report.
 
-``mesh chaos run`` (``mesh/chaos/cli.py``) drives a campaign of scenarios (agents SIGKILLed,
+``mesh chaos run`` (added to ``mesh/chaos/cli.py``'s group by ``agents/cli.py``) drives a campaign of scenarios (agents SIGKILLed,
 SIGTERMed, SIGSTOPped; Redis and Kafka killed and restarted; network cuts; hostile records...)
 against real processes, records a :class:`History` from the workflow log, the trace and
 dead-letter topics, the mock services' audit log and the store, and :func:`check` finds the

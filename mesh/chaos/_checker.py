@@ -252,15 +252,24 @@ def _checkpoints_lost(history: History) -> Iterable[Anomaly]:
             missing[(e.workflow_id, e.step_id)] = e
     for (wf, step), events in _log_by_step(history).items():
         acked: Event | None = None
+        acked_epoch = 0
+        claims: dict[str, int] = {}  # owner -> epoch of its latest announced claim
         completed = False
         flagged = False
         for e in events:
             if e.kind == "workflow.step_progress":
                 if acked is None or e.get("turn", 0) > acked.get("turn", 0):
-                    acked = e
+                    acked, acked_epoch = e, claims.get(e.actor, 0)
             elif e.kind in _STEP_DONE:
                 completed = True
-            elif e.kind == "workflow.step_started" and acked is not None and not completed:
+            elif e.kind == "workflow.step_started":
+                epoch = int(e.get("epoch", 0))
+                claims[e.actor] = max(claims.get(e.actor, 0), epoch)
+                # Only a later claim succeeds the owner that reported the turn: a claim with an
+                # older epoch announced late (its owner was frozen between claim and announcement,
+                # then fenced off) resumed from what the store held before, which is no loss.
+                if acked is None or completed or epoch <= acked_epoch:
+                    continue
                 if e.get("resumed_from_turn", 0) < acked.get("turn", 0):
                     yield Anomaly(
                         "checkpoint_lost",

@@ -20,7 +20,7 @@ from mesh.context.compression import (
 )
 from mesh.context.decay import ColdStore, DecayManager, DecayResult, InMemoryColdStore
 from mesh.context.errors import ContextBudgetError, ContextError, EncodingUnavailableError
-from mesh.context.ledger import Action, EvictionLedger, LedgerEntry
+from mesh.context.ledger import EvictionLedger, LedgerAction, LedgerEntry
 from mesh.context.noise import NoiseSignals, noise_score, noise_signals
 from mesh.context.sanitize import (
     REDACTED,
@@ -52,7 +52,7 @@ __all__ = [
     "PromptBuilder",
     "assemble",
     # ledger
-    "Action",
+    "LedgerAction",
     "EvictionLedger",
     "LedgerEntry",
     # compression and noise

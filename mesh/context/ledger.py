@@ -9,10 +9,10 @@ from typing import Any
 
 from mesh.context.blocks import COLD_KEY_PREFIX, Block, Kind, Priority
 
-__all__ = ["Action", "EvictionLedger", "LedgerEntry"]
+__all__ = ["EvictionLedger", "LedgerAction", "LedgerEntry"]
 
 
-class Action(StrEnum):
+class LedgerAction(StrEnum):
     """What happened to a block."""
 
     DROPPED = "dropped"
@@ -23,6 +23,10 @@ class Action(StrEnum):
     """A summary was tried but did not shrink the text; the block was kept."""
     DECAYED = "decayed"
     """An unreferenced variable moved to cold storage, leaving a one-line digest."""
+
+
+Action = LedgerAction
+"""The name ``compression`` and ``decay`` use (``mesh.runtime.Action`` is a role's action)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from mesh.backoff import ExponentialBackoff
+
 __all__ = [
     "ProcessInfo",
     "file_lock",
@@ -181,12 +183,11 @@ def terminate(pid: int, *, timeout_s: float, kill: bool = False) -> bool:
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
-    delay_s = 0.02
+    backoff = ExponentialBackoff(base_s=0.02, cap_s=0.2, jitter=0.0).start()
     while is_alive(pid):
         if time.monotonic() >= deadline:
             return False
-        time.sleep(delay_s)
-        delay_s = min(delay_s * 2, 0.2)
+        backoff.sleep_blocking()
     return True
 
 

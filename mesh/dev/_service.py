@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mesh.backoff import ExponentialBackoff
 from mesh.dev._config import DevConfig
 from mesh.dev._errors import DevServiceError, PortInUseError
 from mesh.dev._process import (
@@ -200,7 +201,7 @@ class LocalService(abc.ABC):
 
     def _await_ready(self, pid: int, log_offset: int) -> None:
         deadline = time.monotonic() + self.config.start_timeout_s
-        delay_s = 0.05
+        backoff = ExponentialBackoff(base_s=0.05, cap_s=0.5, jitter=0.0, factor=1.5).start()
         while True:
             if not is_alive(pid):
                 raise DevServiceError(
@@ -218,8 +219,7 @@ class LocalService(abc.ABC):
                     log_path=self.log_path,
                     log_tail=self.tail(log_offset),
                 )
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 1.5, 0.5)
+            backoff.sleep_blocking()
 
     def stop(self, *, kill: bool = False) -> bool:
         """Stop the service we started (SIGTERM, or SIGKILL when ``kill``); True if it ran.

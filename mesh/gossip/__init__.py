@@ -11,7 +11,9 @@ from mesh.gossip._agent import GossipAgent, GossipOptions, GossipTransport
 from mesh.gossip._clock import ClockDriftError, HybridLogicalClock, wall_clock_ms
 from mesh.gossip._codec import DEFAULT_COMPRESS_MIN_BYTES, decode_delta, encode_delta
 from mesh.gossip._cold import (
-    ColdStore,
+    ColdStore as ColdValueStore,
+)
+from mesh.gossip._cold import (
     ColdValueError,
     ColdValues,
     CompactedValue,
@@ -19,7 +21,8 @@ from mesh.gossip._cold import (
     MemoryColdStore,
     approx_tokens,
 )
-from mesh.gossip._entries import EntryStatus, OrSet, VariableEntry
+from mesh.gossip._entries import EntryStatus, OrSet
+from mesh.gossip._entries import VariableEntry as VariableVersion
 from mesh.gossip._map import ContextMap, Delta, bucket_of
 from mesh.gossip._memory import MemoryGossipNetwork, NetworkFaults
 from mesh.gossip._persist import ContextMapStore, IndexedContextMapStore, MemoryContextMapStore
@@ -36,14 +39,14 @@ __all__ = [
     "Delta",
     "EntryStatus",
     "OrSet",
-    "VariableEntry",
+    "VariableVersion",
     "bucket_of",
     # wire compression
     "DEFAULT_COMPRESS_MIN_BYTES",
     "decode_delta",
     "encode_delta",
     # semantic compression
-    "ColdStore",
+    "ColdValueStore",
     "ColdValueError",
     "ColdValues",
     "CompactedValue",

@@ -42,13 +42,13 @@ from mesh.gossip._persist import ContextMapStore
 from mesh.quorum import (
     BallotSigner,
     CheckerRegistry,
-    Decision,
     QuorumAgent,
     QuorumBook,
     Validator,
     VoteLedger,
     resend_pending,
 )
+from mesh.quorum import QuorumDecision as Decision
 from mesh.security import (
     AgentCertificate,
     EnvelopeRejected,
@@ -253,6 +253,7 @@ class GossipNode:
             listener=assigned,
             options=SubscriptionOptions(
                 from_beginning=False,
+                commits=False,
                 guard=self._guard,
                 session_timeout_ms=self.options.session_timeout_ms,
                 heartbeat_interval_ms=max(1000, self.options.session_timeout_ms // 10),

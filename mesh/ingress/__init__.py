@@ -8,10 +8,10 @@ publishes the signed ``WorkflowSubmitted`` and dead-letters what it cannot accep
 from mesh.ingress._service import (
     Ingress,
     IngressOptions,
-    Outcome,
     default_workflows_dir,
     run_ingress,
 )
+from mesh.ingress._service import Outcome as IngressOutcome
 from mesh.ingress._validate import (
     DEFAULT_MAX_EVENT_BYTES,
     TaskEventRejected,
@@ -25,7 +25,7 @@ __all__ = [
     # the process
     "Ingress",
     "IngressOptions",
-    "Outcome",
+    "IngressOutcome",
     "default_workflows_dir",
     "run_ingress",
     # validation

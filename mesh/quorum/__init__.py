@@ -19,11 +19,13 @@ produced.
 
 from mesh.quorum._agent import QuorumAgent
 from mesh.quorum._ballots import DEFAULT_BALLOT_TTL_MS, BallotSigner, make_proposal, verify_ballot
-from mesh.quorum._book import BookLimits, BookResult, Decision, QuorumBook
+from mesh.quorum._book import BookLimits, BookResult, QuorumBook
+from mesh.quorum._book import Decision as QuorumDecision
 from mesh.quorum._ledger import Endorsement, MemoryVoteLedger, RedisVoteLedger, VoteLedger
 from mesh.quorum._reputation import Reputation, ReputationOptions
 from mesh.quorum._resend import resend_pending
-from mesh.quorum._tally import BallotOutcome, Outcome, Tally, max_faulty, quorum_size
+from mesh.quorum._tally import BallotOutcome, Tally, max_faulty, quorum_size
+from mesh.quorum._tally import Outcome as VoteOutcome
 from mesh.quorum._validator import Checker, CheckerRegistry, Judge, Validator
 
 __all__ = [
@@ -34,13 +36,13 @@ __all__ = [
     "verify_ballot",
     # counting
     "BallotOutcome",
-    "Outcome",
+    "VoteOutcome",
     "Tally",
     "max_faulty",
     "quorum_size",
     "BookLimits",
     "BookResult",
-    "Decision",
+    "QuorumDecision",
     "QuorumBook",
     # the validator's persisted votes
     "Endorsement",

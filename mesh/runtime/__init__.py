@@ -21,10 +21,10 @@ from mesh.runtime.state import HistoryDigest, StepState, TurnRecord, VariableEnt
 from mesh.runtime.step_runner import (
     BuiltPrompt,
     OwnershipLost,
-    PromptBuilder,
     Rehydration,
     StepRunner,
 )
+from mesh.runtime.step_runner import PromptBuilder as StepPromptBuilder
 from mesh.runtime.validation import InvalidDecision, check_params, schema_errors
 from mesh.runtime.view import WorkflowView
 from mesh.runtime.worker import AgentWorker, WorkerOptions, secret_key
@@ -41,7 +41,7 @@ __all__ = [
     # the turn loop
     "BuiltPrompt",
     "OwnershipLost",
-    "PromptBuilder",
+    "StepPromptBuilder",
     "Rehydration",
     "RuntimeOptions",
     "PhaseTemperatures",

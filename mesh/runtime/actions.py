@@ -101,7 +101,7 @@ class ActionContext(Protocol):
     outputs: Mapping[str, Any]
     """The step's outputs so far."""
     inputs: Mapping[str, Mapping[str, Any]]
-    """Outputs of the dependency steps, by step id."""
+    """Outputs of every ancestor step (direct dependencies and theirs), by step id."""
 
     def variable(self, name: str, default: Any = None) -> Any:
         """A context variable's value (secrets included: executors need the token)."""

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
 import logging
 import os
 import signal
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import httpx
 
@@ -19,15 +18,14 @@ from mesh.bus import Bus, EnvelopeGuard, KafkaBus, RedisDeadLetterClaims
 from mesh.errors import ConfigError
 from mesh.gossip import GossipNode, IndexedContextMapStore
 from mesh.llm import (
-    Decision,
     Reasoner,
-    ReasonerRequest,
     ReasonerSettings,
     ReasonerSummarizer,
     RedisRateLimiter,
     RuleReasoner,
 )
-from mesh.runtime.actions import Action
+from mesh.plugins import load_roles
+from mesh.roles import Role
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
 from mesh.runtime.step_runner import StepRunner
@@ -56,7 +54,7 @@ from mesh.telemetry import (
 )
 from protocols import Envelope, EnvelopeCodec, Topics, TraceEvent
 
-__all__ = ["AgentConfig", "RoleDefinition", "build_worker", "load_role", "run_agent"]
+__all__ = ["AgentConfig", "build_worker", "load_role", "run_agent"]
 
 log = logging.getLogger("mesh.agent")
 
@@ -64,26 +62,10 @@ _CLOSE_TIMEOUT_S = 8.0
 """Longest wait for one client to close when the agent stops."""
 
 
-class RoleDefinition(Protocol):
-    """What a roles module provides per role (see ``agents.roles.Role``)."""
-
-    name: str
-    actions: Mapping[str, Action]
-
-    def policy(self, request: ReasonerRequest) -> Decision:
-        """Rule-based decision, used when no LLM is configured."""
-        ...
-
-
-def load_role(role: str, module: str = "agents.roles") -> RoleDefinition:
-    """Import ``module`` and return its ``ROLES[role]`` (a clear error if either is missing)."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import roles module {module!r}: {exc}") from None
-    roles = getattr(mod, "ROLES", None)
-    if not isinstance(roles, Mapping):
-        raise ConfigError(f"roles module {module!r} has no ROLES mapping")
+def load_role(role: str, module: str = "") -> Role:
+    """``ROLES[role]`` of ``module``, or of the registered roles module when it is empty
+    (``mesh.plugins``); a clear error if either is missing."""
+    module, roles = load_roles(module)
     if role not in roles:
         raise ConfigError(f"unknown role {role!r}; {module} defines: {', '.join(sorted(roles))}")
     return roles[role]  # type: ignore[no-any-return]
@@ -96,7 +78,9 @@ class AgentConfig:
     role: str
     agent_id: str = ""
     """Defaults to ``<role>-<host>-<pid>``."""
-    roles_module: str = "agents.roles"
+    roles_module: str = ""
+    """Python module with a ``ROLES`` mapping; empty: the one registered under the
+    ``agent_mesh.roles`` entry point group (``mesh.plugins``)."""
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     worker: WorkerOptions = field(default_factory=WorkerOptions)
 
@@ -106,7 +90,7 @@ class AgentConfig:
 
 
 def build_worker(
-    role: RoleDefinition,
+    role: Role,
     bus: Bus,
     store: StateStore,
     *,

@@ -146,7 +146,9 @@ async def _client(settings: MeshSettings, *, read_only: bool = False) -> AsyncIt
 def agent_run(
     role: Annotated[str, typer.Option("--role", "-r", help="Role to serve (identity, fetch, validate, report, ...).")],
     agent_id: Annotated[str, typer.Option(help="Agent id (default: <role>-<host>-<pid>).")] = "",
-    roles_module: Annotated[str, typer.Option(help="Python module with a ROLES mapping.")] = "agents.roles",
+    roles_module: Annotated[str, typer.Option(
+        help="Python module with a ROLES mapping (default: the one registered under the agent_mesh.roles entry point group).",
+    )] = "",
     turn_delay_s: Annotated[float, typer.Option(help="Pause after each turn, in seconds (demos).")] = 0.0,
     session_timeout_ms: Annotated[int, typer.Option(help="Consumer-group session timeout; bounds failover time.")] = 2500,
     heartbeat_interval_ms: Annotated[int, typer.Option(help="Consumer-group heartbeat interval.")] = 500,

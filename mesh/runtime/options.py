@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mesh.llm import ExponentialBackoff, PriceTable
+from mesh.backoff import ExponentialBackoff
+from mesh.llm import PriceTable
 
 __all__ = ["PhaseTemperatures", "RuntimeOptions"]
 

@@ -46,7 +46,7 @@ from mesh.telemetry import (
     tool_span,
     turn_span,
 )
-from mesh.telemetry import TurnRecord as ScratchTurn
+from mesh.telemetry import ScratchpadTurn as ScratchTurn
 from protocols import (
     EffectInDoubt,
     Envelope,
@@ -118,7 +118,7 @@ class Rehydration:
     """What a step inherits from the steps it depends on."""
 
     inputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """Outputs of dependencies by step id."""
+    """Outputs of every ancestor step (direct dependency or not) by step id."""
     variables: Mapping[str, VariableEntry] = field(default_factory=dict)
     """Variables discovered by any ancestor (secrets resolved)."""
     summaries: Mapping[str, str] = field(default_factory=dict)

@@ -522,8 +522,9 @@ class AgentWorker:
         )
         for dep in view.spec.ancestors(step.id):
             done = view.completed[dep]
-            if dep in step.depends_on:
-                inputs[dep] = dict(done.outputs)
+            # Every ancestor's outputs, not only the direct dependencies' (a diamond's join and
+            # a step two hops away read them as ctx.inputs[<step id>]).
+            inputs[dep] = dict(done.outputs)
             summaries[dep] = done.summary
             for var in done.variables:
                 known = variables.get(var.name)
@@ -645,8 +646,9 @@ class AgentWorker:
             await flush()
 
     async def _publish(self, payload: Any, wf: str, step: str, what: str) -> None:
-        await self.bus.publish(
-            self.topics.workflow_events,
+        # Through the runner's publisher, like StepStarted/Progress/Escalated: one path for every
+        # event of a step (its publish span and trace context, whatever the bus or the topic).
+        await self.runner.publish(
             Envelope.of(payload, sender=self.agent_id, workflow_id=wf, step_id=step,
                         id=deterministic_event_id(wf, step, what)),
         )

@@ -42,7 +42,10 @@ class VerifierOptions:
     """How much the verifier remembers and how old an envelope may be."""
 
     replay_window: int = 100_000
-    """Envelope ids (and equivocation slots) remembered; older ones are forgotten first."""
+    """Envelope ids (and equivocation slots) remembered at most; older ones are forgotten first.
+    With ``max_age_ms`` set, an id is also forgotten once it was remembered that long ago: a
+    replay of it would be older than the window and refused as such, so memory stays flat at the
+    traffic of one window (gossip digests never stop) instead of growing to this cap."""
     max_age_ms: int | None = 600_000
     """Envelopes whose HLC wall time is older than this (against ``now_ms``) are replays; None = off."""
     now_ms: Callable[[], int] = field(default=_wall_ms)
@@ -70,8 +73,9 @@ class EnvelopeVerifier:
         """Rejections by reason, for metrics."""
         self.accepted = 0
         """Envelopes that passed."""
-        self._seen_ids: OrderedDict[Hashable, bytes] = OrderedDict()
-        self._slots: OrderedDict[Hashable, bytes] = OrderedDict()
+        # key -> (fingerprint, when it was remembered, in ``now_ms`` time); oldest first.
+        self._seen_ids: OrderedDict[Hashable, tuple[bytes, int]] = OrderedDict()
+        self._slots: OrderedDict[Hashable, tuple[bytes, int]] = OrderedDict()
 
     def verify(self, envelope: Envelope) -> Envelope:
         """Return ``envelope`` if it is authentic and fresh, else raise ``EnvelopeRejected``."""
@@ -117,7 +121,7 @@ class EnvelopeVerifier:
     def _check_fresh(self, envelope: Envelope, body: bytes) -> None:
         seen = self._seen_ids.get(self._id_key(envelope))
         if seen is not None:
-            if seen == hashlib.blake2b(body, digest_size=16).digest():
+            if seen[0] == hashlib.blake2b(body, digest_size=16).digest():
                 if self.options.accept_redelivery:
                     return
                 self._reject(envelope, "replayed", f"envelope id {envelope.id} was already received")
@@ -138,16 +142,26 @@ class EnvelopeVerifier:
                 continue
             slot, fingerprint = found
             previous = self._slots.get(slot)
-            if previous is not None and previous != fingerprint:
+            if previous is not None and previous[0] != fingerprint:
                 self._reject(envelope, "equivocation", f"sender {envelope.sender!r} contradicted itself on {slot!r}")
             slots.append((slot, fingerprint))
         return slots
 
     def _remember(self, key: Hashable, value: bytes, store: OrderedDict) -> None:  # type: ignore[type-arg]
-        store[key] = value
+        # Ids age out with the freshness window; equivocation slots (one ballot per sender and
+        # proposal) are kept up to the count cap: a contradiction must not become acceptable later.
+        now = self.options.now_ms()
+        store[key] = (value, now)
         store.move_to_end(key)
         while len(store) > self.options.replay_window:
             store.popitem(last=False)
+        max_age_ms = self.options.max_age_ms
+        if max_age_ms is not None and store is self._seen_ids:
+            while store:
+                _, (_, when) = next(iter(store.items()))
+                if now - when <= max_age_ms:
+                    break
+                store.popitem(last=False)
 
     def _reject(self, envelope: Envelope, reason: RejectionReason, message: str) -> None:
         self.rejections[reason] += 1

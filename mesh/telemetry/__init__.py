@@ -48,7 +48,8 @@ from mesh.telemetry._redact import (
     redact_value,
     secret_registry,
 )
-from mesh.telemetry._scratchpad import ScratchpadWriter, TurnRecord, sanitize_line
+from mesh.telemetry._scratchpad import ScratchpadWriter, sanitize_line
+from mesh.telemetry._scratchpad import TurnRecord as ScratchpadTurn
 from mesh.telemetry._spans import (
     CheckpointSpan,
     ReasonerSpan,
@@ -129,7 +130,7 @@ __all__ = [
     "TraceEventEmitter",
     # scratchpads
     "ScratchpadWriter",
-    "TurnRecord",
+    "ScratchpadTurn",
     "sanitize_line",
     # KPIs
     "KPI_THRESHOLDS",

@@ -22,11 +22,10 @@ pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(900)]
 
 SCENARIOS = tuple(
     os.environ.get(
-        # Only the scenario that comes out clean on main today. kill-agents still finds an identity
-        # token call left in doubt after a SIGKILL between the call and its checkpoint, and
-        # redis-kill-everysec may end before its fault lands with 2 workflows: both are open
-        # findings (the README's fault-campaign section); widen with MESH_CHAOS_CI_SCENARIOS.
-        "MESH_CHAOS_CI_SCENARIOS", "hostile-flood"
+        # SIGKILLs of every role (identity between its token call and its checkpoint included)
+        # and the hostile flood. redis-kill-everysec may end before its fault lands with 2
+        # workflows (no fault injected); widen with MESH_CHAOS_CI_SCENARIOS.
+        "MESH_CHAOS_CI_SCENARIOS", "hostile-flood,kill-agents"
     ).split(",")
 )
 

@@ -25,3 +25,22 @@ class TestInMemoryBus(BusContract):
         yield make
         for bus in made:
             await bus.aclose()
+
+
+@pytest.mark.parametrize("commits", [True, False])
+async def test_a_member_that_never_commits_tracks_nothing_per_delivery(commits: bool) -> None:
+    # Gossip reads every digest and never commits: its tracker held every offset it ever read.
+    from mesh.bus import SubscriptionOptions
+    from protocols import Envelope, TraceEvent
+
+    topics = Topics(prefix="t")
+    bus = InMemoryBus(InMemoryBroker(default_partitions=2), topics=topics, client_id="a")
+    for i in range(300):
+        await bus.publish(topics.gossip, Envelope.of(TraceEvent(name=f"d{i}"), sender="a"))
+    sub = await bus.subscribe([topics.gossip], group="g", options=SubscriptionOptions(commits=commits))
+    read = 0
+    for _ in range(10):
+        read += len(await sub.poll(timeout_ms=10))
+    assert read == 300
+    held = sum(len(s) for s in sub._tracker._in_flight.values())  # type: ignore[attr-defined]
+    assert held == (300 if commits else 0)

@@ -6,7 +6,7 @@ import json
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import protocols
@@ -183,3 +183,18 @@ def test_public_surface_is_pinned() -> None:
     assert expected <= set(protocols.__all__)
     for name in protocols.__all__:
         assert hasattr(protocols, name), name
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(min_value=2, max_value=1000), unknown=st.booleans())
+def test_spec_errors_stay_short_however_big_the_hostile_spec(n: int, unknown: bool) -> None:
+    # A hostile spec chooses how many step ids an error could name (a cycle through every step,
+    # a dependency on an unknown id among a thousand known ones): the message stays bounded.
+    steps = [{"id": f"s{i}", "role": "r", "depends_on": [f"s{(i + 1) % n}"]} for i in range(n)]
+    if unknown:
+        steps = [{"id": f"s{i}", "role": "r"} for i in range(n)] + [{"id": "z", "role": "r", "depends_on": ["nope"]}]
+    with pytest.raises(WorkflowSpecError) as info:
+        WorkflowSpec.parse({"name": "w", "steps": steps})
+    message = str(info.value)
+    assert ("unknown step 'nope'" if unknown else "dependency cycle: s") in message
+    assert len(message) < 600, message[:200]

@@ -307,9 +307,11 @@ def test_audit_log_names_tokens_by_hash_and_never_holds_secrets(
     assert entries[3]["query"] == "access_token=%5Bredacted%5D"
     expected = {
         "ts", "method", "path", "query", "status", "error", "token_id", "client_id",
-        "idempotency_key", "replay", "effect_id", "effect_key",
+        "idempotency_key", "replay", "effect_id", "effect_key", "expires_at",
     }  # fmt: skip
     assert all(set(e) == expected for e in entries)
+    # A granted token's line says when it expires (the chaos checker tells refreshes from spares).
+    assert entries[0]["expires_at"] is not None and entries[1]["expires_at"] is None
 
 
 def test_summary_counts_auth_calls_and_unauthorized(client: httpx.Client, audit_path: Path) -> None:

@@ -536,3 +536,22 @@ def test_a_401_token_expired_that_no_refresh_followed_is_unauthorized() -> None:
     result = check(h)
     assert [a.kind for a in result.anomalies].count("unauthorized") == 1
     assert result.figures.tokens_expired == 0
+
+
+def test_a_claim_announced_late_by_a_frozen_owner_is_not_a_lost_checkpoint() -> None:
+    # Seen in a 220-workflow campaign (sigstop-zombie): validate-a claimed epoch 2 and was frozen
+    # before announcing it; validate-b claimed epoch 3 from turn 0, reported turn 1; validate-a
+    # thawed, announced its (fenced) epoch 2 "from turn 0" after that report, then stood down.
+    def late_claim(rows: list[dict]) -> None:
+        i = _find(rows, "workflow.step_started", step="validate")
+        rows[i]["data"]["epoch"] = 3
+        j = _find(rows, "workflow.step_progress", step="validate", turn=1)
+        rows.insert(j + 1, {
+            "source": "log", "kind": "workflow.step_started", "workflow_id": "wf-0", "step_id": "validate",
+            "actor": "validate-a", "data": {"owner": "validate-a", "epoch": 2, "resumed_from_turn": 0},
+        })  # fmt: skip
+
+    assert [a.kind for a in check(mutate(clean_history(1), late_claim)).anomalies] == []
+    # The same late announcement with a newer epoch than the reporter's is a real loss.
+    result = check(mutate(clean_history(1), _resume_from_older_turn))
+    assert [a.kind for a in result.anomalies] == ["checkpoint_lost"]

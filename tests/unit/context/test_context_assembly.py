@@ -5,11 +5,11 @@ import pytest
 from mesh.context import (
     CURRENT_HEADING,
     HISTORICAL_HEADING,
-    Action,
     Block,
     Budget,
     ContextBudgetError,
     Kind,
+    LedgerAction,
     Priority,
     assemble,
     cold_key,
@@ -63,7 +63,7 @@ def test_lowest_priority_and_oldest_go_first_with_a_marker_and_ledger_entry() ->
     assert not any(b.id in kept for b in logs)  # P3 dropped before any P2
     kept_hist = [b for b in hist if b.id in kept]
     assert kept_hist and kept_hist == hist[-len(kept_hist) :]  # newest history kept
-    dropped = [e for e in prompt.ledger if e.action is Action.DROPPED]
+    dropped = [e for e in prompt.ledger if e.action is LedgerAction.DROPPED]
     assert {e.block_id for e in dropped} == {b.id for b in blocks} - kept
     for e in dropped:
         assert e.tokens_after == 0

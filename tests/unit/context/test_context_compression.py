@@ -3,7 +3,6 @@
 import pytest
 
 from mesh.context import (
-    Action,
     Block,
     Budget,
     CompressionOptions,
@@ -11,6 +10,7 @@ from mesh.context import (
     ExtractiveSummarizer,
     InMemoryColdStore,
     Kind,
+    LedgerAction,
     PromptBuilder,
     Summarizer,
     default_counter,
@@ -78,7 +78,7 @@ async def test_fires_at_trigger_and_not_below() -> None:
     above = Compressor(RecordingSummarizer("Pages 0-9 fetched for patient 77."))
     result = await above.compress(blocks, Budget(window=int(total / 0.85), output_reserve=0))
     assert result.fired and result.reason == "utilization"
-    compressed = [r for r in result.rows if r[0] is Action.COMPRESSED]
+    compressed = [r for r in result.rows if r[0] is LedgerAction.COMPRESSED]
     assert [r[1].id for r in compressed] == [f"h{i}" for i in range(10)]  # the oldest half
     summary = [b for b in result.blocks if b.kind is Kind.SUMMARY]
     assert len(summary) == 1 and "Pages 0-9 fetched" in summary[0].text
@@ -104,7 +104,7 @@ async def test_a_summary_that_does_not_shrink_is_rejected_and_recorded() -> None
     result = await compressor.compress(blocks, Budget(window=100, output_reserve=0))
     assert result.fired
     assert result.blocks == tuple(blocks)  # blocks kept
-    assert result.rows and all(r[0] is Action.COMPRESSION_REJECTED for r in result.rows)
+    assert result.rows and all(r[0] is LedgerAction.COMPRESSION_REJECTED for r in result.rows)
     assert all(r[2] == r[3] for r in result.rows)
     assert "did not shrink" in result.rows[0][4]
 
@@ -113,7 +113,7 @@ async def test_a_failing_summarizer_does_not_fail_the_build() -> None:
     builder = PromptBuilder(summarizer=FailingSummarizer())
     blocks = [Block("m", "Mission.", kind=Kind.MISSION), *history(30)]
     prompt = await builder.build(blocks, Budget(window=300, output_reserve=0))
-    reasons = {e.reason for e in prompt.ledger if e.action is Action.COMPRESSION_REJECTED}
+    reasons = {e.reason for e in prompt.ledger if e.action is LedgerAction.COMPRESSION_REJECTED}
     assert reasons == {"summarizer failed: ConnectionError: model endpoint down"}
     assert prompt.tokens <= 300 and prompt.ledger.is_balanced()
 
@@ -144,7 +144,7 @@ async def test_builder_keeps_originals_in_cold_storage_and_accounts_for_everythi
     assert ledger.saved_tokens > 0
     assert ledger.input_tokens == sum(counter.count_block(b) for b in blocks)
     assert ledger.kept_tokens + ledger.dropped_tokens + ledger.saved_tokens == ledger.input_tokens
-    compressed = [e for e in ledger if e.action is Action.COMPRESSED]
+    compressed = [e for e in ledger if e.action is LedgerAction.COMPRESSED]
     for e in compressed:
         original = await builder.restore(e.restore_key)
         assert original is not None and original.id == e.block_id

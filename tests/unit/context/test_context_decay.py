@@ -2,7 +2,7 @@
 
 import pytest
 
-from mesh.context import Action, Block, DecayManager, InMemoryColdStore, Kind, Priority
+from mesh.context import Block, DecayManager, InMemoryColdStore, Kind, LedgerAction, Priority
 from mesh.context.decay import ColdStoreClosedError
 
 
@@ -29,7 +29,7 @@ async def test_decay_and_restore_cycle() -> None:
     digest = next(b for b in result.blocks if b.id == "base_url")
     assert "\n" not in digest.text and "cold storage" in digest.text
     (entry,) = result.ledger.entries
-    assert entry.action is Action.DECAYED and entry.tokens_after < entry.tokens_before
+    assert entry.action is LedgerAction.DECAYED and entry.tokens_after < entry.tokens_before
     assert entry.restore_key in store
     assert result.ledger.is_balanced()
     blocks = result.blocks

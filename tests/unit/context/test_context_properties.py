@@ -9,13 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mesh.context import (
-    Action,
     AssembledPrompt,
     Block,
     Budget,
     CompressionOptions,
     ContextBudgetError,
     Kind,
+    LedgerAction,
     Priority,
     PromptBuilder,
     Region,
@@ -79,7 +79,7 @@ def check_prompt(blocks: list[Block], budget: Budget, prompt: AssembledPrompt) -
     ledger = prompt.ledger
     assert ledger.is_balanced()
     assert ledger.kept_tokens == sum(counter.count_block(b) for b in prompt.kept)
-    dropped = [e.block_id for e in ledger if e.action is Action.DROPPED]
+    dropped = [e.block_id for e in ledger if e.action is LedgerAction.DROPPED]
     assert len(dropped) == len(set(dropped))
     assert set(dropped).isdisjoint(kept_ids)
     assert set(dropped) | kept_ids == {b.id for b in prompt.blocks}
@@ -152,7 +152,7 @@ def test_build_with_compression_properties(specs: list, history: list[str], wind
     # Input tokens are those of the original blocks, whatever compression did.
     counter = default_counter()
     assert prompt.ledger.input_tokens == sum(counter.count_block(b) for b in blocks)
-    compressed = [e for e in prompt.ledger if e.action is Action.COMPRESSED]
+    compressed = [e for e in prompt.ledger if e.action is LedgerAction.COMPRESSED]
     for e in compressed:
         assert e.priority in (Priority.P2, Priority.P3)
         assert e.tokens_after <= e.tokens_before

@@ -3,13 +3,13 @@
 import random
 
 from mesh.context import (
-    Action,
     Attempt,
     Block,
     Budget,
     DecayManager,
     InMemoryColdStore,
     Kind,
+    LedgerAction,
     Priority,
     PromptBuilder,
     collapse_failures,
@@ -80,7 +80,7 @@ async def test_500_turns_stay_within_budget() -> None:
             assert b.text in prompt.text
         if turn % 25 == 0 or turn == TURNS - 1:
             assert counter.count(prompt.text) <= budget.usable
-        fired += any(e.action is Action.COMPRESSED for e in prompt.ledger)
+        fired += any(e.action is LedgerAction.COMPRESSED for e in prompt.ledger)
         peak = max(peak, prompt.tokens)
     assert naive_tokens > 10 * budget.usable  # the naive layout would have overflowed long ago
     assert peak <= budget.usable

@@ -192,3 +192,29 @@ def test_private_key_hex_round_trip_and_errors_do_not_echo_the_key(alice):
         private_key_from_hex(text[:-2])
     assert text[:-2] not in str(info.value)
     assert text not in repr(alice)
+
+
+def test_remembered_ids_age_out_with_the_freshness_window_and_replays_stay_refused(alice):
+    # Gossip digests never stop: a verifier that kept every id up to the count cap grew for
+    # hours (bench.memory). With a freshness window, an id older than it is forgotten; a replay
+    # of it is then refused as too old instead of as already seen.
+    clock = [NOW_MS]
+    keyring = Keyring({"alice": alice.public_key})
+    v = EnvelopeVerifier(keyring, options=VerifierOptions(now_ms=lambda: clock[0], max_age_ms=60_000))
+    signer = EnvelopeSigner("alice", alice.private_key)
+
+    def fresh(i: int) -> Envelope:
+        payload = TraceEvent(name=f"digest-{i}", attributes={"n": i})
+        return signer.sign(Envelope.of(payload, sender="alice", hlc=HlcTimestamp(clock[0], 0)))
+
+    old = [fresh(i) for i in range(50)]
+    for env in old:
+        v.verify(env)
+    held_early = len(v._seen_ids)
+    for step in range(1, 21):  # 20 windows of traffic
+        clock[0] += 30_000
+        for i in range(50):
+            v.verify(fresh(step * 1000 + i))
+    assert held_early == 50
+    assert len(v._seen_ids) <= 150, len(v._seen_ids)  # about two half-windows, not 1,050
+    assert _reason(v, old[0]) == "replayed"

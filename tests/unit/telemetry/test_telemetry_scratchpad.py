@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mesh.telemetry import REDACTED, ScratchpadWriter, TurnRecord, sanitize_line
+from mesh.telemetry import REDACTED, ScratchpadTurn, ScratchpadWriter, sanitize_line
 
 
 def test_telemetry_scratchpad_header_and_turns(tmp_path: Path, secret: str) -> None:
@@ -16,7 +16,7 @@ def test_telemetry_scratchpad_header_and_turns(tmp_path: Path, secret: str) -> N
     pad.append_turn(
         "wf-1",
         "fetch",
-        TurnRecord(
+        ScratchpadTurn(
             turn=1,
             action="http_get",
             params={"url": "https://api/records", "auth_token": secret, "page": 1},
@@ -45,15 +45,15 @@ def test_telemetry_scratchpad_header_and_turns(tmp_path: Path, secret: str) -> N
 def test_telemetry_scratchpad_resume_appends_and_marks_replays(tmp_path: Path) -> None:
     first = ScratchpadWriter(tmp_path)
     first.open_step("wf", "s", role="r", agent_id="a1")
-    first.append_turn("wf", "s", TurnRecord(turn=1, action="a"))
-    first.append_turn("wf", "s", TurnRecord(turn=2, action="b"))
+    first.append_turn("wf", "s", ScratchpadTurn(turn=1, action="a"))
+    first.append_turn("wf", "s", ScratchpadTurn(turn=2, action="b"))
     before = first.read("wf", "s")
 
     # A new process: a fresh writer over the same directory.
     second = ScratchpadWriter(tmp_path)
     second.open_step("wf", "s", role="r", agent_id="a2", epoch=1, resumed_from_turn=1)
-    second.append_turn("wf", "s", TurnRecord(turn=2, action="b"))
-    second.append_turn("wf", "s", TurnRecord(turn=3, action="c"))
+    second.append_turn("wf", "s", ScratchpadTurn(turn=2, action="b"))
+    second.append_turn("wf", "s", ScratchpadTurn(turn=3, action="c"))
     after = second.read("wf", "s")
 
     assert after.startswith(before)  # append-only

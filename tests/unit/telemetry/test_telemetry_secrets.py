@@ -10,9 +10,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from mesh.telemetry import (
     RedactingLogFilter,
+    ScratchpadTurn,
     ScratchpadWriter,
     TraceEventEmitter,
-    TurnRecord,
     flush_tracing,
     get_tracer,
     reasoner_span,
@@ -73,7 +73,7 @@ async def test_telemetry_secret_is_absent_from_every_output(
                 pad.append_turn(
                     "wf-s",
                     "fetch",
-                    TurnRecord(
+                    ScratchpadTurn(
                         turn=1,
                         action="http_get",
                         params={"headers": {"Authorization": f"Bearer {BEARER}"}, "q": secret},
