@@ -55,8 +55,8 @@ from mesh.chaos.hostile import hostile_corpus
 from mesh.dev import DevConfig, DevServices, free_port
 from mesh.dev.toxiproxy import Toxiproxy
 from mesh.errors import MeshError, UsageError
-from mesh.gossip import RedisContextMapStore
-from mesh.gossip.worker import GossipWorker, WorkerConfig
+from mesh.gossip import ContextMapArchive
+from mesh.peer.worker import GossipWorker, WorkerConfig
 from mesh.security import (
     DATA_KEY_ENV,
     DATA_KEY_FILE_ENV,
@@ -65,6 +65,7 @@ from mesh.security import (
     generate_keypair,
     private_key_to_hex,
 )
+from mesh.store import RedisContextMapStore
 from protocols import Topics
 
 __all__ = ["ROLES", "SCENARIOS", "CampaignOptions", "Scenario", "run_campaign"]
@@ -886,7 +887,7 @@ async def _collect(run: _Run, *, attempt: int = 1) -> None:
     await read_store(h, c.store, steps)
     client = aioredis.Redis.from_url(c.redis_url)
     try:
-        maps = RedisContextMapStore(client, prefix=f"{c.prefix}:")
+        maps = ContextMapArchive(RedisContextMapStore(client, prefix=f"{c.prefix}:"))
         await read_gossip_maps(h, maps.load, steps, list(c.agents.procs))
     finally:
         await client.aclose()

@@ -22,8 +22,8 @@ from mesh.bus import KafkaBus, SubscriptionOptions
 from mesh.runtime import MeshClient, WorkflowView
 from mesh.runtime.trust import LogTrust
 from mesh.settings import MeshSettings
-from mesh.store import RedisStateStore
-from mesh.store.redis_connection import RedisConnection
+from mesh.store import RedisKeyringStore, RedisStateStore
+from mesh.store.redis import RedisConnection
 from protocols import Topics, WorkflowSpec
 
 __all__ = ["SESSION_TIMEOUT_MS", "Cluster"]
@@ -113,8 +113,9 @@ class Cluster:
 
         ``env`` maps an agent id to environment overrides for that agent alone.
         """
-        self.trust = await LogTrust.connect(self.client_id, connection=self.redis, prefix=self.prefix,
-                                            state_dir=self.tmp / "state")  # fmt: skip
+        self.trust = await LogTrust.connect(
+            self.client_id, RedisKeyringStore.connect(self.redis, prefix=f"{self.prefix}:"), state_dir=self.tmp / "state"
+        )
         await self.bus.start()
         for role, agent_id in agents:
             self.agents.start(role, agent_id, env=(env or {}).get(agent_id))

@@ -21,10 +21,11 @@ from rich.table import Table
 from agents.mock_ehr import EhrConfig, MockEhrProcess, start_mock_ehr_process, summarize_audit_log
 from agents.processes import AgentProcesses
 from agents.specs import reconciliation_spec
-from mesh.gossip import RedisContextMapStore
+from mesh.gossip import ContextMapArchive
 from mesh.runtime import MeshClient, WorkflowView
 from mesh.security import ensure_operator_key, operator_key_path
 from mesh.settings import MeshSettings
+from mesh.store import RedisContextMapStore
 from mesh.telemetry import setup_tracing, shutdown_tracing, workflow_trace_id
 from protocols import (
     Envelope,
@@ -163,8 +164,10 @@ async def _drive(opts: DemoOptions, settings: MeshSettings, agents: AgentProcess
             # gossiped sealed with it.
             from mesh.security import load_data_cipher
 
-            maps = RedisContextMapStore(redis, prefix=f"{settings.topic_prefix}:",
-                                        cipher=load_data_cipher(state_dir=settings.state_dir))
+            cipher = load_data_cipher(state_dir=settings.state_dir)
+            maps = ContextMapArchive(
+                RedisContextMapStore(redis, prefix=f"{settings.topic_prefix}:"), cipher=cipher
+            )
             names = {v.name for c in view.completed.values() for v in c.variables}
             result.gossip_variables = len(names)
             for _, agent_id in AGENTS:

@@ -37,12 +37,12 @@ from mesh.context import (
     Block,
     Budget,
     DecayManager,
-    InMemoryColdStore,
     Kind,
     PromptBuilder,
     TokenCounter,
     assemble,
 )
+from mesh.store import InMemoryBlobStore
 
 WINDOW = 128_000
 N_BLOCKS = 10_000
@@ -210,7 +210,7 @@ async def simulate(turns: int) -> list[tuple[int, int, int, int]]:
     """(turn, naive tokens, our prompt tokens, usable budget) over a simulated agent run."""
     rng = random.Random(3)
     counter = TokenCounter()
-    store = InMemoryColdStore()
+    store = InMemoryBlobStore()
     builder = PromptBuilder(counter, cold_store=store)
     decay = DecayManager(store, counter=counter, idle_turns=8)
     budget = Budget(window=16_000, output_reserve=2_000)

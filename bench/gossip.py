@@ -8,7 +8,7 @@ Run ``python -m bench.gossip`` (add ``--quick`` for a smoke run). Sections:
 3. compression of deltas: raw msgpack vs zlib (the codec's choice) vs zstandard.
 
 ``--kafka`` runs the multi-process benchmark instead: 16 agent processes (a ``GossipNode`` each,
-``python -m mesh.gossip.worker``) over a private real Kafka with a toxiproxy-fronted listener;
+``python -m mesh.peer.worker``) over a private real Kafka with a toxiproxy-fronted listener;
 it measures the time until all 16 hold a new variable (p50/p99 over 20 variables) and the time
 to converge after 4 of the 16 are cut off and healed, and prints PASS/FAIL targets:
 
@@ -243,7 +243,7 @@ class _Seen:
 
 
 async def _collect(worker: object, seen: _Seen) -> None:
-    from mesh.gossip.worker import GossipWorker
+    from mesh.peer.worker import GossipWorker
 
     assert isinstance(worker, GossipWorker)
     while True:
@@ -269,7 +269,7 @@ async def bench_kafka(args: argparse.Namespace, argv: Sequence[str] | None) -> i
     from mesh.bus import KafkaBus
     from mesh.dev import DevConfig, DevServices, free_port
     from mesh.dev.toxiproxy import Toxiproxy
-    from mesh.gossip.worker import GossipWorker, WorkerConfig
+    from mesh.peer.worker import GossipWorker, WorkerConfig
     from mesh.security import private_key_to_hex
     from protocols import Topics
 

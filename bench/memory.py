@@ -5,7 +5,7 @@ Run ``python -m bench.memory`` (``--workflows 1000`` by default; ``--compare`` a
 behaviour before issue 13's defect 7, which slows down as it grows).
 
 One agent of each role (identity, fetch, validate, report), each a real ``AgentWorker`` with its
-own ``GossipNode`` (signed gossip, digests every 500 ms, maps persisted to Redis), all in this
+own ``Peer`` (signed gossip, digests every 500 ms, maps persisted to Redis), all in this
 process on the real Kafka broker and Redis, against an in-process mock EHR; N reconciliation
 workflows (2 patients, page size 2) run one after another. Printed at 0/25/50/75/100 % of N: this
 process's RSS, the workflows each agent still tracks, gossip maps held, and gossip digests sent
@@ -32,11 +32,13 @@ from agents.roles import ROLES
 from agents.specs import reconciliation_spec
 from bench.common import delete_keys, delete_topics, print_header, print_table, run_id, services
 from mesh.bus import KafkaBus, SubscriptionOptions
-from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions, IndexedContextMapStore
+from mesh.gossip import ContextMapArchive, GossipNode, GossipNodeOptions, GossipOptions
+from mesh.peer import Peer
 from mesh.runtime import AgentWorker, MeshClient, RuntimeOptions, WorkerOptions
 from mesh.runtime.agent import build_worker
+from mesh.runtime.trust import LogTrust
 from mesh.security import Keyring, generate_keypair
-from mesh.store import RedisRunIndex, RedisStateStore
+from mesh.store import RedisContextMapStore, RedisRunIndex, RedisStateStore
 from protocols import Topics, WorkflowCompleted
 
 ROLE_NAMES = ("identity", "fetch", "validate", "report")
@@ -77,11 +79,12 @@ async def run(n: int, *, retire: bool, kafka: str, redis_url: str, settle_s: flo
                 store = RedisStateStore.from_url(redis_url, key_prefix=f"{prefix}:")
                 index = RedisRunIndex.from_url(redis_url, key_prefix=f"{prefix}:")
                 closers += [store.aclose, index.aclose]
-                node = GossipNode(pairs[role], bus, keyring, topics=topics,
-                                  store=IndexedContextMapStore(raw, prefix=f"{prefix}:"),
-                                  gossip_options=GossipOptions(anti_entropy_period_ms=500),
-                                  options=GossipNodeOptions(start_timeout_s=60))
-                await node.start()
+                peer = Peer(LogTrust(pairs[role], keyring=keyring), bus, topics=topics,
+                            store=ContextMapArchive(RedisContextMapStore(raw, prefix=f"{prefix}:")),
+                            gossip_options=GossipOptions(anti_entropy_period_ms=500),
+                            node_options=GossipNodeOptions(start_timeout_s=60))
+                await peer.start()
+                node = peer.node
                 nodes.append(node)
                 if not retire:
                     async def keep(_wf: str, **_kw: Any) -> None:

@@ -65,7 +65,14 @@ from mesh.runtime import (
     WorkerOptions,
 )
 from mesh.runtime.trust import LogTrust
-from mesh.store import Checkpoint, InMemoryStateStore, RedisStateStore, StateStore
+from mesh.store import (
+    Checkpoint,
+    InMemoryStateStore,
+    RedisConnection,
+    RedisKeyringStore,
+    RedisStateStore,
+    StateStore,
+)
 from protocols import (
     Envelope,
     StepProgress,
@@ -296,7 +303,7 @@ async def _failover_once(
     topics = Topics(prefix=prefix)
     agents = AgentProcesses(run_dir, _agent_env(svc, prefix, run_dir / "state"), turn_delay_s=turn_delay_s,
                             session_timeout_ms=session_ms, heartbeat_interval_ms=heartbeat_ms)
-    trust = await LogTrust.connect("bench", redis_url=svc.redis_url, prefix=prefix, state_dir=run_dir / "state")
+    trust = await LogTrust.connect("bench", RedisKeyringStore.connect(RedisConnection(url=svc.redis_url), prefix=f"{prefix}:"), state_dir=run_dir / "state")
     bus = KafkaBus(svc.kafka_bootstrap, topics=topics, client_id="bench-failover", partitions=6, signer=trust.sign)
     owner = killed = resumed_by = ""
     kill_ms: float | None = None
@@ -417,7 +424,7 @@ async def _throughput(svc: Services, workflows: int, per_role: int) -> tuple[lis
         ehr = start_mock_ehr_process(tmp / "audit.jsonl", config=EhrConfig(patients=2))
         agents = AgentProcesses(tmp, _agent_env(svc, prefix, tmp / "state"), turn_delay_s=0.0,
                                 session_timeout_ms=OURS_SESSION_TIMEOUT_MS, heartbeat_interval_ms=OURS_HEARTBEAT_MS)
-        trust = await LogTrust.connect("bench", redis_url=svc.redis_url, prefix=prefix, state_dir=tmp / "state")
+        trust = await LogTrust.connect("bench", RedisKeyringStore.connect(RedisConnection(url=svc.redis_url), prefix=f"{prefix}:"), state_dir=tmp / "state")
         bus = KafkaBus(svc.kafka_bootstrap, topics=topics, client_id="bench-wfps", partitions=6, signer=trust.sign)
         submitted: dict[str, int] = {}
         completed: dict[str, int] = {}

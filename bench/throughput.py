@@ -54,6 +54,7 @@ from mesh.bus import KafkaBus, SubscriptionOptions
 from mesh.dev import DevConfig, DevServices
 from mesh.runtime import MeshClient, WorkerOptions
 from mesh.runtime.trust import LogTrust
+from mesh.store import RedisConnection, RedisKeyringStore
 from protocols import Topics, WorkflowCompleted, WorkflowSubmitted
 
 __all__ = ["CATEGORIES", "Cell", "categorize", "cpu_seconds", "main", "parse_ints"]
@@ -242,7 +243,7 @@ async def _run_cell(
             session_timeout_ms=WorkerOptions().session_timeout_ms,
         )
         trust = await LogTrust.connect(
-            "bench", redis_url=redis_url, prefix=prefix, state_dir=tmp / "state"
+            "bench", RedisKeyringStore.connect(RedisConnection(url=redis_url), prefix=f"{prefix}:"), state_dir=tmp / "state"
         )
         bus = KafkaBus(
             kafka.kafka_bootstrap,

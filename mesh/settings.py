@@ -110,6 +110,10 @@ class MeshSettings(BaseSettings):
     to the blob store in segments of as many records and summarized in the checkpoint
     (``mesh.runtime.history``), so it holds between this and twice this many."""
 
+    decay_idle_turns: int = Field(default=10, ge=0)
+    """Turns a step's variable may go unused before it leaves the prompt for the blob store, to
+    come back on its next use (``MESH_DECAY_IDLE_TURNS``; 0: never)."""
+
     blob_backend: Literal["file", "s3"] = "file"
     """Where durable blob copies go (``MESH_BLOB_BACKEND``): ``file`` (``blob_dir``) or ``s3``."""
 

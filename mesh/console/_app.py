@@ -495,7 +495,7 @@ def create_app(
     async def health() -> Health:
         """Whether Redis answers and the Kafka tail caught up."""
         try:
-            ok = bool(await data.redis.ping())  # type: ignore[misc]
+            ok = await data.redis.ping()
         except Exception:
             ok = False
         return Health(redis=ok, tail_ready=data.ready.is_set(), tail_error=data.tail_error)

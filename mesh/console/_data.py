@@ -26,15 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from mesh.bus import KafkaBus, SubscriptionOptions
 from mesh.errors import CheckpointNotFound, MeshError, StoreError
 from mesh.runtime.view import WorkflowView, run_summary
 from mesh.security import REDACTED, redact_text, redact_value
 from mesh.settings import MeshSettings
-from mesh.store import RedisRunIndex, RedisStateStore, RunSummary, step_key
+from mesh.store import RedisConnection, RedisStores, RunSummary, step_key
 from protocols import (
     Envelope,
     EscalationDecided,
@@ -151,11 +149,12 @@ class ConsoleData:
         self.key_prefix = f"{settings.topic_prefix}:"
         self.scratchpad_dir = scratchpad_dir
         self.max_runs = max_runs
-        self.redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=3.0, socket_connect_timeout=3.0
+        # Every MESH_REDIS_* option (Cluster, Sentinel, ACL, TLS), like the agents.
+        self.redis = RedisStores(
+            RedisConnection.from_settings(settings), prefix=self.key_prefix, socket_timeout_s=3.0
         )
-        self.index = RedisRunIndex(self.redis, key_prefix=self.key_prefix)
-        self.store = RedisStateStore.from_url(settings.redis_url, key_prefix=self.key_prefix)
+        self.index = self.redis.run_index(socket_timeout_s=3.0)
+        self.store = self.redis.checkpoints()
         self.runs: OrderedDict[str, _Run] = OrderedDict()
         self.proposals: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.quarantined: dict[str, dict[str, Any]] = {}
@@ -185,8 +184,8 @@ class ConsoleData:
             with contextlib.suppress(MeshError):
                 await self._bus.aclose()
         await self.store.aclose()
-        with contextlib.suppress(RedisError):
-            await self.redis.aclose()
+        await self.index.aclose()
+        await self.redis.aclose()
 
     async def wait_changed(self, after: int, timeout_s: float) -> int:
         """Wait until the tail read past ``after`` (or the timeout); return the new position."""
@@ -478,38 +477,16 @@ class ConsoleData:
         """Every agent's saved gossip map of a workflow: ``{agent: {name: entry}}``."""
         maps: dict[str, dict[str, dict[str, Any]]] = {}
         # The workflow id is the key's hash tag (one Cluster slot per workflow): ctx:{wf}:<replica>.
-        head = f"{self.key_prefix}ctx:{{{workflow_id}}}:"
-        async for key in self.redis.scan_iter(match=_glob_escape(head) + "*", count=200):
-            name = key.decode() if isinstance(key, bytes) else str(key)
-            agent = name[len(head) :]
-            if not agent or ":" in agent:
-                continue
-            data = await self.redis.get(key)
-            if data is None:
-                continue
+        for agent, data in (await self.redis.context_maps.maps_of(workflow_id)).items():
             try:
                 maps[agent] = decode_context_map(data)
             except (ValueError, TypeError, msgpack.UnpackException, AttributeError):
                 maps[agent] = {}
-        return dict(sorted(maps.items()))
+        return maps
 
     async def votes(self, workflow_id: str) -> dict[str, dict[str, str]]:
         """Ballots the validators recorded in Redis for a workflow: ``{voter: {proposal: verdict}}``."""
-        out: dict[str, dict[str, str]] = {}
-        head = f"{self.key_prefix}votes:"
-        tail = f":{{{workflow_id}}}"  # the workflow's hash tag, as the vote ledger writes it
-        async for key in self.redis.scan_iter(
-            match=_glob_escape(head) + "*" + _glob_escape(tail), count=200
-        ):
-            name = key.decode() if isinstance(key, bytes) else str(key)
-            voter = name[len(head) : -len(tail)]
-            fields = await self.redis.hgetall(key)  # type: ignore[misc]
-            for f, v in fields.items():
-                fname = f.decode() if isinstance(f, bytes) else str(f)
-                if fname.startswith("ballot:"):
-                    verdict = (v.decode() if isinstance(v, bytes) else str(v)).partition("\n")[0]
-                    out.setdefault(voter, {})[fname[len("ballot:") :]] = verdict
-        return out
+        return await self.redis.ballots(workflow_id)
 
     async def checkpoints_of(
         self, runs: Sequence[RunSummary]
@@ -527,7 +504,3 @@ class ConsoleData:
                 if ckpt is not None:
                     found[(run.workflow_id, step.id)] = (ckpt, size)
         return found
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -4,7 +4,7 @@ Blocks carry text with a priority (P0 never evicted .. P3 dropped first), a regi
 middle, bottom) and a kind. :func:`assemble` (sync) and :class:`PromptBuilder` (async, with
 compression) fit them into a :class:`Budget`, leave a marker where anything was evicted and
 account for every token in an :class:`EvictionLedger`. Errors are sanitized to one line and
-secrets redacted before text becomes a block; idle variables decay to a :class:`ColdStore`.
+secrets redacted before text becomes a block; idle variables decay to cold storage (a ``mesh.store.BlobStore``).
 """
 
 from mesh.context.assembly import CURRENT_HEADING, HISTORICAL_HEADING, AssembledPrompt, assemble
@@ -18,7 +18,7 @@ from mesh.context.compression import (
     ExtractiveSummarizer,
     Summarizer,
 )
-from mesh.context.decay import ColdStore, DecayManager, DecayResult, InMemoryColdStore
+from mesh.context.decay import DecayManager, DecayResult
 from mesh.context.errors import ContextBudgetError, ContextError, EncodingUnavailableError
 from mesh.context.ledger import EvictionLedger, LedgerAction, LedgerEntry
 from mesh.context.noise import NoiseSignals, noise_score, noise_signals
@@ -71,11 +71,9 @@ __all__ = [
     "collapse_failures",
     "redact",
     "sanitize_error",
-    # decay and cold storage
-    "ColdStore",
+    # decay to cold storage (a mesh.store.BlobStore)
     "DecayManager",
     "DecayResult",
-    "InMemoryColdStore",
     # errors
     "ContextBudgetError",
     "ContextError",

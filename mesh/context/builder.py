@@ -8,9 +8,10 @@ from mesh.context.assembly import AssembledPrompt, _assemble
 from mesh.context.blocks import Block
 from mesh.context.budget import Budget
 from mesh.context.compression import CompressionOptions, Compressor, Summarizer
-from mesh.context.decay import ColdStore
+from mesh.context.decay import read_cold
 from mesh.context.sanitize import Redactor
 from mesh.context.tokens import TokenCounter, default_counter
+from mesh.store.base import BlobStore
 
 __all__ = ["PromptBuilder"]
 
@@ -30,7 +31,7 @@ class PromptBuilder:
         counter: TokenCounter | None = None,
         *,
         summarizer: Summarizer | None = None,
-        cold_store: ColdStore | None = None,
+        cold_store: BlobStore | None = None,
         compression: CompressionOptions | None = None,
         redactor: Redactor | None = None,
     ) -> None:
@@ -71,7 +72,7 @@ class PromptBuilder:
         """The original of a compressed or decayed block, from its ledger ``restore_key``."""
         if self.cold_store is None:
             return None
-        raw = await self.cold_store.get(key)
+        raw = await read_cold(self.cold_store, key)
         return None if raw is None else Block.from_bytes(raw)
 
     def _redact(self, blocks: Sequence[Block]) -> list[Block]:

@@ -12,12 +12,12 @@ from typing import Protocol, runtime_checkable
 
 from mesh.context.blocks import Block, Kind, Priority, Region
 from mesh.context.budget import Budget
-from mesh.context.decay import ColdStore
 from mesh.context.ledger import Action, Row
 from mesh.context.noise import noise_score
 from mesh.context.sanitize import sanitize_error
 from mesh.context.tokens import TokenCounter, default_counter
 from mesh.errors import UsageError
+from mesh.store.base import BlobStore
 
 __all__ = [
     "CompressionOptions",
@@ -200,7 +200,7 @@ class Compressor:
         summarizer: Summarizer | None = None,
         *,
         counter: TokenCounter | None = None,
-        cold_store: ColdStore | None = None,
+        cold_store: BlobStore | None = None,
         options: CompressionOptions | None = None,
     ) -> None:
         self.counter = counter or default_counter()

@@ -1,81 +1,22 @@
-"""Temporal decay: variables nobody mentions move to cold storage and come back on reference."""
+"""Temporal decay: variables nobody mentions move to cold storage and come back on reference.
+
+Cold storage is a ``mesh.store.BlobStore`` (the one blob-by-key seam: files, S3, memory); give
+each step its own namespace with ``mesh.store.PrefixedBlobStore`` when several share one store.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from mesh.context.blocks import Block, Kind, Priority
-from mesh.context.errors import ContextError
 from mesh.context.ledger import Action, EvictionLedger
 from mesh.context.tokens import TokenCounter, default_counter
-from mesh.errors import UsageError
+from mesh.errors import CheckpointNotFound, UsageError
+from mesh.store.base import BlobStore
 
-__all__ = ["ColdStore", "ColdStoreClosedError", "DecayManager", "DecayResult", "InMemoryColdStore"]
-
-
-@runtime_checkable
-class ColdStore(Protocol):
-    """Durable key-value storage for context that left the prompt.
-
-    The boundary exists because the prompt must stay small while nothing may be lost: what is
-    evicted, compressed or decayed is written here and can be brought back by key. Values are
-    opaque bytes (see :meth:`Block.to_bytes`). Redis and blob implementations live with the
-    state store; :class:`InMemoryColdStore` is the one for tests and single-process runs.
-    Calls may run concurrently; a ``put`` that returned is visible to every later ``get``.
-    """
-
-    async def put(self, key: str, value: bytes) -> None:
-        """Store ``value`` under ``key``, replacing what was there."""
-        ...
-
-    async def get(self, key: str) -> bytes | None:
-        """The value under ``key``, or None."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections; later calls fail."""
-        ...
-
-
-class ColdStoreClosedError(ContextError, UsageError):
-    """A cold store was used after ``aclose()``."""
-
-
-class InMemoryColdStore:
-    """A :class:`ColdStore` in a dict: same contract, no durability beyond the process."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, bytes] = {}
-        self._closed = False
-
-    def _check(self) -> None:
-        if self._closed:
-            raise ColdStoreClosedError("cold store used after aclose()")
-
-    async def put(self, key: str, value: bytes) -> None:
-        """Store ``value`` under ``key``, replacing what was there."""
-        self._check()
-        if not isinstance(value, bytes):
-            raise UsageError(f"cold store values are bytes, got {type(value).__name__}")
-        self._data[key] = value
-
-    async def get(self, key: str) -> bytes | None:
-        """The value under ``key``, or None."""
-        self._check()
-        return self._data.get(key)
-
-    async def aclose(self) -> None:
-        """Mark the store closed (idempotent)."""
-        self._closed = True
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
+__all__ = ["DecayManager", "DecayResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +46,7 @@ class DecayManager:
 
     def __init__(
         self,
-        store: ColdStore,
+        store: BlobStore,
         *,
         counter: TokenCounter | None = None,
         idle_turns: int = 10,
@@ -181,7 +122,7 @@ class DecayManager:
 
             if cold is not None:
                 if last >= turn:  # referenced this turn: bring the original back
-                    raw = await self.store.get(b.cold_key)
+                    raw = await read_cold(self.store, b.cold_key)
                     if raw is not None:
                         original = Block.from_bytes(raw)
                         del self._cold[name]
@@ -211,3 +152,11 @@ class DecayManager:
         ledger.input_tokens = input_tokens
         ledger.kept_tokens = kept_tokens + sum(e.tokens_after for e in ledger.entries)
         return DecayResult(tuple(out), tuple(decayed), tuple(restored), ledger)
+
+
+async def read_cold(store: BlobStore, name: str) -> bytes | None:
+    """The blob ``name`` from cold storage, or None when there is none (``BlobStore.get`` raises)."""
+    try:
+        return await store.get(name)
+    except CheckpointNotFound:
+        return None

@@ -11,23 +11,18 @@ from mesh.gossip._agent import GossipAgent, GossipOptions, GossipTransport
 from mesh.gossip._clock import ClockDriftError, HybridLogicalClock, wall_clock_ms
 from mesh.gossip._codec import DEFAULT_COMPRESS_MIN_BYTES, decode_delta, encode_delta
 from mesh.gossip._cold import (
-    ColdStore as ColdValueStore,
-)
-from mesh.gossip._cold import (
     ColdValueError,
     ColdValues,
     CompactedValue,
     CompactionOptions,
-    MemoryColdStore,
     approx_tokens,
 )
 from mesh.gossip._entries import EntryStatus, OrSet
 from mesh.gossip._entries import VariableEntry as VariableVersion
 from mesh.gossip._map import ContextMap, Delta, bucket_of
 from mesh.gossip._memory import MemoryGossipNetwork, NetworkFaults
-from mesh.gossip._persist import ContextMapStore, IndexedContextMapStore, MemoryContextMapStore
-from mesh.gossip._redis import RedisContextMapStore
-from mesh.gossip.node import VARIABLE_FACT, GossipNode, GossipNodeOptions, default_checkers
+from mesh.gossip._persist import ContextMapArchive
+from mesh.gossip.node import GossipNode, GossipNodeOptions
 
 __all__ = [
     # clock
@@ -46,12 +41,10 @@ __all__ = [
     "decode_delta",
     "encode_delta",
     # semantic compression
-    "ColdValueStore",
     "ColdValueError",
     "ColdValues",
     "CompactedValue",
     "CompactionOptions",
-    "MemoryColdStore",
     "approx_tokens",
     # dissemination
     "GossipAgent",
@@ -59,14 +52,9 @@ __all__ = [
     "GossipTransport",
     "MemoryGossipNetwork",
     "NetworkFaults",
-    # persistence
-    "ContextMapStore",
-    "IndexedContextMapStore",
-    "MemoryContextMapStore",
-    "RedisContextMapStore",
-    # over the bus
-    "VARIABLE_FACT",
+    # persistence (the store itself is mesh.store.ContextMapStore)
+    "ContextMapArchive",
+    # over the bus (votes and trust are composed above, by mesh.peer.Peer)
     "GossipNode",
     "GossipNodeOptions",
-    "default_checkers",
 ]

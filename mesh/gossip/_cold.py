@@ -1,7 +1,8 @@
 """Semantic compression: a value over its token budget is kept whole in cold storage.
 
 The map (and so gossip) then carries a short preview, the hash of the full value and a pointer
-(``cold_ref``); any peer can fetch and check the full value with ``ColdValues.resolve``.
+(``cold_ref``); any peer can fetch and check the full value with ``ColdValues.resolve``. Cold
+values live in a ``mesh.store.BlobStore`` (files, S3, memory), the mesh's one blob-by-key seam.
 """
 
 from __future__ import annotations
@@ -9,22 +10,21 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import msgpack
 
-from mesh.errors import PermanentError
+from mesh.errors import CheckpointNotFound, PermanentError
 from mesh.gossip._entries import VariableEntry
+from mesh.store.base import BlobStore
 from protocols.canonical import legacy_canonical_hash
 from protocols.votes import canonical_hash
 
 __all__ = [
-    "ColdStore",
     "ColdValueError",
     "ColdValues",
     "CompactedValue",
     "CompactionOptions",
-    "MemoryColdStore",
     "approx_tokens",
 ]
 
@@ -32,38 +32,6 @@ __all__ = [
 def approx_tokens(text: str) -> int:
     """A cheap token estimate: one token per four characters."""
     return len(text) // 4
-
-
-@runtime_checkable
-class ColdStore(Protocol):
-    """Where oversized values live: a durable blob store (Redis, S3, a file tree...).
-
-    The boundary is two calls so any blob backend fits; keys are opaque strings.
-    """
-
-    async def put(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key`` (overwriting is allowed: keys are content-addressed)."""
-        ...
-
-    async def get(self, key: str) -> bytes | None:
-        """The bytes under ``key``, or None."""
-        ...
-
-
-class MemoryColdStore:
-    """A ``ColdStore`` in a dict, for tests and single-process runs."""
-
-    def __init__(self) -> None:
-        """An empty store."""
-        self.blobs: dict[str, bytes] = {}
-
-    async def put(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key``."""
-        self.blobs[key] = data
-
-    async def get(self, key: str) -> bytes | None:
-        """The bytes under ``key``, or None."""
-        return self.blobs.get(key)
 
 
 class ColdValueError(PermanentError):
@@ -108,9 +76,9 @@ def _as_text(value: Any) -> str:
 
 
 class ColdValues:
-    """Moves oversized values to a ``ColdStore`` and brings them back, checking their hash."""
+    """Moves oversized values to a ``BlobStore`` and brings them back, checking their hash."""
 
-    def __init__(self, store: ColdStore, *, options: CompactionOptions | None = None) -> None:
+    def __init__(self, store: BlobStore, *, options: CompactionOptions | None = None) -> None:
         """Keep cold values in ``store``."""
         self.store = store
         self.options = options or CompactionOptions()
@@ -131,9 +99,10 @@ class ColdValues:
         """The full value of ``entry``, fetched from cold storage when it is cold."""
         if not entry.cold_ref:
             return entry.value
-        data = await self.store.get(entry.cold_ref)
-        if data is None:
-            raise ColdValueError(f"cold value of {entry.name!r} is missing at {entry.cold_ref}")
+        try:
+            data = await self.store.get(entry.cold_ref)
+        except CheckpointNotFound:
+            raise ColdValueError(f"cold value of {entry.name!r} is missing at {entry.cold_ref}") from None
         value = msgpack.unpackb(data, raw=False)
         # Values stored before the v2 (injective) hash still carry a v1 hash: check those too.
         if entry.value_hash not in (canonical_hash(value), legacy_canonical_hash(value)):

@@ -1,112 +1,119 @@
-"""Where a gossip node keeps its maps between runs: the seam, Redis with an index, in memory."""
+"""Where a gossip node keeps its maps between runs: the map format, sealed, over a ``ContextMapStore``.
+
+The store (``mesh.store``: Redis, in memory) keeps opaque bytes per workflow and replica and the
+list of a replica's workflows; this module adds the map's format (``ContextMap.to_bytes``) with
+every secret value sealed by the data key, bound to its workflow and name (``seal_secrets``).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any
 
-from mesh.errors import StoreUnavailable
+import msgpack
+
 from mesh.gossip._clock import HybridLogicalClock
 from mesh.gossip._map import ContextMap
-from mesh.gossip._redis import RedisContextMapStore
+from mesh.security import DataCipher, data_cipher, is_sealed
+from mesh.store.base import ContextMapStore
 
-__all__ = ["ContextMapStore", "IndexedContextMapStore", "MemoryContextMapStore"]
+__all__ = ["ContextMapArchive", "open_secrets", "seal_secrets"]
 
 
-@runtime_checkable
-class ContextMapStore(Protocol):
-    """Saves each replica's maps and lists them again after a crash.
+def _secret_values(
+    raw: dict[str, Any],
+) -> list[tuple[dict[str, Any] | list[Any], Any, tuple[str, ...]]]:
+    """(container, index, context) of every value of a secret register or set element in a saved map."""
+    wf = str(raw.get("workflow_id", ""))
+    state = raw.get("state") or {}
+    found: list[tuple[dict[str, Any] | list[Any], Any, tuple[str, ...]]] = []
+    for reg in state.get("registers") or ():
+        if isinstance(reg, dict) and reg.get("secret") and reg.get("value") is not None:
+            found.append((reg, "value", ("gossip", wf, str(reg.get("name")))))
+    for s in state.get("sets") or ():
+        if isinstance(s, dict) and isinstance(s.get("meta"), dict) and s["meta"].get("secret"):
+            for add in s.get("adds") or ():
+                if isinstance(add, list) and len(add) == 2:
+                    found.append((add, 1, ("gossip", wf, str(s.get("name")))))
+    return found
 
-    Why a seam: ``GossipNode`` restores every map of its agent on start, so besides save and load
-    it needs the list of workflows the agent held; a Redis store and an in-memory one for unit
-    tests give the same three calls. Errors are ``StoreUnavailable`` (the node retries later).
+
+def seal_secrets(data: bytes, cipher: DataCipher | Callable[[], DataCipher]) -> bytes:
+    """``ContextMap.to_bytes`` output with every secret value sealed (bound to its workflow and name)."""
+    raw = msgpack.unpackb(data, raw=False)
+    found = _secret_values(raw)
+    if not found:
+        return data
+    c = cipher if isinstance(cipher, DataCipher) else cipher()
+    for container, index, context in found:
+        container[index] = c.seal(container[index], context=context)  # type: ignore[index]
+    return msgpack.packb(raw, use_bin_type=True)
+
+
+def open_secrets(data: bytes, cipher: DataCipher | Callable[[], DataCipher]) -> bytes:
+    """The inverse of ``seal_secrets``: bytes ``ContextMap.from_bytes`` reads."""
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return data  # from_bytes reports it
+    if not isinstance(raw, dict):
+        return data
+    found = [(c, i, ctx) for c, i, ctx in _secret_values(raw) if is_sealed(c[i])]  # type: ignore[index]
+    if not found:
+        return data
+    cip = cipher if isinstance(cipher, DataCipher) else cipher()
+    for container, index, context in found:
+        container[index] = cip.open(container[index], context=context)  # type: ignore[index]
+    return msgpack.packb(raw, use_bin_type=True)
+
+
+class ContextMapArchive:
+    """Saves and restores one process's ``ContextMap``s in a ``mesh.store.ContextMapStore``.
+
+    Thin on purpose: the map's ``to_bytes``/``from_bytes`` hold the format and the store holds the
+    layout and the error policy (``StoreUnavailable``: the node retries later); this class seals
+    secret values on the way in and opens them on the way out.
     """
 
-    async def save(self, cmap: ContextMap) -> int:
-        """Write the map; return its size in bytes."""
-        ...
+    def __init__(self, store: ContextMapStore, *, cipher: DataCipher | None = None) -> None:
+        """Keep maps in ``store``; ``cipher`` defaults to the process's data key (loaded when a secret is saved)."""
+        self.store = store
+        self._cipher = cipher
 
-    async def load(
-        self, workflow_id: str, replica_id: str, *, clock: HybridLogicalClock | None = None
-    ) -> ContextMap | None:
-        """The saved map, or None."""
-        ...
+    def cipher(self) -> DataCipher:
+        """The cipher secret values are sealed with (loaded on first use)."""
+        if self._cipher is None:
+            self._cipher = data_cipher()
+        return self._cipher
 
-    async def workflows(self, replica_id: str) -> list[str]:
-        """Workflow ids of every map saved for ``replica_id``, sorted."""
-        ...
-
-
-class IndexedContextMapStore(RedisContextMapStore):
-    """``RedisContextMapStore`` plus one set per replica naming its workflows (``{prefix}ctxidx:{replica}``).
-
-    The index entry is written before the map, so a crash never leaves a map the restart cannot
-    find (an entry whose map was never written loads as None). Not one MULTI/EXEC: the index is
-    per replica and the map carries its workflow's hash tag, so on Redis Cluster they live in
-    different slots and a transaction over both would fail with CROSSSLOT.
-    """
-
-    def index_key(self, replica_id: str) -> str:
-        """The Redis key of a replica's workflow index."""
-        return f"{self.prefix}ctxidx:{replica_id}"
+    def encode(self, cmap: ContextMap) -> bytes:
+        """The bytes stored for ``cmap``: its ``to_bytes`` with secret values sealed."""
+        return seal_secrets(cmap.to_bytes(), self.cipher)
 
     async def save(self, cmap: ContextMap) -> int:
         """Write the map (secret values sealed) and index it; return its size in bytes."""
         data = self.encode(cmap)
-        await self._call(self._client.sadd(self.index_key(cmap.replica_id), cmap.workflow_id))
-        await self._call(self._client.set(self.key(cmap.workflow_id, cmap.replica_id), data))
-        return len(data)
-
-    async def retire(self, workflow_id: str, replica_id: str, ttl_s: int) -> None:
-        """A finished workflow's map: out of the index (not restored), expiring after ``ttl_s``."""
-        # Two calls, not one MULTI: the replica's index and the workflow's map live in different
-        # hash slots on Redis Cluster (CROSSSLOT). The TTL goes first: a crash between the two
-        # leaves an index entry whose map expires (it then loads as None), never a map that lives on.
-        if ttl_s > 0:
-            await self._call(self._client.expire(self.key(workflow_id, replica_id), ttl_s))
-        await self._call(self._client.srem(self.index_key(replica_id), workflow_id))
-
-    async def workflows(self, replica_id: str) -> list[str]:
-        """Workflow ids of every map saved for ``replica_id``, sorted."""
-        members = await self._call(self._client.smembers(self.index_key(replica_id)))
-        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
-
-
-class MemoryContextMapStore:
-    """Maps as bytes in a dict; ``available = False`` makes every call raise ``StoreUnavailable``."""
-
-    def __init__(self) -> None:
-        """An empty, reachable store."""
-        self.saved: dict[tuple[str, str], bytes] = {}
-        self.available = True
-        self.saves = 0
-        """Successful saves, for tests of debouncing."""
-
-    async def save(self, cmap: ContextMap) -> int:
-        """Keep the map's bytes."""
-        self._check()
-        data = cmap.to_bytes()
-        self.saved[(cmap.workflow_id, cmap.replica_id)] = data
-        self.saves += 1
+        await self.store.save(cmap.workflow_id, cmap.replica_id, data)
         return len(data)
 
     async def load(
         self, workflow_id: str, replica_id: str, *, clock: HybridLogicalClock | None = None
     ) -> ContextMap | None:
-        """The saved map, or None."""
-        self._check()
-        data = self.saved.get((workflow_id, replica_id))
-        return None if data is None else ContextMap.from_bytes(data, replica_id=replica_id, clock=clock)
-
-    async def retire(self, workflow_id: str, replica_id: str, ttl_s: int) -> None:
-        """A finished workflow's map: dropped (no TTL in memory)."""
-        self._check()
-        self.saved.pop((workflow_id, replica_id), None)
+        """The saved map, or None if there is none."""
+        data = await self.store.load(workflow_id, replica_id)
+        if data is None:
+            return None
+        return ContextMap.from_bytes(
+            open_secrets(data, self.cipher), replica_id=replica_id, clock=clock
+        )
 
     async def workflows(self, replica_id: str) -> list[str]:
-        """Workflow ids saved for ``replica_id``."""
-        self._check()
-        return sorted(wf for wf, replica in self.saved if replica == replica_id)
+        """Workflow ids of every map saved for ``replica_id``, sorted."""
+        return await self.store.workflows(replica_id)
 
-    def _check(self) -> None:
-        if not self.available:
-            raise StoreUnavailable("memory context map store is switched off")
+    async def retire(self, workflow_id: str, replica_id: str, ttl_s: int) -> None:
+        """A finished workflow's map: out of the restore list, expiring after ``ttl_s`` seconds."""
+        await self.store.retire(workflow_id, replica_id, ttl_s)
+
+    def __repr__(self) -> str:
+        return f"ContextMapArchive({self.store!r})"

@@ -1,33 +1,33 @@
-"""One agent's gossip (and votes) over the bus: signed, verified, persisted, restored after a crash.
+"""One agent's gossip over the bus: throttled, persisted, restored after a crash.
 
-``GossipNode`` wires the pure-logic ``GossipAgent`` (and optionally a ``QuorumAgent``) to a
-``Bus``:
+``GossipNode`` wires the pure-logic ``GossipAgent`` to a ``Bus``. It signs and verifies with
+what it is given (``sign``, ``verify``: the agent's trust object builds them) and knows nothing
+of votes; ``mesh.peer.Peer`` composes it with quorum and trust, routing the votes topic through
+the node's one subscription (``route``).
 
-* broadcast: each node is the only member of its own consumer group over the gossip and votes
-  topics, so every node reads every message; it starts at the latest offset (history is not
-  replayed: the map comes back from Redis and anti-entropy fills the gap);
-* every outgoing envelope is signed; every incoming one is verified by the subscription's guard
-  before any handler, and a refused one is dead-lettered by the bus with its reason
-  (``unsigned``, ``forged``, ``replayed``, ``equivocation``) and counted in ``stats``;
+* broadcast: each node is the only member of its own consumer group over the gossip topic (and
+  the routed topics), so every node reads every message; it starts at the latest offset (history
+  is not replayed: the map comes back from its store and anti-entropy fills the gap);
+* every incoming envelope is verified by the subscription's guard before any handler, and a
+  refused one is dead-lettered by the bus with its reason (``unsigned``, ``forged``,
+  ``replayed``, ``equivocation``) and counted in ``stats``;
 * publishing never blocks a write: envelopes go out in the background (at most
   ``max_in_flight`` at once; beyond that, or on a bus error, they are dropped and counted,
   because anti-entropy repairs any loss) so a node cut off from the broker keeps working (AP);
+  digests and sync requests are throttled so a healed link does not set off a sync storm;
 * each map is saved after it changes (debounced) and every map of the agent is restored on
-  ``start``, before the first message is handled;
-* votes that are still open are re-sent periodically, so a minority's proposals, tentative
-  while it was cut off, are decided once the partition heals.
+  ``start``, before the first message is handled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,54 +38,26 @@ from mesh.gossip._agent import GossipAgent, GossipOptions
 from mesh.gossip._clock import HybridLogicalClock
 from mesh.gossip._entries import VariableEntry
 from mesh.gossip._map import ContextMap
-from mesh.gossip._persist import ContextMapStore
-from mesh.quorum import (
-    BallotSigner,
-    CheckerRegistry,
-    QuorumAgent,
-    QuorumBook,
-    Validator,
-    VoteLedger,
-    resend_pending,
-)
-from mesh.quorum import QuorumDecision as Decision
-from mesh.security import (
-    AgentCertificate,
-    EnvelopeRejected,
-    EnvelopeSigner,
-    EnvelopeVerifier,
-    KeyPair,
-    Keyring,
-    RedisKeyringStore,
-    VerifierOptions,
-    redact_text,
-)
+from mesh.gossip._persist import ContextMapArchive
+from mesh.security import EnvelopeRejected, redact_text
 from protocols.envelope import Envelope
 from protocols.events import DeadLetter
 from protocols.gossip import GossipDelta, GossipDigest, GossipSyncRequest
 from protocols.topics import Topics
-from protocols.votes import Proposal
 
-__all__ = ["VARIABLE_FACT", "GossipNode", "GossipNodeOptions", "default_checkers"]
+__all__ = ["GossipNode", "GossipNodeOptions", "Handler", "Sign", "Verify"]
 
 log = logging.getLogger(__name__)
 
-VARIABLE_FACT = "variable"
-"""Fact kind of a proposed context variable; its acceptance flips the variable to ``accepted``."""
-
 OnChange = Callable[[str, list[str]], None]
 """Called with a workflow id and the variable names a peer's message changed (same task as handling)."""
-
-
-def default_checkers() -> CheckerRegistry:
-    """Checkers a node validates with when given none: a proposed variable is plausible as sent.
-
-    The value hash is checked by the ``Validator`` itself; deployments register real checks
-    (e.g. an identifier exists in the source system) for their own fact kinds.
-    """
-    registry = CheckerRegistry()
-    registry.register(VARIABLE_FACT, lambda proposal: True)
-    return registry
+Sign = Callable[[Envelope], Envelope]
+"""Signs an outgoing envelope (the agent's trust object's signer)."""
+Verify = Callable[[Envelope], object]
+"""Raises ``mesh.security.EnvelopeRejected`` unless an incoming envelope is authentic (runs in the
+bus's poll; what it returns is ignored)."""
+Handler = Callable[[Envelope], Awaitable[None]]
+"""Handles a verified envelope of a routed topic, on the node's receive task, in log order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +70,6 @@ class GossipNodeOptions:
     """Longest wait of one poll; an idle node wakes this often (keep it cheap)."""
     max_in_flight: int = 1000
     """Envelopes being published at once; more are dropped (anti-entropy repairs the loss)."""
-    vote_resend_period_ms: int = 2000
-    """How often open votes this node proposed or voted on are re-sent."""
-    keyring_refresh_period_ms: int = 2000
-    """How often peers' keys are re-read from the keyring store (when one is given)."""
     start_timeout_s: float = 30.0
     """How long ``start`` waits for the subscription's first partition assignment."""
     session_timeout_ms: int = 30_000
@@ -148,78 +116,58 @@ class _Assigned:
 
 
 class GossipNode:
-    """Runs one agent's gossip (and, with ``validators``, its votes) over a bus.
+    """Runs one agent's gossip over a bus (dissemination only: votes and keys are the peer's).
 
-    Concurrency: one task handles incoming envelopes in order; local calls (``set_variable``,
-    ``propose``) run on the caller's task in the same event loop (not thread-safe). The bus is
-    the caller's: ``aclose`` closes the node's subscription, not the bus.
+    Concurrency: one task handles incoming envelopes in order (gossip and every routed topic);
+    local calls (``set_variable``, ``delete_variable``) run on the caller's task in the same event
+    loop (not thread-safe). The bus is the caller's: ``aclose`` closes the node's subscription,
+    not the bus.
     """
 
     def __init__(
         self,
-        keys: KeyPair,
+        agent_id: str,
         bus: Bus,
-        keyring: Keyring,
         *,
+        sign: Sign,
+        verify: Verify,
         topics: Topics | None = None,
-        store: ContextMapStore | None = None,
-        keyring_store: RedisKeyringStore | None = None,
-        certificate: AgentCertificate | None = None,
-        validators: frozenset[str] | set[str] | None = None,
-        checkers: CheckerRegistry | None = None,
-        vote_ledger: VoteLedger | None = None,
+        store: ContextMapArchive | None = None,
         gossip_options: GossipOptions | None = None,
         options: GossipNodeOptions | None = None,
-        verifier_options: VerifierOptions | None = None,
         on_change: OnChange | None = None,
         clock: HybridLogicalClock | None = None,
+        is_quarantined: Callable[[str], bool] | None = None,
+        peer_count: Callable[[], int] | None = None,
     ) -> None:
-        """Gossip as ``keys.agent_id`` over ``bus``, trusting the senders in ``keyring``."""
-        self.agent_id = keys.agent_id
-        self._keys = keys
+        """Gossip as ``agent_id`` over ``bus``, signing with ``sign``, admitting what ``verify`` passes.
+
+        ``is_quarantined``: peers whose gossip is ignored (the quorum's verdict); ``peer_count``:
+        how many agents there are (sizes the sync fan-out; default: no fan-out limit).
+        """
+        self.agent_id = agent_id
         self.bus = bus
-        self.keyring = keyring
         self.topics = topics or Topics()
         self.store = store
-        self.keyring_store = keyring_store
-        self.certificate = certificate
         self.options = options or GossipNodeOptions()
         self.on_change = on_change
-        self.signer = EnvelopeSigner(keys.agent_id, keys.private_key)
-        self.verifier = EnvelopeVerifier(keyring, options=verifier_options)
+        self.sign = sign
+        self._verify = verify
+        self._peer_count = peer_count
         self.stats: Counter[str] = Counter()
         """Node-level counts: published, dropped, rejected_<reason>, saves, handler errors..."""
         self.gossip = GossipAgent(
-            keys.agent_id,
+            agent_id,
             self._send_gossip,
             clock=clock,
             options=gossip_options,
-            sign=self.signer,
-            is_quarantined=self._is_quarantined,
+            sign=sign,
+            is_quarantined=is_quarantined,
         )
-        self.quorum: QuorumAgent | None = None
-        if validators:
-            book = QuorumBook(frozenset(validators), keyring=keyring)
-            validator = None
-            if keys.agent_id in validators:
-                # The ledger (Redis in a deployment) keeps this validator's votes across restarts.
-                validator = Validator(
-                    BallotSigner(keys.agent_id, keys.private_key),
-                    checkers=checkers or default_checkers(),
-                    ledger=vote_ledger,
-                )
-            self.quorum = QuorumAgent(
-                keys.agent_id,
-                self._send_vote,
-                book,
-                validator=validator,
-                on_decided=self._on_decided,
-                sign=self.signer,
-                now=self.gossip.clock.now,
-            )
-        self.group = self.options.group or f"{self.topics.gossip}.{keys.agent_id}.{uuid.uuid4().hex[:8]}"
+        self.group = self.options.group or f"{self.topics.gossip}.{agent_id}.{uuid.uuid4().hex[:8]}"
         self.restored: dict[str, int] = {}
         """Entries restored from the store on start, by workflow id."""
+        self._routes: dict[str, Handler] = {}
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -230,6 +178,18 @@ class GossipNode:
         self._last_sync_ms: dict[tuple[str, str], float] = {}
         self._rng = random.Random()
         self._started = False
+
+    def route(self, topic: str, handler: Handler) -> None:
+        """Read ``topic`` too, on the same subscription and guard, handing each envelope to ``handler``.
+
+        Call before ``start``. A handler's ``PermanentError`` dead-letters the envelope; any other
+        exception is counted and dead-lettered too, and the receive loop goes on.
+        """
+        if self._started:
+            raise UsageError(f"gossip node {self.agent_id}: route {topic!r} before start()")
+        if topic == self.topics.gossip:
+            raise UsageError(f"gossip node {self.agent_id}: the gossip topic is the node's own")
+        self._routes[topic] = handler
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -243,11 +203,9 @@ class GossipNode:
             return
         self._started = True
         await self._restore()
-        if self.keyring_store is not None:
-            await self._share_keys()
         assigned = _Assigned()
         self._sub = await self.bus.subscribe(
-            [self.topics.gossip, self.topics.votes],
+            [self.topics.gossip, *self._routes],
             group=self.group,
             member=self.agent_id,
             listener=assigned,
@@ -260,7 +218,7 @@ class GossipNode:
                 max_poll_interval_ms=max(60_000, self.options.session_timeout_ms),
             ),
         )
-        self._spawn(self._receive_loop(), "receive")
+        self.spawn(self._receive_loop(), "receive")
         try:
             await asyncio.wait_for(assigned.event.wait(), self.options.start_timeout_s)
         except TimeoutError:
@@ -269,11 +227,7 @@ class GossipNode:
                 f"gossip node {self.agent_id}: no partition assignment within {self.options.start_timeout_s} s"
             ) from None
         self.gossip.start()
-        self._spawn(self._persist_loop(), "persist")
-        if self.quorum is not None:
-            self._spawn(self._resend_loop(), "resend-votes")
-        if self.keyring_store is not None:
-            self._spawn(self._keyring_loop(), "keyring")
+        self.spawn(self._persist_loop(), "persist")
         # Push what was restored: peers that lost it (or never had it) merge it at once.
         for workflow_id in list(self.gossip.maps):
             await self.gossip.flush(workflow_id)
@@ -338,30 +292,12 @@ class GossipNode:
         """This node's replica of ``workflow_id`` (created empty on first use)."""
         return self.gossip.join(workflow_id)
 
-    async def propose(
-        self,
-        workflow_id: str,
-        name: str,
-        value: Any,
-        *,
-        secret: bool = False,
-        priority: int = 1,
-        expires_at_ms: int | None = None,
-    ) -> Proposal:
-        """Write a variable (tentative) and put it to the vote; it flips to accepted on 2f+1 ballots."""
-        quorum = self._require_quorum()
-        await self.set_variable(
-            workflow_id, name, value, secret=secret, priority=priority, expires_at_ms=expires_at_ms
-        )
-        return await quorum.propose(workflow_id, VARIABLE_FACT, name, value)
-
-    async def propose_fact(self, workflow_id: str, fact_kind: str, key: str, value: Any) -> Proposal:
-        """Put any fact to the vote (validators check it with their checker for ``fact_kind``)."""
-        return await self._require_quorum().propose(workflow_id, fact_kind, key, value)
-
-    def decision(self, proposal_id: str) -> Decision | None:
-        """This node's decision on a proposal, if it reached one."""
-        return self._require_quorum().book.decision(proposal_id)
+    async def mark_accepted(self, workflow_id: str, name: str, value_hash: str) -> bool:
+        """Flip a tentative variable to accepted (a quorum agreed on its value); True if it changed."""
+        changed = await self.gossip.mark_accepted(workflow_id, name, value_hash)
+        if changed:
+            self._mark_dirty(workflow_id)
+        return changed
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -379,7 +315,7 @@ class GossipNode:
         if self._addressed_elsewhere(envelope):
             return  # never reaches a handler: _dispatch drops it
         try:
-            self.verifier.verify(envelope)
+            self._verify(envelope)
         except EnvelopeRejected as exc:
             self.stats[f"rejected_{exc.reason}"] += 1
             raise BusEnvelopeRejected(str(exc), reason=exc.reason) from None
@@ -408,8 +344,8 @@ class GossipNode:
         try:
             if delivery.topic == self.topics.gossip:
                 await self._handle_gossip(envelope)
-            elif delivery.topic == self.topics.votes and self.quorum is not None:
-                await self.quorum.handle(envelope)
+            elif (handler := self._routes.get(delivery.topic)) is not None:
+                await handler(envelope)
         except PermanentError as exc:
             # Verified but unusable (a clock far ahead, a corrupt delta): dead-letter it too.
             reason = getattr(exc, "reason", "") or "handler"
@@ -451,17 +387,7 @@ class GossipNode:
         if claims is not None and not await claims.claim(delivery.topic, delivery.partition, delivery.offset):
             self.stats["dead_letter_claimed_elsewhere"] += 1
             return
-        self._publish(self.topics.dead_letter, self.signer(Envelope.of(letter, sender=self.agent_id)))
-
-    def _is_quarantined(self, peer: str) -> bool:
-        return self.quorum is not None and self.quorum.is_quarantined(peer)
-
-    async def _on_decided(self, decision: Decision) -> None:
-        proposal = decision.proposal
-        self.stats[f"decided_{decision.outcome}"] += 1
-        if decision.outcome == "accepted" and proposal.fact_kind == VARIABLE_FACT:
-            if await self.gossip.mark_accepted(proposal.workflow_id, proposal.key, proposal.value_hash):
-                self._mark_dirty(proposal.workflow_id)
+        self._publish(self.topics.dead_letter, self.sign(Envelope.of(letter, sender=self.agent_id)))
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -475,7 +401,7 @@ class GossipNode:
                 return
             self._digest_in_flight.add(envelope.workflow_id)
         elif envelope.kind == GossipSyncRequest.KIND and not envelope.payload.get("reply"):
-            peers = max(1, len(self.keyring) - 1)
+            peers = max(1, self._peer_count() - 1) if self._peer_count is not None else 0
             fanout = self.options.sync_fanout
             if fanout and peers > fanout and self._rng.random() >= fanout / peers:
                 self.stats["skipped_sync_fanout"] += 1
@@ -488,8 +414,9 @@ class GossipNode:
             self._last_sync_ms[target] = now_ms
         self._publish(self.topics.gossip, envelope)
 
-    async def _send_vote(self, envelope: Envelope) -> None:
-        self._publish(self.topics.votes, envelope)
+    def publish(self, topic: str, envelope: Envelope) -> None:
+        """Hand a signed envelope to the bus in the background (dropped and counted past ``max_in_flight``)."""
+        self._publish(topic, envelope)
 
     def _publish(self, topic: str, envelope: Envelope) -> None:
         # Fire and forget: the caller (a local write, or the receive loop answering a digest)
@@ -518,7 +445,8 @@ class GossipNode:
 
     # -- background work --------------------------------------------------------------------
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` for the node's lifetime: ``aclose`` cancels it (first spawned, first stopped)."""
         self._tasks.append(asyncio.create_task(coro, name=f"gossip-node-{self.agent_id}-{name}"))
 
     def _mark_dirty(self, workflow_id: str) -> None:
@@ -575,48 +503,10 @@ class GossipNode:
             self.stats["restore_errors"] += 1
             log.warning("gossip node %s: cannot restore maps (%s); starting from peers", self.agent_id, exc)
 
-    async def _resend_loop(self) -> None:
-        assert self.quorum is not None
-        period_s = self.options.vote_resend_period_ms / 1000
-        while True:
-            await asyncio.sleep(period_s)
-            await resend_pending(self.quorum)
-
-    async def _share_keys(self) -> None:
-        assert self.keyring_store is not None
-        try:
-            await self.keyring_store.publish(self.agent_id, self._keys.public_key, certificate=self.certificate)
-            await self._refresh_keyring()
-        except StoreUnavailable as exc:
-            log.warning("gossip node %s: keyring store unreachable: %s", self.agent_id, exc)
-
-    async def _refresh_keyring(self) -> None:
-        assert self.keyring_store is not None
-        # The keyring's one policy decides (operator certificate, or pinning with signed rotation);
-        # the log verifier and the quorum book share this keyring, so all three agree.
-        self.keyring.refresh(await self.keyring_store.records())
-
-    async def _keyring_loop(self) -> None:
-        period_s = self.options.keyring_refresh_period_ms / 1000
-        while True:
-            await asyncio.sleep(period_s)
-            with contextlib.suppress(StoreUnavailable):
-                await self._refresh_keyring()
-
-    def _require_quorum(self) -> QuorumAgent:
-        if self.quorum is None:
-            raise UsageError(f"gossip node {self.agent_id} has no validators configured: pass validators=...")
-        return self.quorum
-
     def summary(self) -> dict[str, Any]:
-        """Counters of the node, its gossip agent, verifier and quorum agent (for logs and tests)."""
+        """Counters of the node and its gossip agent (for logs and tests)."""
         out: dict[str, Any] = {f"node.{k}": v for k, v in self.stats.items()}
         out.update({f"gossip.{k}": v for k, v in self.gossip.stats.items()})
-        out.update({f"verifier.rejected_{k}": v for k, v in self.verifier.rejections.items()})
-        out["verifier.accepted"] = self.verifier.accepted
-        if self.quorum is not None:
-            out.update({f"quorum.{k}": v for k, v in self.quorum.stats.items()})
-        out["time_ms"] = int(time.time() * 1000)
         return out
 
     def __repr__(self) -> str:

@@ -28,10 +28,9 @@ from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 
 from mesh.bus import KafkaBus
-from mesh.errors import MeshError, TransientError
+from mesh.errors import MeshError, StoreError, TransientError
 from mesh.ingress._validate import (
     DEFAULT_MAX_EVENT_BYTES,
     TaskEventRejected,
@@ -41,7 +40,7 @@ from mesh.ingress._validate import (
 )
 from mesh.runtime.client import MeshClient
 from mesh.settings import MeshSettings
-from mesh.store.redis_connection import RedisClient, RedisConnection
+from mesh.store.redis import RedisClient, RedisConnection, redis_call
 from mesh.telemetry import consume_span, setup_tracing, shutdown_tracing, workflow_root_context
 from protocols import DeadLetter, Envelope, Topics
 
@@ -136,9 +135,9 @@ class Ingress:
         key, ttl = self._dedupe_key(request), self.options.dedupe_ttl_s
         workflow_id = request.workflow_id
         try:
-            claimed = await self.redis.set(key, f"pending {workflow_id}", nx=True, ex=ttl)
+            claimed = await redis_call("ingress dedupe", self.redis.set(key, f"pending {workflow_id}", nx=True, ex=ttl))
             if not claimed:
-                prior = (await self.redis.get(key) or b"").decode(errors="replace")
+                prior = (await redis_call("ingress dedupe", self.redis.get(key)) or b"").decode(errors="replace")
                 state, _, prior_wf = prior.partition(" ")
                 if state == "submitted":
                     log.info("duplicate task event (source %r, id %r) of workflow %s dropped",
@@ -146,12 +145,12 @@ class Ingress:
                     return "duplicate"
                 # An earlier attempt claimed it and died before publishing: publish (again).
                 workflow_id = prior_wf or workflow_id
-        except RedisError as exc:
+        except StoreError as exc:
             raise TransientError(f"redis: {exc}") from None
         await self.client.submit(request.spec, workflow_id=workflow_id, variables=request.variables)
         try:
-            await self.redis.set(key, f"submitted {workflow_id}", ex=ttl)
-        except RedisError as exc:
+            await redis_call("ingress dedupe", self.redis.set(key, f"submitted {workflow_id}", ex=ttl))
+        except StoreError as exc:
             raise TransientError(f"redis: {exc}") from None
         log.info("task event (source %r, id %r) submitted workflow %s (%s)",
                  request.source, request.event_id, workflow_id, request.spec.name)

@@ -28,8 +28,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from mesh.errors import StoreError
+from mesh.store.redis import RedisClient, RedisConnection, redis_call, register_script
 
 __all__ = ["RateLimiter", "RateTicket", "RedisRateLimiter"]
 
@@ -123,7 +123,7 @@ class RedisRateLimiter:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         *,
         prefix: str = "mesh",
         rpm: int = 0,
@@ -142,9 +142,9 @@ class RedisRateLimiter:
         self._own = own_client
         tag = f"{{{prefix}:llm}}"
         self.calls_key, self.hold_key = f"{tag}:calls", f"{tag}:hold"
-        self._acquire = client.register_script(_ACQUIRE)
-        self._settle = client.register_script(_SETTLE)
-        self._hold = client.register_script(_HOLD)
+        self._acquire = register_script(client, _ACQUIRE)
+        self._settle = register_script(client, _SETTLE)
+        self._hold = register_script(client, _HOLD)
         self._warned_at = 0.0
 
     @classmethod
@@ -152,7 +152,7 @@ class RedisRateLimiter:
         cls, url: str, *, prefix: str = "mesh", rpm: int = 0, tpm: int = 0, window_s: float = 60.0
     ) -> RedisRateLimiter:
         """A limiter with its own connection to ``url``."""
-        client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        client = RedisConnection(url=url).client(socket_timeout_s=5)
         return cls(client, prefix=prefix, rpm=rpm, tpm=tpm, window_s=window_s, own_client=True)
 
     async def acquire(self, tokens: int) -> RateTicket:
@@ -168,12 +168,15 @@ class RedisRateLimiter:
         while True:
             try:
                 wait_ms = int(
-                    await self._acquire(
-                        keys=[self.calls_key, self.hold_key],
-                        args=[window_ms, self.rpm, self.tpm, tokens, member],
+                    await redis_call(
+                        "rate limiter",
+                        self._acquire(
+                            keys=[self.calls_key, self.hold_key],
+                            args=[window_ms, self.rpm, self.tpm, tokens, member],
+                        ),
                     )
                 )
-            except (RedisError, OSError) as exc:
+            except StoreError as exc:
                 self._warn(
                     f"rate limiter unreachable ({type(exc).__name__}: {exc}); calling without it"
                 )
@@ -190,10 +193,13 @@ class RedisRateLimiter:
             return
         member = ticket.member.split(":", 1)[1]
         try:
-            await self._settle(
-                keys=[self.calls_key], args=[ticket.member, f"{max(int(tokens), 0)}:{member}"]
+            await redis_call(
+                "rate limiter",
+                self._settle(
+                    keys=[self.calls_key], args=[ticket.member, f"{max(int(tokens), 0)}:{member}"]
+                ),
             )
-        except (RedisError, OSError) as exc:
+        except StoreError as exc:
             self._warn(f"rate limiter unreachable ({type(exc).__name__}: {exc})")
 
     async def hold(self, seconds: float) -> None:
@@ -202,8 +208,8 @@ class RedisRateLimiter:
         if ms <= 0:
             return
         try:
-            await self._hold(keys=[self.hold_key], args=[ms])
-        except (RedisError, OSError) as exc:
+            await redis_call("rate limiter", self._hold(keys=[self.hold_key], args=[ms]))
+        except StoreError as exc:
             self._warn(
                 f"rate limiter unreachable ({type(exc).__name__}: {exc}); the hold is local only"
             )

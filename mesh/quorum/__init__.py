@@ -21,9 +21,8 @@ from mesh.quorum._agent import QuorumAgent
 from mesh.quorum._ballots import DEFAULT_BALLOT_TTL_MS, BallotSigner, make_proposal, verify_ballot
 from mesh.quorum._book import BookLimits, BookResult, QuorumBook
 from mesh.quorum._book import Decision as QuorumDecision
-from mesh.quorum._ledger import Endorsement, MemoryVoteLedger, RedisVoteLedger, VoteLedger
 from mesh.quorum._reputation import Reputation, ReputationOptions
-from mesh.quorum._resend import resend_pending
+from mesh.quorum._resend import resend_forever, resend_pending
 from mesh.quorum._tally import BallotOutcome, Tally, max_faulty, quorum_size
 from mesh.quorum._tally import Outcome as VoteOutcome
 from mesh.quorum._validator import Checker, CheckerRegistry, Judge, Validator
@@ -45,10 +44,6 @@ __all__ = [
     "QuorumDecision",
     "QuorumBook",
     # the validator's persisted votes
-    "Endorsement",
-    "MemoryVoteLedger",
-    "RedisVoteLedger",
-    "VoteLedger",
     # validation
     "Checker",
     "CheckerRegistry",
@@ -59,5 +54,6 @@ __all__ = [
     "ReputationOptions",
     # network
     "QuorumAgent",
+    "resend_forever",
     "resend_pending",
 ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from mesh.quorum._agent import QuorumAgent
 
-__all__ = ["resend_pending"]
+__all__ = ["resend_forever", "resend_pending"]
 
 
 def _now_ms() -> int:
@@ -39,3 +40,10 @@ async def resend_pending(agent: QuorumAgent) -> int:
             sent += 1
     agent.stats["resent"] += sent
     return sent
+
+
+async def resend_forever(agent: QuorumAgent, *, period_s: float) -> None:
+    """``resend_pending`` every ``period_s`` seconds until cancelled (a peer runs it for its lifetime)."""
+    while True:
+        await asyncio.sleep(period_s)
+        await resend_pending(agent)

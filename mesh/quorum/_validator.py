@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from mesh.quorum._ballots import DEFAULT_BALLOT_TTL_MS, BallotSigner
-from mesh.quorum._ledger import MemoryVoteLedger, VoteLedger
+from mesh.store import InMemoryVoteLedger, VoteLedger
 from protocols.votes import Ballot, Proposal, canonical_hash
 
 __all__ = ["Checker", "CheckerRegistry", "Judge", "Validator"]
@@ -88,7 +88,7 @@ class Validator:
         self.checkers = checkers
         self.judge = judge
         self.lock_slots = lock_slots
-        self.ledger: VoteLedger = ledger if ledger is not None else MemoryVoteLedger()
+        self.ledger: VoteLedger = ledger if ledger is not None else InMemoryVoteLedger()
         self.ballot_ttl_ms = ballot_ttl_ms
         self._now_ms = now_ms
         self._endorsed: dict[tuple[str, str, int], str] = {}

@@ -104,7 +104,7 @@ class ActionContext(Protocol):
     """Outputs of every ancestor step (direct dependencies and theirs), by step id."""
 
     def variable(self, name: str, default: Any = None) -> Any:
-        """A context variable's value (secrets included: executors need the token)."""
+        """A context variable's value (secrets included: executors need the token); a read counts as a use."""
         ...
 
     def resource(self, name: str) -> Any:

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -16,7 +16,7 @@ import httpx
 
 from mesh.bus import Bus, EnvelopeGuard, KafkaBus, RedisDeadLetterClaims
 from mesh.errors import ConfigError
-from mesh.gossip import GossipNode, IndexedContextMapStore
+from mesh.gossip import ContextMapArchive, GossipNode
 from mesh.llm import (
     Reasoner,
     ReasonerSettings,
@@ -24,8 +24,10 @@ from mesh.llm import (
     RedisRateLimiter,
     RuleReasoner,
 )
+from mesh.peer import Peer
 from mesh.plugins import load_roles
 from mesh.roles import Role
+from mesh.runtime.observers import TurnObserver
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
 from mesh.runtime.step_runner import StepRunner
@@ -35,13 +37,12 @@ from mesh.settings import MeshSettings
 from mesh.store import (
     BlobStore,
     JournalingStateStore,
-    RedisRunIndex,
-    RedisStateStore,
+    RedisConnection,
+    RedisStores,
     RunIndex,
     StateStore,
     blob_store_from_settings,
 )
-from mesh.store.redis_connection import RedisConnection
 from mesh.telemetry import (
     Kpis,
     ScratchpadWriter,
@@ -109,8 +110,13 @@ def build_worker(
     guard: EnvelopeGuard | None = None,
     gossip: GossipNode | None = None,
     index: RunIndex | None = None,
+    observers: Sequence[TurnObserver] = (),
 ) -> AgentWorker:
-    """Wire a worker for ``role``; the reasoner defaults to the role's rule policy."""
+    """Wire a worker for ``role``; the reasoner defaults to the role's rule policy.
+
+    ``observers`` watch its turns from outside the loop (``mesh.runtime.observers``), after the
+    spans and before the ``kpis`` and ``scratchpad`` ones.
+    """
     runtime = runtime or RuntimeOptions()
 
     async def publish(env: Envelope) -> None:
@@ -127,7 +133,8 @@ def build_worker(
     runner = StepRunner(
         reasoner or RuleReasoner(policy=role.policy, name=f"rule/{role.name}"),
         store,
-        prompts or StackPromptBuilder(window=runtime.context_window, output_reserve=runtime.max_tokens, model=model),
+        prompts or StackPromptBuilder(window=runtime.context_window, output_reserve=runtime.max_tokens, model=model,
+                                      cold_blobs=blobs, decay_idle_turns=runtime.decay_idle_turns),
         publish,
         agent_id=agent_id,
         role=role.name,
@@ -141,6 +148,7 @@ def build_worker(
         log_topic=topics.workflow_events,
         consumer_group=f"{topics.prefix}.role.{role.name}",
         refreshers=getattr(role, "refresh", None),
+        observers=observers,
     )
     return AgentWorker(bus, store, runner, topics=topics, options=worker, guard=guard, gossip=gossip, index=index)
 
@@ -160,10 +168,13 @@ async def run_agent(
     # KPIs go out as OTel metrics under the same OTEL_* rules as spans (OTLP when an endpoint is set).
     setup_metrics("agent-mesh", agent_id=agent_id, role=role.name)
     kpis = Kpis(attributes={"mesh.role": role.name})
-    redis = RedisConnection.from_settings(settings)
-    trust = await LogTrust.connect(
-        agent_id, connection=redis, prefix=settings.topic_prefix, state_dir=settings.state_dir
-    )
+    # Every Redis store of this process (MESH_REDIS_*): keyring, gossip maps, checkpoints, run index.
+    stores = RedisStores(RedisConnection.from_settings(settings), prefix=f"{settings.topic_prefix}:")
+    try:
+        trust = await LogTrust.connect(agent_id, stores.keyring, state_dir=settings.state_dir)
+    except BaseException:
+        await stores.aclose()
+        raise
     bus = KafkaBus(
         settings.kafka_bootstrap,
         codec=EnvelopeCodec(max_bytes=settings.max_envelope_bytes),
@@ -174,20 +185,19 @@ async def run_agent(
         min_insync_replicas=settings.topic_min_insync_replicas,
         signer=trust.sign,
         # One dead letter per bad record across every role's group and every agent.
-        dead_letters=RedisDeadLetterClaims(trust.redis, prefix=f"{settings.topic_prefix}:"),
+        dead_letters=RedisDeadLetterClaims(stores.client, prefix=f"{settings.topic_prefix}:"),
     )
     # While Redis is unreachable, checkpoints go to an fsync'd local journal and are replayed in
     # order when it returns (mesh/store/journal.py); the agent keeps working on what it owns.
     # With MESH_REDIS_WAIT_REPLICAS a checkpoint is acknowledged only once a replica has it (WAIT).
-    redis_store = RedisStateStore.connect(
-        redis, key_prefix=f"{settings.topic_prefix}:",
+    redis_store = stores.checkpoints(
         wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms,
     )
     store = JournalingStateStore(redis_store, settings.state_dir / "journal", agent_id=agent_id)
     # Durable blob copies: a directory (default) or an S3 bucket that outlives the pod (MESH_BLOB_BACKEND).
     blobs = blob_store_from_settings(settings)
     # The run index `mesh status` / `mesh runs` read (a view of the log, written as events fold).
-    run_index = RedisRunIndex.connect(redis, key_prefix=f"{settings.topic_prefix}:")
+    run_index = stores.run_index()
     scratchpad = ScratchpadWriter.under_state_dir(settings.state_dir)
     # Imported here: the anthropic SDK is slow to import and only agent processes need it.
     from mesh.llm.factory import make_reasoner
@@ -195,13 +205,15 @@ async def run_agent(
     reasoner_settings = ReasonerSettings()
     prompts = StackPromptBuilder(
         window=config.runtime.context_window, output_reserve=config.runtime.max_tokens, model=reasoner_settings.model,
+        # Variables unused for N turns leave the prompt for the blob store (MESH_DECAY_IDLE_TURNS).
+        cold_blobs=blobs, decay_idle_turns=config.runtime.decay_idle_turns,
     )
     # Provider-reported input tokens calibrate the budget's safety margin (tiktoken undercounts Claude).
     # One limiter for every agent of the mesh (MESH_LLM_RPM / _TPM / _RATE_WINDOW_S); it also
     # shares the provider's Retry-After with all of them.
     # A RedisCluster client has the same script API; the limiter's two keys share one hash tag.
     limiter = RedisRateLimiter(
-        cast(Any, trust.redis), prefix=settings.topic_prefix, rpm=reasoner_settings.rpm, tpm=reasoner_settings.tpm,
+        cast(Any, stores.client), prefix=settings.topic_prefix, rpm=reasoner_settings.rpm, tpm=reasoner_settings.tpm,
         window_s=reasoner_settings.rate_window_s,
     )
     reasoner = make_reasoner(
@@ -217,15 +229,13 @@ async def run_agent(
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     await bus.start()
     store.start()
-    gossip = GossipNode(
-        trust.keys, bus, trust.keyring, topics=topics, keyring_store=trust.store, certificate=trust.certificate,
-        store=IndexedContextMapStore(trust.redis, prefix=f"{settings.topic_prefix}:"),
-    )
-    await gossip.start()
+    # The peer gossips, votes and verifies with the same trust object (one keyring, one refresh policy).
+    peer = Peer(trust, bus, topics=topics, store=ContextMapArchive(stores.context_maps))
+    await peer.start()
     worker = build_worker(
         role, bus, store, agent_id=agent_id, topics=topics, reasoner=reasoner, blobs=blobs,
         resources={"http": http, "settings": settings}, runtime=runtime, worker=config.worker,
-        scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True, guard=trust, gossip=gossip,
+        scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True, guard=trust, gossip=peer.node,
         index=run_index,
     )
     loop = asyncio.get_running_loop()
@@ -235,10 +245,10 @@ async def run_agent(
         await worker.run(on_joined=on_ready)
     finally:
         # Each close is bounded: a broker or Redis outage must not hold a SIGTERM'd agent.
-        for what, close in (("http", http.aclose), ("reasoner", reasoner.aclose), ("gossip", gossip.aclose),
+        for what, close in (("http", http.aclose), ("reasoner", reasoner.aclose), ("peer", peer.aclose),
                             ("run index", run_index.aclose), ("store", store.aclose), ("blobs", blobs.aclose),
                             ("bus", bus.aclose),
-                            ("trust", trust.aclose)):
+                            ("trust", trust.aclose), ("redis", stores.aclose)):
             task = asyncio.ensure_future(close())
             done, _ = await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
             if not done:  # not awaited: a client may swallow the cancellation and keep retrying

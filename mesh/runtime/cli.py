@@ -173,6 +173,7 @@ def agent_run(
         runtime=RuntimeOptions(
             turn_delay_s=turn_delay_s,
             history_window=settings.history_window, history_segment=settings.history_window,
+            decay_idle_turns=settings.decay_idle_turns,
         ),
         worker=WorkerOptions(
             session_timeout_ms=session_timeout_ms,

@@ -83,34 +83,32 @@ class MeshClient:
         """
         from mesh.bus import KafkaBus
         from mesh.runtime.trust import LogTrust
-        from mesh.store import RedisRunIndex
-        from mesh.store.redis_connection import RedisConnection
+        from mesh.store import RedisConnection, RedisStores
 
         settings = settings or MeshSettings()
         client_id = client_id or f"cli-{getpass.getuser()}-{socket.gethostname()}"
         topics = Topics(prefix=settings.topic_prefix)
+        stores = RedisStores(RedisConnection.from_settings(settings), prefix=f"{settings.topic_prefix}:")
         trust = None
         if not read_only:
-            trust = await LogTrust.connect(
-                client_id, connection=RedisConnection.from_settings(settings), prefix=settings.topic_prefix,
-                state_dir=settings.state_dir,
-            )
+            try:
+                trust = await LogTrust.connect(client_id, stores.keyring, state_dir=settings.state_dir)
+            except BaseException:
+                await stores.aclose()
+                raise
         bus = KafkaBus(settings.kafka_bootstrap, topics=topics, client_id=client_id,
                        signer=trust.sign if trust is not None else None,
                        partitions=settings.topic_partitions, replication_factor=settings.topic_replication,
                        min_insync_replicas=settings.topic_min_insync_replicas)
-        index = RedisRunIndex.connect(
-            RedisConnection.from_settings(settings), key_prefix=f"{settings.topic_prefix}:", socket_timeout_s=2.0
-        )
+        index = stores.run_index(socket_timeout_s=2.0)
         try:
             await bus.start()
         except BaseException:
             await index.aclose()
-            if trust is not None:
-                await trust.aclose()
+            await stores.aclose()
             raise
         client = cls(bus, topics=topics, client_id=client_id, index=index, bootstrap_servers=settings.kafka_bootstrap)
-        client._owned = [bus, index] + ([trust] if trust is not None else [])
+        client._owned = [bus, index, stores]
         return client
 
     async def aclose(self) -> None:

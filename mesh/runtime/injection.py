@@ -37,7 +37,12 @@ def _resolve(source: str, state: StepState, step_params: Mapping[str, Any]) -> A
     kind, _, name = source.partition(":")
     if kind == "var":
         entry = state.variables.get(name)
-        return entry.value if entry is not None else None
+        if entry is None:
+            return None
+        # Injected into this turn's call: a use, which keeps it in (or brings it back to) the
+        # prompt (mesh.runtime.decay).
+        entry.last_used_turn = max(entry.last_used_turn, state.turn + 1)
+        return entry.value
     if kind == "param":
         return step_params.get(name)
     if kind == "memory":

@@ -52,6 +52,11 @@ class RuntimeOptions:
     history_segment: int = 20
     """Turn records per archived blob."""
 
+    decay_idle_turns: int = 10
+    """Turns a variable may go unused (set, injected, read by an action) before its prompt block
+    moves to the blob store; it comes back the turn after its next use (``mesh.runtime.decay``).
+    0 turns decay off; it needs a blob store."""
+
     turn_delay_s: float = 0.0
     """Pause after each turn, in seconds (demos: makes a step long enough to kill mid-way)."""
 

@@ -14,7 +14,6 @@ from mesh.context import (
     REDACTED,
     Block,
     Budget,
-    ColdStore,
     Kind,
     Priority,
     PromptBuilder,
@@ -25,8 +24,10 @@ from mesh.context import (
     default_counter,
 )
 from mesh.llm import ActionSpec
+from mesh.runtime.decay import VariableDecay
 from mesh.runtime.state import StepState
 from mesh.runtime.step_runner import BuiltPrompt
+from mesh.store import BlobStore
 from protocols import StepSpec, WorkflowSpec
 
 __all__ = ["StackPromptBuilder"]
@@ -45,6 +46,9 @@ class StackPromptBuilder:
     carried from the previous turn's result, so compressed summaries persist and only new turns
     are added. After a resume the history is rebuilt from the checkpoint and compressed again
     when due. Secret values of the step are redacted from every block.
+
+    With ``cold_blobs`` and ``decay_idle_turns`` > 0, variables unused for that many turns
+    move to the blob store and come back the turn after their next use (``mesh.runtime.decay``).
     """
 
     def __init__(
@@ -55,16 +59,24 @@ class StackPromptBuilder:
         model: str = "rule",
         counter: TokenCounter | None = None,
         summarizer: Summarizer | None = None,
-        cold_store: ColdStore | None = None,
+        cold_store: BlobStore | None = None,
         history_turns: int = 10_000,
+        cold_blobs: BlobStore | None = None,
+        decay_idle_turns: int = 0,
     ) -> None:
-        """Budget ``window - output_reserve - margin`` tokens per prompt (margin from calibration)."""
+        """Budget ``window - output_reserve - margin`` tokens per prompt (margin from calibration).
+
+        ``decay_idle_turns`` (0: off) is how many turns a variable may go unused before its
+        block moves to ``cold_blobs``.
+        """
         self.counter = counter or default_counter()
         self.window, self.output_reserve, self.model = window, output_reserve, model
         self.summarizer, self.cold_store = summarizer, cold_store
         self.history_turns = history_turns
+        self.cold_blobs, self.decay_idle_turns = cold_blobs, decay_idle_turns
         # Per step: its builder (compression hysteresis), last turn built, carried history, secrets.
         self._steps: dict[tuple[str, str], tuple[PromptBuilder, int, list[Block], frozenset[str]]] = {}
+        self._decay: dict[tuple[str, str], VariableDecay] = {}
 
     @property
     def budget(self) -> Budget:
@@ -78,6 +90,7 @@ class StackPromptBuilder:
     def forget(self, workflow_id: str, step_id: str) -> None:
         """Drop carried blocks of a step (it ended or moved to another agent)."""
         self._steps.pop((workflow_id, step_id), None)
+        self._decay.pop((workflow_id, step_id), None)
 
     def blocks(self, spec: WorkflowSpec, step: StepSpec, state: StepState) -> list[Block]:
         """Every block of the step, its whole history included (archived turns as their digest)."""
@@ -166,12 +179,16 @@ class StackPromptBuilder:
                 self.counter, summarizer=self.summarizer, cold_store=self.cold_store, redactor=Redactor(secrets),
             )
             blocks = self.blocks(spec, step, state)
+            self._decay.pop(key, None)
         else:
             builder, last_turn, middle, known = carried
             if secrets != known:  # the redactor compiles its secrets into one regex: rebuild only on change
                 builder.redactor = Redactor(secrets)
             new = [b for pair in self._history(state, after=last_turn) for b in pair]
             blocks = self._frame(spec, step, state) + middle + new
+        decay_lines: list[str] = []
+        if self.cold_blobs is not None and self.decay_idle_turns > 0:
+            blocks, decay_lines = await self._decay_variables(key, blocks, state, builder)
         budget = self.budget
         assembled = await builder.build(blocks, budget)
         middle = [b for b in assembled.blocks if b.region == Region.MIDDLE and not b.id.startswith("summary:")]
@@ -182,5 +199,29 @@ class StackPromptBuilder:
             prompt=prompt,
             tokens=assembled.tokens,
             budget=budget.usable,
-            ledger=tuple(assembled.ledger.lines()) if len(assembled.ledger) else (),
+            ledger=tuple(decay_lines + (assembled.ledger.lines() if len(assembled.ledger) else [])),
+        )
+
+    async def _decay_variables(
+        self, key: tuple[str, str], blocks: list[Block], state: StepState, builder: PromptBuilder
+    ) -> tuple[list[Block], list[str]]:
+        """Idle variables out to the blob store, used ones back (``mesh.runtime.decay``)."""
+        assert self.cold_blobs is not None
+        decay = self._decay.get(key)
+        if decay is None:
+            decay = self._decay[key] = VariableDecay(
+                self.cold_blobs, state.workflow_id, state.step_id, idle_turns=self.decay_idle_turns,
+                counter=self.counter,
+            )
+        redactor = builder.redactor
+
+        def redact(block: Block) -> Block:
+            text = redactor.redact(block.text) if redactor is not None else block.text
+            return block if text == block.text else block.replace(text=text)
+
+        last = state.history[-1] if state.history else None
+        return await decay.apply(
+            blocks, turn=state.turn + 1, redact=redact,
+            last_used={f"var:{name}": entry.last_used_turn for name, entry in state.variables.items()},
+            mentions=[f"{last.action} {_fmt(last.params)}"] if last is not None else (),
         )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -26,6 +27,27 @@ from mesh.llm import (
 from mesh.runtime.actions import Action, ActionError, ActionOutcome, CredentialExpired
 from mesh.runtime.history import HistoryArchiver, HistoryOptions
 from mesh.runtime.injection import inject_params
+from mesh.runtime.observers import (
+    ActionDone,
+    CheckpointWriting,
+    CheckpointWritten,
+    EffectSettled,
+    KpiObserver,
+    Observers,
+    PromptBuilt,
+    ReasonerAnswered,
+    ReasonerCall,
+    ReasonerRejected,
+    ScratchpadObserver,
+    SpanObserver,
+    StepClosed,
+    StepOpened,
+    ToolAttempt,
+    ToolCall,
+    TurnEnded,
+    TurnObserver,
+    TurnStarted,
+)
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.spinning import decision_signature, spinning_reason
@@ -38,15 +60,9 @@ from mesh.telemetry import (
     Kpis,
     ScratchpadWriter,
     TraceEventEmitter,
-    checkpoint_span,
-    reasoner_span,
     redact_value,
     secret_registry,
-    step_span,
-    tool_span,
-    turn_span,
 )
-from mesh.telemetry import ScratchpadTurn as ScratchTurn
 from protocols import (
     EffectInDoubt,
     Envelope,
@@ -150,7 +166,10 @@ class _Context:
 
     def variable(self, name: str, default: Any = None) -> Any:
         entry = self._variables.get(name)
-        return entry.value if entry is not None else default
+        if entry is None:
+            return default
+        entry.last_used_turn = max(entry.last_used_turn, self.turn)  # a use (mesh.runtime.decay)
+        return entry.value
 
     def resource(self, name: str) -> Any:
         try:
@@ -185,6 +204,7 @@ class StepRunner:
         log_topic: str = "",
         consumer_group: str = "",
         refreshers: Mapping[str, Action] | None = None,
+        observers: Sequence[TurnObserver] = (),
     ) -> None:
         """Wire the runner to its reasoner, store, prompt builder and event publisher.
 
@@ -194,6 +214,12 @@ class StepRunner:
         turn records and the older ones are archived there (``mesh.runtime.history``).
         ``log_topic`` and ``consumer_group`` (where steps are read from) only label the step span
         with messaging attributes.
+
+        ``observers`` watch each step from outside the loop (``mesh.runtime.observers``): steps
+        opened, prompts built, reasoner calls, tool calls, checkpoints written, turns ended,
+        in-doubt calls settled. A ``SpanObserver`` (the OpenTelemetry spans) comes first;
+        ``kpis`` and ``scratchpad`` are shorthands that add a ``KpiObserver`` and a
+        ``ScratchpadObserver`` after the given ones.
 
         ``refreshers`` maps a secret variable (``auth_token``) to the ``at_most_once`` action, with
         a ``lookup``, that obtains a fresh value of it. An action that injects the variable
@@ -215,6 +241,12 @@ class StepRunner:
         self.resources = dict(resources or {})
         self.scratchpad = scratchpad
         self.kpis = kpis
+        self.observers = Observers([
+            SpanObserver(),
+            *observers,
+            *([KpiObserver(kpis)] if kpis is not None else []),
+            *([ScratchpadObserver(scratchpad)] if scratchpad is not None else []),
+        ])
         self.trace_events = trace_events
         self.cipher = cipher
         self.log_topic, self.consumer_group = log_topic, consumer_group
@@ -315,24 +347,22 @@ class StepRunner:
         state.summaries = dict(rehydration.summaries)
         for name, entry in rehydration.variables.items():
             if name not in state.discovered and name not in state.edited:
-                state.variables[name] = entry
+                # Adopted now (a use, mesh.runtime.decay), unless the checkpoint knows a later use.
+                old = state.variables.get(name)
+                used = old.last_used_turn if old is not None and old.value == entry.value else state.turn
+                state.variables[name] = dataclasses.replace(entry, last_used_turn=used)
         for value in state.secret_values():
             secret_registry().add(value)
 
         self._spent_elsewhere[(workflow_id, step.id)] = rehydration.spent_elsewhere
         await self._announce(step, workflow_id, epoch, resumed_from)
-        if self.kpis is not None:
-            self.kpis.record_step_started(resumed=resumed_from > 0)
-        if self.scratchpad is not None:
-            self.scratchpad.open_step(
-                workflow_id, step.id, role=step.role, agent_id=self.agent_id, epoch=epoch,
-                mission=spec.mission, resumed_from_turn=resumed_from,
-            )
-        with step_span(
+        opened = StepOpened(
             workflow_id, step.id, role=step.role, agent_id=self.agent_id, epoch=epoch,
-            resumed_from_turn=resumed_from, trace_carrier=trace,
+            mission=spec.mission, resumed_from_turn=resumed_from, trace=trace,
             topic=self.log_topic, consumer_group=self.consumer_group,
-        ) as span:
+        )
+        self.observers.step_opened(opened)
+        with self.observers.step_scope(opened):
             await self._event("step.started", state, resumed_from_turn=resumed_from, epoch=epoch)
             fresh = True
             if state.in_doubt is not None:
@@ -342,7 +372,7 @@ class StepRunner:
                 fresh = False
                 if self.options.turn_delay_s and state.status == "running" and not self.step_stopping(workflow_id, step.id):
                     await asyncio.sleep(self.options.turn_delay_s)
-            span.set_many({"mesh.step.status": state.status, "mesh.step.turns": state.turn})
+            self.observers.step_closed(StepClosed(workflow_id, step.id, state.status, state.turn))
             await self._event(f"step.{state.status}", state, turns=state.turn, resumes=state.resumes)
         self._spent_elsewhere.pop((workflow_id, step.id), None)
         forget = getattr(self.prompts, "forget", None)
@@ -365,12 +395,11 @@ class StepRunner:
             phase = "execution"
         temperature = getattr(self.options.temperatures, phase)
         allowed = [self.actions[name].spec for name in self.actions]
-        with turn_span(turn, phase=phase) as tspan:
+        with self.observers.turn_scope(TurnStarted(state.workflow_id, state.step_id, turn, phase)):
             built = await self.prompts.build(spec, step, state, allowed)
-            tspan.set_many({"mesh.context.tokens": built.tokens, "mesh.context.budget": built.budget,
-                            "mesh.context.evictions": len(built.ledger)})
-            if self.kpis is not None:
-                self.kpis.record_context_utilization(built.tokens, built.budget, phase=phase)
+            self.observers.prompt_built(PromptBuilt(
+                state.workflow_id, state.step_id, turn, phase, built.tokens, built.budget, len(built.ledger)
+            ))
             meter = _TurnMeter()
             decided = await self._decide(spec, step, state, built, allowed, temperature, meter)
             if decided is None:
@@ -388,7 +417,7 @@ class StepRunner:
                 await self._persist(state)
                 await self._event("effect.in_doubt", state, turn=turn, action=action.name, key=key)
             outcome, error, retries = await self._execute(step, state, action, params, key, turn, notes)
-            tspan.set_decision(action.name, outcome="ok" if error is None else "failed", detail=error or "")
+            self.observers.action_done(ActionDone(state.workflow_id, state.step_id, turn, action.name, error or ""))
             self._fold(state, turn, action, params, notes, repairs, retries, outcome, error, started)
             _note_prompt(state.history[-1], built)
             used = meter.usage
@@ -441,18 +470,21 @@ class StepRunner:
                 max_tokens=self.options.max_tokens,
                 repair_hint=hint,
             )
-            with reasoner_span(
-                model=getattr(self.reasoner, "model", self.reasoner.name),
+            with self.observers.reasoner_scope(ReasonerCall(
+                state.workflow_id, state.step_id,
+                model=str(getattr(self.reasoner, "model", self.reasoner.name)),
                 temperature=temperature,
                 max_tokens=self.options.max_tokens,
                 provider="anthropic" if self.reasoner.name.startswith("anthropic") else "mesh.rule",
-            ) as rspan:
+            )):
                 try:
                     result = await self.reasoner.decide(request)
                 except DecisionFormatError as exc:
                     self._meter(state, meter, request, exc.usage, model="", answer=exc.raw)
                     hint = f"Your previous answer was invalid: {one_line_error(exc)}. Call exactly one of: {', '.join(names)}."
-                    rspan.set("error.type", "DecisionFormatError")
+                    self.observers.reasoner_rejected(
+                        ReasonerRejected(state.workflow_id, state.step_id, "DecisionFormatError")
+                    )
                     if attempt + 1 - unavailable >= attempts:
                         break
                     continue
@@ -468,17 +500,10 @@ class StepRunner:
                             answer=json.dumps([result.decision.action, result.decision.params], default=str)
                             + result.decision.reasoning)
                 if result.usage is not None:
-                    rspan.record_response(
-                        input_tokens=result.usage.input_tokens,
-                        output_tokens=result.usage.output_tokens,
-                        finish_reasons=["tool_use"],
-                    )
-                    if self.kpis is not None:
-                        self.kpis.record_token_usage(
-                            model=result.model or self.reasoner.name,
-                            input_tokens=result.usage.input_tokens,
-                            output_tokens=result.usage.output_tokens,
-                        )
+                    self.observers.reasoner_answered(ReasonerAnswered(
+                        state.workflow_id, state.step_id, model=result.model or self.reasoner.name,
+                        input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens,
+                    ))
             decision = result.decision
             try:
                 if decision.action not in self.actions:
@@ -518,7 +543,7 @@ class StepRunner:
         retries = 0
         renewed = False
         while True:
-            with tool_span(action.name, idempotency_key=key) as span:
+            with self.observers.tool_scope(ToolCall(state.workflow_id, state.step_id, action.name, key)):
                 try:
                     async with asyncio.timeout(step.limits.turn_timeout_s):
                         outcome = await action.run(ctx, params)
@@ -528,19 +553,19 @@ class StepRunner:
                         # Refused as expired before its expiry time (in flight, or clocks differ):
                         # nothing took effect, so get a fresh credential and make the call again.
                         renewed = True
-                        span.set_outcome("retry", detail=one_line_error(exc))
+                        self._tool_attempt(state, action, "retry", one_line_error(exc))
                         fresh = [await self._refresh(step, state, n, turn, "refused as expired", notes) for n in names]
                         if any(fresh):
                             params.update(inject_params(action.name, params, action.inject, state, step.params)[0])
                             continue
                     retryable = bool(getattr(exc, "retryable", False)) or isinstance(exc, TimeoutError)
-                    span.set_outcome("retry" if retryable else "failed", detail=one_line_error(exc))
+                    self._tool_attempt(state, action, "retry" if retryable else "failed", one_line_error(exc))
                     if retryable and retries < step.limits.max_retries:
                         retries += 1
                         await asyncio.sleep(self.options.action_backoff.delay_s(retries))
                         continue
                     return None, one_line_error(exc), retries
-                span.set_outcome("ok", detail=outcome.summary)
+                self._tool_attempt(state, action, "ok", outcome.summary)
                 return outcome, None, retries
 
     # -- refreshing expired secrets -----------------------------------------------------------
@@ -655,6 +680,9 @@ class StepRunner:
         sealed = (self.cipher or data_cipher()).seal(str(value), context=("secret", workflow_id, name))
         await self.store.write(key, sealed, epoch=epoch, owner=self.agent_id, workflow_id=workflow_id)
 
+    def _tool_attempt(self, state: StepState, action: Action, outcome: str, detail: str) -> None:
+        self.observers.tool_attempt(ToolAttempt(state.workflow_id, state.step_id, action.name, outcome, detail))
+
     def _context(self, step: StepSpec, state: StepState, key: str, turn: int) -> _Context:
         return _Context(
             workflow_id=state.workflow_id,
@@ -713,10 +741,7 @@ class StepRunner:
         )
         await self._event("effect.in_doubt_reported" if resolution == "repeated" else "effect.reconciled", state,
                           turn=turn, action=name, key=key, resolution=resolution)
-        if self.kpis is not None:
-            record_in_doubt = getattr(self.kpis, "record_effect_in_doubt", None)
-            if record_in_doubt is not None:
-                record_in_doubt(resolution=resolution)
+        self.observers.effect_settled(EffectSettled(state.workflow_id, state.step_id, turn, name, resolution))
         if outcome is None:
             await self._persist(state)  # the record is settled: a later crash does not count it twice
             return False
@@ -790,10 +815,9 @@ class StepRunner:
         data = state.to_bytes(self.cipher)
         key = step_key(state.workflow_id, state.step_id)
         t0 = time.perf_counter()
-        with checkpoint_span(
-            workflow_id=state.workflow_id, step_id=state.step_id, turn=state.turn, epoch=state.epoch,
-            size_bytes=len(data),
-        ) as span:
+        with self.observers.checkpoint_scope(
+            CheckpointWriting(state.workflow_id, state.step_id, state.turn, state.epoch, len(data))
+        ):
             try:
                 ckpt = await self.store.write(
                     key, data, epoch=state.epoch, owner=self.agent_id, workflow_id=state.workflow_id
@@ -801,12 +825,13 @@ class StepRunner:
             except StaleEpochError as exc:
                 log.warning("%s/%s: %s; abandoning the step", state.workflow_id, state.step_id, exc)
                 raise OwnershipLost(str(exc)) from exc
-            span.set_result(version=ckpt.version)
+            self.observers.checkpoint_written(CheckpointWritten(
+                state.workflow_id, state.step_id, state.turn, (time.perf_counter() - t0) * 1000, len(data),
+                version=ckpt.version,
+            ))
         if state.history and state.history[-1].turn == state.turn:
             # Persisted with the next checkpoint: the console's checkpoint-write KPI reads it.
             state.history[-1].checkpoint_ms = round((time.perf_counter() - t0) * 1000, 3)
-        if self.kpis is not None:
-            self.kpis.record_checkpoint_write((time.perf_counter() - t0) * 1000, size_bytes=len(data))
         if self.blobs is not None and self.options.blob_copies:
             name = f"{state.workflow_id}/{state.step_id}/{state.turn:06d}-e{state.epoch}.msgpack"
             task = asyncio.create_task(self._blob_copy(name, data))
@@ -1024,19 +1049,11 @@ class StepRunner:
         )
         if state.status == "paused":
             await self._escalate(state, turn)
-            if self.kpis is not None:
-                self.kpis.record_spinning(reason=state.escalation.split(":")[0])
         await self._event("turn.completed", state, turn=turn, action=action, outcome=outcome,
                           latency_ms=round(latency_ms, 3), injected=len(notes))
-        if self.kpis is not None:
-            self.kpis.record_turn_latency(latency_ms, outcome=outcome)
-        if self.scratchpad is not None:
-            self.scratchpad.append_turn(
-                state.workflow_id,
-                state.step_id,
-                ScratchTurn(
-                    turn=turn, action=action, params=record.params, reasoning=decision.reasoning,
-                    outcome=f"{outcome}: {record.summary}", latency_ms=latency_ms, phase=phase,
-                    model=self.reasoner.name, injected=tuple(n.split(" ")[0] for n in notes),
-                ),
-            )
+        self.observers.turn_ended(TurnEnded(
+            state.workflow_id, state.step_id, turn, action, outcome, record.summary, latency_ms, phase,
+            model=self.reasoner.name, params=record.params, reasoning=decision.reasoning,
+            injected=tuple(n.split(" ")[0] for n in notes),
+            escalation=state.escalation if state.status == "paused" else "",
+        ))

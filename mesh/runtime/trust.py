@@ -3,8 +3,9 @@
 Every agent (and every CLI client) has an Ed25519 key pair. The private key stays in the agent's
 state directory (``<state_dir>/keys/<agent_id>.ed25519``, mode 0600; or ``MESH_AGENT_KEY_FILE``)
 so a restarted agent keeps its identity and the envelopes it signed earlier still verify when the
-log is replayed; the public key is published in the keyring hash in Redis (``<prefix>:keyring``)
-with the operator's certificate for it, where peers look it up.
+log is replayed; the public key is published in the shared keyring store (``mesh.store.KeyringStore``;
+in a deployment the Redis hash ``<prefix>:keyring``) with the operator's certificate for it, where
+peers look it up.
 
 Trust root (``mesh.security.TrustPolicy``): Redis carries keys, it does not vouch for them. With an
 operator public key configured (``MESH_OPERATOR_PUBLIC_KEY`` or ``..._FILE``, e.g. a Kubernetes
@@ -13,33 +14,41 @@ certificate. The certificate comes from ``MESH_AGENT_CERT_FILE`` or ``<state_dir
 (made by ``mesh keys certify``); in dev, an agent that can read the operator PRIVATE key
 (``MESH_OPERATOR_KEY_FILE``, or the one ``mesh dev up`` made under the state dir) certifies its own
 key. Without any operator key, keys are pinned on first use and replaced only by a rotation
-statement signed with the pinned key. One ``Keyring`` with that policy is shared by this log
-verifier, gossip and votes.
+statement signed with the pinned key.
+
+``LogTrust`` is the agent's one trust object: the only place (with ``mesh.security`` itself) that
+builds signers and verifiers, and the one keyring refresh policy (publish this agent's key once;
+reload peers' keys every ``refresh_period_s`` while a peer runs, and on demand when a log envelope
+comes from an unknown sender or fails to verify, at most every ``reload_interval_s``). The
+workflow log's guard, gossip and votes (``mesh.peer.Peer``) all verify against its one ``Keyring``.
 
 The workflow log is replayable by design (at-least-once delivery, failover replays), so its
 verifier accepts the same envelope again — handlers fold duplicates — and rejects unsigned and
 forged envelopes, and a different content under an id already seen (equivocation). A sender not
-yet in the local keyring triggers a reload from Redis before the envelope is judged, so an agent
+yet in the local keyring triggers a reload from the keyring store before the envelope is judged, so an agent
 that just started is never mistaken for a forger.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
 from pathlib import Path
 
 from mesh.errors import ConfigError, StoreUnavailable
+from mesh.quorum import BallotSigner
 from mesh.security import (
     AgentCertificate,
     EnvelopeRejected,
     EnvelopeSigner,
     EnvelopeVerifier,
+    KeyDirectory,
     KeyPair,
     Keyring,
     KeyringError,
-    RedisKeyringStore,
     TrustPolicy,
     VerifierOptions,
     certify,
@@ -49,7 +58,7 @@ from mesh.security import (
     private_key_to_hex,
     public_key_to_hex,
 )
-from mesh.store.redis_connection import RedisClient, RedisConnection
+from mesh.store import KeyringStore
 from protocols import Envelope
 
 __all__ = ["AGENT_CERT_FILE_ENV", "AGENT_KEY_FILE_ENV", "LogTrust", "load_or_create_keys", "load_or_issue_certificate"]
@@ -128,87 +137,99 @@ def load_or_issue_certificate(keys: KeyPair, key_dir: Path, policy: TrustPolicy,
 
 
 class LogTrust:
-    """A signer for outgoing envelopes and an async bus guard for incoming ones."""
+    """This agent's trust: its signer, the verifiers of what it reads, and the keyring refresh policy.
+
+    One object per agent process, shared by the workflow log (``sign`` on publish, the object
+    itself as the log's bus guard) and the peer (gossip and votes). Without a ``store`` the
+    keyring is static (tests, the in-memory mesh) and refreshing is a no-op.
+    """
 
     def __init__(
         self,
         keys: KeyPair,
-        store: RedisKeyringStore,
+        store: KeyDirectory | None = None,
         *,
+        keyring: Keyring | None = None,
         reload_interval_s: float = 0.2,
-        client: RedisClient | None = None,
+        refresh_period_s: float = 2.0,
         policy: TrustPolicy | None = None,
         certificate: AgentCertificate | None = None,
     ) -> None:
-        """Sign as ``keys.agent_id``; look peers' keys up in ``store``, admitting them by ``policy``."""
+        """Sign as ``keys.agent_id``; look peers' keys up in ``store``, admitting them by ``policy``.
+
+        ``keyring``: trust exactly these keys instead of a fresh keyring (with ``policy``) that
+        holds this agent's own key.
+        """
         self.keys = keys
         self.store = store
         self.certificate = certificate
         """The operator's certificate of this agent's key (None in pinned mode)."""
-        self.keyring = Keyring(policy=policy)
-        self.keyring.add(keys.agent_id, keys.public_key, issued_at_ms=certificate.issued_at_ms if certificate else 0)
-        self.verifier = EnvelopeVerifier(
-            self.keyring,
-            options=VerifierOptions(accept_redelivery=True, max_age_ms=None, equivocation_rules=(),
-                                    replay_window=500_000),
+        if keyring is None:
+            keyring = Keyring(policy=policy)
+            keyring.add(keys.agent_id, keys.public_key, issued_at_ms=certificate.issued_at_ms if certificate else 0)
+        self.keyring = keyring
+        """The one keyring every verifier of this agent reads (the policy admits keys into it)."""
+        # The log is replayable (failover, at-least-once): the same envelope again is fine there.
+        self.verifier = self.envelope_verifier(
+            VerifierOptions(accept_redelivery=True, max_age_ms=None, equivocation_rules=(), replay_window=500_000)
         )
-        self._signer = EnvelopeSigner(keys.agent_id, keys.private_key)
+        """Verifier of the workflow log (used by the guard ``__call__``)."""
+        self.signer = EnvelopeSigner(keys.agent_id, keys.private_key)
+        """Signs every envelope this agent publishes (log, gossip, votes, dead letters)."""
+        self.registered = False
+        """True once this agent's key was published to ``store``."""
         self._reload_interval_s = reload_interval_s
+        self._refresh_period_s = refresh_period_s
         self._last_reload = 0.0
-        self._client = client
+
+    @property
+    def agent_id(self) -> str:
+        """The agent this trust signs for."""
+        return self.keys.agent_id
+
+    def envelope_verifier(self, options: VerifierOptions | None = None) -> EnvelopeVerifier:
+        """A new verifier over this trust's keyring (default options: replays and old envelopes refused)."""
+        return EnvelopeVerifier(self.keyring, options=options)
+
+    def ballot_signer(self) -> BallotSigner:
+        """The signer of this agent's ballots (a validator's votes)."""
+        return BallotSigner(self.keys.agent_id, self.keys.private_key)
 
     @classmethod
-    async def connect(
-        cls,
-        agent_id: str,
-        *,
-        redis_url: str | None = None,
-        prefix: str,
-        state_dir: Path,
-        connection: RedisConnection | None = None,
-    ) -> LogTrust:
-        """Load or create this agent's keys, publish the public key, load the keyring.
-
-        Redis is reached through ``connection`` (every ``MESH_REDIS_*`` option) or, simpler, ``redis_url``.
-        """
+    async def connect(cls, agent_id: str, keyring: KeyringStore, *, state_dir: Path) -> LogTrust:
+        """Load or create this agent's keys, publish the public key in ``keyring``, load everyone else's."""
         policy = TrustPolicy.from_env(state_dir=state_dir)
         keys = load_or_create_keys(agent_id, state_dir / "keys")
         certificate = load_or_issue_certificate(keys, state_dir / "keys", policy, state_dir=state_dir)
-        if connection is None:
-            if redis_url is None:
-                raise ConfigError("LogTrust.connect needs redis_url or connection")
-            connection = RedisConnection(url=redis_url)
-        client = connection.client(socket_timeout_s=5)
-        store = RedisKeyringStore(client, prefix=f"{prefix}:")
-        trust = cls(keys, store, client=client, policy=policy, certificate=certificate)
-        try:
-            await trust.register()
-        except BaseException:
-            await client.aclose()
-            raise
+        trust = cls(keys, KeyDirectory(keyring), policy=policy, certificate=certificate)
+        await trust.register()
         return trust
 
     async def register(self) -> None:
-        """Publish this agent's public key and load everyone else's."""
-        known = (await self.store.records()).get(self.keys.agent_id)
-        if known is not None and known.public_key != public_key_to_hex(self.keys.public_key):
-            log.warning("agent id %s had another key in the keyring; publishing this one (peers admit it only "
-                        "with a newer operator certificate, or a rotation signed by the key they pinned)",
-                        self.keys.agent_id)
-        await self.store.publish(self.keys.agent_id, self.keys.public_key, certificate=self.certificate)
-        await self._reload()
+        """Publish this agent's public key (once) and load everyone else's; a no-op without a store."""
+        if self.store is None:
+            return
+        if not self.registered:
+            known = (await self.store.records()).get(self.keys.agent_id)
+            if known is not None and known.public_key != public_key_to_hex(self.keys.public_key):
+                log.warning("agent id %s had another key in the keyring; publishing this one (peers admit it only "
+                            "with a newer operator certificate, or a rotation signed by the key they pinned)",
+                            self.keys.agent_id)
+            await self.store.publish(self.keys.agent_id, self.keys.public_key, certificate=self.certificate)
+            self.registered = True
+        await self.refresh()
 
     def sign(self, envelope: Envelope) -> Envelope:
         """The envelope signed by this agent (the bus calls it on publish)."""
-        return self._signer.sign(envelope)
+        return self.signer.sign(envelope)
 
     async def __call__(self, envelope: Envelope) -> None:
-        """Bus guard: raise ``EnvelopeRejected`` (with a reason) unless authentic."""
+        """Bus guard of the workflow log: raise ``EnvelopeRejected`` (with a reason) unless authentic."""
         if envelope.sender not in self.keyring and envelope.signature:
             now = time.monotonic()
             if now - self._last_reload >= self._reload_interval_s:
                 try:
-                    await self._reload()
+                    await self.refresh()
                 except StoreUnavailable as exc:
                     log.warning("keyring reload failed: %s", exc)
         try:
@@ -218,22 +239,30 @@ class LogTrust:
             if exc.reason != "forged" or time.monotonic() - self._last_reload < self._reload_interval_s:
                 raise
             try:
-                await self._reload()
+                await self.refresh()
             except StoreUnavailable:
                 raise exc from None
             self.verifier.verify(envelope)
 
-    async def _reload(self) -> None:
+    async def refresh(self) -> None:
+        """Reload peers' keys from the store through the keyring's policy; ``StoreUnavailable`` if unreachable."""
+        if self.store is None:
+            return
         self._last_reload = time.monotonic()
         # Through the keyring's one policy: a key Redis offers counts only if certified (or pinned).
         self.keyring.refresh(await self.store.records())
 
-    @property
-    def redis(self) -> RedisClient:
-        """The Redis connection ``connect`` opened (the agent shares it for its gossip maps)."""
-        if self._client is None:
-            raise RuntimeError("this LogTrust was not made by connect(); it has no Redis client of its own")
-        return self._client
+    async def keep_fresh(self) -> None:
+        """Refresh the keyring every ``refresh_period_s`` until cancelled (the peer runs it).
+
+        An unreachable store is skipped until the next period: the keys already trusted stay.
+        """
+        if self.store is None:
+            return
+        while True:
+            await asyncio.sleep(self._refresh_period_s)
+            with contextlib.suppress(StoreUnavailable):
+                await self.refresh()
 
     @property
     def rejections(self) -> dict[str, int]:
@@ -241,6 +270,6 @@ class LogTrust:
         return dict(self.verifier.rejections)
 
     async def aclose(self) -> None:
-        """Close the Redis connection."""
-        if self._client is not None:
-            await self._client.aclose()
+        """Release the keyring store (a store on a shared client leaves it open); nothing without one."""
+        if self.store is not None:
+            await self.store.store.aclose()

@@ -96,6 +96,12 @@ class WorkerOptions:
     checkpoint their turn in flight before they are cancelled; keep it under the group's rebalance
     timeout (10 s), since the successor starts only when this member let go."""
 
+    result_grace_s: float = 5.0
+    """A step whose checkpoint says it ended (under any owner) but whose result this member has
+    not read from the log yet is left alone this long first: after a rebalance the new member
+    reads the log behind the old owner, whose result is usually already there. Only if it does
+    not show up does this member re-claim the step to publish the result itself."""
+
 
 _DONE_KEPT = 10_000
 """Workflow ids a member remembers as done for its role after forgetting their views (~1 MB)."""
@@ -557,6 +563,8 @@ class AgentWorker:
     async def _run_step(self, view: WorkflowView, step: StepSpec, resume: bool) -> None:
         assert view.spec is not None
         wf = view.workflow_id
+        if await self._ended_unseen(view, step):
+            return
         transient = 0
         while not self.runner.step_stopping(wf, step.id):
             try:
@@ -593,6 +601,29 @@ class AgentWorker:
                 await self._publish(StepFailed(error=one_line_error(exc), owner=self.agent_id), wf, step.id, "failed")
                 self._ended[(wf, step.id)] = view.resume_requests.get(step.id, 0)
                 return
+
+    async def _ended_unseen(self, view: WorkflowView, step: StepSpec) -> bool:
+        """True when the step's checkpoint says it ended and its result then showed up in the log
+        within ``result_grace_s``: nothing to do (a re-claim would announce a finished step)."""
+        wf = view.workflow_id
+        try:
+            state = await self.runner.load(wf, step.id)
+        except TransientError:
+            return False  # the claim retries with the store; it finds the checkpoint then
+        if state is None or state.status not in ("completed", "failed"):
+            return False
+        deadline = time.monotonic() + self.options.result_grace_s
+        while not self.runner.step_stopping(wf, step.id):
+            if step.id in view.completed or step.id in view.failed:
+                log.info("%s/%s ended under %s; its result reached the log: not re-claimed", wf, step.id,
+                         state.owner or "another owner")
+                return True
+            if time.monotonic() >= deadline:
+                log.info("%s/%s ended under %s but its result is not in the log after %.1f s: publishing it "
+                         "as its new owner", wf, step.id, state.owner or "another owner", self.options.result_grace_s)
+                return False
+            await asyncio.sleep(0.05)
+        return False
 
     async def _publish_result(self, state: StepState) -> None:
         wf, step = state.workflow_id, state.step_id

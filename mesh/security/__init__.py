@@ -24,7 +24,7 @@ from mesh.security._data_key import (
     write_private_file,
 )
 from mesh.security._errors import EnvelopeRejected, KeyringError, RejectionReason
-from mesh.security._keyring import DEFAULT_KEYRING_ENV, Keyring, RedisKeyringStore
+from mesh.security._keyring import DEFAULT_KEYRING_ENV, KeyDirectory, Keyring
 from mesh.security._keys import (
     KeyPair,
     generate_keypair,
@@ -83,8 +83,8 @@ __all__ = [
     "public_key_to_hex",
     # keyring
     "DEFAULT_KEYRING_ENV",
+    "KeyDirectory",
     "Keyring",
-    "RedisKeyringStore",
     # trust root: operator certificates, pinning and rotation, the one admission policy
     "OPERATOR_KEY_FILE_ENV",
     "OPERATOR_PUBLIC_KEY_ENV",

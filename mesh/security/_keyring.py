@@ -8,16 +8,18 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from mesh.errors import StoreUnavailable
 from mesh.security._errors import KeyringError
 from mesh.security._keys import public_key_from_hex, public_key_to_hex
 from mesh.security._trust import AgentCertificate, KeyRecord, KeyRotation, TrustPolicy
 
-__all__ = ["DEFAULT_KEYRING_ENV", "Keyring", "RedisKeyringStore"]
+if TYPE_CHECKING:  # mesh.store imports mesh.security (private_dir): type only, no cycle
+    from mesh.store.base import KeyringStore
+
+__all__ = ["DEFAULT_KEYRING_ENV", "KeyDirectory", "Keyring"]
 
 log = logging.getLogger("mesh.security.keyring")
 
@@ -112,7 +114,7 @@ class Keyring:
         return True
 
     def refresh(self, records: Mapping[str, KeyRecord]) -> int:
-        """Offer every record (e.g. ``RedisKeyringStore.records()``); return how many keys changed."""
+        """Offer every record (e.g. ``KeyDirectory.records()``); return how many keys changed."""
         return sum(self.offer(agent_id, record) for agent_id, record in records.items())
 
     def remove(self, agent_id: str) -> None:
@@ -142,16 +144,18 @@ class Keyring:
         return f"Keyring({len(self._keys)} agents)"
 
 
-class RedisKeyringStore:
-    """Shares public keys through one Redis hash, so agents that start later find each other.
+class KeyDirectory:
+    """The key records agents publish in a shared ``mesh.store.KeyringStore``, parsed.
 
-    Written against the ``redis.asyncio`` client; redis errors become ``StoreUnavailable``.
+    The store keeps record text by agent id; this adds the record format (``KeyRecord``: the key,
+    its operator certificate, a signed rotation). Records are unverified until a ``Keyring``
+    admits them by its policy (``load``, ``Keyring.refresh``). Store errors pass through as the
+    store raises them (``StoreUnavailable`` when it cannot be reached).
     """
 
-    def __init__(self, client: Any, *, prefix: str = "mesh:") -> None:
-        """Use ``client`` (a ``redis.asyncio.Redis``); the hash lives at ``{prefix}keyring``."""
-        self._client = client
-        self.key = f"{prefix}keyring"
+    def __init__(self, store: KeyringStore) -> None:
+        """Publish and read records in ``store``."""
+        self.store = store
 
     async def publish(
         self,
@@ -163,18 +167,16 @@ class RedisKeyringStore:
     ) -> None:
         """Announce ``agent_id``'s public key with the evidence for it (operator certificate, rotation)."""
         record = KeyRecord(public_key_to_hex(public_key), certificate, rotation)
-        await self._call(self._client.hset(self.key, agent_id, record.to_json()))
+        await self.store.publish(agent_id, record.to_json())
 
     async def records(self) -> dict[str, KeyRecord]:
         """Every published record, unverified; unreadable entries are skipped (and logged), not fatal."""
-        raw = await self._call(self._client.hgetall(self.key))
         out: dict[str, KeyRecord] = {}
-        for k, v in raw.items():
-            agent_id = _text(k)
+        for agent_id, text in (await self.store.records()).items():
             try:
-                out[agent_id] = KeyRecord.parse(_text(v))
-            except (KeyringError, UnicodeDecodeError) as exc:
-                log.warning("keyring %s: skipping the entry of %r: %s", self.key, agent_id, exc)
+                out[agent_id] = KeyRecord.parse(text)
+            except KeyringError as exc:
+                log.warning("keyring %r: skipping the entry of %r: %s", self.store, agent_id, exc)
         return out
 
     async def load(self, policy: TrustPolicy | None = None) -> Keyring:
@@ -182,15 +184,3 @@ class RedisKeyringStore:
         keyring = Keyring(policy=policy)
         keyring.refresh(await self.records())
         return keyring
-
-    async def _call(self, awaitable: Any) -> Any:
-        from redis.exceptions import RedisError
-
-        try:
-            return await awaitable
-        except RedisError as exc:
-            raise StoreUnavailable(f"redis keyring {self.key}: {type(exc).__name__}: {exc}") from exc
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

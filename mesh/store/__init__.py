@@ -1,44 +1,78 @@
-"""State: fenced, versioned checkpoints (Redis, in memory) and durable blobs (filesystem, S3 in
-``mesh.store.s3``, in memory)."""
+"""State: every persistence seam of the mesh, its in-memory twin and its Redis adapter.
+
+Checkpoints (``StateStore``), blobs (``BlobStore``: filesystem, S3 in ``mesh.store.s3``, memory),
+the keyring table (``KeyringStore``), gossip maps (``ContextMapStore``), vote ledgers
+(``VoteLedger``) and the run index (``RunIndex``). Redis adapters live in ``mesh.store.redis``,
+the only package of the mesh that imports redis; ``RedisStores`` builds them for one process.
+"""
 
 from mesh.store.base import (
     BlobStore,
     Checkpoint,
+    ContextMapStore,
+    Endorsement,
+    KeyringStore,
     StateStore,
+    VoteLedger,
     agent_key,
     hash_tag,
     step_key,
     workflow_tag,
 )
-from mesh.store.blob import FileBlobStore, blob_store_from_settings
+from mesh.store.blob import FileBlobStore, PrefixedBlobStore, blob_store_from_settings
 from mesh.store.journal import (
     DroppedWrite,
     JournalingStateStore,
     JournalOptions,
     ProvisionalCheckpoint,
 )
-from mesh.store.memory import InMemoryBlobStore, InMemoryStateStore
-from mesh.store.redis import RedisStateStore
-from mesh.store.redis_connection import RedisConnection
-from mesh.store.run_index import InMemoryRunIndex, RedisRunIndex, RunIndex, RunSummary, StepSummary
+from mesh.store.memory import (
+    InMemoryBlobStore,
+    InMemoryContextMapStore,
+    InMemoryKeyringStore,
+    InMemoryStateStore,
+    InMemoryVoteLedger,
+)
+from mesh.store.redis import (
+    RedisConnection,
+    RedisContextMapStore,
+    RedisKeyringStore,
+    RedisRunIndex,
+    RedisStateStore,
+    RedisStores,
+    RedisVoteLedger,
+)
+from mesh.store.run_index import InMemoryRunIndex, RunIndex, RunSummary, StepSummary
 
 __all__ = [
     # the seams
     "BlobStore",
     "Checkpoint",
+    "ContextMapStore",
+    "Endorsement",
+    "KeyringStore",
     "StateStore",
+    "VoteLedger",
     "agent_key",
     "hash_tag",
     "step_key",
     "workflow_tag",
-    # implementations
+    # in-memory twins (one per seam) and the filesystem blob store
     "FileBlobStore",
+    "PrefixedBlobStore",
     "blob_store_from_settings",
     "InMemoryBlobStore",
+    "InMemoryContextMapStore",
+    "InMemoryKeyringStore",
     "InMemoryStateStore",
-    "RedisStateStore",
-    # how every Redis client is built (standalone, Cluster, Sentinel; ACL auth; TLS)
+    "InMemoryVoteLedger",
+    # Redis adapters, and how every Redis client is built (standalone, Cluster, Sentinel; ACL; TLS)
     "RedisConnection",
+    "RedisContextMapStore",
+    "RedisKeyringStore",
+    "RedisStateStore",
+    "RedisStores",
+    "RedisVoteLedger",
     # the run index (a view of every workflow, kept by the agents)
     "InMemoryRunIndex",
     "RedisRunIndex",

@@ -1,4 +1,10 @@
-"""The StateStore seam: versioned checkpoints fenced by an owner epoch, and a durable blob store.
+"""Every persistence seam of the mesh: checkpoints, blobs, the keyring, gossip maps, vote ledgers.
+
+Each Protocol has an in-memory twin (``mesh.store.memory``) and a Redis adapter
+(``mesh.store.redis``; blobs: a file tree or S3), and one contract suite in ``tests/contracts``
+runs against each. The rest of the mesh receives these objects and never imports redis.
+
+``StateStore``: versioned checkpoints fenced by an owner epoch.
 
 Why a boundary here: the runtime's crash-safety rests on two promises — a checkpoint once
 acknowledged is never lost, and a zombie owner (paused, partitioned) can never overwrite a newer
@@ -11,14 +17,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from mesh.store.retention import SweepResult
 
 from mesh.errors import UsageError
 
-__all__ = ["BlobStore", "Checkpoint", "StateStore", "agent_key", "hash_tag", "step_key", "workflow_tag"]
+__all__ = [
+    "BlobStore",
+    "Checkpoint",
+    "ContextMapStore",
+    "Endorsement",
+    "KeyringStore",
+    "StateStore",
+    "VoteLedger",
+    "agent_key",
+    "hash_tag",
+    "step_key",
+    "workflow_tag",
+]
 
 
 def workflow_tag(workflow_id: str) -> str:
@@ -147,4 +165,99 @@ class BlobStore(Protocol):
 
     async def aclose(self) -> None:
         """Release resources."""
+        ...
+
+
+@runtime_checkable
+class KeyringStore(Protocol):
+    """Published key records by agent id (one shared table), so agents that start later find each other.
+
+    Why a boundary here: the keyring carries keys, it does not vouch for them; whether a record is
+    admitted is ``mesh.security``'s policy. The store only keeps the latest record text per agent
+    id, so any shared table (a Redis hash, a dict) fits. Errors are ``StoreUnavailable``.
+    """
+
+    async def publish(self, agent_id: str, record: str) -> None:
+        """Replace ``agent_id``'s record with ``record`` (a ``KeyRecord`` as JSON)."""
+        ...
+
+    async def records(self) -> dict[str, str]:
+        """Every published record text, by agent id."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (a client shared with other stores stays open)."""
+        ...
+
+
+@runtime_checkable
+class ContextMapStore(Protocol):
+    """Each gossip replica's saved map per workflow, and the list of them to restore after a crash.
+
+    Why a boundary here: a gossip node restores every map of its agent on start, so besides save
+    and load it needs the list of workflows the replica held; a finished workflow's map leaves that
+    list and expires. Maps are opaque bytes here (``mesh.gossip`` holds the format and seals the
+    secret values). Errors are ``StoreUnavailable`` (the node retries later).
+    """
+
+    async def save(self, workflow_id: str, replica_id: str, data: bytes) -> None:
+        """Index ``workflow_id`` for ``replica_id`` and store its map (index first: a crash in between
+        leaves an entry whose map loads as None, never a map the restart cannot find)."""
+        ...
+
+    async def load(self, workflow_id: str, replica_id: str) -> bytes | None:
+        """The saved map, or None."""
+        ...
+
+    async def workflows(self, replica_id: str) -> list[str]:
+        """Workflow ids of every map indexed for ``replica_id``, sorted."""
+        ...
+
+    async def retire(self, workflow_id: str, replica_id: str, ttl_s: int) -> None:
+        """A finished workflow's map: out of the index (not restored), expiring after ``ttl_s`` seconds."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (a client shared with other stores stays open)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Endorsement:
+    """The ledger's answer to "may I endorse this value in this slot and epoch?"."""
+
+    status: Literal["ok", "stale", "taken"]
+    """``ok``: endorsed (now or before); ``stale``: a later epoch was voted; ``taken``: another value."""
+    value_hash: str = ""
+    """The value endorsed in that slot and epoch (the earlier one when ``taken``)."""
+    floor: int = 0
+    """The highest epoch this validator voted in for the slot."""
+
+
+@runtime_checkable
+class VoteLedger(Protocol):
+    """What a validator voted, persisted before the ballot leaves the process.
+
+    Why a boundary here: a validator's safety rests on never endorsing two values for one slot and
+    epoch, and never voting twice differently on one proposal. Kept only in memory, both promises
+    die with the process: after a restart it would endorse a second value and be quarantined by
+    its peers as an equivocator. Every method is atomic and first-writer-wins, so two incarnations
+    of one validator racing (a zombie and its successor) still record one answer. Errors are
+    ``StoreUnavailable``: a validator that cannot persist its vote does not vote.
+    """
+
+    async def endorse(self, workflow_id: str, slot: str, epoch: int, value_hash: str) -> Endorsement:
+        """Endorse ``value_hash`` in ``slot`` at ``epoch`` unless another value or a later epoch holds it."""
+        ...
+
+    async def record_ballot(self, workflow_id: str, proposal_id: str, verdict: str, reason: str) -> tuple[str, str]:
+        """Record the verdict on ``proposal_id``; return the one recorded first ``(verdict, reason)``."""
+        ...
+
+    async def recorded_ballot(self, workflow_id: str, proposal_id: str) -> tuple[str, str] | None:
+        """The verdict recorded on ``proposal_id`` ``(verdict, reason)``, or None."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (a client shared with other stores stays open)."""
         ...

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mesh.settings import MeshSettings
     from mesh.store.base import BlobStore
 
-__all__ = ["FileBlobStore", "blob_store_from_settings"]
+__all__ = ["FileBlobStore", "PrefixedBlobStore", "blob_store_from_settings"]
 
 
 class FileBlobStore:
@@ -103,6 +103,42 @@ class FileBlobStore:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+class PrefixedBlobStore:
+    """A namespace of another ``BlobStore``: every name gets ``prefix`` (e.g. one step's cold storage).
+
+    Context blocks are kept cold under names like ``ctx/block/<variable>``; several steps sharing
+    one blob store would overwrite each other's, so each gets a view under its own prefix.
+    ``aclose`` leaves the shared store open.
+    """
+
+    def __init__(self, inner: BlobStore, prefix: str) -> None:
+        """Names given to this view are stored as ``prefix + name`` in ``inner``."""
+        self.inner = inner
+        self.prefix = prefix
+
+    async def put(self, name: str, data: bytes) -> str:
+        """Store under the prefixed name."""
+        return await self.inner.put(self.prefix + name, data)
+
+    async def get(self, name: str) -> bytes:
+        """Read the prefixed name (``CheckpointNotFound`` if none)."""
+        return await self.inner.get(self.prefix + name)
+
+    async def list(self, prefix: str) -> Sequence[str]:
+        """Names under ``prefix`` in this view, without the view's prefix."""
+        cut = len(self.prefix)
+        return [n[cut:] for n in await self.inner.list(self.prefix + prefix)]
+
+    async def delete_older_than(
+        self, max_age_s: float, *, now_s: float | None = None, dry_run: bool = False
+    ) -> SweepResult:
+        """Retention applies to the whole shared store: run it there, not through a view."""
+        raise UsageError("run retention on the shared blob store, not on a PrefixedBlobStore view")
+
+    async def aclose(self) -> None:
+        """The shared store stays open."""
 
 
 def blob_store_from_settings(settings: MeshSettings) -> BlobStore:

@@ -14,11 +14,12 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -181,6 +182,11 @@ class _Aggregate:
         if self.samples is not None:
             self.samples.append(value)
 
+    def percentile(self, q: float) -> float | None:
+        if not self.samples:
+            return None
+        return _percentile(sorted(self.samples), q)
+
     def summary(self) -> KpiSummary:
         if not self.samples:
             return KpiSummary(self.name, self.unit, self.count, self.total, None, None, None)
@@ -197,7 +203,16 @@ class _Aggregate:
 
 
 class Kpis:
-    """Typed recorders for the runtime's KPIs; thread-safe; never raises into the caller."""
+    """Typed recorders for the runtime's KPIs; thread-safe; never raises into the caller.
+
+    Besides the raw instruments it exports the seed's thresholds (``KPI_THRESHOLDS``) as three
+    observable gauges, one series per KPI (attribute ``mesh.kpi``, its threshold key):
+    ``mesh.kpi.threshold`` (the limit), ``mesh.kpi.value`` (this process's value, e.g. its turn
+    latency p95 over the recent samples) and ``mesh.kpi.violated`` (1 when the value is on the
+    wrong side of the limit, else 0), so an alert is one rule on ``mesh.kpi.violated == 1``.
+    Only the KPIs an agent measures itself get a value (``flagged``); fleet-wide ones
+    (workflow success, recovery rate, decision repairs) are judged by ``mesh console``.
+    """
 
     CONTEXT_UTILIZATION = "mesh.context.utilization"
     TURN_LATENCY = "mesh.turn.latency"
@@ -207,6 +222,19 @@ class Kpis:
     STEPS_STARTED = "mesh.step.started"
     RECOVERIES = "mesh.recovery.count"
     TOKEN_USAGE = "gen_ai.client.token.usage"
+    KPI_THRESHOLD = "mesh.kpi.threshold"
+    KPI_VALUE = "mesh.kpi.value"
+    KPI_VIOLATED = "mesh.kpi.violated"
+
+    # threshold key -> (instrument, statistic): what this process measures of the seed's table.
+    _MEASURED: ClassVar[Mapping[str, tuple[str, str]]] = {
+        "context_utilization": (CONTEXT_UTILIZATION, "p95"),
+        "turn_latency_p95": (TURN_LATENCY, "p95"),
+        "turn_latency_p99": (TURN_LATENCY, "p99"),
+        "checkpoint_write_p95": (CHECKPOINT_WRITE_TIME, "p95"),
+        "state_size_max": (STATE_SIZE, "max"),
+        "spinning_count": (SPINNING, "count"),
+    }
 
     def __init__(
         self,
@@ -237,6 +265,24 @@ class Kpis:
         ):
             self._ctr[name] = meter.create_counter(name, unit="1", description=desc)
             self._aggs[name] = _Aggregate(name, "1", samples=False)
+        meter.create_observable_gauge(
+            self.KPI_THRESHOLD,
+            callbacks=[self._observe_thresholds],
+            unit="1",
+            description="The seed's threshold of each KPI (attribute mesh.kpi), in the KPI's unit",
+        )
+        meter.create_observable_gauge(
+            self.KPI_VALUE,
+            callbacks=[self._observe_values],
+            unit="1",
+            description="This process's value of each KPI it measures, in the KPI's unit",
+        )
+        meter.create_observable_gauge(
+            self.KPI_VIOLATED,
+            callbacks=[self._observe_violations],
+            unit="1",
+            description="1 when the KPI is on the wrong side of its threshold, else 0",
+        )
 
     # -- typed recorders -------------------------------------------------------------------
 
@@ -288,6 +334,54 @@ class Kpis:
         """Every KPI's aggregate so far, by instrument name."""
         with self._lock:
             return {name: agg.summary() for name, agg in self._aggs.items()}
+
+    def flagged(self) -> dict[str, tuple[float, bool]]:
+        """Each KPI of ``KPI_THRESHOLDS`` this process has a value for: (value, violated)."""
+        out: dict[str, tuple[float, bool]] = {}
+        with self._lock:
+            for threshold in KPI_THRESHOLDS:
+                measured = self._MEASURED.get(threshold.key)
+                if measured is None:
+                    continue
+                name, stat = measured
+                agg = self._aggs[name]
+                value: float | None
+                if stat == "count":
+                    value = float(agg.count)
+                elif stat == "max":
+                    value = max(agg.samples) if agg.samples else None
+                else:
+                    value = agg.percentile(0.95 if stat == "p95" else 0.99)
+                if value is not None:
+                    out[threshold.key] = (value, threshold.violated(value))
+        return out
+
+    def _kpi_attrs(self, threshold: KpiThreshold) -> dict[str, Any]:
+        return {
+            **self._attrs,
+            "mesh.kpi": threshold.key,
+            "mesh.kpi.unit": threshold.unit,
+            "mesh.kpi.better": threshold.better,
+        }
+
+    def _observe_thresholds(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(t.limit, self._kpi_attrs(t)) for t in KPI_THRESHOLDS]
+
+    def _observe_values(self, _options: CallbackOptions) -> Iterable[Observation]:
+        flags = self.flagged()
+        return [
+            Observation(flags[t.key][0], self._kpi_attrs(t))
+            for t in KPI_THRESHOLDS
+            if t.key in flags
+        ]
+
+    def _observe_violations(self, _options: CallbackOptions) -> Iterable[Observation]:
+        flags = self.flagged()
+        return [
+            Observation(int(flags[t.key][1]), self._kpi_attrs(t))
+            for t in KPI_THRESHOLDS
+            if t.key in flags
+        ]
 
     @property
     def recovery_rate(self) -> float | None:

@@ -19,10 +19,10 @@ import redis.asyncio as aioredis
 from agents.mock_ehr import summarize_audit_log
 from agents.specs import reconciliation_spec
 from mesh.errors import CheckpointNotFound
-from mesh.gossip import RedisContextMapStore
+from mesh.gossip import ContextMapArchive
 from mesh.runtime import StepState, read_history
 from mesh.runtime.worker import secret_key
-from mesh.store import FileBlobStore, step_key
+from mesh.store import FileBlobStore, RedisContextMapStore, step_key
 from tests.chaos.cluster import Cluster
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(420)]
@@ -148,7 +148,7 @@ async def test_zombie_cannot_overwrite_the_newer_checkpoint(cluster: Cluster) ->
     # Every agent gossiped what identity discovered and persisted its replica of the map in Redis.
     redis = aioredis.Redis.from_url(cluster.redis_url)
     try:
-        maps = RedisContextMapStore(redis, prefix=f"{cluster.prefix}:")
+        maps = ContextMapArchive(RedisContextMapStore(redis, prefix=f"{cluster.prefix}:"))
         for agent_id in ("identity-a", "fetch-a", "validate-a", "validate-b", "report-a"):
             cmap = await maps.load(wf, agent_id)
             assert cmap is not None, f"{agent_id} persisted no gossip map"

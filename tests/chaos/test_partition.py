@@ -20,12 +20,15 @@ import redis.asyncio as aioredis
 from mesh.bus import KafkaBus
 from mesh.dev import DevServices, free_port
 from mesh.dev.toxiproxy import Toxiproxy
-from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions, IndexedContextMapStore
+from mesh.gossip import ContextMapArchive, GossipNodeOptions, GossipOptions
+from mesh.peer import Peer, PeerOptions
+from mesh.runtime.trust import LogTrust
 from mesh.security import Keyring, generate_keypair
 from mesh.store import (
     JournalingStateStore,
     JournalOptions,
     ProvisionalCheckpoint,
+    RedisContextMapStore,
     RedisStateStore,
     agent_key,
 )
@@ -35,7 +38,8 @@ pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 WF = "wf-partition"
 GOSSIP = GossipOptions(anti_entropy_period_ms=300)
-NODE = GossipNodeOptions(persist_debounce_ms=50, poll_timeout_ms=200, vote_resend_period_ms=500, start_timeout_s=60)
+NODE = GossipNodeOptions(persist_debounce_ms=50, poll_timeout_ms=200, start_timeout_s=60)
+PEER = PeerOptions(vote_resend_period_ms=500)
 
 
 async def _until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -76,9 +80,9 @@ async def test_partition_minority_keeps_writing_cannot_decide_and_converges_afte
         for i, p in enumerate(pairs)
     ]
     nodes = [
-        GossipNode(p, bus, keyring, topics=topics, validators=validators,
-                   store=IndexedContextMapStore(majority_redis if i < 3 else minority_redis, prefix="part:"),
-                   gossip_options=GOSSIP, options=NODE)
+        Peer(LogTrust(p, keyring=keyring), bus, topics=topics, validators=validators,
+             store=ContextMapArchive(RedisContextMapStore(majority_redis if i < 3 else minority_redis, prefix="part:")),
+             gossip_options=GOSSIP, node_options=NODE, options=PEER)
         for i, (p, bus) in enumerate(zip(pairs, buses, strict=True))
     ]
     majority, minority = nodes[:3], nodes[3]
@@ -148,7 +152,7 @@ async def test_partition_minority_keeps_writing_cannot_decide_and_converges_afte
         history = [(await direct_store.read(agent_key("n4"), v)).data for v in range(1, latest.version + 1)]
         assert _dedup_consecutive(history) == [f"ckpt-{i}".encode() for i in range(21)]
         # The minority's own map reached Redis too once it was reachable again.
-        saved_store = IndexedContextMapStore(majority_redis, prefix="part:")
+        saved_store = ContextMapArchive(RedisContextMapStore(majority_redis, prefix="part:"))
         for _ in range(100):
             saved = await saved_store.load(WF, "n4")
             if saved is not None and {name for name, _ in saved.items()} == everything:

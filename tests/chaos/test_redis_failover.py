@@ -27,7 +27,7 @@ import pytest
 from mesh.dev import LocalRedisCluster, LocalRedisSentinel, RedisNode
 from mesh.errors import CheckpointNotFound, ReplicationTimeout, StoreUnavailable
 from mesh.store import RedisStateStore, step_key, workflow_tag
-from mesh.store.redis_connection import RedisConnection, parse_sentinels
+from mesh.store.redis import RedisConnection, parse_sentinels
 
 pytestmark = [
     pytest.mark.chaos,

@@ -1,4 +1,4 @@
-"""GossipNode on the real Kafka and Redis: convergence, dead-lettered forgeries, SIGKILL and restore."""
+"""Peers (gossip node, votes, trust) on the real Kafka and Redis: convergence, dead-lettered forgeries, SIGKILL and restore."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from mesh.bus import KafkaBus, SubscriptionOptions
-from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions, IndexedContextMapStore
-from mesh.gossip.worker import GossipWorker, WorkerConfig
+from mesh.gossip import ContextMapArchive, GossipNodeOptions, GossipOptions
+from mesh.peer import Peer
+from mesh.peer.worker import GossipWorker, WorkerConfig
+from mesh.runtime.trust import LogTrust
 from mesh.security import EnvelopeSigner, KeyPair, Keyring, generate_keypair, private_key_to_hex
+from mesh.store import RedisContextMapStore
 from protocols import DeadLetter, Envelope, GossipDigest, Topics
 
 pytestmark = pytest.mark.integration
@@ -52,7 +55,7 @@ async def test_three_nodes_converge_and_forgeries_are_dead_lettered(kafka_bootst
     validators = {p.agent_id for p in pairs}
     buses = [await _bus(kafka_bootstrap, topics, p.agent_id) for p in pairs]
     nodes = [
-        GossipNode(p, bus, keyring, topics=topics, validators=validators, gossip_options=GOSSIP, options=NODE)
+        Peer(LogTrust(p, keyring=keyring), bus, topics=topics, validators=validators, gossip_options=GOSSIP, node_options=NODE)
         for p, bus in zip(pairs, buses, strict=True)
     ]
     attacker = await _bus(kafka_bootstrap, topics, "attacker")
@@ -123,10 +126,10 @@ async def test_sigkilled_node_restores_from_redis_and_catches_up_by_anti_entropy
     pairs = [generate_keypair(name) for name in ("a", "b", "c")]
     keyring = Keyring({p.agent_id: p.public_key for p in pairs})
     redis_client = aioredis.Redis.from_url(redis_url)
-    store = IndexedContextMapStore(redis_client, prefix=key_prefix)
+    store = ContextMapArchive(RedisContextMapStore(redis_client, prefix=key_prefix))
     buses = [await _bus(kafka_bootstrap, topics, p.agent_id) for p in pairs[:2]]
     nodes = [
-        GossipNode(p, bus, keyring, topics=topics, store=store, gossip_options=GOSSIP, options=NODE)
+        Peer(LogTrust(p, keyring=keyring), bus, topics=topics, store=store, gossip_options=GOSSIP, node_options=NODE)
         for p, bus in zip(pairs[:2], buses, strict=True)
     ]
     config = _worker_config(pairs[2], keyring, kafka_bootstrap, topics, redis_url, key_prefix)

@@ -16,11 +16,11 @@ from mesh.quorum import (
     BallotSigner,
     CheckerRegistry,
     QuorumBook,
-    RedisVoteLedger,
     Validator,
     make_proposal,
 )
 from mesh.security import Keyring, generate_keypair, private_key_to_hex
+from mesh.store import RedisVoteLedger
 from protocols import Ballot
 
 pytestmark = pytest.mark.integration

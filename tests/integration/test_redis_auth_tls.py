@@ -24,7 +24,7 @@ from mesh.dev import DevConfig, RedisNode
 from mesh.errors import StoreAccessDenied
 from mesh.settings import MeshSettings
 from mesh.store import RedisRunIndex, RedisStateStore, RunSummary, step_key
-from mesh.store.redis_connection import RedisConnection
+from mesh.store.redis import RedisConnection
 from tests.redis_ha import TlsFiles, free_port_block, make_tls_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

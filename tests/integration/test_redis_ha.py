@@ -21,15 +21,28 @@ from redis.exceptions import ResponseError
 from mesh.bus import RedisDeadLetterClaims
 from mesh.dev import LocalRedisCluster, LocalRedisSentinel
 from mesh.errors import ReplicationTimeout
-from mesh.gossip import ContextMap, IndexedContextMapStore
-from mesh.quorum import RedisVoteLedger
+from mesh.gossip import ContextMap, ContextMapArchive
 from mesh.runtime.worker import secret_key
-from mesh.security import DataCipher, RedisKeyringStore, generate_data_key, generate_keypair
-from mesh.store import RedisRunIndex, RedisStateStore, RunIndex, RunSummary, step_key, workflow_tag
-from mesh.store.redis import _WRITE
-from mesh.store.redis_connection import RedisConnection, parse_sentinels
+from mesh.security import DataCipher, KeyDirectory, generate_data_key, generate_keypair
+from mesh.store import (
+    RedisContextMapStore,
+    RedisKeyringStore,
+    RedisRunIndex,
+    RedisStateStore,
+    RedisStores,
+    RedisVoteLedger,
+    RunIndex,
+    RunSummary,
+    step_key,
+    workflow_tag,
+)
+from mesh.store.redis import RedisConnection, parse_sentinels
+from mesh.store.redis._checkpoints import _WRITE
+from tests.contracts.context_map_contract import ContextMapStoreContract
+from tests.contracts.keyring_contract import KeyringStoreContract
 from tests.contracts.run_index_contract import IndexFactory, RunIndexContract
 from tests.contracts.store_contract import StateStoreContract
+from tests.contracts.vote_ledger_contract import VoteLedgerContract
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -54,6 +67,31 @@ class TestRedisStateStoreOnCluster(StateStoreContract):
         yield s
         await s.delete_prefix()
         await s.aclose()
+
+
+@pytest.fixture
+async def cluster_stores(redis_cluster: LocalRedisCluster) -> AsyncIterator[RedisStores]:
+    stores = RedisStores(_cluster_connection(redis_cluster), prefix=_prefix())
+    yield stores
+    await stores.aclose()
+
+
+class TestRedisKeyringStoreOnCluster(KeyringStoreContract):
+    @pytest.fixture
+    def keyring_store(self, cluster_stores: RedisStores) -> RedisKeyringStore:
+        return cluster_stores.keyring
+
+
+class TestRedisContextMapStoreOnCluster(ContextMapStoreContract):
+    @pytest.fixture
+    def maps(self, cluster_stores: RedisStores) -> RedisContextMapStore:
+        return cluster_stores.context_maps
+
+
+class TestRedisVoteLedgerOnCluster(VoteLedgerContract):
+    @pytest.fixture
+    def ledger(self, cluster_stores: RedisStores) -> RedisVoteLedger:
+        return cluster_stores.vote_ledger("v0", ttl_s=60)
 
 
 class TestRedisRunIndexOnCluster(RunIndexContract):
@@ -125,9 +163,8 @@ async def test_every_key_of_a_workflow_is_in_its_slot(redis_cluster: LocalRedisC
         assert [r.workflow_id for r in await index.list(name=wf)] == [wf]
         await index.expire(wf, 3600)
         # Gossip maps (sealed secrets) and their per-agent index.
-        maps = IndexedContextMapStore(
-            client, prefix=prefix, cipher=DataCipher.from_text(generate_data_key())
-        )
+        redis_maps = RedisContextMapStore(client, prefix=prefix)
+        maps = ContextMapArchive(redis_maps, cipher=DataCipher.from_text(generate_data_key()))
         cmap = ContextMap(wf, "agent-1")
         cmap.set("auth_token", "tok-secret", secret=True)
         await maps.save(cmap)
@@ -136,14 +173,14 @@ async def test_every_key_of_a_workflow_is_in_its_slot(redis_cluster: LocalRedisC
         # A finished workflow's map retires: out of the replica's index (another slot), expiring.
         await maps.retire(wf, "agent-1", ttl_s=3600)
         assert await maps.workflows("agent-1") == []
-        assert 0 < await client.ttl(maps.key(wf, "agent-1")) <= 3600
+        assert 0 < await client.ttl(redis_maps.key(wf, "agent-1")) <= 3600
         # A validator's vote ledger.
         ledger = RedisVoteLedger(client, "v0", prefix=prefix, ttl_s=60)
         assert (await ledger.endorse(wf, "slot", 1, "hash")).status == "ok"
         # Shared keys (not per workflow): the keyring hash and dead-letter claims.
         keys = generate_keypair("agent-1")
-        await RedisKeyringStore(client, prefix=prefix).publish("agent-1", keys.public_key)
-        assert "agent-1" in await RedisKeyringStore(client, prefix=prefix).records()
+        await KeyDirectory(RedisKeyringStore(client, prefix=prefix)).publish("agent-1", keys.public_key)
+        assert "agent-1" in await KeyDirectory(RedisKeyringStore(client, prefix=prefix)).records()
         claims = RedisDeadLetterClaims(client, prefix=prefix)
         assert await claims.claim("t", 0, 7) is True
         assert await claims.claim("t", 0, 7) is False  # the first claim really landed

@@ -11,26 +11,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
 
 from mesh.bus import KafkaBus
-from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions
+from mesh.gossip import GossipNodeOptions, GossipOptions
+from mesh.peer import Peer
 from mesh.quorum import BallotSigner, make_proposal
 from mesh.runtime.trust import LogTrust
 from mesh.security import (
     AgentCertificate,
     EnvelopeRejected,
     EnvelopeSigner,
+    KeyDirectory,
     KeyPair,
-    RedisKeyringStore,
     TrustPolicy,
     certify,
     generate_keypair,
     rotate,
 )
 from mesh.security._trust import KeyRecord
+from mesh.store import RedisKeyringStore
 from protocols import Envelope, GossipDigest, Topics
 from protocols.events import WorkflowSubmitted
 from tests.waiting import until
@@ -39,7 +42,7 @@ pytestmark = pytest.mark.integration
 
 WF = "wf-trust"
 GOSSIP = GossipOptions(anti_entropy_period_ms=300, bucket_count=16)
-NODE = GossipNodeOptions(persist_debounce_ms=50, poll_timeout_ms=200, start_timeout_s=30, keyring_refresh_period_ms=200)
+NODE = GossipNodeOptions(persist_debounce_ms=50, poll_timeout_ms=200, start_timeout_s=30)
 
 
 
@@ -52,12 +55,13 @@ async def topics(kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[Topic
     yield t
 
 
-async def _forge_k2(store: RedisKeyringStore, client: aioredis.Redis, mallory: KeyPair, mallory_cert: AgentCertificate) -> None:
+async def _forge_k2(store: KeyDirectory, client: aioredis.Redis, mallory: KeyPair, mallory_cert: AgentCertificate) -> None:
     """Every way Mallory can dress her key up as k2's in Redis (the last write stays)."""
+    key = cast(RedisKeyringStore, store.store).key
     fake_operator = generate_keypair("fake-operator")
     forged_cert = certify(fake_operator.private_key, "k2", mallory.public_key)
-    await client.hset(store.key, "k2", KeyRecord(mallory_cert.public_key).to_json())
-    await client.hset(store.key, "k2", KeyRecord(mallory_cert.public_key, mallory_cert).to_json())
+    await client.hset(key, "k2", KeyRecord(mallory_cert.public_key).to_json())  # type: ignore[misc]
+    await client.hset(key, "k2", KeyRecord(mallory_cert.public_key, mallory_cert).to_json())  # type: ignore[misc]
     await store.publish("k2", mallory.public_key, certificate=forged_cert)
 
 
@@ -73,7 +77,7 @@ async def test_redis_write_access_does_not_make_mallory_k2(
 ) -> None:
     operator = generate_keypair("operator")
     policy = TrustPolicy(operator.public_key)
-    store = RedisKeyringStore(redis_client, prefix=key_prefix)
+    store = KeyDirectory(RedisKeyringStore(redis_client, prefix=key_prefix))
     pairs = {a: generate_keypair(a) for a in ("k0", "k1", "k2", "mallory")}
     certs = {a: certify(operator.private_key, a, p.public_key) for a, p in pairs.items()}
     mallory = pairs["mallory"]
@@ -81,7 +85,9 @@ async def test_redis_write_access_does_not_make_mallory_k2(
     await store.publish("mallory", mallory.public_key, certificate=certs["mallory"])
     await _forge_k2(store, redis_client, mallory, certs["mallory"])
 
-    trusts = {a: LogTrust(pairs[a], store, policy=policy, certificate=certs[a]) for a in ("k0", "k1", "k2")}
+    trusts = {
+        a: LogTrust(pairs[a], store, policy=policy, certificate=certs[a], refresh_period_s=0.2) for a in ("k0", "k1", "k2")
+    }
     for a in ("k0", "k1"):
         await trusts[a].register()
         assert "k2" not in trusts[a].keyring and trusts[a].keyring.refusals["k2"] >= 1
@@ -91,8 +97,8 @@ async def test_redis_write_access_does_not_make_mallory_k2(
         await bus.start()
     validators = {"k0", "k1", "k2", "mallory"}
     nodes = {
-        a: GossipNode(pairs[a], buses[a], trusts[a].keyring, topics=topics, keyring_store=store, certificate=certs[a],
-                      validators=validators, gossip_options=GOSSIP, options=NODE)
+        # Each peer gossips and votes with its agent's one trust object (the log's guard too).
+        a: Peer(trusts[a], buses[a], topics=topics, validators=validators, gossip_options=GOSSIP, node_options=NODE)
         for a in trusts
     }
     try:
@@ -101,9 +107,8 @@ async def test_redis_write_access_does_not_make_mallory_k2(
         # Mallory overwrites k2's entry again, after everyone admitted the real key.
         await _forge_k2(store, redis_client, mallory, certs["mallory"])
         await asyncio.sleep(0.6)  # several keyring refreshes
-        for a, node in nodes.items():
-            await node._refresh_keyring()
-            await trusts[a]._reload()
+        for trust in trusts.values():
+            await trust.refresh()
 
         # Gossip: Mallory signs a digest as k2 and publishes it on the real gossip topic.
         impostor = EnvelopeSigner("k2", mallory.private_key)
@@ -148,12 +153,13 @@ async def test_redis_write_access_does_not_make_mallory_k2(
 
 
 async def test_pinned_keys_rotate_only_with_the_old_key(redis_client: aioredis.Redis, key_prefix: str) -> None:
-    store = RedisKeyringStore(redis_client, prefix=key_prefix)
+    table = RedisKeyringStore(redis_client, prefix=key_prefix)
+    store = KeyDirectory(table)
     k2, k2_new, mallory = generate_keypair("k2"), generate_keypair("k2"), generate_keypair("mallory")
     await store.publish("k2", k2.public_key)
     observer = await store.load()  # pinned: first use
     assert observer.policy.mode == "pinned" and observer.to_dict()["k2"] == KeyRecord.parse(
-        (await redis_client.hget(store.key, "k2")).decode()).public_key
+        (await redis_client.hget(table.key, "k2")).decode()).public_key
     # Mallory's key with a rotation statement she signed herself: refused.
     await store.publish("k2", mallory.public_key, rotation=rotate("k2", mallory.private_key, mallory.public_key))
     assert observer.refresh(await store.records()) == 0 and observer.refusals["k2"] == 1
@@ -161,7 +167,7 @@ async def test_pinned_keys_rotate_only_with_the_old_key(redis_client: aioredis.R
     await store.publish("k2", k2_new.public_key, rotation=rotate("k2", k2.private_key, k2_new.public_key))
     assert observer.refresh(await store.records()) == 1
     assert observer.get("k2") is not None and observer.to_dict()["k2"] == KeyRecord.parse(
-        (await redis_client.hget(store.key, "k2")).decode()).public_key
+        (await redis_client.hget(table.key, "k2")).decode()).public_key
     # Garbage in the hash is skipped, not fatal for everyone's reload.
-    await redis_client.hset(store.key, "junk", b"\xff\x00not a key")
+    await redis_client.hset(table.key, "junk", b"\xff\x00not a key")
     assert "junk" not in await store.records()

@@ -15,19 +15,18 @@ import redis.asyncio as aioredis
 from mesh.quorum import (
     BallotSigner,
     CheckerRegistry,
-    MemoryVoteLedger,
-    RedisVoteLedger,
     Validator,
     make_proposal,
 )
 from mesh.security import private_key_from_hex
+from mesh.store import InMemoryVoteLedger, RedisVoteLedger
 
 
 async def main(url: str, prefix: str, key_hex: str, value: str, epoch: str, ledger_kind: str = "redis") -> None:
     client = aioredis.Redis.from_url(url)
     checkers = CheckerRegistry()
     checkers.register("variable", lambda proposal: True)
-    ledger = MemoryVoteLedger() if ledger_kind == "memory" else RedisVoteLedger(client, "v0", prefix=prefix)
+    ledger = InMemoryVoteLedger() if ledger_kind == "memory" else RedisVoteLedger(client, "v0", prefix=prefix)
     validator = Validator(BallotSigner("v0", private_key_from_hex(key_hex)), checkers=checkers, ledger=ledger)
     proposal = make_proposal("wf-restart", "variable", "dose", value, proposer="p", epoch=int(epoch))
     ballot = await validator.review(proposal)

@@ -8,7 +8,7 @@ from redis.asyncio.cluster import RedisCluster
 from mesh.errors import ConfigError, UsageError
 from mesh.settings import MeshSettings
 from mesh.store import InMemoryStateStore, RedisStateStore, hash_tag, step_key, workflow_tag
-from mesh.store.redis_connection import RedisConnection, parse_sentinels
+from mesh.store.redis import RedisConnection, parse_sentinels
 
 
 def test_settings_come_from_the_environment_and_the_password_is_never_shown(

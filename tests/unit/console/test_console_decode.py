@@ -6,7 +6,7 @@ import msgpack
 
 from mesh.console import decode_checkpoint, decode_context_map
 from mesh.gossip import ContextMap
-from mesh.gossip._redis import seal_secrets
+from mesh.gossip._persist import seal_secrets
 from mesh.runtime.state import StepState, TurnRecord, VariableEntry
 from mesh.security import REDACTED, DataCipher, generate_data_key
 

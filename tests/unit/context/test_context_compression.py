@@ -8,13 +8,13 @@ from mesh.context import (
     CompressionOptions,
     Compressor,
     ExtractiveSummarizer,
-    InMemoryColdStore,
     Kind,
     LedgerAction,
     PromptBuilder,
     Summarizer,
     default_counter,
 )
+from mesh.store import InMemoryBlobStore
 
 
 def history(n: int, start: int = 0) -> list[Block]:
@@ -134,7 +134,7 @@ async def test_noise_triggers_compression_below_the_utilization_trigger() -> Non
 
 
 async def test_builder_keeps_originals_in_cold_storage_and_accounts_for_everything() -> None:
-    store = InMemoryColdStore()
+    store = InMemoryBlobStore()
     counter = default_counter()
     builder = PromptBuilder(cold_store=store)
     blocks = [Block("m", "Mission: fetch.", kind=Kind.MISSION), *history(40), Block("t", "Task: page 40.", kind=Kind.TASK)]

@@ -2,8 +2,9 @@
 
 import pytest
 
-from mesh.context import Block, DecayManager, InMemoryColdStore, Kind, LedgerAction, Priority
-from mesh.context.decay import ColdStoreClosedError
+from mesh.context import Block, DecayManager, Kind, LedgerAction, Priority
+from mesh.errors import CheckpointNotFound, UsageError
+from mesh.store import InMemoryBlobStore
 
 
 def variable(name: str, value: str, turn: int = 0, **kw: object) -> Block:
@@ -11,7 +12,7 @@ def variable(name: str, value: str, turn: int = 0, **kw: object) -> Block:
 
 
 async def test_decay_and_restore_cycle() -> None:
-    store = InMemoryColdStore()
+    store = InMemoryBlobStore()
     decay = DecayManager(store, idle_turns=3)
     base_url = variable("base_url", "https://ehr.local/api/v2/patients?include=" + "x," * 40)
     patient = variable("patient_id", "77")
@@ -45,7 +46,7 @@ async def test_decay_and_restore_cycle() -> None:
 
 
 async def test_touch_counts_as_a_reference_and_p0_never_decays() -> None:
-    decay = DecayManager(InMemoryColdStore(), idle_turns=2)
+    decay = DecayManager(InMemoryBlobStore(), idle_turns=2)
     token = variable("auth_token", "[secret; injected at call time]", priority=Priority.P0)
     page = variable("page", "3; " + " ".join(f"row {i} ok" for i in range(30)))
     blocks = (token, page)
@@ -53,14 +54,14 @@ async def test_touch_counts_as_a_reference_and_p0_never_decays() -> None:
     result = await decay.apply(blocks, turn=10)
     assert result.decayed == ()
     result = await decay.apply(result.blocks, turn=12)
-    small = await DecayManager(InMemoryColdStore(), idle_turns=1).apply((variable("n", "3"),), turn=9)
+    small = await DecayManager(InMemoryBlobStore(), idle_turns=1).apply((variable("n", "3"),), turn=9)
     assert small.decayed == ()  # its digest would be longer than the value
     assert result.decayed == ("page",)
     assert token in result.blocks
 
 
 async def test_setting_a_cold_variable_anew_makes_it_live() -> None:
-    decay = DecayManager(InMemoryColdStore(), idle_turns=1)
+    decay = DecayManager(InMemoryBlobStore(), idle_turns=1)
     result = await decay.apply((variable("cursor", " ".join(f"c{i}" for i in range(40))),), turn=5)
     assert result.decayed == ("cursor",)
     fresh = variable("cursor", "def", turn=6)
@@ -68,11 +69,12 @@ async def test_setting_a_cold_variable_anew_makes_it_live() -> None:
     assert result.blocks == (fresh,) and not decay.is_cold("cursor")
 
 
-async def test_in_memory_cold_store_contract() -> None:
-    store = InMemoryColdStore()
+async def test_in_memory_blob_store_as_cold_store() -> None:
+    store = InMemoryBlobStore()
     await store.put("k", b"v")
     assert await store.get("k") == b"v"
-    assert await store.get("missing") is None
+    with pytest.raises(CheckpointNotFound):
+        await store.get("missing")
     await store.aclose()
-    with pytest.raises(ColdStoreClosedError):
+    with pytest.raises(UsageError):
         await store.get("k")

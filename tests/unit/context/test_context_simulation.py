@@ -7,7 +7,6 @@ from mesh.context import (
     Block,
     Budget,
     DecayManager,
-    InMemoryColdStore,
     Kind,
     LedgerAction,
     Priority,
@@ -16,6 +15,7 @@ from mesh.context import (
     default_counter,
     sanitize_error,
 )
+from mesh.store import InMemoryBlobStore
 
 TURNS = 500
 
@@ -49,7 +49,7 @@ def turn_blocks(rng: random.Random, turn: int) -> list[Block]:
 async def test_500_turns_stay_within_budget() -> None:
     rng = random.Random(7)
     counter = default_counter()
-    store = InMemoryColdStore()
+    store = InMemoryBlobStore()
     builder = PromptBuilder(cold_store=store)
     decay = DecayManager(store, idle_turns=8)
     budget = Budget(window=6_000, output_reserve=1_000)

@@ -15,11 +15,11 @@ from mesh.gossip import (
     GossipAgent,
     GossipOptions,
     HybridLogicalClock,
-    MemoryColdStore,
     MemoryGossipNetwork,
     NetworkFaults,
 )
 from mesh.security import EnvelopeSigner, EnvelopeVerifier, Keyring, generate_keypair
+from mesh.store import InMemoryBlobStore
 from protocols import Envelope, GossipDigest, HlcTimestamp
 
 WF = "wf-1"
@@ -157,7 +157,7 @@ async def test_signed_gossip_passes_the_verifier_between_agents():
 
 
 async def test_oversized_values_are_gossiped_as_a_pointer_and_resolved_from_cold_storage():
-    store = MemoryColdStore()
+    store = InMemoryBlobStore()
     cold = ColdValues(store, options=CompactionOptions(token_budget=10, preview_chars=12))
     network, agents = _mesh(2, faults=NetworkFaults(), seed=0, cold=cold)
     big = "word " * 1000
@@ -173,7 +173,7 @@ async def test_oversized_values_are_gossiped_as_a_pointer_and_resolved_from_cold
     assert agents[1].maps[WF].get("key").value is None  # type: ignore[union-attr] - no preview of secrets
     assert await cold.resolve(secret) == "k" * 200
     assert agents[1].maps[WF].value("small") == "tiny"
-    store.blobs[entry.cold_ref] = store.blobs[secret.cold_ref]
+    await store.put(entry.cold_ref, await store.get(secret.cold_ref))
     with pytest.raises(ColdValueError, match="does not match"):
         await cold.resolve(remote)
 

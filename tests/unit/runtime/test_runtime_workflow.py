@@ -16,7 +16,7 @@ from mesh.runtime import AgentWorker, MeshClient, RuntimeOptions, StepState, Wor
 from mesh.runtime.agent import build_worker
 from mesh.security import data_cipher
 from mesh.store import InMemoryBlobStore, InMemoryStateStore, step_key
-from protocols import Topics, load_workflow_spec
+from protocols import StepCompleted, StepStarted, Topics, load_workflow_spec
 
 SPEC = Path(__file__).resolve().parents[3] / "agents" / "workflows" / "reconciliation.yaml"
 
@@ -108,3 +108,26 @@ async def test_a_fault_free_run_starts_every_step_once(mesh: dict, ehr: MockEhrS
     starts = {step: len(s) for step, s in view.started.items()}
     assert starts == {"identity": 1, "fetch": 1, "validate": 1, "report": 1}
     assert view.resumes() == 0
+
+
+async def test_every_event_of_a_step_goes_through_one_publisher(mesh: dict, ehr: MockEhrServer) -> None:  # type: ignore[type-arg]
+    # StepStarted/Progress come from the runner, StepCompleted from the worker: both go out
+    # through the runner's publisher (one publish span and trace context per event).
+    seen: list[tuple[str, str]] = []
+    for w in mesh["workers"]:
+        inner = w.runner.publish
+
+        async def publish(env, inner=inner):  # type: ignore[no-untyped-def]
+            seen.append((env.step_id, env.kind))
+            await inner(env)
+
+        w.runner.publish = publish
+    client: MeshClient = mesh["client"]
+    wf = await client.submit(load_workflow_spec(SPEC), variables={"ehr_base_url": ehr.base_url})
+    view = None
+    async for view, _ in client.follow(wf, timeout_s=60):  # noqa: B007 - read after the loop
+        pass
+    assert view is not None and view.finished is not None and view.finished.status == "succeeded"
+    for step in ("identity", "fetch", "validate", "report"):
+        kinds = [kind for s, kind in seen if s == step]
+        assert kinds[0] == StepStarted.KIND and kinds[-1] == StepCompleted.KIND, (step, kinds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -69,3 +71,40 @@ def test_telemetry_kpis_summary_without_backend_and_table() -> None:
     assert any(line.split()[:3] == ["mesh.turn.latency", "ms", "2"] for line in lines)
     assert "recovery rate: 100.0%" in table
     assert "mesh.checkpoint.write_time" not in table  # nothing recorded, not shown
+
+
+def test_telemetry_kpis_flag_the_seed_thresholds_as_gauges() -> None:
+    reader = InMemoryMetricReader()
+    kpis = Kpis(MeterProvider(metric_readers=[reader]), attributes={"mesh.role": "fetch"})
+    for ms in (100.0,) * 90 + (7_000.0,) * 10:  # p95 over the 5 s threshold, p99 under 10 s
+        kpis.record_turn_latency(ms)
+    kpis.record_context_utilization(4_000, 8_000)  # 50%: under the 80% threshold
+    kpis.record_checkpoint_write(3.0, size_bytes=400 * 1024)  # over the 256 KiB threshold
+
+    flags = kpis.flagged()
+    assert flags["turn_latency_p95"] == (7_000.0, True)
+    assert flags["turn_latency_p99"] == (7_000.0, False)
+    assert flags["context_utilization"] == (pytest.approx(0.5), False)
+    assert flags["checkpoint_write_p95"] == (3.0, False)
+    assert flags["state_size_max"] == (400 * 1024.0, True)
+    assert flags["spinning_count"] == (0.0, False)
+    assert "workflow_success_rate" not in flags  # judged fleet-wide, not by one agent
+
+    points = _metrics(reader)
+
+    def by_kpi(name: str) -> dict[str, float]:
+        return {p.attributes["mesh.kpi"]: p.value for p in points[name]}  # type: ignore[attr-defined]
+
+    violated = by_kpi(Kpis.KPI_VIOLATED)
+    assert violated == {k: int(v[1]) for k, v in flags.items()}
+    assert by_kpi(Kpis.KPI_VALUE)["turn_latency_p95"] == 7_000.0
+    thresholds = by_kpi(Kpis.KPI_THRESHOLD)
+    assert thresholds["turn_latency_p95"] == 5_000.0 and thresholds["workflow_success_rate"] == 0.95
+    violations: list[Any] = points[Kpis.KPI_VIOLATED]
+    (point,) = [p for p in violations if p.attributes["mesh.kpi"] == "state_size_max"]
+    assert point.attributes == {
+        "mesh.role": "fetch",
+        "mesh.kpi": "state_size_max",
+        "mesh.kpi.unit": "bytes",
+        "mesh.kpi.better": "lower",
+    }

@@ -40,13 +40,12 @@ from mesh.errors import (
     UsageError,
 )
 from mesh.store.base import Checkpoint, hash_tag, require_workflow_key, workflow_tag
-from mesh.store.redis_connection import (
+from mesh.store.redis._connection import (
     REDIS_ERRORS,
     RedisClient,
     RedisConnection,
-    raised_inside_redis_py,
+    redis_call,
     register_script,
-    translate_redis_error,
 )
 
 __all__ = ["RedisStateStore"]
@@ -181,16 +180,7 @@ class RedisStateStore:
         return f"{self.key_prefix}wfidx:{workflow_tag(workflow_id)}"
 
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await fn()
-        except REDIS_ERRORS as exc:
-            raise translate_redis_error(exc, what) from exc
-        except (AttributeError, TypeError) as exc:
-            if not raised_inside_redis_py(exc):
-                raise
-            raise StoreUnavailable(
-                f"{what}: connection torn down during a failover: {exc}"
-            ) from exc
+        return await redis_call(what, fn())
 
     async def _replicated(
         self, what: str, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]

@@ -1,4 +1,4 @@
-"""The one place a Redis client is built from settings: URL, Cluster or Sentinel, ACL auth, TLS.
+"""The one place a Redis client is built from settings, and the one place redis errors are translated.
 
 Why one place: the checkpoint store, the run index, the keyring, gossip maps, vote ledgers,
 dead-letter claims and ingress all talk to the same Redis. Each used to call ``from_url`` itself,
@@ -7,7 +7,8 @@ password and TLS. ``RedisConnection`` holds those options (from ``MESH_REDIS_*``
 ``mesh.settings.MeshSettings``) and ``RedisConnection.client`` returns the matching
 ``redis.asyncio`` client; ``translate_redis_error`` turns redis exceptions into the mesh's
 ``StoreError`` family with a message that says what to fix (a wrong password, an untrusted
-certificate) instead of "unreachable".
+certificate) instead of "unreachable". Every Redis adapter of ``mesh.store.redis`` awaits its
+redis-py calls through ``redis_call``, so all of them map errors by that one policy.
 
 Modes:
 
@@ -24,9 +25,10 @@ Modes:
 from __future__ import annotations
 
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -56,9 +58,12 @@ __all__ = [
     "RedisConnection",
     "RedisMode",
     "raised_inside_redis_py",
+    "redis_call",
     "register_script",
     "translate_redis_error",
 ]
+
+T = TypeVar("T")
 
 RedisMode = Literal["standalone", "cluster", "sentinel"]
 
@@ -307,3 +312,21 @@ def translate_redis_error(exc: Exception, what: str) -> StoreError:
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
         return StoreUnavailable(f"{what}: Redis unreachable or slow: {name}: {exc}")
     return StoreError(f"{what}: {name}: {exc}")
+
+
+async def redis_call(what: str, awaitable: Awaitable[T]) -> T:
+    """Await one redis-py call (or a coroutine of several); its failures become ``StoreError``s.
+
+    The one exception policy of every Redis adapter: redis and socket errors go through
+    ``translate_redis_error``; an ``AttributeError``/``TypeError`` raised inside redis-py (a
+    connection torn down during a cluster failover, see ``raised_inside_redis_py``) is
+    ``StoreUnavailable``; anything else is a bug and propagates unchanged.
+    """
+    try:
+        return await awaitable
+    except REDIS_ERRORS as exc:
+        raise translate_redis_error(exc, what) from exc
+    except (AttributeError, TypeError) as exc:
+        if not raised_inside_redis_py(exc):
+            raise
+        raise StoreUnavailable(f"{what}: connection torn down during a failover: {exc}") from exc

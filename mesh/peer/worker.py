@@ -1,6 +1,6 @@
-"""A ``GossipNode`` in its own OS process, driven over stdin/stdout (tests, chaos runs, benchmarks).
+"""A ``Peer`` in its own OS process, driven over stdin/stdout (tests, chaos runs, benchmarks).
 
-The child (``python -m mesh.gossip.worker``) runs one node on a real ``KafkaBus`` with its maps in
+The child (``python -m mesh.peer.worker``) runs one peer on a real ``KafkaBus`` with its maps in
 Redis and reads one JSON command per line on stdin; it answers with one JSON event per line on
 stdout. Its signing key and the keyring come in environment variables, never on the command
 line (``ps`` shows arguments). ``GossipWorker`` is the parent's side.
@@ -71,7 +71,7 @@ class WorkerConfig:
 
 def _child_argv(config: WorkerConfig) -> list[str]:
     argv = [
-        sys.executable, "-m", "mesh.gossip.worker",
+        sys.executable, "-m", "mesh.peer.worker",
         "--agent-id", config.agent_id,
         "--bootstrap", config.bootstrap,
         "--topic-prefix", config.topic_prefix,
@@ -201,9 +201,10 @@ def _emit(event: dict[str, Any]) -> None:
 
 async def _child(args: argparse.Namespace) -> None:
     from mesh.bus import Bus, KafkaBus
-    from mesh.gossip import GossipNode, GossipNodeOptions, GossipOptions, IndexedContextMapStore
-    from mesh.gossip.node import VARIABLE_FACT
-    from mesh.quorum import CheckerRegistry, RedisVoteLedger
+    from mesh.gossip import ContextMapArchive, GossipNodeOptions, GossipOptions
+    from mesh.peer import VARIABLE_FACT, Peer
+    from mesh.quorum import CheckerRegistry
+    from mesh.runtime.trust import LogTrust
     from mesh.security import KeyPair, Keyring, private_key_from_hex
     from protocols import Proposal, Topics
 
@@ -219,16 +220,14 @@ async def _child(args: argparse.Namespace) -> None:
         request_timeout_ms=args.request_timeout_ms,
     )
     await bus.start()
-    redis_client = None
-    store = None
+    stores = None
     if args.redis_url:
         from mesh.settings import MeshSettings
-        from mesh.store.redis_connection import RedisConnection
+        from mesh.store import RedisConnection, RedisStores
 
         # The URL from the parent; mode, credentials and TLS from MESH_REDIS_* like every other client.
         connection = RedisConnection.from_settings(MeshSettings(redis_url=args.redis_url))
-        redis_client = connection.client(socket_timeout_s=2)
-        store = IndexedContextMapStore(redis_client, prefix=args.key_prefix)
+        stores = RedisStores(connection, prefix=args.key_prefix, socket_timeout_s=2)
 
     def on_change(workflow_id: str, names: list[str]) -> None:
         _emit({"op": "changed", "wf": workflow_id, "names": names, "t_ms": time.time() * 1000})
@@ -245,18 +244,17 @@ async def _child(args: argparse.Namespace) -> None:
 
         checkers = CheckerRegistry()
         checkers.register(VARIABLE_FACT, check)
-    node = GossipNode(
-        keys,
+    node = Peer(
+        LogTrust(keys, keyring=keyring),
         cast("Bus", bus),
-        keyring,
         checkers=checkers,
         topics=topics,
-        store=store,
+        store=ContextMapArchive(stores.context_maps) if stores else None,
         validators=set(args.validators.split(",")) if args.validators else None,
-        # With Redis, a validator's votes survive a SIGKILL of this process (mesh.quorum.RedisVoteLedger).
-        vote_ledger=RedisVoteLedger(redis_client, keys.agent_id, prefix=args.key_prefix) if redis_client else None,
+        # With Redis, a validator's votes survive a SIGKILL of this process (mesh.store.RedisVoteLedger).
+        vote_ledger=stores.vote_ledger(keys.agent_id) if stores else None,
         gossip_options=GossipOptions(anti_entropy_period_ms=args.anti_entropy_ms),
-        options=GossipNodeOptions(session_timeout_ms=args.session_timeout_ms),
+        node_options=GossipNodeOptions(session_timeout_ms=args.session_timeout_ms),
         on_change=on_change if args.watch else None,
     )
     await node.start()
@@ -295,13 +293,13 @@ async def _child(args: argparse.Namespace) -> None:
     finally:
         await node.aclose()
         await bus.aclose()
-        if redis_client is not None:
-            await redis_client.aclose()
+        if stores is not None:
+            await stores.aclose()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run one worker until stdin closes or ``exit`` arrives."""
-    parser = argparse.ArgumentParser(prog="python -m mesh.gossip.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mesh.peer.worker", description=__doc__)
     parser.add_argument("--agent-id", required=True)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic-prefix", required=True)
