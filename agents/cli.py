@@ -25,12 +25,14 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    patients: int = typer.Option(20, help="Patients in the mock EHR."),
-    page_size: int = typer.Option(
-        2, help="Patients per fetch turn (small: more turns to kill in)."
+    patients: int | None = typer.Option(
+        None, help="Patients in the mock EHR (default 20; 2 with --reasoner local)."
     ),
-    kill_after_turn: int = typer.Option(
-        3, help="SIGKILL the fetch owner after this turn (0: no kill)."
+    page_size: int | None = typer.Option(
+        None, help="Patients per fetch turn (default 2; 1 with local: a turn to kill in)."
+    ),
+    kill_after_turn: int | None = typer.Option(
+        None, help="SIGKILL the fetch owner after this turn (0: no kill; default 3, 1 with local)."
     ),
     turn_delay_s: float = typer.Option(0.4, help="Pause after each turn, in seconds."),
     session_timeout_ms: int = typer.Option(
@@ -44,7 +46,8 @@ def demo(
         None, help="Logs and audit of this run (default: <state dir>/demo/<time>)."
     ),
     reasoner: str = typer.Option(
-        "rules", help="rules, or local: the model of `mesh dev llm` decides (use fewer patients)."
+        "rules",
+        help="rules, or local: the model of `mesh dev llm` decides (fewer patients by default).",
     ),
     timeout_s: float | None = typer.Option(
         None, help="Wait this long for the workflow (default 180 s, 1800 s with local)."
@@ -54,11 +57,13 @@ def demo(
     # Imported here: the demo pulls in the mock EHR and the process launcher.
     from agents.demo import DemoOptions, run_demo
 
+    # The local model takes 40-160 s a turn on 2 shared cores: few patients and turns by default.
+    local = reasoner == "local"
     result = run_demo(
         DemoOptions(
-            patients=patients,
-            page_size=page_size,
-            kill_after_turn=kill_after_turn,
+            patients=patients if patients is not None else (2 if local else 20),
+            page_size=page_size if page_size is not None else (1 if local else 2),
+            kill_after_turn=kill_after_turn if kill_after_turn is not None else (1 if local else 3),
             turn_delay_s=turn_delay_s,
             session_timeout_ms=session_timeout_ms,
             keep_services=keep_services,

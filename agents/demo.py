@@ -160,7 +160,14 @@ async def _drive(opts: DemoOptions, settings: MeshSettings, agents: AgentProcess
         await asyncio.sleep(1.5)  # a debounced save after the last change
         redis = aioredis.Redis.from_url(settings.redis_url)
         try:
-            maps = ContextMapArchive(RedisContextMapStore(redis, prefix=f"{settings.topic_prefix}:"))
+            # The run's data key (its state dir), not this process's default: a refreshed token is
+            # gossiped sealed with it.
+            from mesh.security import load_data_cipher
+
+            cipher = load_data_cipher(state_dir=settings.state_dir)
+            maps = ContextMapArchive(
+                RedisContextMapStore(redis, prefix=f"{settings.topic_prefix}:"), cipher=cipher
+            )
             names = {v.name for c in view.completed.values() for v in c.variables}
             result.gossip_variables = len(names)
             for _, agent_id in AGENTS:

@@ -642,6 +642,11 @@ class LocalLlm:
         return self.service().status()
 
 
+LOCAL_DECISION_TOKENS = 96
+"""Output-token cap of a local decision: one call of the demo's actions is 20-60 tokens; the
+model then writes more calls until the cap (at ~3-10 tokens/s on a busy 2-core machine)."""
+
+
 def local_reasoner_env(base_url: str, model: str = MODEL.name) -> dict[str, str]:
     """``ANTHROPIC_*``/``MESH_LLM_*`` variables that make agents decide with the local server.
 
@@ -654,6 +659,7 @@ def local_reasoner_env(base_url: str, model: str = MODEL.name) -> dict[str, str]
         "MESH_LLM_MODEL": model,
         "MESH_LLM_TOOL_PREFILL": TOOL_CALL_PREFILL,
         "MESH_LLM_SEND_TEMPERATURE": "1",
+        "MESH_LLM_MAX_DECISION_TOKENS": str(LOCAL_DECISION_TOKENS),
         "MESH_LLM_TIMEOUT_S": "300",
         "MESH_LLM_SDK_MAX_RETRIES": "0",  # an unparseable answer is a 500 the SDK would replay as is
     }

@@ -76,6 +76,7 @@ class AnthropicReasoner:
         on_usage: UsageCallback | None = None,
         tool_prefill: str | None = None,
         rate_limiter: RateLimiter | None = None,
+        max_decision_tokens: int = 0,
     ) -> None:
         if not api_key:
             raise ReasonerAuthError("AnthropicReasoner needs an API key (ANTHROPIC_API_KEY)")
@@ -89,6 +90,9 @@ class AnthropicReasoner:
         # Small local models (llama-server) write a tool call as text unless the answer is
         # already inside the call format; real Claude models need no prefill.
         self._tool_prefill = tool_prefill or None
+        # llama-server's tool grammar lets a small model write call after call until max_tokens
+        # (the first one is taken); a cap bounds that waste. 0: the request's max_tokens as is.
+        self._max_decision_tokens = max_decision_tokens
         # Kept only so error messages can be scrubbed of it; SecretStr keeps it out of reprs.
         self._secret = SecretStr(api_key)
         self._client = anthropic.AsyncAnthropic(
@@ -132,6 +136,7 @@ class AnthropicReasoner:
             send_temperature=settings.send_temperature,
             on_usage=on_usage,
             tool_prefill=settings.tool_prefill,
+            max_decision_tokens=settings.max_decision_tokens,
         )
 
     def __repr__(self) -> str:
@@ -154,9 +159,12 @@ class AnthropicReasoner:
         messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
         if self._tool_prefill:
             messages.append({"role": "assistant", "content": self._tool_prefill})
+        max_tokens = request.max_tokens
+        if self._max_decision_tokens:
+            max_tokens = min(max_tokens, self._max_decision_tokens)
         message = await self._create(
             estimated_text,
-            max_tokens=request.max_tokens,
+            max_tokens=max_tokens,
             temperature=request.temperature,
             system=request.system,
             messages=messages,

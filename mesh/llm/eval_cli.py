@@ -73,6 +73,7 @@ def _build_reasoner(
             timeout_s=float(env["MESH_LLM_TIMEOUT_S"]),
             send_temperature=True,
             tool_prefill=env["MESH_LLM_TOOL_PREFILL"],
+            max_decision_tokens=int(env["MESH_LLM_MAX_DECISION_TOKENS"]),
             retry=RetryPolicy(2),
         )
     settings = ReasonerSettings()

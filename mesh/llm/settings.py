@@ -74,3 +74,9 @@ class ReasonerSettings(BaseSettings):
     tool_prefill: str | None = None
     """Assistant prefill sent after a decision prompt (``MESH_LLM_TOOL_PREFILL``), e.g.
     ``"<tool_call>\n"`` for a small local Qwen model behind llama-server; unset for Claude."""
+
+    max_decision_tokens: int = Field(default=0, ge=0)
+    """Cap on the output tokens of a decision (``MESH_LLM_MAX_DECISION_TOKENS``; 0: no cap). A
+    small local model behind llama-server writes one tool call after another until
+    ``max_tokens`` (the server's tool grammar allows several; the first is taken), so its
+    decisions cost the cap, not the runtime's 1024 (``mesh dev llm`` sets 96)."""

@@ -20,7 +20,7 @@ import pytest
 
 from mesh.context import TokenCounter
 from mesh.dev import DevConfig, free_port
-from mesh.dev._llm import MODEL, TOOL_CALL_PREFILL, LlmConfig, LocalLlm
+from mesh.dev._llm import LOCAL_DECISION_TOKENS, MODEL, TOOL_CALL_PREFILL, LlmConfig, LocalLlm
 from mesh.llm import (
     ActionSpec,
     AnthropicReasoner,
@@ -76,6 +76,7 @@ def reasoner_for(local: LocalLlm, **overrides: Any) -> AnthropicReasoner:
         "sdk_max_retries": 0,
         "send_temperature": True,
         "tool_prefill": TOOL_CALL_PREFILL,
+        "max_decision_tokens": LOCAL_DECISION_TOKENS,
         "retry": RetryPolicy(max_attempts=1),
     }
     options.update(overrides)
@@ -107,7 +108,7 @@ def lookup_request(**overrides: Any) -> ReasonerRequest:
         "prompt": "Task: look up the record of patient P-4417.",
         "actions": [LOOKUP, FINISH],
         "temperature": 0.0,
-        "max_tokens": 128,
+        "max_tokens": 48,  # the call is ~25 tokens; the model then writes more calls until the cap
     }
     values.update(overrides)
     return ReasonerRequest(**values)
@@ -228,11 +229,11 @@ async def test_a_stopped_server_times_out_and_the_retry_recovers_when_it_resumes
         os.kill(pid, signal.SIGCONT)
         await reasoner.aclose()
     # Frozen again, thawed by a timer while our retry layer backs off: the next attempt answers.
-    # Each attempt may take 30 s (a loaded machine answers slowly); the freeze outlasts the first.
-    retrying = reasoner_for(local_llm, timeout_s=30.0,
+    # An attempt may take a minute on a loaded 2-core machine; the freeze outlasts the first.
+    retrying = reasoner_for(local_llm, timeout_s=60.0,
                             retry=RetryPolicy(max_attempts=3, backoff=ExponentialBackoff(base_s=1.0, cap_s=2.0, jitter=0)))
     _signal(local_llm, signal.SIGSTOP)
-    thaw = threading.Timer(35.0, os.kill, (pid, signal.SIGCONT))
+    thaw = threading.Timer(65.0, os.kill, (pid, signal.SIGCONT))
     thaw.start()
     started = time.monotonic()
     try:
@@ -242,7 +243,7 @@ async def test_a_stopped_server_times_out_and_the_retry_recovers_when_it_resumes
         os.kill(pid, signal.SIGCONT)
         await retrying.aclose()
     assert result.decision.action == "lookup_patient"
-    assert time.monotonic() - started > 30  # the first attempt timed out; a retry got the answer
+    assert time.monotonic() - started > 60  # the first attempt timed out; a retry got the answer
 
 
 async def test_a_killed_server_is_unavailable_then_serves_again_after_restart(local_llm: LocalLlm) -> None:
@@ -295,7 +296,7 @@ def test_the_fake_llama_flavor_answers_like_the_real_server(local_llm: LocalLlm)
 
     body = {
         "model": "asked-for-another-model",
-        "max_tokens": 96,
+        "max_tokens": 48,
         "temperature": 0.0,
         "system": "You are the fetch agent of a hospital workflow. Pick exactly one action.",
         "messages": [

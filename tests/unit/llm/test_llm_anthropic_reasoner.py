@@ -61,6 +61,22 @@ async def test_request_carries_system_tools_and_tool_choice(fake, make_reasoner)
     assert "temperature" not in body
 
 
+async def test_decision_tokens_capped_from_settings_but_not_free_text(monkeypatch, fake) -> None:
+    """MESH_LLM_MAX_DECISION_TOKENS bounds a decision's max_tokens (llama-server: calls until the cap)."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+    monkeypatch.setenv("MESH_LLM_MAX_DECISION_TOKENS", "96")
+    reasoner = AnthropicReasoner.from_settings(ReasonerSettings())
+    try:
+        await reasoner.decide(decision_request(max_tokens=1024))
+        await reasoner.decide(decision_request(max_tokens=40))
+        fake.script(FakeReply.text("a summary"))
+        await reasoner.complete("sys", "summarize", max_tokens=500)
+    finally:
+        await reasoner.aclose()
+    assert [r.body["max_tokens"] for r in fake.requests] == [96, 40, 500]
+
+
 async def test_temperature_sent_when_enabled(make_reasoner) -> None:
     with FakeAnthropicServer(api_key=TEST_KEY, reject_sampling_params=False) as srv:
         reasoner = make_reasoner(base_url=srv.base_url, send_temperature=True)
