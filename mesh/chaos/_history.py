@@ -124,9 +124,10 @@ class History:
         self._events.append(numbered)
         return numbered
 
-    def record(self, source: str, kind: str, **fields: Any) -> Event:
+    def record(self, source: str, kind: str, /, **fields: Any) -> Event:
         """Append an event built from keyword fields (``at_ms``, ``workflow_id``, ``step_id``,
-        ``actor`` are the event's own; everything else goes to ``data``)."""
+        ``actor`` are the event's own; everything else goes to ``data``, ``source`` and ``kind``
+        included: a trace event's attributes may carry any name)."""
         own = {
             k: fields.pop(k) for k in ("at_ms", "workflow_id", "step_id", "actor") if k in fields
         }

@@ -555,3 +555,11 @@ def test_a_claim_announced_late_by_a_frozen_owner_is_not_a_lost_checkpoint() -> 
     # The same late announcement with a newer epoch than the reporter's is a real loss.
     result = check(mutate(clean_history(1), _resume_from_older_turn))
     assert [a.kind for a in result.anomalies] == ["checkpoint_lost"]
+
+
+def test_an_event_whose_fields_are_named_source_or_kind_is_recorded() -> None:
+    # A 220-workflow campaign stopped reading its history: a trace event's attributes held
+    # "source", which collided with record()'s own parameter (TypeError).
+    h = History()
+    e = h.record("trace", "secret.refreshed", actor="fetch-a", source="authenticate", kind="token")
+    assert (e.source, e.kind, e.data) == ("trace", "secret.refreshed", {"source": "authenticate", "kind": "token"})
