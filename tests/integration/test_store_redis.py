@@ -117,3 +117,26 @@ async def test_unreachable_redis_is_a_store_error() -> None:
     with pytest.raises(StoreUnavailable, match="Redis unreachable"):
         await store.write("k", b"x", epoch=1)
     await store.aclose()
+
+
+async def test_clients_send_no_client_setinfo_that_redis_7_0_refuses(redis_url: str) -> None:
+    # Redis < 7.2 answers CLIENT SETINFO with an error; redis-py sends it on every new connection,
+    # and on a connection made while the server restarted that error surfaced as the reply to the
+    # next command (a campaign's report step failed with "unknown subcommand 'SETINFO'"). The
+    # server counts every error reply it sends (INFO errorstats): a new client must add none.
+    import redis
+
+    from mesh.store.redis import RedisConnection
+
+    def errors() -> int:
+        with redis.Redis.from_url(redis_url, lib_name=None, lib_version=None) as r:
+            return sum(int(v["count"]) for k, v in r.info("errorstats").items() if k.startswith("errorstat_"))
+
+    before = errors()
+    for _ in range(3):
+        client = RedisConnection(url=redis_url).client()
+        try:
+            await client.set("mesh-identity-probe", b"1")
+        finally:
+            await client.aclose()
+    assert errors() == before

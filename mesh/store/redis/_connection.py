@@ -175,6 +175,11 @@ class RedisConnection:
         kwargs: dict[str, Any] = {
             "socket_timeout": socket_timeout_s,
             "socket_connect_timeout": socket_timeout_s,
+            # No CLIENT SETINFO on connect: Redis before 7.2 answers it with an error, and on a
+            # connection made while the server restarts that error surfaced as the reply to the
+            # next command (a step failed with "unknown subcommand 'SETINFO'" in a campaign).
+            "lib_name": None,
+            "lib_version": None,
         }
         if self.username is not None:
             kwargs["username"] = self.username
