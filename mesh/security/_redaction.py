@@ -18,6 +18,7 @@ context, a leaked secret costs a rotation.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -235,9 +236,29 @@ def secret_registry() -> SecretRegistry:
     return _default_registry
 
 
+_REPEAT_MIN_CHARS = 6
+"""A value a pattern masked is also masked wherever else it appears in the same text (a token that is
+also a URL's user name, a key quoted twice) once it is at least this long: shorter ones are words."""
+
+
 def _mask_patterns(text: str) -> str:
+    hidden: set[str] = set()
+
+    def masked(m: re.Match[str], replacement: str) -> str:
+        out = m.expand(replacement)
+        whole, at = m.group(0), out.find(REDACTED)
+        if at >= 0:
+            prefix, suffix = out[:at], out[at + len(REDACTED):]
+            if whole.startswith(prefix) and whole.endswith(suffix) and len(whole) >= len(prefix) + len(suffix):
+                value = whole[len(prefix): len(whole) - len(suffix)].strip().strip("'\"")
+                if len(value) >= _REPEAT_MIN_CHARS:
+                    hidden.add(value)
+        return out
+
     for _kind, pattern, replacement in CREDENTIAL_PATTERNS:
-        text = pattern.sub(replacement, text)
+        text = pattern.sub(functools.partial(masked, replacement=replacement), text)
+    if hidden:
+        text = re.compile("|".join(re.escape(v) for v in sorted(hidden, key=len, reverse=True))).sub(REDACTED, text)
     return text
 
 
