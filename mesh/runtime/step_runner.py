@@ -266,6 +266,14 @@ class StepRunner:
 
     # -- step ------------------------------------------------------------------------------
 
+    def _secret_scope(self, workflow_id: str) -> str:
+        return f"{self.agent_id}/{workflow_id}"
+
+    def forget_workflow(self, workflow_id: str) -> None:
+        """This agent is done with ``workflow_id``: the redactor forgets its secret values (unless
+        another agent of this process still holds them)."""
+        secret_registry().release(self._secret_scope(workflow_id))
+
     async def load(self, workflow_id: str, step_id: str) -> StepState | None:
         """The step's last checkpoint, or None."""
         try:
@@ -352,7 +360,7 @@ class StepRunner:
                 used = old.last_used_turn if old is not None and old.value == entry.value else state.turn
                 state.variables[name] = dataclasses.replace(entry, last_used_turn=used)
         for value in state.secret_values():
-            secret_registry().add(value)
+            secret_registry().add(value, scope=self._secret_scope(state.workflow_id))
 
         self._spent_elsewhere[(workflow_id, step.id)] = rehydration.spent_elsewhere
         await self._announce(step, workflow_id, epoch, resumed_from)
@@ -610,7 +618,7 @@ class StepRunner:
         if shared is not None and old is not None and shared != old.value:
             state.variables[name] = VariableEntry(value=shared, secret=True, priority=old.priority,
                                                   origin=f"{old.origin} (refreshed elsewhere)", last_used_turn=turn)
-            secret_registry().add(shared)
+            secret_registry().add(shared, scope=self._secret_scope(wf))
             await self._persist(state)
             log.info("%s/%s: %s %s; adopted the value another step refreshed", wf, state.step_id, name, why)
             if notes is not None:
@@ -656,7 +664,7 @@ class StepRunner:
                 origin=f"{state.step_id} (refreshed)", last_used_turn=turn,
             )
             if var.secret and var.value:
-                secret_registry().add(str(var.value))
+                secret_registry().add(str(var.value), scope=self._secret_scope(state.workflow_id))
             if var.name not in state.discovered:
                 state.discovered.append(var.name)
         state.in_doubt = None
@@ -801,7 +809,7 @@ class StepRunner:
             if var.name not in state.discovered:
                 state.discovered.append(var.name)
             if var.secret and var.value:
-                secret_registry().add(str(var.value))
+                secret_registry().add(str(var.value), scope=self._secret_scope(state.workflow_id))
         state.history.append(
             TurnRecord(turn, action.name, shown, "ok", outcome.summary, notes, repairs, retries,
                        (time.perf_counter() - started) * 1000)
@@ -911,7 +919,7 @@ class StepRunner:
                 cipher = self.cipher or data_cipher()
                 value = cipher.open(var.sealed, context=("decision", state.workflow_id, state.step_id,
                                                          decision.nonce, var.name))
-                secret_registry().add(str(value))
+                secret_registry().add(str(value), scope=self._secret_scope(state.workflow_id))
             old = state.variables.get(var.name)
             state.variables[var.name] = VariableEntry(
                 value=value, secret=var.secret or (old.secret if old is not None else False),

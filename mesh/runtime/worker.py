@@ -370,6 +370,7 @@ class AgentWorker:
     def _forget_workflow(self, wf: str) -> None:
         """Drop what this member keeps of a workflow it has nothing left to do in (flat memory)."""
         self._tracked.pop(wf, None)
+        self.runner.forget_workflow(wf)
         self._spec_unknown.discard(wf)
         self._broken.discard(wf)
         for table in (self._ended, self._resume_done):

@@ -159,11 +159,19 @@ class SecretRegistry:
         self._lock = threading.Lock()
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._held: dict[str, set[str]] = {}  # value -> scopes holding it (values added with a scope)
+        self._scopes: dict[str, set[str]] = {}  # scope -> its values
         for value in values:
             self.add(value)
 
-    def add(self, value: str | bytes | None) -> None:
-        """Register a secret value; empty and very short values are ignored (see ``MIN_SECRET_CHARS``)."""
+    def add(self, value: str | bytes | None, *, scope: str | None = None) -> None:
+        """Register a secret value; empty and very short values are ignored (see ``MIN_SECRET_CHARS``).
+
+        With a ``scope`` (the runtime uses ``<agent>/<workflow>``) the value is kept until every
+        scope that added it is ``release``d: a workflow's token is forgotten once the workflows
+        that knew it are done here, so the registry (and the pattern every redaction runs) stays
+        the size of the live work, not of all work ever done. Without one it is kept for good.
+        """
         if value is None:
             return
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
@@ -173,21 +181,43 @@ class SecretRegistry:
                 _log.warning("secret shorter than %d chars not registered for redaction", MIN_SECRET_CHARS)
             return
         with self._lock:
+            if scope is not None:
+                if text not in self._values or text in self._held:
+                    self._held.setdefault(text, set()).add(scope)
+                    self._scopes.setdefault(scope, set()).add(text)
+            else:
+                self._held.pop(text, None)  # registered for good now
             if text in self._values:
                 return
             self._values.add(text)
             self._pattern = None
 
+    def release(self, scope: str) -> None:
+        """Forget the values ``scope`` added, unless another scope (or an unscoped add) holds them."""
+        with self._lock:
+            for text in self._scopes.pop(scope, ()):
+                holders = self._held.get(text)
+                if holders is None:
+                    continue
+                holders.discard(scope)
+                if not holders:
+                    del self._held[text]
+                    self._values.discard(text)
+                    self._pattern = None
+
     def discard(self, value: str) -> None:
         """Forget a secret value (e.g. a rotated token that can no longer be used)."""
         with self._lock:
             self._values.discard(value.strip())
+            self._held.pop(value.strip(), None)
             self._pattern = None
 
     def clear(self) -> None:
         """Forget every registered value."""
         with self._lock:
             self._values.clear()
+            self._held.clear()
+            self._scopes.clear()
             self._pattern = None
 
     def values(self) -> frozenset[str]:

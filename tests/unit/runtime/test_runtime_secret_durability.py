@@ -91,3 +91,41 @@ async def test_dependent_step_finds_the_secret_its_producer_journaled(tmp_path: 
             for store in stores:
                 await store.aclose()
             await http.aclose()
+
+
+async def test_agents_forget_a_finished_workflows_token(tmp_path: Path) -> None:
+    # The process-wide redaction registry held every workflow's token for good (bench.memory).
+    from mesh.security import secret_registry
+
+    store = InMemoryStateStore()
+    broker = InMemoryBroker(default_partitions=2)
+    topics = Topics(prefix="t")
+    before = set(secret_registry().values())
+    with MockEhrServer(audit_log=tmp_path / "audit.jsonl", config=EhrConfig(patients=2)) as ehr:
+        http = httpx.AsyncClient(timeout=5.0)
+        workers = [
+            build_worker(ROLES[role], InMemoryBus(broker, topics=topics, client_id=f"{role}-1"), store,
+                         agent_id=f"{role}-1", topics=topics, resources={"http": http}, runtime=RuntimeOptions(),
+                         worker=WorkerOptions(poll_timeout_ms=50, retry_delay_s=0.2))
+            for role in ("identity", "fetch", "validate", "report")
+        ]
+        tasks = [asyncio.create_task(w.run()) for w in workers]
+        try:
+            client = MeshClient(InMemoryBus(broker, topics=topics, client_id="cli"), topics=topics)
+            wf = await client.submit(load_workflow_spec(SPEC), variables={"ehr_base_url": ehr.base_url})
+            view = None
+            async for view, _ in client.follow(wf, timeout_s=60):  # noqa: B007 - read after the loop
+                pass
+            assert view is not None and view.finished is not None and view.finished.status == "succeeded"
+            learned = set()
+            for _ in range(100):  # every member folds the completion, then forgets the workflow
+                learned = set(secret_registry().values()) - before
+                if not learned:
+                    break
+                await asyncio.sleep(0.05)
+            assert not learned, f"{len(learned)} secret value(s) of a finished workflow still registered"
+        finally:
+            for w in workers:
+                w.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await http.aclose()
