@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -144,6 +145,9 @@ class CompletionCall:
 class RuleReasoner:
     """Deterministic reasoner: the first rule that applies decides, else the policy does."""
 
+    KEPT = 100
+    """How many recent requests ``requests`` and ``completions`` keep."""
+
     def __init__(
         self,
         rules: Sequence[Rule] = (),
@@ -155,10 +159,11 @@ class RuleReasoner:
         self.rules = list(rules)
         self.policy: Policy = policy if policy is not None else FirstFillablePolicy(facts)
         self.name = name
-        self.requests: list[ReasonerRequest] = []
-        """Every decision request, in order."""
-        self.completions: list[CompletionCall] = []
-        """Every free-text request, in order."""
+        self.requests: deque[ReasonerRequest] = deque(maxlen=self.KEPT)
+        """The last ``KEPT`` decision requests, in order (for tests and debugging; an agent that
+        decides with rules for weeks must not keep every prompt it ever built)."""
+        self.completions: deque[CompletionCall] = deque(maxlen=self.KEPT)
+        """The last ``KEPT`` free-text requests, in order."""
 
     def __repr__(self) -> str:
         return f"RuleReasoner(name={self.name!r}, rules={len(self.rules)})"

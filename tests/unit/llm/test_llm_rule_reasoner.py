@@ -89,7 +89,7 @@ async def test_rule_reasoner_is_deterministic_and_records_requests() -> None:
     results_b = [await second.decide(r) for r in requests]
     assert results_a == results_b
     assert [r.decision.params["record_id"] for r in results_a] == [0, 1, 2, 3, 4]
-    assert first.requests == requests
+    assert list(first.requests) == requests
 
 
 async def test_complete_is_an_extractive_summary_within_budget() -> None:
@@ -165,3 +165,13 @@ def test_policy_is_usable_on_its_own() -> None:
     assert policy(decision_request()) == Decision(
         action="write_report", params={"title": "T"}, reasoning=policy(decision_request()).reasoning
     )
+
+
+async def test_rule_reasoner_keeps_only_recent_requests() -> None:
+    # The default reasoner of every agent without an LLM kept every request (its whole prompt)
+    # for the life of the process: bench.memory's RSS grew with each workflow.
+    reasoner = RuleReasoner()
+    for i in range(RuleReasoner.KEPT * 3):
+        await reasoner.decide(decision_request(prompt=f"record_id: {i}\ntitle: t{i}"))
+    assert len(reasoner.requests) == RuleReasoner.KEPT
+    assert "record_id: 299" in str(reasoner.requests[-1])
