@@ -291,9 +291,15 @@ class StepRunner:
         rehydration: Rehydration,
         trace: Mapping[str, str] | None = None,
         decision: EscalationDecided | None = None,
+        ended_elsewhere: Callable[[], bool] | None = None,
+        result_grace_s: float = 0.0,
     ) -> StepState:
         """Own the step (new epoch), resume from its checkpoint if any, and run turns until it
         completes, fails or pauses. Raises ``OwnershipLost`` if a newer owner fences it off.
+
+        A checkpoint that says the step already ended is announced (and its result re-published
+        by the caller) only if ``ended_elsewhere`` (the log shows the result) stays false for
+        ``result_grace_s``: the old owner usually published it a moment ago.
 
         A paused step stays paused unless ``decision`` answers its current pause (the nonce in
         its checkpoint): a decision for any other pause is stale and refused. ``resume`` and
@@ -314,6 +320,14 @@ class StepRunner:
         if state is None:
             state = StepState(workflow_id=workflow_id, step_id=step.id, role=step.role)
         elif state.status in ("completed", "failed"):
+            if ended_elsewhere is not None:
+                # Polled: the view is folded by the worker's poll loop, which has no event to await.
+                for _ in range(max(0, int(result_grace_s / 0.05))):
+                    if ended_elsewhere():
+                        break
+                    await asyncio.sleep(0.05)
+                if ended_elsewhere():
+                    return state  # its owner's result is in the log: nothing to announce
             # Ended before its result was published (the owner died in between): this owner
             # publishes it, so announce the ownership first (results count only from the owner).
             await self._announce(step, workflow_id, epoch, state.turn)

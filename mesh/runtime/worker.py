@@ -574,9 +574,16 @@ class AgentWorker:
                     rehydration=await self._rehydrate(view, step),
                     trace=view.trace,
                     decision=view.decisions.get(step.id) if resume else None,
+                    ended_elsewhere=functools.partial(_ended_in, view, step.id),
+                    result_grace_s=self.options.result_grace_s,
                 )
                 if state.status == "running":  # stopped between turns (shutdown, or its partition moved)
                     log.info("%s/%s left at turn %d for the next owner", wf, step.id, state.turn)
+                    return
+                if _ended_in(view, step.id):  # its old owner's result reached the log meanwhile
+                    log.info("%s/%s ended under %s; its result is in the log: not re-published", wf, step.id,
+                             state.owner or "another owner")
+                    self._ended[(wf, step.id)] = view.resume_requests.get(step.id, 0)
                     return
                 await self._publish_result(state)
                 self._ended[(wf, step.id)] = view.resume_requests.get(step.id, 0)
@@ -684,6 +691,10 @@ class AgentWorker:
             Envelope.of(payload, sender=self.agent_id, workflow_id=wf, step_id=step,
                         id=deterministic_event_id(wf, step, what)),
         )
+
+
+def _ended_in(view: WorkflowView, step_id: str) -> bool:
+    return step_id in view.completed or step_id in view.failed
 
 
 def _touch(path: str) -> None:

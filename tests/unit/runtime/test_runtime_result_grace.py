@@ -17,23 +17,39 @@ import httpx
 
 from agents.roles import ROLES
 from mesh.bus import InMemoryBroker, InMemoryBus
+from mesh.errors import CheckpointNotFound
 from mesh.runtime import MeshClient, RuntimeOptions, WorkerOptions
 from mesh.runtime.agent import build_worker
 from mesh.runtime.state import StepState
 from mesh.runtime.step_runner import step_key
-from mesh.store import InMemoryStateStore
+from mesh.store import Checkpoint, InMemoryStateStore
 from protocols import Envelope, StepCompleted, StepStarted, Topics, load_workflow_spec
 
 SPEC = Path(__file__).resolve().parents[3] / "agents" / "workflows" / "reconciliation.yaml"
 WF = "patient-reconciliation-grace"
 
 
-async def _run(result_delay_s: float | None, grace_s: float) -> list[Envelope]:
+class FirstReadMisses(InMemoryStateStore):
+    """The first read of a key finds nothing: the old owner's final write lands between the new
+    member's first look and its claim (the race a 209-workflow campaign's network-cut hit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked: set[str] = set()
+
+    async def read(self, key: str, version: int | None = None) -> Checkpoint:
+        if key not in self.looked:
+            self.looked.add(key)
+            raise CheckpointNotFound(key)
+        return await super().read(key, version)
+
+
+async def _run(result_delay_s: float | None, grace_s: float, *, racy: bool = False) -> list[Envelope]:
     """Identity's checkpoint says 'completed by identity-0'; identity-0's result is published
     ``result_delay_s`` after the submission (None: never). Returns identity-1's StepStarted events."""
     broker = InMemoryBroker(default_partitions=2)
     topics = Topics(prefix="t")
-    store = InMemoryStateStore()
+    store = FirstReadMisses() if racy else InMemoryStateStore()
     key = step_key(WF, "identity")
     epoch = await store.claim(key, "identity-0")
     done = StepState(workflow_id=WF, step_id="identity", role="identity", status="completed",
@@ -76,3 +92,7 @@ async def test_a_finished_steps_result_read_late_is_not_re_claimed() -> None:
 async def test_a_finished_step_whose_result_never_came_is_published_by_its_new_owner() -> None:
     started = await _run(result_delay_s=None, grace_s=0.5)
     assert len(started) == 1 and started[0].payload["resumed_from_turn"] == 1
+
+
+async def test_a_result_that_lands_between_the_first_look_and_the_claim_is_not_re_announced() -> None:
+    assert await _run(result_delay_s=0.5, grace_s=3.0, racy=True) == []
