@@ -17,7 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
+import os
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -163,8 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compare", action="store_true", help="also run with retirement off (the old behaviour)")
     parser.add_argument("--compare-workflows", type=int, default=200,
                         help="workflows for the --compare baseline (it slows down as it grows: 200 by default)")
+    parser.add_argument("--only", choices=("on", "off"), help=argparse.SUPPRESS)  # one variant, rows as JSON
     args = parser.parse_args(argv)
     svc = services()
+    if args.only:
+        rows = asyncio.run(run(args.workflows, retire=args.only == "on", kafka=svc.kafka_bootstrap,
+                               redis_url=svc.redis_url))
+        print("ROWS " + json.dumps(rows))
+        return 0
     print_header("agent memory over sequential workflows", "bench.memory", argv,
                  f"services: kafka {svc.kafka_bootstrap}, redis {svc.redis_url} ({svc.source})")
     variants = [("retire finished (now)", True, args.workflows)]
@@ -173,8 +182,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = {}
     counts = {}
     for name, retire, n in variants:
+        # Each variant in its own process: RSS a process once reached is not given back, so a
+        # second variant in the same process would start from the first one's peak.
         counts[name] = n
-        results[name] = asyncio.run(run(n, retire=retire, kafka=svc.kafka_bootstrap, redis_url=svc.redis_url))
+        env = {**os.environ, "MESH_KAFKA_BOOTSTRAP": svc.kafka_bootstrap, "MESH_REDIS_URL": svc.redis_url}
+        out = subprocess.run([sys.executable, "-m", "bench.memory", "--workflows", str(n),
+                              "--only", "on" if retire else "off"], env=env, check=True,
+                             stdout=subprocess.PIPE, text=True).stdout
+        printed = next(line for line in out.splitlines() if line.startswith("ROWS "))
+        results[name] = [tuple(r) for r in json.loads(printed[5:])]
     columns = ["variant", "workflows done", "RSS MB", "workflows tracked", "gossip maps", "digests/period", "wf/s"]
     table = [(name, *row) for name, rows in results.items() for row in rows]
     print_table("agent memory (4 agents in one process)", columns, table)
