@@ -16,6 +16,7 @@ kill or cut services are skipped (said in the report); the others run against th
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -96,8 +97,11 @@ class CampaignOptions:
     """A user's own Kafka (with ``redis_url``): service faults are skipped. Empty: private services."""
     redis_url: str = ""
     services_port: int = 0
-    """First of five ports for the private services (Kafka, controller, Redis, proxied listener,
-    its proxy); 0 picks free ones."""
+    """First of the ports for the private services (per Kafka node a broker and a controller port,
+    then Redis, the proxied listener and its proxy: 5 for one node, 9 for three); 0 picks free ones."""
+    kafka_nodes: int = 1
+    """Kafka nodes of the private cluster. With more than one, ``kafka-kill`` SIGKILLs the node that
+    leads the most partitions of the workflow log (a partition leader), not the whole cluster."""
     patients: int = 4
     page_size: int = 2
     turn_delay_s: float = 0.15
@@ -430,9 +434,70 @@ async def _redis_kill(run: _Run) -> None:
 
 
 async def _kafka_kill(run: _Run) -> None:
+    if run.opts.kafka_nodes > 1:
+        await _kafka_leader_kill(run)
+        return
     await _service_kill(
         run, "kafka", "kafka broker", first_wait=(2.0, 4.0), down_range=(1.0, 5.0), between=(4.0, 8.0)
     )
+
+
+async def _log_leaders(bootstrap: str, topic: str) -> dict[int, int]:
+    """Partition -> leader node of ``topic`` (-1 while it has none)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {int(p["partition"]): int(p["leader"]) for p in described[0]["partitions"]}
+
+
+async def _kafka_leader_kill(run: _Run) -> None:
+    """On a multi-node cluster: SIGKILL the node leading the most partitions of the workflow log,
+    restart it after 1-5 s; the history records the node, its partitions and when they had a new
+    leader again."""
+    assert run.services is not None
+    topic = Topics(run.cluster.prefix).workflow_events
+    await run.sleep(2.0, 4.0)
+    while run.want_fault():
+        steps = run.steps_of()
+        leaders = await _log_leaders(run.cluster.kafka_bootstrap, topic)
+        counts: dict[int, int] = {}
+        for node in leaders.values():
+            if node >= 0:
+                counts[node] = counts.get(node, 0) + 1
+        if not counts:
+            await run.sleep(1.0, 2.0)
+            continue
+        victim = max(sorted(counts), key=lambda n: counts[n])
+        led = sorted(p for p, n in leaders.items() if n == victim)
+        t0 = run.now_ms()
+        await asyncio.to_thread(run.services.stop_kafka_node, victim, kill=True)
+        down = run.rng.uniform(1.0, 5.0)
+        run.progress(f"  SIGKILL kafka node {victim} (leader of {len(led)} of {len(leaders)} log partitions), "
+                     f"down for {down:.1f} s")
+        elected_ms = 0
+        deadline = time.monotonic() + down
+        while time.monotonic() < deadline or not elected_ms:
+            if not elected_ms:
+                try:
+                    now = await _log_leaders(run.cluster.kafka_bootstrap, topic)
+                    if all(now.get(p, -1) not in (victim, -1) for p in led):
+                        elected_ms = run.now_ms()
+                except Exception:  # the cluster is electing; ask again
+                    pass
+            if time.monotonic() > deadline + 60:
+                break
+            await asyncio.sleep(0.2)
+        try:
+            await _start_until_up(run, functools.partial(run.services.start_kafka_node, victim), "kafka")
+        finally:
+            run.fault("fault.kafka_leader_sigkill", at_ms=t0, healed_ms=run.now_ms(), steps=steps, node=victim,
+                      partitions=led, elected_ms=elected_ms or None, down_s=round(down, 1))
+        await run.sleep(4.0, 8.0)
 
 
 async def _start_until_up(run: _Run, start: Callable[[], bool], name: str, tries: int = 3) -> None:
@@ -657,8 +722,9 @@ SCENARIOS: Mapping[str, Scenario] = {
                  _redis_kill, frozenset({"services"}), _redis_fsync("everysec")),
         Scenario("redis-kill-always", "SIGKILL redis-server (appendfsync always) and restart it after 0.5-4 s",
                  _redis_kill, frozenset({"services"}), _redis_fsync("always")),
-        Scenario("kafka-kill", "SIGKILL the Kafka broker (single-broker cluster: it leads every partition) and "
-                 "restart it after 1-5 s", _kafka_kill, frozenset({"services"})),
+        Scenario("kafka-kill", "SIGKILL the Kafka broker (single-broker cluster: it leads every partition; with "
+                 "--kafka-nodes 3, the node leading the most workflow-log partitions) and restart it after 1-5 s",
+                 _kafka_kill, frozenset({"services"})),
         Scenario("network-cut", "toxiproxy cuts a minority (one fetch and one validate member) from Kafka and "
                  "Redis for 3-8 s, then heals", _network_cut, frozenset({"services", "toxiproxy"}), _prepare_cut),
         Scenario("hostile-flood", "a flood of hostile records (tests' fuzz corpus: deep nesting, cycles, forged, "
@@ -896,6 +962,8 @@ async def _collect(run: _Run, *, attempt: int = 1) -> None:
 def _needs_met(scenario: Scenario, services: DevServices | None, toxi: Toxiproxy | None) -> str:
     if "services" in scenario.needs and services is None:
         return "needs services the campaign owns (a user's own Kafka and Redis are not killed)"
+    if "toxiproxy" in scenario.needs and services is not None and services.config.kafka_nodes > 1:
+        return "needs a single-node private Kafka (its proxied listener); run it without --kafka-nodes"
     if "toxiproxy" in scenario.needs and toxi is None:
         return "needs toxiproxy-server (MESH_TOXIPROXY_SERVER, on PATH, or `go` to build it)"
     if "faketime" in scenario.needs and not FAKETIME_LIB.exists():
@@ -905,19 +973,22 @@ def _needs_met(scenario: Scenario, services: DevServices | None, toxi: Toxiproxy
 
 def _private_services(opts: CampaignOptions, *, with_proxy: bool) -> DevServices:
     root = (opts.report_dir / "services").resolve()
+    nodes = max(1, opts.kafka_nodes)
     if opts.services_port:
         p = opts.services_port
+        # Node k listens on p + 2(k-1) (broker) and p + 1 + 2(k-1) (controller); Redis comes after.
         ports: dict[str, object] = {
             "kafka_port": p,
             "kafka_controller_port": p + 1,
-            "redis_port": p + 2,
+            "redis_port": p + 2 * nodes,
+            "kafka_nodes": nodes,
         }
         if with_proxy:
-            ports.update(kafka_proxied_port=p + 3, kafka_proxied_advertised_port=p + 4)
+            ports.update(kafka_proxied_port=p + 2 * nodes + 1, kafka_proxied_advertised_port=p + 2 * nodes + 2)
         return DevServices(DevConfig(state_dir=root, start_timeout_s=300, **ports))  # type: ignore[arg-type]
-    extra: dict[str, object] = {}
+    extra: dict[str, object] = {"kafka_nodes": nodes}
     if with_proxy:
-        extra = {"kafka_proxied_port": free_port(), "kafka_proxied_advertised_port": free_port()}
+        extra.update(kafka_proxied_port=free_port(), kafka_proxied_advertised_port=free_port())
     return DevServices(DevConfig.isolated(root, start_timeout_s=300, **extra))
 
 
@@ -949,7 +1020,10 @@ def run_campaign(opts: CampaignOptions, *, progress: Progress = print) -> Campai
     extra = max(0, opts.workflows - per * len(scenarios))
     toxi: Toxiproxy | None = None
     services: DevServices | None = None
-    if not own and any("toxiproxy" in s.needs for s in scenarios):
+    if opts.kafka_nodes > 1 and any("toxiproxy" in s.needs for s in scenarios):
+        # The proxied listener the network cut goes through is single-node (mesh dev).
+        progress("network cuts need a single-node private Kafka; skipped with --kafka-nodes > 1")
+    elif not own and any("toxiproxy" in s.needs for s in scenarios):
         try:
             toxi = Toxiproxy(log_path=opts.report_dir / "toxiproxy.log")
             opts.report_dir.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,11 @@ def run_campaign_command(
     ),
     redis_url: str = typer.Option("", help="Your own Redis (with --kafka-bootstrap)."),
     services_port: int = typer.Option(
-        0, help="First of 5 consecutive ports for the private services (0: free ports)."
+        0, help="First of the consecutive ports for the private services: 5 for one Kafka node, "
+        "9 for three (0: free ports)."
+    ),
+    kafka_nodes: int = typer.Option(
+        1, help="Kafka nodes of the private cluster; with 3, kafka-kill SIGKILLs a partition leader."
     ),
     patients: int = typer.Option(
         4, help="Patients per workflow (fetch and validate turns grow with it)."
@@ -126,6 +130,7 @@ def run_campaign_command(
     opts = CampaignOptions(
         workflows=workflows, scenarios=tuple(s.strip() for s in scenarios.split(",") if s.strip()), seed=seed,
         report_dir=Path(report_dir), kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, services_port=services_port,
+        kafka_nodes=kafka_nodes,
         patients=patients, turn_delay_s=turn_delay_s, submit_interval_s=submit_interval_s, max_faults=max_faults,
         recover_timeout_s=recover_timeout_s, command=command_line(sys.argv[1:]),
     )  # fmt: skip

@@ -80,3 +80,17 @@ def test_an_unknown_scenario_is_a_usage_error(
 ) -> None:
     code = run(["chaos", "run", "--scenarios", "no-such", "--report-dir", str(tmp_path)])
     assert code != 0 and "unknown scenario(s) no-such" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("nodes", "redis_port"), [(1, 30002), (3, 30006)])
+def test_private_service_ports_leave_room_for_every_kafka_node(tmp_path: Path, nodes: int, redis_port: int) -> None:
+    # Node k takes 30000 + 2(k-1) and 30001 + 2(k-1): Redis and the proxy come after the last node.
+    from agents.campaign import CampaignOptions, _private_services
+
+    opts = CampaignOptions(report_dir=tmp_path, services_port=30000, kafka_nodes=nodes)
+    config = _private_services(opts, with_proxy=nodes == 1).config
+    taken = [port for node in config.kafka_node_ids for port in config.kafka_node_ports(node)]
+    assert sorted(taken) == list(range(30000, 30000 + 2 * nodes))
+    assert config.redis_port == redis_port
+    if nodes == 1:  # the network cut's proxied listener (single-node only) comes after Redis
+        assert (config.kafka_proxied_port, config.kafka_proxied_advertised_port) == (30003, 30004)
