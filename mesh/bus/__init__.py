@@ -16,6 +16,7 @@ from mesh.bus.base import (
     Subscription,
     SubscriptionOptions,
     TopicPartition,
+    record_fetched_at,
 )
 from mesh.bus.kafka import KafkaBus, KafkaSubscription
 from mesh.bus.memory import InMemoryBroker, InMemoryBus, InMemorySubscription
@@ -30,6 +31,7 @@ __all__ = [
     "Subscription",
     "SubscriptionOptions",
     "TopicPartition",
+    "record_fetched_at",
     # one dead letter per bad record, across consumer groups
     "DeadLetterClaims",
     "InMemoryDeadLetterClaims",

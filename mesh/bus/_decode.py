@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 
-from mesh.bus.base import Delivery, EnvelopeGuard, EnvelopeRejected
+from mesh.bus.base import _FETCHED_AT, Delivery, EnvelopeGuard, EnvelopeRejected
 from mesh.errors import BusError, DecodeError
 from mesh.security._redaction import redact_bytes, redact_text
 from protocols import DeadLetter, Envelope, EnvelopeCodec, EnvelopeDecodeError
@@ -32,8 +33,13 @@ async def decode_record(
     *,
     guard: EnvelopeGuard | None,
     consumer: str,
+    fetched_at: float | None = None,
 ) -> Delivery | DeadLetter:
-    """Decode and vet one record; a DeadLetter payload says why it cannot be delivered."""
+    """Decode and vet one record; a DeadLetter payload says why it cannot be delivered.
+
+    ``fetched_at``: when the record's batch came from the broker (``time.monotonic()``; default
+    now), what ``record_fetched_at()`` tells the guard.
+    """
     topic, partition, offset, key, value, headers, ts = record
     reason, error = "", ""
     if value is None:
@@ -51,9 +57,13 @@ async def decode_record(
         else:
             try:
                 if guard is not None:
-                    verdict = guard(envelope)
-                    if inspect.isawaitable(verdict):
-                        await verdict
+                    token = _FETCHED_AT.set(time.monotonic() if fetched_at is None else fetched_at)
+                    try:
+                        verdict = guard(envelope)
+                        if inspect.isawaitable(verdict):
+                            await verdict
+                    finally:
+                        _FETCHED_AT.reset(token)
             except (EnvelopeRejected, DecodeError) as exc:
                 # mesh.security raises its own DecodeError subclass; both carry the reason.
                 reason, error = exc.reason, str(exc)

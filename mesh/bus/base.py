@@ -10,6 +10,7 @@ never cross this boundary: they become ``mesh.errors.BusError`` subclasses.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -25,6 +26,7 @@ __all__ = [
     "Subscription",
     "SubscriptionOptions",
     "TopicPartition",
+    "record_fetched_at",
 ]
 
 TopicPartition = tuple[str, int]
@@ -60,7 +62,20 @@ EnvelopeGuard = Callable[[Envelope], object]
 """Called on every decoded envelope before it is delivered (sync, or async when it returns an
 awaitable); raises ``EnvelopeRejected`` (``mesh.errors``; or any ``DecodeError`` with a ``reason``) to
 refuse it: signature checks, replay windows, quarantined senders. Calls are sequential per
-subscription, in delivery order."""
+subscription, in delivery order. During a call, ``record_fetched_at()`` says when the record was
+fetched."""
+
+_FETCHED_AT: ContextVar[float | None] = ContextVar("mesh_bus_record_fetched_at", default=None)
+
+
+def record_fetched_at() -> float | None:
+    """When the record a guard is vetting was fetched from the broker (``time.monotonic()``).
+
+    None outside a guard call. A guard that consults an eventually consistent view (the keyring
+    in Redis) uses it to tell whether its view predates the record: a view read after the fetch
+    holds everything its sender published before sending it, so looking again cannot help.
+    """
+    return _FETCHED_AT.get()
 
 
 class RebalanceListener(Protocol):

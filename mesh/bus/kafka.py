@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -410,6 +411,7 @@ class KafkaSubscription:
             if isinstance(exc.__cause__, TimeoutError):
                 return []  # no assignment yet: nothing to deliver, ask again
             raise
+        fetched_at = time.monotonic()
         revocations = self._revocations
         out: list[Delivery] = []
         for ktp, records in batches.items():
@@ -421,6 +423,7 @@ class KafkaSubscription:
                     (rec.topic, rec.partition, rec.offset, rec.key, rec.value, tuple(rec.headers or ()), rec.timestamp),
                     guard=self._options.guard,
                     consumer=self.member,
+                    fetched_at=fetched_at,
                 )
                 if self._revocations != revocations:
                     # A rebalance ran while this batch was being vetted (the guard awaits): its

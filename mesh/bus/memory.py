@@ -281,6 +281,7 @@ class InMemorySubscription:
                     break
                 pos = self._positions[tp]
                 records = broker.read(tp, pos, budget)
+                fetched_at = time.monotonic()
                 for i, rec in enumerate(records):
                     offset = pos + i
                     result = await decode_record(
@@ -288,6 +289,7 @@ class InMemorySubscription:
                         (tp[0], tp[1], offset, rec.key, rec.value, rec.headers, rec.timestamp_ms),
                         guard=self._options.guard,
                         consumer=self.member,
+                        fetched_at=fetched_at,
                     )
                     if isinstance(result, DeadLetter):
                         self._tracker.skipped(tp, offset)

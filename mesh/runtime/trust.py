@@ -38,6 +38,7 @@ import os
 import time
 from pathlib import Path
 
+from mesh.bus import record_fetched_at
 from mesh.errors import ConfigError, StoreUnavailable
 from mesh.quorum import BallotSigner
 from mesh.security import (
@@ -180,7 +181,9 @@ class LogTrust:
         """True once this agent's key was published to ``store``."""
         self._reload_interval_s = reload_interval_s
         self._refresh_period_s = refresh_period_s
-        self._last_reload = 0.0
+        self._last_attempt = 0.0  # when the last reload started (reloads are rate-limited)
+        self._view_from = 0.0  # when the last successful reload started: the view holds keys published before
+        self._failed_from = 0.0  # when the last reload that found the store unreachable started
 
     @property
     def agent_id(self) -> str:
@@ -224,33 +227,61 @@ class LogTrust:
         return self.signer.sign(envelope)
 
     async def __call__(self, envelope: Envelope) -> None:
-        """Bus guard of the workflow log: raise ``EnvelopeRejected`` (with a reason) unless authentic."""
+        """Bus guard of the workflow log: raise ``EnvelopeRejected`` (with a reason) unless authentic.
+
+        A sender missing from the keyring, or a known sender whose signature fails (a newer
+        certificate, a signed rotation), makes the keyring reload once, unless it was read after
+        the record was fetched: keys are published before their owners send, so a view read
+        since holds the key if there is one. A batch of a hostile flood costs one reload at most.
+        """
+        fetched_at = record_fetched_at()
+        if fetched_at is None:  # vetted outside a bus: as if fetched now
+            fetched_at = time.monotonic()
         if envelope.sender not in self.keyring and envelope.signature:
-            now = time.monotonic()
-            if now - self._last_reload >= self._reload_interval_s:
-                try:
-                    await self.refresh()
-                except StoreUnavailable as exc:
-                    log.warning("keyring reload failed: %s", exc)
+            await self._reload_for_record(fetched_at)
         try:
             self.verifier.verify(envelope)
         except EnvelopeRejected as exc:
-            # A known sender with a new key (a newer certificate, a signed rotation): look again once.
-            if exc.reason != "forged" or time.monotonic() - self._last_reload < self._reload_interval_s:
+            if exc.reason != "forged" or not await self._reload_for_record(fetched_at):
                 raise
-            try:
-                await self.refresh()
-            except StoreUnavailable:
-                raise exc from None
             self.verifier.verify(envelope)
+
+    async def _reload_for_record(self, fetched_at: float) -> bool:
+        """Reload the keyring unless it was read after the record being vetted was fetched (``fetched_at``).
+
+        Reloads are at least ``reload_interval_s`` apart: this waits out the rest of the interval
+        (a record that arrived just after a reload still gets a view that holds its sender's key).
+        False when the view was new enough already or the store is unreachable.
+        """
+        if self.store is None:
+            return False
+        if self._view_from >= fetched_at or self._failed_from >= fetched_at:
+            return False  # read since the record came (or tried to: the store is down, no retry per record)
+        wait = self._reload_interval_s - (time.monotonic() - self._last_attempt)
+        if wait > 0:
+            await asyncio.sleep(wait)
+            if self._view_from >= fetched_at:  # another task reloaded meanwhile
+                return True
+        try:
+            await self.refresh()
+        except StoreUnavailable as exc:
+            log.warning("keyring reload failed: %s", exc)
+            return False
+        return True
 
     async def refresh(self) -> None:
         """Reload peers' keys from the store through the keyring's policy; ``StoreUnavailable`` if unreachable."""
         if self.store is None:
             return
-        self._last_reload = time.monotonic()
+        started = self._last_attempt = time.monotonic()
+        try:
+            records = await self.store.records()
+        except StoreUnavailable:
+            self._failed_from = started
+            raise
         # Through the keyring's one policy: a key Redis offers counts only if certified (or pinned).
-        self.keyring.refresh(await self.store.records())
+        self.keyring.refresh(records)
+        self._view_from = max(self._view_from, started)
 
     async def keep_fresh(self) -> None:
         """Refresh the keyring every ``refresh_period_s`` until cancelled (the peer runs it).

@@ -35,6 +35,7 @@ PUBLIC: dict[str, list[str]] = {
         "SubscriptionOptions",
         "TopicPartition",
         "publish_dead_letter",
+        "record_fetched_at",
     ],
     "mesh.chaos": [
         "ANOMALY_KINDS",
