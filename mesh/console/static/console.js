@@ -362,11 +362,15 @@ function decisionControls(wf, step, nonce, after) {
   const varName = field("esc-var", "variable", 12);
   const varValue = field("esc-value", "new value", 14);
   const out = h("span", { class: "esc-result muted" });
+  // What was typed is read from the drafts: a redraw during typing may have left it in the
+  // input this row replaced (the live stream redraws at any time).
+  const typed = (inp, cls) => (key + cls in drafts ? drafts[key + cls] : inp.value);
   async function send(decision) {
-    const body = { nonce, decision, note: note.value };
+    const body = { nonce, decision, note: typed(note, "esc-note") };
     if (decision === "edit") {
-      if (!varName.value) { out.textContent = "name the variable to edit"; return; }
-      body.variables = { [varName.value]: varValue.value };
+      const name = typed(varName, "esc-var");
+      if (!name) { out.textContent = "name the variable to edit"; return; }
+      body.variables = { [name]: typed(varValue, "esc-value") };
     }
     out.textContent = "sending…";
     try {
