@@ -83,9 +83,12 @@ class ContextVariable:
         """Read one entry of a checkpoint's ``variables`` map (the map's key is the name).
 
         Reads every layout written so far: entries before this type existed had no ``name``
-        field. Fields this version does not know (a newer writer's) are ignored.
+        field, and no check of ``priority`` (one outside 0-3 is clamped, so the step still
+        loads). Fields this version does not know (a newer writer's) are ignored.
         """
         known = {key: raw[key] for key in _CHECKPOINT_FIELDS if key in raw}
+        if "priority" in known:
+            known["priority"] = min(max(int(known["priority"]), 0), 3)
         return cls(name, **known)
 
     # -- wire (StepCompleted) -----------------------------------------------------------------

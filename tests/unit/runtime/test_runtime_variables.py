@@ -211,6 +211,8 @@ def test_a_checkpoint_written_in_the_old_layout_loads() -> None:
 def test_a_checkpoint_entry_takes_its_name_from_the_key_and_ignores_unknown_fields() -> None:
     raw = {"name": "other", "value": 1, "priority": 2, "added_by_a_newer_writer": True}
     assert ContextVariable.from_checkpoint("count", raw) == ContextVariable("count", 1, priority=2)
+    # Before priorities were checked an action could report 5: the step still loads.
+    assert ContextVariable.from_checkpoint("n", {"value": 1, "priority": 5}).priority == 3
 
 
 # -- in the step --------------------------------------------------------------------------------
