@@ -21,8 +21,8 @@ from mesh.roles import (
     ActionError,
     ActionOutcome,
     ActionSpec,
+    ContextVariable,
     CredentialExpired,
-    NewVariable,
     RetryableActionError,
     Role,
     from_memory,
@@ -108,8 +108,8 @@ def _token_outcome(params: Mapping[str, Any], body: Mapping[str, Any]) -> Action
     return ActionOutcome(
         summary=f"authenticated as {params['client_id']}; token valid for {int(expires_in)} s",
         variables=(
-            NewVariable("auth_token", body["access_token"], secret=True, priority=0, expires_at_ms=expires_at_ms),
-            NewVariable("auth_expires_at_ms", expires_at_ms, priority=1),
+            ContextVariable("auth_token", body["access_token"], secret=True, priority=0, expires_at_ms=expires_at_ms),
+            ContextVariable("auth_expires_at_ms", expires_at_ms, priority=1),
         ),
         outputs={"authenticated": True},
         done=True,

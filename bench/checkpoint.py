@@ -66,7 +66,7 @@ from bench.common import (
     run_id,
     services,
 )
-from mesh.runtime import HistoryArchiver, HistoryOptions, StepState, TurnRecord, VariableEntry
+from mesh.runtime import ContextVariable, HistoryArchiver, HistoryOptions, StepState, TurnRecord
 from mesh.security import DataCipher, generate_data_key
 from mesh.store import FileBlobStore, RedisStateStore, step_key
 
@@ -122,9 +122,9 @@ def make_state(size_bytes: int, *, seed: int = 0) -> StepState:
         step_id="fetch",
         role="fetch",
         variables={
-            "auth_token": VariableEntry("tok-" + "a1b2c3d4" * 8, secret=True, priority=0, origin="identity"),
-            "ehr_base_url": VariableEntry("http://127.0.0.1:8089", origin="workflow"),
-            "ehr_client_id": VariableEntry("mesh-agent", origin="workflow"),
+            "auth_token": ContextVariable("auth_token", "tok-" + "a1b2c3d4" * 8, secret=True, priority=0, origin="identity"),
+            "ehr_base_url": ContextVariable("ehr_base_url", "http://127.0.0.1:8089", origin="workflow"),
+            "ehr_client_id": ContextVariable("ehr_client_id", "mesh-agent", origin="workflow"),
         },
         summaries={"identity": "2 turns (authenticate x1, publish_token x1); outputs: token_expires_at"},
         owner="fetch-1",
@@ -180,8 +180,8 @@ def turns_state(turns: int, *, seed: int = 0) -> StepState:
         step_id=f"fetch-{turns}",
         role="fetch",
         variables={
-            "auth_token": VariableEntry("tok-" + "a1b2c3d4" * 8, secret=True, priority=0, origin="identity"),
-            "ehr_base_url": VariableEntry("http://127.0.0.1:8089", origin="workflow"),
+            "auth_token": ContextVariable("auth_token", "tok-" + "a1b2c3d4" * 8, secret=True, priority=0, origin="identity"),
+            "ehr_base_url": ContextVariable("ehr_base_url", "http://127.0.0.1:8089", origin="workflow"),
         },
         summaries={"identity": "2 turns (authenticate x1, publish_token x1); outputs: token_expires_at"},
         outputs={"records_file": "s3://bucket/records.json", "count": 5},

@@ -28,9 +28,10 @@ from mesh.runtime.actions import (
     CredentialExpired,
     Executor,
     Lookup,
-    NewVariable,
+    NewVariable,  # noqa: F401  (the name of ContextVariable in roles written before it; not in __all__)
     RetryableActionError,
 )
+from mesh.runtime.variables import ContextVariable
 
 __all__ = [
     # a role and its actions
@@ -44,7 +45,7 @@ __all__ = [
     # what an executor reads and returns
     "ActionContext",
     "ActionOutcome",
-    "NewVariable",
+    "ContextVariable",
     "ActionError",
     "RetryableActionError",
     "CredentialExpired",

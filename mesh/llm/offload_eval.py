@@ -229,11 +229,12 @@ async def _run_task(
     out: OffloadModeResult,
 ) -> bool:
     from mesh.runtime.injection import inject_params
-    from mesh.runtime.state import StepState, VariableEntry
+    from mesh.runtime.state import StepState
     from mesh.runtime.validation import InvalidDecision, check_params, schema_errors
+    from mesh.runtime.variables import ContextVariable
 
     state = StepState(workflow_id=task.workflow_id, step_id="file", role="filer")
-    state.variables["api_token"] = VariableEntry(
+    state.variables["api_token"] = ContextVariable("api_token",
         task.token, secret=True, priority=0, origin="identity"
     )
     names = [FILE_RECORD.name]

@@ -7,7 +7,7 @@ from mesh.runtime.actions import (
     ActionError,
     ActionOutcome,
     Executor,
-    NewVariable,
+    NewVariable,  # noqa: F401  (the name of ContextVariable in roles written before it; not in __all__)
     RetryableActionError,
 )
 from mesh.runtime.client import DecisionError, MeshClient, Pause, new_workflow_id
@@ -17,7 +17,7 @@ from mesh.runtime.options import PhaseTemperatures, RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.spinning import decision_signature, spinning_reason
-from mesh.runtime.state import HistoryDigest, StepState, TurnRecord, VariableEntry
+from mesh.runtime.state import HistoryDigest, StepState, TurnRecord
 from mesh.runtime.step_runner import (
     BuiltPrompt,
     OwnershipLost,
@@ -26,6 +26,7 @@ from mesh.runtime.step_runner import (
 )
 from mesh.runtime.step_runner import PromptBuilder as StepPromptBuilder
 from mesh.runtime.validation import InvalidDecision, check_params, schema_errors
+from mesh.runtime.variables import ContextVariable
 from mesh.runtime.view import WorkflowView
 from mesh.runtime.worker import AgentWorker, WorkerOptions, secret_key
 
@@ -36,8 +37,9 @@ __all__ = [
     "ActionError",
     "ActionOutcome",
     "Executor",
-    "NewVariable",
     "RetryableActionError",
+    # a context variable, from discovery to re-hydration
+    "ContextVariable",
     # the turn loop
     "BuiltPrompt",
     "OwnershipLost",
@@ -52,7 +54,6 @@ __all__ = [
     "HistoryDigest",
     "HistoryOptions",
     "read_history",
-    "VariableEntry",
     # decisions: validation, injection, spinning
     "InvalidDecision",
     "check_params",

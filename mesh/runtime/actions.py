@@ -14,16 +14,17 @@ from typing import Any, Protocol
 
 from mesh.errors import MeshError
 from mesh.llm import ActionSpec
+from mesh.runtime.variables import ContextVariable
 
 __all__ = [
     "Action",
     "ActionContext",
     "ActionError",
     "ActionOutcome",
+    "ContextVariable",
     "CredentialExpired",
     "Executor",
     "Lookup",
-    "NewVariable",
     "RetryableActionError",
 ]
 
@@ -49,18 +50,8 @@ class CredentialExpired(ActionError):
     """
 
 
-@dataclass(frozen=True, slots=True)
-class NewVariable:
-    """A context variable an action discovered."""
-
-    name: str
-    value: Any
-    secret: bool = False
-    """Secrets are stored by reference and never rendered in logs, spans, events or scratchpads."""
-    priority: int = 1
-    """Context priority: 0 is never evicted."""
-    expires_at_ms: int | None = None
-    """Wall-clock expiry, Unix milliseconds."""
+NewVariable = ContextVariable
+"""The name ``ContextVariable`` had in roles written before it was the runtime's one variable type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +64,9 @@ class ActionOutcome:
     outputs: Mapping[str, Any] = field(default_factory=dict)
     """Merged into the step's outputs, which flow to dependent steps."""
 
-    variables: tuple[NewVariable, ...] = ()
-    """Context variables discovered, visible to every later step that depends on this one."""
+    variables: tuple[ContextVariable, ...] = ()
+    """Context variables discovered, visible to every later step that depends on this one (the
+    runtime sets their ``origin`` and use; an action gives name, value and metadata)."""
 
     memory: Mapping[str, Any] = field(default_factory=dict)
     """Working memory of the step (``next_page: 3``), shown at the bottom of the next prompt."""

@@ -4,7 +4,7 @@ The context engine's :class:`~mesh.context.DecayManager` does the work on prompt
 module feeds it the step's own notion of use and gives it the agent's blob store as cold store.
 A variable is *used* in a turn when it is set (discovered, re-hydrated, edited by an operator),
 injected into an action's parameters (``var:<name>``), or read by an action (``ctx.variable``);
-``VariableEntry.last_used_turn`` records the last such turn and is checkpointed, so a new owner
+``ContextVariable.last_used_turn`` records the last such turn and is checkpointed, so a new owner
 decays and restores exactly as the old one would have. A use in turn ``t`` puts the variable
 in the prompt of turn ``t + 1``: after ``idle_turns`` turns without use its block moves to the
 blob store (a one-line digest stays, naming it) and comes back the turn after the next use.

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgpack
 
+from mesh.runtime.variables import ContextVariable
 from mesh.security import data_cipher, is_sealed
 from protocols import TokenUsage
 
 if TYPE_CHECKING:
     from mesh.security import DataCipher
 
-__all__ = ["LEDGER_LINES_PER_TURN", "HistoryDigest", "StepState", "StepStatus", "TurnRecord", "VariableEntry"]
+__all__ = ["LEDGER_LINES_PER_TURN", "HistoryDigest", "StepState", "StepStatus", "TurnRecord"]
 
 LEDGER_LINES_PER_TURN = 8
 """Eviction ledger lines kept per turn record (bounds the checkpoint; the scratchpad has them all)."""
@@ -29,6 +30,7 @@ def _fields(obj: Any) -> dict[str, Any]:
         except TypeError:
             raise TypeError(f"cannot checkpoint a {type(obj).__name__}: {obj!r:.80}") from None
     return {name: getattr(obj, name) for name in names}
+
 
 StepStatus = Literal["running", "paused", "completed", "failed"]
 
@@ -96,19 +98,6 @@ class HistoryDigest:
 
 
 @dataclass(slots=True)
-class VariableEntry:
-    """A context variable the step knows."""
-
-    value: Any
-    secret: bool = False
-    priority: int = 1
-    expires_at_ms: int | None = None
-    origin: str = ""
-    """Step that discovered it."""
-    last_used_turn: int = 0
-
-
-@dataclass(slots=True)
 class StepState:
     """Everything needed to resume a step after a crash, on any agent."""
 
@@ -124,7 +113,8 @@ class StepState:
     """What the archived turns (before ``history``) did, and where they are."""
     memory: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
-    variables: dict[str, VariableEntry] = field(default_factory=dict)
+    variables: dict[str, ContextVariable] = field(default_factory=dict)
+    """The variables the step knows, by name (``ContextVariable.name`` is the same name)."""
     discovered: list[str] = field(default_factory=list)
     """Names of variables this step discovered (they flow to dependents)."""
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -198,7 +188,9 @@ class StepState:
         variables = dict(self.variables)
         for name in secret:
             entry = variables[name]
-            variables[name] = replace(entry, value=cipher.seal(entry.value, context=self._context(name)))
+            variables[name] = replace(
+                entry, value=cipher.seal(entry.value, context=self._context(name))
+            )
         body["variables"] = variables
         return msgpack.packb(body, default=_fields, use_bin_type=True)
 
@@ -212,7 +204,9 @@ class StepState:
         raw["history"] = [TurnRecord(**h) for h in raw.get("history", [])]
         if "archive" in raw:  # absent in checkpoints written before history was bounded
             raw["archive"] = HistoryDigest(**raw["archive"])
-        raw["variables"] = {k: VariableEntry(**v) for k, v in raw.get("variables", {}).items()}
+        raw["variables"] = {
+            k: ContextVariable.from_checkpoint(k, v) for k, v in raw.get("variables", {}).items()
+        }
         state = cls(**raw)
         for name, entry in state.variables.items():
             if entry.secret and is_sealed(entry.value):
@@ -229,10 +223,15 @@ class StepState:
             if rec.turn > self.archive.through:
                 counts[rec.action] = counts.get(rec.action, 0) + 1
         return counts
+
     def usage(self) -> TokenUsage:
         """The step's tokens and cost so far."""
-        return TokenUsage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                          cost_usd=round(self.cost_usd, 9), calls=self.calls)
+        return TokenUsage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_usd=round(self.cost_usd, 9),
+            calls=self.calls,
+        )
 
     def secret_values(self) -> list[str]:
         """Values of secret variables, for redaction."""

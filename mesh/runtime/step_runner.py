@@ -51,8 +51,9 @@ from mesh.runtime.observers import (
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.spinning import decision_signature, spinning_reason
-from mesh.runtime.state import LEDGER_LINES_PER_TURN, StepState, TurnRecord, VariableEntry
+from mesh.runtime.state import LEDGER_LINES_PER_TURN, StepState, TurnRecord
 from mesh.runtime.validation import InvalidDecision, check_params
+from mesh.runtime.variables import ContextVariable
 from mesh.security import DataCipher, data_cipher, redact_text
 from mesh.store import BlobStore, StateStore, step_key, workflow_tag
 from mesh.telemetry import (
@@ -135,7 +136,7 @@ class Rehydration:
 
     inputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Outputs of every ancestor step (direct dependency or not) by step id."""
-    variables: Mapping[str, VariableEntry] = field(default_factory=dict)
+    variables: Mapping[str, ContextVariable] = field(default_factory=dict)
     """Variables discovered by any ancestor (secrets resolved)."""
     summaries: Mapping[str, str] = field(default_factory=dict)
     """History summaries of dependencies."""
@@ -161,7 +162,7 @@ class _Context:
     memory: Mapping[str, Any]
     outputs: Mapping[str, Any]
     inputs: Mapping[str, Mapping[str, Any]]
-    _variables: Mapping[str, VariableEntry]
+    _variables: Mapping[str, ContextVariable]
     _resources: Mapping[str, Any]
 
     def variable(self, name: str, default: Any = None) -> Any:
@@ -630,8 +631,8 @@ class StepRunner:
         old = state.variables.get(name)
         shared = await self._read_secret(wf, name)
         if shared is not None and old is not None and shared != old.value:
-            state.variables[name] = VariableEntry(value=shared, secret=True, priority=old.priority,
-                                                  origin=f"{old.origin} (refreshed elsewhere)", last_used_turn=turn)
+            state.variables[name] = ContextVariable(name, shared, secret=True, priority=old.priority,
+                                                    origin=f"{old.origin} (refreshed elsewhere)", last_used_turn=turn)
             secret_registry().add(shared, scope=self._secret_scope(wf))
             await self._persist(state)
             log.info("%s/%s: %s %s; adopted the value another step refreshed", wf, state.step_id, name, why)
@@ -673,10 +674,7 @@ class StepRunner:
         step keeps its own value rather than its ancestors'.
         """
         for var in outcome.variables:
-            state.variables[var.name] = VariableEntry(
-                value=var.value, secret=var.secret, priority=var.priority, expires_at_ms=var.expires_at_ms,
-                origin=f"{state.step_id} (refreshed)", last_used_turn=turn,
-            )
+            state.variables[var.name] = var.adopted(origin=f"{state.step_id} (refreshed)", turn=turn)
             if var.secret and var.value:
                 secret_registry().add(str(var.value), scope=self._secret_scope(state.workflow_id))
             if var.name not in state.discovered:
@@ -816,10 +814,7 @@ class StepRunner:
         state.memory.update(outcome.memory)
         state.outputs.update(outcome.outputs)
         for var in outcome.variables:
-            state.variables[var.name] = VariableEntry(
-                value=var.value, secret=var.secret, priority=var.priority,
-                expires_at_ms=var.expires_at_ms, origin=state.step_id, last_used_turn=turn,
-            )
+            state.variables[var.name] = var.adopted(origin=state.step_id, turn=turn)
             if var.name not in state.discovered:
                 state.discovered.append(var.name)
             if var.secret and var.value:
@@ -935,8 +930,8 @@ class StepRunner:
                                                          decision.nonce, var.name))
                 secret_registry().add(str(value), scope=self._secret_scope(state.workflow_id))
             old = state.variables.get(var.name)
-            state.variables[var.name] = VariableEntry(
-                value=value, secret=var.secret or (old.secret if old is not None else False),
+            state.variables[var.name] = ContextVariable(
+                var.name, value, secret=var.secret or (old.secret if old is not None else False),
                 priority=old.priority if old is not None else 0, origin=f"operator:{decision.operator}",
                 last_used_turn=state.turn,
             )

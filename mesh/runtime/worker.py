@@ -32,8 +32,9 @@ from mesh.bus import (
 from mesh.errors import BusError, CheckpointNotFound, MeshError, TransientError
 from mesh.gossip import GossipNode
 from mesh.runtime.sanitize import one_line_error
-from mesh.runtime.state import StepState, VariableEntry
+from mesh.runtime.state import StepState
 from mesh.runtime.step_runner import OwnershipLost, Rehydration, StepRunner, secret_key
+from mesh.runtime.variables import ContextVariable
 from mesh.runtime.view import WorkflowView, run_summary
 from mesh.security import DataCipher, data_cipher
 from mesh.store import RunIndex, StateStore
@@ -524,9 +525,9 @@ class AgentWorker:
         assert view.spec is not None
         inputs: dict[str, Mapping[str, Any]] = {}
         summaries: dict[str, str] = {}
-        variables: dict[str, VariableEntry] = dict(
-            (k, VariableEntry(value=v, priority=1, origin="workflow")) for k, v in view.spec.variables.items()
-        )
+        variables: dict[str, ContextVariable] = {
+            k: ContextVariable(k, v, origin="workflow") for k, v in view.spec.variables.items()
+        }
         for dep in view.spec.ancestors(step.id):
             done = view.completed[dep]
             # Every ancestor's outputs, not only the direct dependencies' (a diamond's join and
@@ -537,27 +538,19 @@ class AgentWorker:
                 known = variables.get(var.name)
                 if known is not None and known.origin != "workflow" and (known.expires_at_ms or 0) > (var.expires_at_ms or 0):
                     continue  # a step refreshed it after the ancestor that first published it
-                value = var.value
+                secret_value = None
                 if var.secret and var.ref:
                     try:
-                        value = self._cipher().open((await self.store.read(var.ref)).data, context=("secret", view.workflow_id, var.name))
+                        secret_value = self._cipher().open((await self.store.read(var.ref)).data, context=("secret", view.workflow_id, var.name))
                     except CheckpointNotFound:
                         log.warning("secret %s of %s not found in the store", var.name, view.workflow_id)
                         continue
-                variables[var.name] = VariableEntry(
-                    value=value, secret=var.secret, priority=var.priority,
-                    expires_at_ms=var.expires_at_ms, origin=dep,
-                )
+                variables[var.name] = ContextVariable.from_record(var, origin=dep, secret_value=secret_value)
         if self.gossip is not None:
-            for name, entry in self.gossip.get(view.workflow_id).items():
-                value = getattr(entry, "value", None)
-                if name in variables or getattr(entry, "secret", False) or getattr(entry, "deleted", False):
-                    continue
-                status = getattr(entry, "status", "tentative")
-                variables[name] = VariableEntry(
-                    value=value, priority=max(int(getattr(entry, "priority", 2)), 2),
-                    origin=f"gossip:{getattr(entry, 'origin', '?')} ({status})",
-                )
+            for name, version in self.gossip.get(view.workflow_id).items():
+                gossiped = None if name in variables else ContextVariable.from_gossip(version)
+                if gossiped is not None:
+                    variables[name] = gossiped
         return Rehydration(inputs=inputs, variables=variables, summaries=summaries,
                            spent_elsewhere=functools.partial(view.total_usage, excluding=step.id))
 
@@ -636,33 +629,27 @@ class AgentWorker:
     async def _publish_result(self, state: StepState) -> None:
         wf, step = state.workflow_id, state.step_id
         if state.status == "completed":
-            records = []
+            records: list[tuple[ContextVariable, VariableRecord]] = []
             for name in state.discovered:
                 entry = state.variables[name]
+                ref = ""
                 if entry.secret:
-                    key = secret_key(wf, name)
-                    epoch = await self.store.claim(key, self.agent_id)
+                    ref = secret_key(wf, name)
+                    epoch = await self.store.claim(ref, self.agent_id)
                     sealed = self._cipher().seal(str(entry.value), context=("secret", wf, name))
-                    await self.store.write(key, sealed, epoch=epoch, owner=self.agent_id, workflow_id=wf)
-                    records.append(VariableRecord(name=name, value=None, secret=True, priority=entry.priority,
-                                                  expires_at_ms=entry.expires_at_ms, ref=key))
-                else:
-                    records.append(VariableRecord(name=name, value=entry.value, priority=entry.priority,
-                                                  expires_at_ms=entry.expires_at_ms))
-            if records and any(r.secret for r in records):
+                    await self.store.write(ref, sealed, epoch=epoch, owner=self.agent_id, workflow_id=wf)
+                records.append((entry, entry.to_record(ref=ref)))
+            if any(record.secret for _, record in records):
                 await self._await_durable(wf, step)
             if self.gossip is not None:
-                for record in records:
+                for entry, record in records:
                     try:
-                        await self.gossip.set_variable(
-                            wf, record.name, record.ref if record.secret else record.value,
-                            secret=record.secret, priority=record.priority, expires_at_ms=record.expires_at_ms,
-                        )
+                        await self.gossip.set_variable(wf, **entry.to_gossip(ref=record.ref))
                     except MeshError as exc:  # gossip is best effort: the log carries the result
                         log.warning("gossip of %s/%s failed: %s", wf, record.name, one_line_error(exc))
             await self._publish(
                 StepCompleted(
-                    outputs=state.outputs, variables=tuple(records), summary=_summarize(state),
+                    outputs=state.outputs, variables=tuple(record for _, record in records), summary=_summarize(state),
                     turns=state.turn, owner=self.agent_id, resumes=state.resumes, usage=state.usage(),
                 ),
                 wf, step, "completed",

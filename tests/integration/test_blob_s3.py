@@ -188,12 +188,12 @@ async def test_bounded_history_on_redis_and_s3_reads_back_with_mesh_turns(
         Action,
         ActionContext,
         ActionOutcome,
+        ContextVariable,
         Rehydration,
         RuntimeOptions,
         StackPromptBuilder,
         StepRunner,
         StepState,
-        VariableEntry,
     )
     from mesh.store import RedisStateStore, step_key
     from protocols import Envelope, WorkflowSpec
@@ -254,7 +254,7 @@ async def test_bounded_history_on_redis_and_s3_reads_back_with_mesh_turns(
             spec,
             spec.steps[0],
             "wf-s3",
-            rehydration=Rehydration(variables={"auth_token": VariableEntry(token, secret=True)}),
+            rehydration=Rehydration(variables={"auth_token": ContextVariable("auth_token", token, secret=True)}),
         )
         await runner.drain()
         assert state.status == "completed" and state.turn == 120

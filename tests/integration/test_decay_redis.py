@@ -18,13 +18,13 @@ from mesh.runtime import (
     Action,
     ActionContext,
     ActionOutcome,
+    ContextVariable,
     OwnershipLost,
     Rehydration,
     RuntimeOptions,
     StackPromptBuilder,
     StepRunner,
     StepState,
-    VariableEntry,
 )
 from mesh.store import BlobStore, FileBlobStore, RedisStateStore, step_key
 from protocols import Envelope, WorkflowSpec
@@ -144,8 +144,8 @@ class _Role:
 def _rehydration() -> Rehydration:
     return Rehydration(
         variables={
-            "catalog": VariableEntry(CATALOG, priority=1),
-            "auth_token": VariableEntry(SECRET + "-" + "x" * 200, secret=True, priority=1),
+            "catalog": ContextVariable("catalog", CATALOG, priority=1),
+            "auth_token": ContextVariable("auth_token", SECRET + "-" + "x" * 200, secret=True, priority=1),
         }
     )
 

@@ -35,10 +35,10 @@ from mesh.runtime import (
     Action,
     ActionContext,
     ActionOutcome,
+    ContextVariable,
     Rehydration,
     StackPromptBuilder,
     StepRunner,
-    VariableEntry,
 )
 from mesh.store import InMemoryStateStore
 from protocols import Envelope, WorkflowSpec
@@ -198,7 +198,7 @@ async def test_a_step_runs_on_the_real_model_with_the_token_injected(local_llm: 
     reasoner = reasoner_for(local_llm)
     runner = StepRunner(reasoner, InMemoryStateStore(), StackPromptBuilder(model=MODEL.name), publish,
                         agent_id="llm-1", role="recorder", actions=actions)
-    rehydration = Rehydration(variables={"api_token": VariableEntry(TOKEN, secret=True, priority=0, origin="identity")})
+    rehydration = Rehydration(variables={"api_token": ContextVariable("api_token", TOKEN, secret=True, priority=0, origin="identity")})
     try:
         state = await runner.run(SPEC, SPEC.steps[0], "wf-llm", rehydration=rehydration)
     finally:

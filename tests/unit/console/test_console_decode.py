@@ -7,7 +7,8 @@ import msgpack
 from mesh.console import decode_checkpoint, decode_context_map
 from mesh.gossip import ContextMap
 from mesh.gossip._persist import seal_secrets
-from mesh.runtime.state import StepState, TurnRecord, VariableEntry
+from mesh.runtime.state import StepState, TurnRecord
+from mesh.runtime.variables import ContextVariable
 from mesh.security import REDACTED, DataCipher, generate_data_key
 
 TOKEN = "at-" + "9f8e7d6c5b4a39281706f5e4"
@@ -16,8 +17,8 @@ TOKEN = "at-" + "9f8e7d6c5b4a39281706f5e4"
 def test_a_checkpoint_is_decoded_with_its_secret_masked_and_turns_kept() -> None:
     cipher = DataCipher.from_text(generate_data_key())
     state = StepState(workflow_id="wf-1", step_id="fetch", role="fetch", turn=2)
-    state.variables["auth_token"] = VariableEntry(value=TOKEN, secret=True, origin="identity")
-    state.variables["base_url"] = VariableEntry(value="http://ehr.example", origin="identity")
+    state.variables["auth_token"] = ContextVariable("auth_token", TOKEN, secret=True, origin="identity")
+    state.variables["base_url"] = ContextVariable("base_url", "http://ehr.example", origin="identity")
     state.history.append(
         TurnRecord(
             1,

@@ -10,10 +10,10 @@ from mesh.runtime import (
     Action,
     ActionContext,
     ActionOutcome,
+    ContextVariable,
     Rehydration,
     StackPromptBuilder,
     StepRunner,
-    VariableEntry,
 )
 from mesh.store import InMemoryStateStore
 from protocols import Envelope, WorkflowSpec
@@ -49,7 +49,7 @@ async def test_two_hundred_turns_stay_within_a_small_budget() -> None:
     runner = StepRunner(reasoner, InMemoryStateStore(), prompts, publish, agent_id="a", role="worker",
                         actions={"work": Action(ActionSpec(name="work", description="Process one item."), work)})
     state = await runner.run(SPEC, SPEC.steps[0], "wf", rehydration=Rehydration(
-        variables={"auth_token": VariableEntry(SECRET, secret=True, priority=0)}))
+        variables={"auth_token": ContextVariable("auth_token", SECRET, secret=True, priority=0)}))
     assert state.status == "completed" and state.turn == 200
     budget = prompts.budget.usable
     for prompt in seen_prompts:

@@ -17,10 +17,10 @@ from mesh.runtime import (
     Action,
     ActionContext,
     ActionOutcome,
+    ContextVariable,
     Rehydration,
     StackPromptBuilder,
     StepRunner,
-    VariableEntry,
 )
 from mesh.store import InMemoryStateStore
 from protocols import Envelope, EscalationDecided, StepEscalated, StepProgress, WorkflowSpec
@@ -97,7 +97,7 @@ def make_runner(fake: FakeAnthropicServer, api: Api, events: list[Envelope]) -> 
     return runner
 
 
-REHYDRATE = Rehydration(variables={"auth_token": VariableEntry(TOKEN, secret=True, priority=0, origin="identity")})
+REHYDRATE = Rehydration(variables={"auth_token": ContextVariable("auth_token", TOKEN, secret=True, priority=0, origin="identity")})
 
 
 async def test_hallucinated_token_is_corrected_by_injection(fake: FakeAnthropicServer) -> None:

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import msgpack
 import pytest
 
-from mesh.runtime import StepState, TurnRecord, VariableEntry
+from mesh.runtime import ContextVariable, StepState, TurnRecord
 from mesh.security import DataCipher, SealedValueError, generate_data_key, is_sealed
 
 
@@ -18,7 +18,7 @@ def sample() -> StepState:
                  TurnRecord(2, "b", {}, "failed", "ActionError: boom", [], 1, 2, 3.5)],
         memory={"next_page": 3, "nested": {"k": [1, "2"]}},
         outputs={"records": {"P1": {"dob": None}}},
-        variables={"auth_token": VariableEntry("t0k", secret=True, priority=0, expires_at_ms=5)},
+        variables={"auth_token": ContextVariable("auth_token", "t0k", secret=True, priority=0, expires_at_ms=5)},
         discovered=["auth_token"], recent=["abc"], resumes=1, owner="me", epoch=4,
     )
 

@@ -39,12 +39,12 @@ def test_results_count_only_from_the_current_owner() -> None:
 
 
 def test_gossiped_variables_are_marked_tentative_or_accepted_in_the_prompt() -> None:
-    from mesh.runtime import StackPromptBuilder, StepState, VariableEntry
+    from mesh.runtime import ContextVariable, StackPromptBuilder, StepState
 
     state = StepState("wf", "a", "r", variables={
-        "region": VariableEntry("eu-west", priority=2, origin="gossip:agent-7 (tentative)"),
-        "tenant": VariableEntry("acme", priority=2, origin="gossip:agent-8 (accepted)"),
-        "base_url": VariableEntry("http://x", origin="identity"),
+        "region": ContextVariable("region", "eu-west", priority=2, origin="gossip:agent-7 (tentative)"),
+        "tenant": ContextVariable("tenant", "acme", priority=2, origin="gossip:agent-8 (accepted)"),
+        "base_url": ContextVariable("base_url", "http://x", origin="identity"),
     })
     text = "\n".join(b.text for b in StackPromptBuilder().blocks(SPEC, SPEC.steps[0], state))
     assert "region: eu-west (tentative, from gossip)" in text
