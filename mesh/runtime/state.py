@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgpack
 
-from mesh.runtime.variables import ContextVariable
+from mesh.runtime.variables import CHECKPOINT_FIELDS, ContextVariable
 from mesh.security import data_cipher, is_sealed
 from protocols import TokenUsage
 
@@ -19,7 +19,9 @@ __all__ = ["LEDGER_LINES_PER_TURN", "HistoryDigest", "StepState", "StepStatus", 
 LEDGER_LINES_PER_TURN = 8
 """Eviction ledger lines kept per turn record (bounds the checkpoint; the scratchpad has them all)."""
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+# A variable is stored without its name (the map's key holds it): the layout agents of earlier
+# releases read, so a checkpoint written here still loads on a pod not yet upgraded.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {ContextVariable: CHECKPOINT_FIELDS}
 
 
 def _fields(obj: Any) -> dict[str, Any]:

@@ -86,7 +86,7 @@ class ContextVariable:
         field, and no check of ``priority`` (one outside 0-3 is clamped, so the step still
         loads). Fields this version does not know (a newer writer's) are ignored.
         """
-        known = {key: raw[key] for key in _CHECKPOINT_FIELDS if key in raw}
+        known = {key: raw[key] for key in CHECKPOINT_FIELDS if key in raw}
         if "priority" in known:
             known["priority"] = min(max(int(known["priority"]), 0), 3)
         return cls(name, **known)
@@ -153,4 +153,5 @@ class ContextVariable:
         )
 
 
-_CHECKPOINT_FIELDS = tuple(f.name for f in fields(ContextVariable) if f.name != "name")
+CHECKPOINT_FIELDS = tuple(f.name for f in fields(ContextVariable) if f.name != "name")
+"""The fields of a variable in a checkpoint: all but the name, which is the key of its entry."""

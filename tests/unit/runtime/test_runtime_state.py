@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import msgpack
 import pytest
@@ -32,7 +33,27 @@ def test_round_trip() -> None:
 def test_fast_packer_is_byte_identical_to_asdict() -> None:
     state = sample()
     state.variables["auth_token"].secret = False  # secrets are sealed: checked below
-    assert state.to_bytes() == msgpack.packb(asdict(state), use_bin_type=True)
+    expected = asdict(state)
+    for entry in expected["variables"].values():
+        del entry["name"]  # stored without its name, the entry's key (the layout of earlier releases)
+    assert state.to_bytes() == msgpack.packb(expected, use_bin_type=True)
+
+
+def test_a_checkpoint_loads_on_an_agent_of_the_previous_release() -> None:
+    # During a rolling upgrade a step moves between pods of two releases: the previous one built
+    # each variable as ``VariableEntry(**entry)``, with exactly these fields.
+    @dataclass
+    class PreviousVariableEntry:
+        value: Any
+        secret: bool = False
+        priority: int = 1
+        expires_at_ms: int | None = None
+        origin: str = ""
+        last_used_turn: int = 0
+
+    raw = msgpack.unpackb(sample().to_bytes(KEY), raw=False)
+    for entry in raw["variables"].values():
+        PreviousVariableEntry(**entry)
 
 
 KEY = DataCipher.from_text(generate_data_key())
