@@ -1,28 +1,36 @@
-"""Observers of the turn loop: KPIs, scratchpads (and anything else that watches) see each step
-from outside the loop, the way faststream's telemetry middleware sees each message.
+"""Observers of the turn loop: spans, trace events, KPIs, scratchpads (and anything else that
+watches) see each step from outside the loop, the way faststream's telemetry middleware sees each
+message.
 
 The turn loop (``StepRunner``) reports what happened as small frozen records (a step started on
-this owner, a prompt was built, the reasoner answered, a checkpoint was written, a turn ended, an
-in-doubt effect was settled); each observer receives the ones it overrides. Five of them also open
-a scope around the work they announce (the step, a turn, a reasoner call, a tool call, a
-checkpoint write): an observer's ``*_scope`` hook may return a context manager that the loop
-holds open around that work, which is how ``SpanObserver`` nests the OpenTelemetry spans. Adding a sink (a
-metrics backend, a log, a test probe) is one class and one ``observers=[...]`` argument, and the
-loop's code does not change.
+this owner, a prompt was built, the reasoner answered, an at-most-once call was recorded in doubt,
+a checkpoint was written, a turn ended, an in-doubt effect was settled, a secret was refreshed, a
+human's decision was applied or refused); each observer receives the ones it overrides. Five of
+them also open a scope around the work they announce (the step, a turn, a reasoner call, a tool
+call, a checkpoint write): an observer's ``*_scope`` hook may return a context manager that the
+loop holds open around that work, which is how ``SpanObserver`` nests the OpenTelemetry spans.
+Adding a sink (a metrics backend, a trace-event topic, a log, a test probe) is one class and one
+``observers=[...]`` argument, and the loop's code does not change: ``TraceEventObserver`` is the
+trace-event topic's.
 
-Ordering and concurrency: hooks are called synchronously on the step's task, in the order the
-events happen within one step, and for each event in the order the observers were given; scopes
-are entered in that order and left in the reverse one, and an event that happens inside a scope
-is reported while it is open. Steps
-of one runner run concurrently, so an observer that keeps per-step state keys it by
-``(workflow_id, step_id)``. A hook must not block (no I/O that waits on the network): it runs
-inside the turn. A hook that raises is logged and skipped; telemetry never fails a turn.
+Ordering and concurrency: hooks are called on the step's task, in the order the events happen
+within one step, and for each event in the order the observers were given; scopes are entered in
+that order and left in the reverse one, and an event that happens inside a scope is reported
+while it is open. Every hook but the scopes may be a coroutine function (``async def``): the loop
+awaits it before it goes on, so what it publishes is out before the work that follows (the trace
+event ``effect.in_doubt`` is on the bus before the call it guards is made, ``effect.completed``
+only once the checkpoint that holds the call's result is written). Such a hook delays the turn by
+as long as it takes: bound it (``TraceEventEmitter`` gives up on a publish after its timeout); a
+plain hook must not block at all. Steps of one runner run concurrently, so an observer that keeps
+per-step state keys it by ``(workflow_id, step_id)``. A hook that raises is logged and skipped;
+telemetry never fails a turn. Cancellation is not an error: it goes through (the step's task is
+being stopped).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +39,7 @@ from mesh.telemetry import (
     Kpis,
     ScratchpadTurn,
     ScratchpadWriter,
+    TraceEventEmitter,
     checkpoint_span,
     reasoner_span,
     step_span,
@@ -42,19 +51,25 @@ __all__ = [
     "ActionDone",
     "CheckpointWriting",
     "CheckpointWritten",
+    "EffectCompleted",
+    "EffectPending",
     "EffectSettled",
     "KpiObserver",
+    "Notified",
     "Observers",
+    "OperatorDecision",
     "PromptBuilt",
     "ReasonerAnswered",
     "ReasonerCall",
     "ReasonerRejected",
     "ScratchpadObserver",
+    "SecretRefreshed",
     "SpanObserver",
     "StepClosed",
     "StepOpened",
     "ToolAttempt",
     "ToolCall",
+    "TraceEventObserver",
     "TurnEnded",
     "TurnObserver",
     "TurnStarted",
@@ -62,6 +77,9 @@ __all__ = [
 
 Scope = AbstractContextManager[Any] | None
 """What a ``*_scope`` hook returns: a context manager held open around the work, or None."""
+
+Notified = Awaitable[None] | None
+"""What any other hook returns: None, or (an ``async def`` hook) an awaitable the loop awaits."""
 
 log = logging.getLogger("mesh.runtime.observers")
 
@@ -96,6 +114,8 @@ class StepClosed:
     status: str
     turns: int
     """Last checkpointed turn."""
+    resumes: int = 0
+    """Times an owner other than the one before it resumed the step (``StepState.resumes``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +259,35 @@ class TurnEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class EffectPending:
+    """An at-most-once call was checkpointed as in doubt and is about to be made (the hooks are
+    awaited before it is: a kill during the call leaves a record of it)."""
+
+    workflow_id: str
+    step_id: str
+    turn: int
+    action: str
+    """The action, or the refresher of a secret (``authenticate``)."""
+    key: str
+    """Idempotency key of the call."""
+
+
+@dataclass(frozen=True, slots=True)
+class EffectCompleted:
+    """An at-most-once call's result was checkpointed: it is no longer in doubt."""
+
+    workflow_id: str
+    step_id: str
+    key: str
+    """Idempotency key of the call."""
+    turn: int = 0
+    action: str = ""
+    resumed: bool = False
+    """Said again by an owner that resumed the step from the checkpoint holding that result (its
+    predecessor may have died before saying it); ``turn`` and ``action`` are then unknown (0, "")."""
+
+
+@dataclass(frozen=True, slots=True)
 class EffectSettled:
     """A call a previous owner left in doubt was settled (``reconciled``, ``absent``, ``repeated``)."""
 
@@ -247,73 +296,143 @@ class EffectSettled:
     turn: int
     action: str
     resolution: str
+    key: str = ""
+    """Idempotency key of the call."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRefreshed:
+    """A secret variable got a fresh value (never carried here)."""
+
+    workflow_id: str
+    step_id: str
+    variable: str
+    turn: int
+    why: str
+    """``expired``, ``refused as expired`` or ``reconciled`` (a refresh left in doubt was found)."""
+    source: str
+    """The refresher action that got it, or ``shared`` (another step of the workflow had)."""
+    key: str = ""
+    """Idempotency key of the refresh call; empty when the value was adopted from another step."""
+    expires_at_ms: int | None = None
+    """Expiry of the new value, when the refresher said."""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorDecision:
+    """A human's decision on a paused step was applied (and checkpointed) or refused as stale
+    (its nonce is not the step's current pause)."""
+
+    workflow_id: str
+    step_id: str
+    nonce: str
+    operator: str
+    decision: str
+    """``resume``, ``edit`` or ``reject``."""
+    applied: bool
 
 
 class TurnObserver:
-    """Base of the turn loop's observers: every hook does nothing; override the ones you need."""
+    """Base of the turn loop's observers: every hook does nothing; override the ones you need.
 
-    def step_opened(self, event: StepOpened) -> None:
+    Any hook but the ``*_scope`` ones may be overridden with an ``async def``: the loop awaits it.
+    """
+
+    def step_opened(self, event: StepOpened) -> Notified:
         """This agent took a step (called before ``step_scope``)."""
+        return None
 
     def step_scope(self, event: StepOpened) -> Scope:
         """Held open while this agent runs the step's turns."""
         return None
 
-    def step_closed(self, event: StepClosed) -> None:
+    def step_started(self, event: StepOpened) -> Notified:
+        """The step's scope is open; its turns (or the settling of an in-doubt call) follow."""
+        return None
+
+    def step_closed(self, event: StepClosed) -> Notified:
         """The step's turns stopped here (inside ``step_scope``)."""
+        return None
 
     def turn_scope(self, event: TurnStarted) -> Scope:
         """Held open around one turn."""
         return None
 
-    def prompt_built(self, event: PromptBuilt) -> None:
+    def prompt_built(self, event: PromptBuilt) -> Notified:
         """A turn's prompt was built."""
+        return None
 
     def reasoner_scope(self, event: ReasonerCall) -> Scope:
         """Held open around one reasoner call."""
         return None
 
-    def reasoner_rejected(self, event: ReasonerRejected) -> None:
+    def reasoner_rejected(self, event: ReasonerRejected) -> Notified:
         """The answer was not a readable decision (a repair follows)."""
+        return None
 
-    def reasoner_answered(self, event: ReasonerAnswered) -> None:
+    def reasoner_answered(self, event: ReasonerAnswered) -> Notified:
         """The reasoner answered (with usage)."""
+        return None
+
+    def effect_pending(self, event: EffectPending) -> Notified:
+        """An at-most-once call was checkpointed in doubt; it is made once this returns."""
+        return None
 
     def tool_scope(self, event: ToolCall) -> Scope:
         """Held open around one attempt of an action's call."""
         return None
 
-    def tool_attempt(self, event: ToolAttempt) -> None:
+    def tool_attempt(self, event: ToolAttempt) -> Notified:
         """An attempt ended (inside ``tool_scope``)."""
+        return None
 
-    def action_done(self, event: ActionDone) -> None:
+    def action_done(self, event: ActionDone) -> Notified:
         """The turn's action is done."""
+        return None
 
     def checkpoint_scope(self, event: CheckpointWriting) -> Scope:
         """Held open around one checkpoint write."""
         return None
 
-    def checkpoint_written(self, event: CheckpointWritten) -> None:
+    def checkpoint_written(self, event: CheckpointWritten) -> Notified:
         """A checkpoint was acknowledged (inside ``checkpoint_scope``)."""
+        return None
 
-    def turn_ended(self, event: TurnEnded) -> None:
-        """A turn was folded and checkpointed."""
+    def effect_completed(self, event: EffectCompleted) -> Notified:
+        """An at-most-once call's result was checkpointed (after ``checkpoint_written``)."""
+        return None
 
-    def effect_settled(self, event: EffectSettled) -> None:
-        """An in-doubt call was settled."""
+    def turn_ended(self, event: TurnEnded) -> Notified:
+        """A turn was folded and checkpointed (and its progress published)."""
+        return None
+
+    def effect_settled(self, event: EffectSettled) -> Notified:
+        """An in-doubt call was settled (after its ``EffectInDoubt`` log event was published)."""
+        return None
+
+    def secret_refreshed(self, event: SecretRefreshed) -> Notified:
+        """A secret variable got a fresh value, checkpointed."""
+        return None
+
+    def operator_decided(self, event: OperatorDecision) -> Notified:
+        """A human's decision was applied (checkpointed) or refused (before ``step_opened``)."""
+        return None
 
 
 class Observers(TurnObserver):
-    """Several observers as one: each hook calls them in order, logging (never raising) failures."""
+    """Several observers as one: each hook calls them in order, awaiting ``async`` hooks and logging
+    (never raising) failures; a cancellation goes through."""
 
     def __init__(self, observers: Iterable[TurnObserver] = ()) -> None:
         """Dispatch to ``observers``, in this order."""
         self.observers = list(observers)
 
-    def _each(self, hook: str, event: object) -> None:
+    async def _each(self, hook: str, event: object) -> None:
         for observer in self.observers:
             try:
-                getattr(observer, hook)(event)
+                pending = getattr(observer, hook)(event)
+                if pending is not None:
+                    await pending
             except Exception:  # telemetry never fails a turn
                 log.warning(
                     "observer %s failed in %s", type(observer).__name__, hook, exc_info=True
@@ -333,65 +452,215 @@ class Observers(TurnObserver):
                     )
             yield
 
+    async def step_opened(self, event: StepOpened) -> None:
+        """Dispatch ``step_opened``."""
+        await self._each("step_opened", event)
+
     def step_scope(self, event: StepOpened) -> AbstractContextManager[None]:
         """Every observer's step scope, as one."""
         return self._scopes("step_scope", event)
 
-    def step_closed(self, event: StepClosed) -> None:
+    async def step_started(self, event: StepOpened) -> None:
+        """Dispatch ``step_started``."""
+        await self._each("step_started", event)
+
+    async def step_closed(self, event: StepClosed) -> None:
         """Dispatch ``step_closed``."""
-        self._each("step_closed", event)
+        await self._each("step_closed", event)
 
     def turn_scope(self, event: TurnStarted) -> AbstractContextManager[None]:
         """Every observer's turn scope, as one."""
         return self._scopes("turn_scope", event)
 
+    async def prompt_built(self, event: PromptBuilt) -> None:
+        """Dispatch ``prompt_built``."""
+        await self._each("prompt_built", event)
+
     def reasoner_scope(self, event: ReasonerCall) -> AbstractContextManager[None]:
         """Every observer's reasoner scope, as one."""
         return self._scopes("reasoner_scope", event)
 
-    def reasoner_rejected(self, event: ReasonerRejected) -> None:
+    async def reasoner_rejected(self, event: ReasonerRejected) -> None:
         """Dispatch ``reasoner_rejected``."""
-        self._each("reasoner_rejected", event)
+        await self._each("reasoner_rejected", event)
+
+    async def reasoner_answered(self, event: ReasonerAnswered) -> None:
+        """Dispatch ``reasoner_answered``."""
+        await self._each("reasoner_answered", event)
+
+    async def effect_pending(self, event: EffectPending) -> None:
+        """Dispatch ``effect_pending``."""
+        await self._each("effect_pending", event)
 
     def tool_scope(self, event: ToolCall) -> AbstractContextManager[None]:
         """Every observer's tool scope, as one."""
         return self._scopes("tool_scope", event)
 
-    def tool_attempt(self, event: ToolAttempt) -> None:
+    async def tool_attempt(self, event: ToolAttempt) -> None:
         """Dispatch ``tool_attempt``."""
-        self._each("tool_attempt", event)
+        await self._each("tool_attempt", event)
 
-    def action_done(self, event: ActionDone) -> None:
+    async def action_done(self, event: ActionDone) -> None:
         """Dispatch ``action_done``."""
-        self._each("action_done", event)
+        await self._each("action_done", event)
 
     def checkpoint_scope(self, event: CheckpointWriting) -> AbstractContextManager[None]:
         """Every observer's checkpoint scope, as one."""
         return self._scopes("checkpoint_scope", event)
 
-    def step_opened(self, event: StepOpened) -> None:
-        """Dispatch ``step_opened``."""
-        self._each("step_opened", event)
-
-    def prompt_built(self, event: PromptBuilt) -> None:
-        """Dispatch ``prompt_built``."""
-        self._each("prompt_built", event)
-
-    def reasoner_answered(self, event: ReasonerAnswered) -> None:
-        """Dispatch ``reasoner_answered``."""
-        self._each("reasoner_answered", event)
-
-    def checkpoint_written(self, event: CheckpointWritten) -> None:
+    async def checkpoint_written(self, event: CheckpointWritten) -> None:
         """Dispatch ``checkpoint_written``."""
-        self._each("checkpoint_written", event)
+        await self._each("checkpoint_written", event)
 
-    def turn_ended(self, event: TurnEnded) -> None:
+    async def effect_completed(self, event: EffectCompleted) -> None:
+        """Dispatch ``effect_completed``."""
+        await self._each("effect_completed", event)
+
+    async def turn_ended(self, event: TurnEnded) -> None:
         """Dispatch ``turn_ended``."""
-        self._each("turn_ended", event)
+        await self._each("turn_ended", event)
 
-    def effect_settled(self, event: EffectSettled) -> None:
+    async def effect_settled(self, event: EffectSettled) -> None:
         """Dispatch ``effect_settled``."""
-        self._each("effect_settled", event)
+        await self._each("effect_settled", event)
+
+    async def secret_refreshed(self, event: SecretRefreshed) -> None:
+        """Dispatch ``secret_refreshed``."""
+        await self._each("secret_refreshed", event)
+
+    async def operator_decided(self, event: OperatorDecision) -> None:
+        """Dispatch ``operator_decided``."""
+        await self._each("operator_decided", event)
+
+
+class TraceEventObserver(TurnObserver):
+    """Publishes the turn loop's structured trace events through a ``TraceEventEmitter`` (the
+    trace-event topic: ``mesh watch``, the console, the chaos checker read them).
+
+    Events, each with the step's ``workflow_id`` and ``step_id``: ``step.started``
+    (``resumed_from_turn``, ``epoch``), ``turn.completed`` (``turn``, ``action``, ``outcome``,
+    ``latency_ms``, ``injected``: how many parameters were filled from state), ``step.<status>``
+    (``turns``, ``resumes``), ``effect.in_doubt`` and ``effect.completed`` (``turn``, ``action``,
+    ``key``; a resuming owner's ``effect.completed`` has ``key`` and ``resumed``),
+    ``effect.reconciled`` or ``effect.in_doubt_reported`` (``repeated``) with ``resolution``,
+    ``secret.refreshed`` (``variable``, ``turn``, ``why``, ``source``, ``key`` and
+    ``expires_at_ms`` when known; never the value), ``escalation.decided`` and
+    ``escalation.stale_decision`` (``nonce``, ``operator``, ``decision``).
+
+    Its hooks are awaited where the loop reports them, and the order is the chaos checker's
+    evidence (``mesh.chaos``): ``effect.in_doubt`` is published after the in-doubt checkpoint and
+    before the call, ``effect.completed`` after the checkpoint holding the result. Put it right
+    after the ``SpanObserver`` (``StepRunner(trace_events=...)`` does) so each event carries, and
+    is mirrored on, the span it happened in. The emitter redacts secrets and never raises, except
+    to let a cancellation through.
+    """
+
+    def __init__(self, emitter: TraceEventEmitter) -> None:
+        """Publish through ``emitter``."""
+        self.emitter = emitter
+
+    async def _emit(self, name: str, workflow_id: str, step_id: str, **attributes: Any) -> None:
+        await self.emitter.emit(
+            name, {"workflow_id": workflow_id, "step_id": step_id, **attributes}
+        )
+
+    async def step_started(self, event: StepOpened) -> None:
+        """``step.started``."""
+        await self._emit(
+            "step.started",
+            event.workflow_id,
+            event.step_id,
+            resumed_from_turn=event.resumed_from_turn,
+            epoch=event.epoch,
+        )
+
+    async def step_closed(self, event: StepClosed) -> None:
+        """``step.<status>`` (``step.completed``, ``step.failed``, ``step.paused``, ``step.running``)."""
+        await self._emit(
+            f"step.{event.status}",
+            event.workflow_id,
+            event.step_id,
+            turns=event.turns,
+            resumes=event.resumes,
+        )
+
+    async def effect_pending(self, event: EffectPending) -> None:
+        """``effect.in_doubt``."""
+        await self._emit(
+            "effect.in_doubt",
+            event.workflow_id,
+            event.step_id,
+            turn=event.turn,
+            action=event.action,
+            key=event.key,
+        )
+
+    async def effect_completed(self, event: EffectCompleted) -> None:
+        """``effect.completed``."""
+        if event.resumed:
+            await self._emit(
+                "effect.completed", event.workflow_id, event.step_id, key=event.key, resumed=True
+            )
+            return
+        await self._emit(
+            "effect.completed",
+            event.workflow_id,
+            event.step_id,
+            turn=event.turn,
+            action=event.action,
+            key=event.key,
+        )
+
+    async def turn_ended(self, event: TurnEnded) -> None:
+        """``turn.completed``."""
+        await self._emit(
+            "turn.completed",
+            event.workflow_id,
+            event.step_id,
+            turn=event.turn,
+            action=event.action,
+            outcome=event.outcome,
+            latency_ms=round(event.latency_ms, 3),
+            injected=len(event.injected),
+        )
+
+    async def effect_settled(self, event: EffectSettled) -> None:
+        """``effect.reconciled`` (found or absent) or ``effect.in_doubt_reported`` (repeated)."""
+        name = "effect.in_doubt_reported" if event.resolution == "repeated" else "effect.reconciled"
+        await self._emit(
+            name,
+            event.workflow_id,
+            event.step_id,
+            turn=event.turn,
+            action=event.action,
+            key=event.key,
+            resolution=event.resolution,
+        )
+
+    async def secret_refreshed(self, event: SecretRefreshed) -> None:
+        """``secret.refreshed`` (the variable's name, never its value)."""
+        await self._emit(
+            "secret.refreshed",
+            event.workflow_id,
+            event.step_id,
+            variable=event.variable,
+            turn=event.turn,
+            why=event.why,
+            key=event.key or None,  # adopted from another step: no call, no key
+            source=event.source,
+            expires_at_ms=event.expires_at_ms,
+        )
+
+    async def operator_decided(self, event: OperatorDecision) -> None:
+        """``escalation.decided``, or ``escalation.stale_decision`` when refused."""
+        await self._emit(
+            "escalation.decided" if event.applied else "escalation.stale_decision",
+            event.workflow_id,
+            event.step_id,
+            nonce=event.nonce,
+            operator=event.operator,
+            decision=event.decision,
+        )
 
 
 class KpiObserver(TurnObserver):

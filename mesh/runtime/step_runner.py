@@ -31,19 +31,24 @@ from mesh.runtime.observers import (
     ActionDone,
     CheckpointWriting,
     CheckpointWritten,
+    EffectCompleted,
+    EffectPending,
     EffectSettled,
     KpiObserver,
     Observers,
+    OperatorDecision,
     PromptBuilt,
     ReasonerAnswered,
     ReasonerCall,
     ReasonerRejected,
     ScratchpadObserver,
+    SecretRefreshed,
     SpanObserver,
     StepClosed,
     StepOpened,
     ToolAttempt,
     ToolCall,
+    TraceEventObserver,
     TurnEnded,
     TurnObserver,
     TurnStarted,
@@ -218,9 +223,11 @@ class StepRunner:
 
         ``observers`` watch each step from outside the loop (``mesh.runtime.observers``): steps
         opened, prompts built, reasoner calls, tool calls, checkpoints written, turns ended,
-        in-doubt calls settled. A ``SpanObserver`` (the OpenTelemetry spans) comes first;
-        ``kpis`` and ``scratchpad`` are shorthands that add a ``KpiObserver`` and a
-        ``ScratchpadObserver`` after the given ones.
+        in-doubt calls recorded, completed and settled, secrets refreshed, human decisions. A
+        ``SpanObserver`` (the OpenTelemetry spans) comes first; ``trace_events`` is a shorthand
+        that adds a ``TraceEventObserver`` (the structured trace events) right after it, and
+        ``kpis`` and ``scratchpad`` add a ``KpiObserver`` and a ``ScratchpadObserver`` after the
+        given ones.
 
         ``refreshers`` maps a secret variable (``auth_token``) to the ``at_most_once`` action, with
         a ``lookup``, that obtains a fresh value of it. An action that injects the variable
@@ -244,6 +251,7 @@ class StepRunner:
         self.kpis = kpis
         self.observers = Observers([
             SpanObserver(),
+            *([TraceEventObserver(trace_events)] if trace_events is not None else []),
             *observers,
             *([KpiObserver(kpis)] if kpis is not None else []),
             *([ScratchpadObserver(scratchpad)] if scratchpad is not None else []),
@@ -313,7 +321,9 @@ class StepRunner:
         if state is not None and state.settled_effect and state.epoch != epoch:
             # The checkpoint holds that call's result; its owner may have died before saying so
             # (a trace event after the checkpoint), which would leave the call looking in doubt.
-            await self._event("effect.completed", state, key=state.settled_effect, resumed=True)
+            await self.observers.effect_completed(
+                EffectCompleted(state.workflow_id, state.step_id, state.settled_effect, resumed=True)
+            )
         if self.step_stopping(workflow_id, step.id):
             # Stopping (its partition moved, or shutdown) while the claim ran: announce nothing
             # (the log would name this agent the owner after its successor); leave the step as is.
@@ -354,14 +364,18 @@ class StepRunner:
                 log.warning("%s/%s: refused a stale %r decision by %s for pause %s (current pause: %s)",
                             workflow_id, step.id, decision.decision, decision.operator, decision.nonce,
                             state.nonce or "none")
-                await self._event("escalation.stale_decision", state, nonce=decision.nonce,
-                                  operator=decision.operator, decision=decision.decision)
+                await self.observers.operator_decided(OperatorDecision(
+                    state.workflow_id, state.step_id, decision.nonce, decision.operator, decision.decision,
+                    applied=False,
+                ))
                 return state
             state.owner, state.epoch = self.agent_id, epoch
             self._apply_decision(state, decision, rehydration.spent_elsewhere)
             await self._persist(state)
-            await self._event("escalation.decided", state, nonce=decision.nonce, operator=decision.operator,
-                              decision=decision.decision)
+            await self.observers.operator_decided(OperatorDecision(
+                state.workflow_id, state.step_id, decision.nonce, decision.operator, decision.decision,
+                applied=True,
+            ))
             if state.status == "failed":
                 await self._announce(step, workflow_id, epoch, state.turn)
                 return state
@@ -384,9 +398,9 @@ class StepRunner:
             mission=spec.mission, resumed_from_turn=resumed_from, trace=trace,
             topic=self.log_topic, consumer_group=self.consumer_group,
         )
-        self.observers.step_opened(opened)
+        await self.observers.step_opened(opened)
         with self.observers.step_scope(opened):
-            await self._event("step.started", state, resumed_from_turn=resumed_from, epoch=epoch)
+            await self.observers.step_started(opened)
             fresh = True
             if state.in_doubt is not None:
                 fresh = not await self._settle_in_doubt(spec, step, state)
@@ -395,8 +409,9 @@ class StepRunner:
                 fresh = False
                 if self.options.turn_delay_s and state.status == "running" and not self.step_stopping(workflow_id, step.id):
                     await asyncio.sleep(self.options.turn_delay_s)
-            self.observers.step_closed(StepClosed(workflow_id, step.id, state.status, state.turn))
-            await self._event(f"step.{state.status}", state, turns=state.turn, resumes=state.resumes)
+            await self.observers.step_closed(
+                StepClosed(state.workflow_id, state.step_id, state.status, state.turn, state.resumes)
+            )
         self._spent_elsewhere.pop((workflow_id, step.id), None)
         forget = getattr(self.prompts, "forget", None)
         if forget is not None:
@@ -420,7 +435,7 @@ class StepRunner:
         allowed = [self.actions[name].spec for name in self.actions]
         with self.observers.turn_scope(TurnStarted(state.workflow_id, state.step_id, turn, phase)):
             built = await self.prompts.build(spec, step, state, allowed)
-            self.observers.prompt_built(PromptBuilt(
+            await self.observers.prompt_built(PromptBuilt(
                 state.workflow_id, state.step_id, turn, phase, built.tokens, built.budget, len(built.ledger)
             ))
             meter = _TurnMeter()
@@ -438,9 +453,11 @@ class StepRunner:
                 # the next owner knows the effect may have happened (see _settle_in_doubt).
                 state.in_doubt = {"turn": turn, "action": action.name, "key": key}
                 await self._persist(state)
-                await self._event("effect.in_doubt", state, turn=turn, action=action.name, key=key)
+                await self.observers.effect_pending(
+                    EffectPending(state.workflow_id, state.step_id, turn, action.name, key)
+                )
             outcome, error, retries = await self._execute(step, state, action, params, key, turn, notes)
-            self.observers.action_done(ActionDone(state.workflow_id, state.step_id, turn, action.name, error or ""))
+            await self.observers.action_done(ActionDone(state.workflow_id, state.step_id, turn, action.name, error or ""))
             self._fold(state, turn, action, params, notes, repairs, retries, outcome, error, started)
             _note_prompt(state.history[-1], built)
             used = meter.usage
@@ -459,7 +476,9 @@ class StepRunner:
             await self._persist(state)
             if action.at_most_once:
                 # The turn's checkpoint holds the call's result: it is no longer in doubt.
-                await self._event("effect.completed", state, turn=turn, action=action.name, key=key)
+                await self.observers.effect_completed(
+                    EffectCompleted(state.workflow_id, state.step_id, key, turn, action.name)
+                )
             await self._report(state, turn, action.name, decision, params, notes, error, phase, started, used)
 
     async def _decide(
@@ -505,7 +524,7 @@ class StepRunner:
                 except DecisionFormatError as exc:
                     self._meter(state, meter, request, exc.usage, model="", answer=exc.raw)
                     hint = f"Your previous answer was invalid: {one_line_error(exc)}. Call exactly one of: {', '.join(names)}."
-                    self.observers.reasoner_rejected(
+                    await self.observers.reasoner_rejected(
                         ReasonerRejected(state.workflow_id, state.step_id, "DecisionFormatError")
                     )
                     if attempt + 1 - unavailable >= attempts:
@@ -523,7 +542,7 @@ class StepRunner:
                             answer=json.dumps([result.decision.action, result.decision.params], default=str)
                             + result.decision.reasoning)
                 if result.usage is not None:
-                    self.observers.reasoner_answered(ReasonerAnswered(
+                    await self.observers.reasoner_answered(ReasonerAnswered(
                         state.workflow_id, state.step_id, model=result.model or self.reasoner.name,
                         input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens,
                     ))
@@ -576,19 +595,19 @@ class StepRunner:
                         # Refused as expired before its expiry time (in flight, or clocks differ):
                         # nothing took effect, so get a fresh credential and make the call again.
                         renewed = True
-                        self._tool_attempt(state, action, "retry", one_line_error(exc))
+                        await self._tool_attempt(state, action, "retry", one_line_error(exc))
                         fresh = [await self._refresh(step, state, n, turn, "refused as expired", notes) for n in names]
                         if any(fresh):
                             params.update(inject_params(action.name, params, action.inject, state, step.params)[0])
                             continue
                     retryable = bool(getattr(exc, "retryable", False)) or isinstance(exc, TimeoutError)
-                    self._tool_attempt(state, action, "retry" if retryable else "failed", one_line_error(exc))
+                    await self._tool_attempt(state, action, "retry" if retryable else "failed", one_line_error(exc))
                     if retryable and retries < step.limits.max_retries:
                         retries += 1
                         await asyncio.sleep(self.options.action_backoff.delay_s(retries))
                         continue
                     return None, one_line_error(exc), retries
-                self._tool_attempt(state, action, "ok", outcome.summary)
+                await self._tool_attempt(state, action, "ok", outcome.summary)
                 return outcome, None, retries
 
     # -- refreshing expired secrets -----------------------------------------------------------
@@ -638,14 +657,16 @@ class StepRunner:
             log.info("%s/%s: %s %s; adopted the value another step refreshed", wf, state.step_id, name, why)
             if notes is not None:
                 notes.append(f"{name} {why}: adopted the workflow's refreshed value")
-            await self._event("secret.refreshed", state, variable=name, turn=turn, why=why, source="shared")
+            await self.observers.secret_refreshed(
+                SecretRefreshed(wf, state.step_id, name, turn, why, source="shared")
+            )
             return True
         refresher = self.refreshers[name]
         state.refreshes += 1
         key = f"{wf}:{state.step_id}:{turn}:{refresher.name}:refresh-{state.refreshes}"
         state.in_doubt = {"turn": turn, "action": refresher.name, "key": key, "refresh": name}
         await self._persist(state)
-        await self._event("effect.in_doubt", state, turn=turn, action=refresher.name, key=key)
+        await self.observers.effect_pending(EffectPending(wf, state.step_id, turn, refresher.name, key))
         params, _notes = inject_params(refresher.name, {}, refresher.inject, state, step.params)
         outcome, error, _retries = await self._execute(step, state, refresher, params, key, turn)
         if outcome is None:
@@ -656,10 +677,11 @@ class StepRunner:
                 notes.append(f"{name} {why}; refresh failed: {error}")
             return False
         await self._adopt_refresh(state, name, outcome, turn, key)
-        await self._event("effect.completed", state, turn=turn, action=refresher.name, key=key)
+        await self.observers.effect_completed(EffectCompleted(wf, state.step_id, key, turn, refresher.name))
         expires = state.variables[name].expires_at_ms if name in state.variables else None
-        await self._event("secret.refreshed", state, variable=name, turn=turn, why=why, key=key,
-                          source=refresher.name, expires_at_ms=expires)
+        await self.observers.secret_refreshed(SecretRefreshed(
+            wf, state.step_id, name, turn, why, source=refresher.name, key=key, expires_at_ms=expires
+        ))
         log.info("%s/%s: %s %s; refreshed by %s (key %s)", wf, state.step_id, name, why, refresher.name, key)
         if notes is not None:
             notes.append(f"{name} {why}: refreshed by {refresher.name}")
@@ -700,8 +722,8 @@ class StepRunner:
         sealed = (self.cipher or data_cipher()).seal(str(value), context=("secret", workflow_id, name))
         await self.store.write(key, sealed, epoch=epoch, owner=self.agent_id, workflow_id=workflow_id)
 
-    def _tool_attempt(self, state: StepState, action: Action, outcome: str, detail: str) -> None:
-        self.observers.tool_attempt(ToolAttempt(state.workflow_id, state.step_id, action.name, outcome, detail))
+    async def _tool_attempt(self, state: StepState, action: Action, outcome: str, detail: str) -> None:
+        await self.observers.tool_attempt(ToolAttempt(state.workflow_id, state.step_id, action.name, outcome, detail))
 
     def _context(self, step: StepSpec, state: StepState, key: str, turn: int) -> _Context:
         return _Context(
@@ -759,17 +781,18 @@ class StepRunner:
                 id=deterministic_event_id(state.workflow_id, state.step_id, "in-doubt", turn, state.epoch),
             )
         )
-        await self._event("effect.in_doubt_reported" if resolution == "repeated" else "effect.reconciled", state,
-                          turn=turn, action=name, key=key, resolution=resolution)
-        self.observers.effect_settled(EffectSettled(state.workflow_id, state.step_id, turn, name, resolution))
+        await self.observers.effect_settled(
+            EffectSettled(state.workflow_id, state.step_id, turn, name, resolution, key)
+        )
         if outcome is None:
             await self._persist(state)  # the record is settled: a later crash does not count it twice
             return False
         if refreshing:
             # The fresh secret is adopted; the turn that needed it runs as usual.
             await self._adopt_refresh(state, refreshing, outcome, turn, key)
-            await self._event("secret.refreshed", state, variable=refreshing, turn=turn, why="reconciled", key=key,
-                              source=name)
+            await self.observers.secret_refreshed(SecretRefreshed(
+                state.workflow_id, state.step_id, refreshing, turn, "reconciled", source=name, key=key
+            ))
             return False
         notes = ["outcome reconciled from an in-doubt call (not repeated)"]
         self._fold(state, turn, action, params, notes, 0, 0, outcome, None, started)
@@ -842,7 +865,7 @@ class StepRunner:
             except StaleEpochError as exc:
                 log.warning("%s/%s: %s; abandoning the step", state.workflow_id, state.step_id, exc)
                 raise OwnershipLost(str(exc)) from exc
-            self.observers.checkpoint_written(CheckpointWritten(
+            await self.observers.checkpoint_written(CheckpointWritten(
                 state.workflow_id, state.step_id, state.turn, (time.perf_counter() - t0) * 1000, len(data),
                 version=ckpt.version,
             ))
@@ -1013,12 +1036,6 @@ class StepRunner:
         while len(self._announced) > _ANNOUNCED_KEPT:
             self._announced.popitem(last=False)
 
-    async def _event(self, name: str, state: StepState, **attributes: Any) -> None:
-        if self.trace_events is not None:
-            await self.trace_events.emit(
-                name, {"workflow_id": state.workflow_id, "step_id": state.step_id, **attributes}
-            )
-
     async def _escalate(self, state: StepState, turn: int) -> None:
         log.warning("%s/%s paused: %s", state.workflow_id, state.step_id, state.escalation)
         await self.publish(
@@ -1066,9 +1083,7 @@ class StepRunner:
         )
         if state.status == "paused":
             await self._escalate(state, turn)
-        await self._event("turn.completed", state, turn=turn, action=action, outcome=outcome,
-                          latency_ms=round(latency_ms, 3), injected=len(notes))
-        self.observers.turn_ended(TurnEnded(
+        await self.observers.turn_ended(TurnEnded(
             state.workflow_id, state.step_id, turn, action, outcome, record.summary, latency_ms, phase,
             model=self.reasoner.name, params=record.params, reasoning=decision.reasoning,
             injected=tuple(n.split(" ")[0] for n in notes),

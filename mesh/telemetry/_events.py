@@ -1,7 +1,10 @@
 """Structured trace events: span-worthy moments published as ``TraceEvent`` payloads.
 
-They serve consumers without a tracing backend (``mesh watch``, the demo, audits). Emitting is
-best effort: an event that cannot be published is counted and dropped, and the turn goes on.
+They serve consumers without a tracing backend (``mesh watch``, the demo, audits, the chaos
+checker). Emitting is best effort: an event that cannot be published is counted and dropped, and
+the turn goes on. The turn loop's events (``step.started``, ``turn.completed``, ``effect.*``,
+``secret.refreshed``, ...) are emitted by ``mesh.runtime.observers.TraceEventObserver``, an
+observer of the loop like the spans and KPIs; another sink of them is another observer.
 """
 
 from __future__ import annotations
