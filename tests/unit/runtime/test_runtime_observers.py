@@ -16,11 +16,11 @@ from mesh.runtime import (
     Action,
     ActionContext,
     ActionOutcome,
+    ContextVariable,
     NewVariable,
     Rehydration,
     StackPromptBuilder,
     StepRunner,
-    VariableEntry,
 )
 from mesh.runtime.observers import (
     ActionDone,
@@ -308,7 +308,7 @@ def _token(value: str) -> NewVariable:
 
 def _expired_token() -> Rehydration:
     return Rehydration(
-        variables={"auth_token": VariableEntry("tok-old", secret=True, priority=0, expires_at_ms=1)}
+        variables={"auth_token": ContextVariable("auth_token", "tok-old", secret=True, priority=0, expires_at_ms=1)}
     )
 
 
