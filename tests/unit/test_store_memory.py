@@ -11,14 +11,18 @@ from mesh.store import (
     FileBlobStore,
     InMemoryBlobStore,
     InMemoryContextMapStore,
+    InMemoryDeadLetterClaims,
     InMemoryKeyringStore,
+    InMemoryRateLimiter,
     InMemoryStateStore,
     InMemoryVoteLedger,
     JournalingStateStore,
     PrefixedBlobStore,
 )
 from tests.contracts.context_map_contract import ContextMapStoreContract
+from tests.contracts.dead_letter_claims_contract import DeadLetterClaimsContract
 from tests.contracts.keyring_contract import KeyringStoreContract
+from tests.contracts.rate_limiter_contract import MakeLimiter, RateLimiterContract
 from tests.contracts.store_contract import BlobStoreContract, StateStoreContract
 from tests.contracts.vote_ledger_contract import VoteLedgerContract
 
@@ -55,6 +59,18 @@ class TestInMemoryVoteLedger(VoteLedgerContract):
     @pytest.fixture
     def ledger(self) -> InMemoryVoteLedger:
         return InMemoryVoteLedger()
+
+
+class TestInMemoryDeadLetterClaims(DeadLetterClaimsContract):
+    @pytest.fixture
+    def claims(self) -> InMemoryDeadLetterClaims:
+        return InMemoryDeadLetterClaims()
+
+
+class TestInMemoryRateLimiter(RateLimiterContract):
+    @pytest.fixture
+    def make_limiter(self) -> MakeLimiter:
+        return InMemoryRateLimiter
 
 
 class TestPrefixedBlobStore(BlobStoreContract):
