@@ -43,7 +43,12 @@ async def publish_dead_letter(
     must go on even when the dead-letter topic cannot be written.
     """
     if claims is not None and not await _claimed(claims, letter):
-        log.debug("%s[%d]@%d already dead-lettered by another consumer", letter.source_topic, letter.partition, letter.offset)
+        log.debug(
+            "%s[%d]@%d already dead-lettered by another consumer",
+            letter.source_topic,
+            letter.partition,
+            letter.offset,
+        )
         return False
     envelope = Envelope.of(letter, sender=sender)
     backoff = ExponentialBackoff(base_s=retry_delay_s, cap_s=float("inf"), jitter=0.0).start()
@@ -55,8 +60,13 @@ async def publish_dead_letter(
             if attempt + 1 == attempts:
                 log.error(
                     "cannot dead-letter %s[%d]@%d (%s: %s): %s: %s",
-                    letter.source_topic, letter.partition, letter.offset, letter.reason, letter.error[:200],
-                    type(exc).__name__, exc,
+                    letter.source_topic,
+                    letter.partition,
+                    letter.offset,
+                    letter.reason,
+                    letter.error[:200],
+                    type(exc).__name__,
+                    exc,
                 )
                 return False
             await backoff.sleep()
@@ -71,6 +81,10 @@ async def _claimed(claims: DeadLetterClaims, letter: DeadLetter) -> bool:
     except Exception as exc:
         log.error(
             "dead-letter claim of %s[%d]@%d failed (%s: %s); dead-lettering anyway",
-            letter.source_topic, letter.partition, letter.offset, type(exc).__name__, exc,
+            letter.source_topic,
+            letter.partition,
+            letter.offset,
+            type(exc).__name__,
+            exc,
         )
         return True

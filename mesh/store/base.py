@@ -250,11 +250,15 @@ class VoteLedger(Protocol):
     ``StoreUnavailable``: a validator that cannot persist its vote does not vote.
     """
 
-    async def endorse(self, workflow_id: str, slot: str, epoch: int, value_hash: str) -> Endorsement:
+    async def endorse(
+        self, workflow_id: str, slot: str, epoch: int, value_hash: str
+    ) -> Endorsement:
         """Endorse ``value_hash`` in ``slot`` at ``epoch`` unless another value or a later epoch holds it."""
         ...
 
-    async def record_ballot(self, workflow_id: str, proposal_id: str, verdict: str, reason: str) -> tuple[str, str]:
+    async def record_ballot(
+        self, workflow_id: str, proposal_id: str, verdict: str, reason: str
+    ) -> tuple[str, str]:
         """Record the verdict on ``proposal_id``; return the one recorded first ``(verdict, reason)``."""
         ...
 

@@ -49,7 +49,11 @@ class InMemoryStateStore:
 
     def _entry(self, key: str) -> _Entry:
         entry = self._entries.get(key)
-        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.monotonic():
+        if (
+            entry is not None
+            and entry.expires_at is not None
+            and entry.expires_at <= time.monotonic()
+        ):
             del self._entries[key]
             entry = None
         if entry is None:
@@ -258,7 +262,9 @@ class InMemoryVoteLedger:
         self._votes: dict[tuple[str, str, int], str] = {}
         self._ballots: dict[tuple[str, str], tuple[str, str]] = {}
 
-    async def endorse(self, workflow_id: str, slot: str, epoch: int, value_hash: str) -> Endorsement:
+    async def endorse(
+        self, workflow_id: str, slot: str, epoch: int, value_hash: str
+    ) -> Endorsement:
         """See ``VoteLedger.endorse``."""
         floor = self._floors.get((workflow_id, slot), -1)
         if epoch < floor:
@@ -267,7 +273,9 @@ class InMemoryVoteLedger:
         self._floors[(workflow_id, slot)] = max(floor, epoch)
         return Endorsement("ok" if endorsed == value_hash else "taken", endorsed, max(floor, epoch))
 
-    async def record_ballot(self, workflow_id: str, proposal_id: str, verdict: str, reason: str) -> tuple[str, str]:
+    async def record_ballot(
+        self, workflow_id: str, proposal_id: str, verdict: str, reason: str
+    ) -> tuple[str, str]:
         """See ``VoteLedger.record_ballot``."""
         return self._ballots.setdefault((workflow_id, proposal_id), (verdict, reason))
 
@@ -321,14 +329,19 @@ class InMemoryRateLimiter:
         call_id = uuid.uuid4().hex
         tokens = max(int(tokens), 0)
         if self.tpm:
-            tokens = min(tokens, self.tpm)  # a call larger than the limit goes alone in an empty window
+            tokens = min(
+                tokens, self.tpm
+            )  # a call larger than the limit goes alone in an empty window
         started = time.monotonic()
         while True:
             wait_s = self._wait_s(tokens)
             if wait_s <= 0:
                 self._calls[call_id] = (time.monotonic(), tokens)
                 return RateTicket(
-                    f"{tokens}:{call_id}", tokens, time.monotonic() - started, int(time.time() * 1000)
+                    f"{tokens}:{call_id}",
+                    tokens,
+                    time.monotonic() - started,
+                    int(time.time() * 1000),
                 )
             await asyncio.sleep(min(wait_s, self.window_s))
 
@@ -347,7 +360,9 @@ class InMemoryRateLimiter:
         if ms <= 0:
             return
         self._hold_until = max(self._hold_until, time.monotonic() + ms / 1000)
-        log.info("provider asked to retry after %.3f s: every caller of this process waits", seconds)
+        log.info(
+            "provider asked to retry after %.3f s: every caller of this process waits", seconds
+        )
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -69,10 +69,15 @@ def test_the_poll_and_replay_loops_keep_their_delays() -> None:
     from mesh.store import JournalOptions
 
     for policy in (node._POLL_BACKOFF, worker._POLL_BACKOFF):
-        assert [policy.delay_s(n) for n in range(1, 8)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
+        assert [policy.delay_s(n) for n in range(1, 8)] == pytest.approx(
+            [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+        )
     replay = JournalOptions().retry_backoff()
     assert [replay.delay_s(n) for n in range(1, 7)] == pytest.approx([0.5, 1.0, 2.0, 4.0, 5.0, 5.0])
-    assert JournalOptions(retry_interval_s=0.02, max_retry_interval_s=0.05).retry_backoff().delay_s(3) == 0.05
+    assert (
+        JournalOptions(retry_interval_s=0.02, max_retry_interval_s=0.05).retry_backoff().delay_s(3)
+        == 0.05
+    )
 
 
 def _hand_rolled(path: Path) -> list[str]:

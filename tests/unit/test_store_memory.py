@@ -36,7 +36,9 @@ class TestInMemoryStateStore(StateStoreContract):
 class TestJournalingStateStore(StateStoreContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[JournalingStateStore]:
-        s = JournalingStateStore(InMemoryStateStore(keep_versions=5), tmp_path / "journal", agent_id="a")
+        s = JournalingStateStore(
+            InMemoryStateStore(keep_versions=5), tmp_path / "journal", agent_id="a"
+        )
         s.keep_versions = 5  # type: ignore[attr-defined]  # read by the trimming test: the inner store's
         s.start()
         yield s
