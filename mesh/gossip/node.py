@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from mesh.backoff import ExponentialBackoff
 from mesh.bus import Bus, Delivery, Subscription, SubscriptionOptions, TopicPartition
 from mesh.bus import EnvelopeRejected as BusEnvelopeRejected
 from mesh.errors import BusError, PermanentError, StoreUnavailable, UsageError
@@ -48,6 +49,9 @@ from protocols.topics import Topics
 __all__ = ["GossipNode", "GossipNodeOptions", "Handler", "Sign", "Verify"]
 
 log = logging.getLogger(__name__)
+
+_POLL_BACKOFF = ExponentialBackoff(base_s=0.1, cap_s=2.0, jitter=0.0)
+"""Pause after a failed poll: 0.1 s, doubling up to 2 s."""
 
 OnChange = Callable[[str, list[str]], None]
 """Called with a workflow id and the variable names a peer's message changed (same task as handling)."""
@@ -322,17 +326,17 @@ class GossipNode:
 
     async def _receive_loop(self) -> None:
         assert self._sub is not None
-        backoff_s = 0.1
+        backoff = _POLL_BACKOFF.start()
         while True:
             try:
                 deliveries = await self._sub.poll(timeout_ms=self.options.poll_timeout_ms)
             except BusError as exc:
                 self.stats["poll_errors"] += 1
-                log.warning("gossip node %s: poll failed (%s); retrying in %.1f s", self.agent_id, exc, backoff_s)
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, 2.0)
+                delay_s = backoff.next_delay_s()
+                log.warning("gossip node %s: poll failed (%s); retrying in %.1f s", self.agent_id, exc, delay_s)
+                await asyncio.sleep(delay_s)
                 continue
-            backoff_s = 0.1
+            backoff.reset()
             for delivery in deliveries:
                 await self._dispatch(delivery)
 

@@ -17,7 +17,7 @@ from mesh.llm.errors import (
     ReasonerUnavailable,
 )
 from mesh.llm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
-from mesh.llm.rate_limit import RateLimiter, RateTicket, RedisRateLimiter
+from mesh.llm.rate_limit import InMemoryRateLimiter, RateLimiter, RateTicket, RedisRateLimiter
 from mesh.llm.reasoner import Reasoner, UsageCallback
 from mesh.llm.rule_reasoner import (
     CompletionCall,
@@ -54,9 +54,10 @@ __all__ = [  # grouped by role, not alphabetically
     "match_rule",
     "prompt_facts",
     "CompletionCall",
-    # one rate limit for every agent of a mesh
+    # one rate limit for every agent of a mesh (a store seam: the same objects as mesh.store's)
     "RateLimiter",
     "RedisRateLimiter",
+    "InMemoryRateLimiter",
     "RateTicket",
     # cost estimates
     "PriceTable",

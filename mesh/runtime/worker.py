@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mesh.backoff import ExponentialBackoff
 from mesh.bus import (
     Bus,
     Delivery,
@@ -53,6 +54,9 @@ from protocols import (
 __all__ = ["AgentWorker", "WorkerOptions", "secret_key"]
 
 log = logging.getLogger("mesh.runtime.worker")
+
+_POLL_BACKOFF = ExponentialBackoff(base_s=0.1, cap_s=2.0, jitter=0.0)
+"""Pause after a failed poll: 0.1 s, doubling up to 2 s."""
 
 
 
@@ -250,7 +254,7 @@ class AgentWorker:
         outage = getattr(self.bus, "outage", None)
         try:
             beat = 0.0
-            backoff_s = 0.1
+            poll_backoff = _POLL_BACKOFF.start()
             poll_failures = 0
             while not self._stopping.is_set():
                 if outage is not None:
@@ -266,14 +270,13 @@ class AgentWorker:
                     poll_failures += 1
                     if poll_failures == 1 or poll_failures % 30 == 0:
                         log.warning("%s: poll failed %d time(s) (%s); retrying every %.1f s at most", self.agent_id,
-                                    poll_failures, one_line_error(exc), 2.0)
-                    await asyncio.sleep(backoff_s)
-                    backoff_s = min(backoff_s * 2, 2.0)
+                                    poll_failures, one_line_error(exc), _POLL_BACKOFF.cap_s)
+                    await poll_backoff.sleep()
                     continue
                 if poll_failures:
                     log.info("%s: polling works again after %d failure(s)", self.agent_id, poll_failures)
                     poll_failures = 0
-                backoff_s = 0.1
+                poll_backoff.reset()
                 generation = self._generation
                 for d in deliveries:
                     if self._generation != generation:

@@ -2,16 +2,20 @@
 
 Checkpoints (``StateStore``), blobs (``BlobStore``: filesystem, S3 in ``mesh.store.s3``, memory),
 the keyring table (``KeyringStore``), gossip maps (``ContextMapStore``), vote ledgers
-(``VoteLedger``) and the run index (``RunIndex``). Redis adapters live in ``mesh.store.redis``,
-the only package of the mesh that imports redis; ``RedisStores`` builds them for one process.
+(``VoteLedger``), the run index (``RunIndex``), dead-letter claims (``DeadLetterClaims``) and the
+reasoner's rate limiter (``RateLimiter``). Redis adapters live in ``mesh.store.redis``, the only
+package of the mesh that imports redis; ``RedisStores`` builds them for one process.
 """
 
 from mesh.store.base import (
     BlobStore,
     Checkpoint,
     ContextMapStore,
+    DeadLetterClaims,
     Endorsement,
     KeyringStore,
+    RateLimiter,
+    RateTicket,
     StateStore,
     VoteLedger,
     agent_key,
@@ -29,14 +33,18 @@ from mesh.store.journal import (
 from mesh.store.memory import (
     InMemoryBlobStore,
     InMemoryContextMapStore,
+    InMemoryDeadLetterClaims,
     InMemoryKeyringStore,
+    InMemoryRateLimiter,
     InMemoryStateStore,
     InMemoryVoteLedger,
 )
 from mesh.store.redis import (
     RedisConnection,
     RedisContextMapStore,
+    RedisDeadLetterClaims,
     RedisKeyringStore,
+    RedisRateLimiter,
     RedisRunIndex,
     RedisStateStore,
     RedisStores,
@@ -49,8 +57,11 @@ __all__ = [
     "BlobStore",
     "Checkpoint",
     "ContextMapStore",
+    "DeadLetterClaims",
     "Endorsement",
     "KeyringStore",
+    "RateLimiter",
+    "RateTicket",
     "StateStore",
     "VoteLedger",
     "agent_key",
@@ -63,13 +74,17 @@ __all__ = [
     "blob_store_from_settings",
     "InMemoryBlobStore",
     "InMemoryContextMapStore",
+    "InMemoryDeadLetterClaims",
     "InMemoryKeyringStore",
+    "InMemoryRateLimiter",
     "InMemoryStateStore",
     "InMemoryVoteLedger",
     # Redis adapters, and how every Redis client is built (standalone, Cluster, Sentinel; ACL; TLS)
     "RedisConnection",
     "RedisContextMapStore",
+    "RedisDeadLetterClaims",
     "RedisKeyringStore",
+    "RedisRateLimiter",
     "RedisStateStore",
     "RedisStores",
     "RedisVoteLedger",

@@ -1,4 +1,5 @@
-"""Every persistence seam of the mesh: checkpoints, blobs, the keyring, gossip maps, vote ledgers.
+"""Every persistence seam of the mesh: checkpoints, blobs, the keyring, gossip maps, vote ledgers,
+dead-letter claims and the reasoner's rate limiter.
 
 Each Protocol has an in-memory twin (``mesh.store.memory``) and a Redis adapter
 (``mesh.store.redis``; blobs: a file tree or S3), and one contract suite in ``tests/contracts``
@@ -28,8 +29,11 @@ __all__ = [
     "BlobStore",
     "Checkpoint",
     "ContextMapStore",
+    "DeadLetterClaims",
     "Endorsement",
     "KeyringStore",
+    "RateLimiter",
+    "RateTicket",
     "StateStore",
     "VoteLedger",
     "agent_key",
@@ -246,11 +250,15 @@ class VoteLedger(Protocol):
     ``StoreUnavailable``: a validator that cannot persist its vote does not vote.
     """
 
-    async def endorse(self, workflow_id: str, slot: str, epoch: int, value_hash: str) -> Endorsement:
+    async def endorse(
+        self, workflow_id: str, slot: str, epoch: int, value_hash: str
+    ) -> Endorsement:
         """Endorse ``value_hash`` in ``slot`` at ``epoch`` unless another value or a later epoch holds it."""
         ...
 
-    async def record_ballot(self, workflow_id: str, proposal_id: str, verdict: str, reason: str) -> tuple[str, str]:
+    async def record_ballot(
+        self, workflow_id: str, proposal_id: str, verdict: str, reason: str
+    ) -> tuple[str, str]:
         """Record the verdict on ``proposal_id``; return the one recorded first ``(verdict, reason)``."""
         ...
 
@@ -260,4 +268,75 @@ class VoteLedger(Protocol):
 
     async def aclose(self) -> None:
         """Release connections (a client shared with other stores stays open)."""
+        ...
+
+
+@runtime_checkable
+class DeadLetterClaims(Protocol):
+    """Decides which consumer dead-letters a bad record: the first to claim it.
+
+    Why a boundary here: every role is its own consumer group over the workflow log and every
+    gossip node reads gossip and votes, so one bad record is refused by many consumers; each must
+    skip it, but only the first should dead-letter it. The claim is keyed by (topic, partition,
+    offset), the record's identity in the log, and needs state shared between processes (Redis
+    ``SET NX`` with a TTL); the in-memory twin keeps the same contract inside one process.
+
+    ``claim`` may be awaited concurrently from many consumers and processes; exactly one call per
+    (topic, partition, offset) returns True while the claim lives. It does not raise when the
+    shared state cannot be reached: it returns True, since a duplicate dead letter is better than
+    a lost one.
+    """
+
+    async def claim(self, topic: str, partition: int, offset: int) -> bool:
+        """True for the first caller of this record, False for every later one."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (a client shared with other stores stays open)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateTicket:
+    """A call the limiter let through, with the tokens it reserved."""
+
+    member: str
+    """The call's entry in the window ("" when nothing was recorded: no limits, store down)."""
+    tokens: int
+    """Tokens reserved (the estimate)."""
+    waited_s: float
+    """Seconds ``acquire`` waited."""
+    granted_at_ms: int = 0
+    """The limiter's clock at the grant, Unix ms (Redis time for Redis; 0 when nothing was recorded)."""
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """Paces reasoner calls: requests and tokens per sliding window, and a hold every caller honours.
+
+    Why a boundary here: a provider's limits apply to the API key, not to one process. Ten agents
+    that each stay under the limit exceed it together, and a 429 seen by one agent says the others
+    should wait too, so the window and the hold live in shared state (Redis); the in-memory twin
+    paces the tasks of one process the same way.
+
+    ``acquire`` may be awaited concurrently from many tasks and processes; each returns when its
+    call may go. ``settle`` and ``hold`` never wait for the window. None of them raises when the
+    shared state cannot be reached: the call goes through unpaced (the provider's own limits
+    still apply) and the limiter logs it.
+    """
+
+    async def acquire(self, tokens: int) -> RateTicket:
+        """Wait until one more request of about ``tokens`` tokens fits (and no hold is in force)."""
+        ...
+
+    async def settle(self, ticket: RateTicket, tokens: int) -> None:
+        """Replace the call's estimate by what the provider reported (input plus output tokens)."""
+        ...
+
+    async def hold(self, seconds: float) -> None:
+        """Nobody calls for ``seconds`` (the provider's ``Retry-After``)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
         ...

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import msgpack
 
+from mesh.backoff import ExponentialBackoff
 from mesh.errors import StaleEpochError, StoreUnavailable, UsageError
 from mesh.security import private_dir
 from mesh.store.base import Checkpoint, StateStore
@@ -83,6 +84,10 @@ class JournalOptions:
     """Longest pause between replay attempts."""
     fsync: bool = True
     """fsync the journal after every record (off only in benchmarks that measure without it)."""
+
+    def retry_backoff(self) -> ExponentialBackoff:
+        """The replay's pauses: ``retry_interval_s`` doubling up to ``max_retry_interval_s``, no jitter."""
+        return ExponentialBackoff(base_s=self.retry_interval_s, cap_s=self.max_retry_interval_s, jitter=0.0)
 
 
 @dataclass(slots=True)
@@ -305,7 +310,7 @@ class JournalingStateStore:
         self._write_cursor(self._pending[0].seq - 1 if self._pending else self._next_seq - 1)
 
     async def _flusher(self) -> None:
-        pause_s = self.options.retry_interval_s
+        backoff = self.options.retry_backoff().start()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -313,13 +318,13 @@ class JournalingStateStore:
                 try:
                     await self.flush()
                 except StoreUnavailable:
-                    await asyncio.sleep(pause_s)
-                    pause_s = min(pause_s * 2, self.options.max_retry_interval_s)
+                    await backoff.sleep()
                 except Exception:  # the flusher must outlive any single surprise
                     log.exception("journal replay failed")
-                    await asyncio.sleep(pause_s)
+                    # The pause the next outage would get, without counting the surprise as one.
+                    await asyncio.sleep(backoff.policy.delay_s(backoff.failures + 1))
                 else:
-                    pause_s = self.options.retry_interval_s
+                    backoff.reset()
 
     # -- the file ---------------------------------------------------------------------------
 

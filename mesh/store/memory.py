@@ -6,21 +6,27 @@ Products, not test hacks: a single-process mesh runs on them. Nothing here survi
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mesh.errors import CheckpointNotFound, StaleEpochError, StoreUnavailable, UsageError
-from mesh.store.base import Checkpoint, Endorsement, require_workflow_key
+from mesh.store.base import Checkpoint, Endorsement, RateTicket, require_workflow_key
 from mesh.store.retention import SweepResult
 
 __all__ = [
     "InMemoryBlobStore",
     "InMemoryContextMapStore",
+    "InMemoryDeadLetterClaims",
     "InMemoryKeyringStore",
+    "InMemoryRateLimiter",
     "InMemoryStateStore",
     "InMemoryVoteLedger",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,7 +49,11 @@ class InMemoryStateStore:
 
     def _entry(self, key: str) -> _Entry:
         entry = self._entries.get(key)
-        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.monotonic():
+        if (
+            entry is not None
+            and entry.expires_at is not None
+            and entry.expires_at <= time.monotonic()
+        ):
             del self._entries[key]
             entry = None
         if entry is None:
@@ -252,7 +262,9 @@ class InMemoryVoteLedger:
         self._votes: dict[tuple[str, str, int], str] = {}
         self._ballots: dict[tuple[str, str], tuple[str, str]] = {}
 
-    async def endorse(self, workflow_id: str, slot: str, epoch: int, value_hash: str) -> Endorsement:
+    async def endorse(
+        self, workflow_id: str, slot: str, epoch: int, value_hash: str
+    ) -> Endorsement:
         """See ``VoteLedger.endorse``."""
         floor = self._floors.get((workflow_id, slot), -1)
         if epoch < floor:
@@ -261,7 +273,9 @@ class InMemoryVoteLedger:
         self._floors[(workflow_id, slot)] = max(floor, epoch)
         return Endorsement("ok" if endorsed == value_hash else "taken", endorsed, max(floor, epoch))
 
-    async def record_ballot(self, workflow_id: str, proposal_id: str, verdict: str, reason: str) -> tuple[str, str]:
+    async def record_ballot(
+        self, workflow_id: str, proposal_id: str, verdict: str, reason: str
+    ) -> tuple[str, str]:
         """See ``VoteLedger.record_ballot``."""
         return self._ballots.setdefault((workflow_id, proposal_id), (verdict, reason))
 
@@ -271,3 +285,103 @@ class InMemoryVoteLedger:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+class InMemoryDeadLetterClaims:
+    """A ``DeadLetterClaims`` shared by every consumer in this process (the in-memory broker holds one)."""
+
+    def __init__(self) -> None:
+        """An empty claim set."""
+        self._claimed: set[tuple[str, int, int]] = set()
+
+    async def claim(self, topic: str, partition: int, offset: int) -> bool:
+        """True the first time a record is claimed."""
+        key = (topic, partition, offset)
+        if key in self._claimed:
+            return False
+        self._claimed.add(key)
+        return True
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class InMemoryRateLimiter:
+    """A ``RateLimiter`` for the tasks of one process: the Redis limiter's window, settling and hold.
+
+    The window is a log of the calls granted in the last ``window_s`` seconds (monotonic clock);
+    a call waits while ``rpm`` calls, or ``tpm`` tokens with its own, are in it, or while a hold
+    is in force. Checks and grants run without an ``await`` in between, so concurrent tasks of
+    one event loop cannot overshoot.
+    """
+
+    def __init__(self, *, rpm: int = 0, tpm: int = 0, window_s: float = 60.0) -> None:
+        """Limit to ``rpm`` requests and ``tpm`` tokens per ``window_s`` seconds (0: that limit is off)."""
+        if rpm < 0 or tpm < 0 or window_s <= 0:
+            raise ValueError("rpm and tpm must be >= 0 and window_s > 0")
+        self.rpm, self.tpm, self.window_s = rpm, tpm, window_s
+        self._calls: dict[str, tuple[float, int]] = {}
+        """Calls in the window, oldest first: call id -> (monotonic grant time, tokens)."""
+        self._hold_until = 0.0
+
+    async def acquire(self, tokens: int) -> RateTicket:
+        """Wait for room in the window (and for any hold to pass), then record the call."""
+        call_id = uuid.uuid4().hex
+        tokens = max(int(tokens), 0)
+        if self.tpm:
+            tokens = min(
+                tokens, self.tpm
+            )  # a call larger than the limit goes alone in an empty window
+        started = time.monotonic()
+        while True:
+            wait_s = self._wait_s(tokens)
+            if wait_s <= 0:
+                self._calls[call_id] = (time.monotonic(), tokens)
+                return RateTicket(
+                    f"{tokens}:{call_id}",
+                    tokens,
+                    time.monotonic() - started,
+                    int(time.time() * 1000),
+                )
+            await asyncio.sleep(min(wait_s, self.window_s))
+
+    async def settle(self, ticket: RateTicket, tokens: int) -> None:
+        """Record the call's real size (input plus output tokens) in place of its estimate."""
+        if not ticket.member or not self.tpm:
+            return
+        call_id = ticket.member.split(":", 1)[1]
+        granted = self._calls.get(call_id)
+        if granted is not None:  # else it has left the window already
+            self._calls[call_id] = (granted[0], max(int(tokens), 0))
+
+    async def hold(self, seconds: float) -> None:
+        """Make every caller of this limiter wait ``seconds`` before its next call."""
+        ms = int(seconds * 1000)
+        if ms <= 0:
+            return
+        self._hold_until = max(self._hold_until, time.monotonic() + ms / 1000)
+        log.info(
+            "provider asked to retry after %.3f s: every caller of this process waits", seconds
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    def _wait_s(self, tokens: int) -> float:
+        """Seconds until a call of ``tokens`` may go (<= 0: now); drops calls that left the window."""
+        now = time.monotonic()
+        if self._hold_until > now:
+            return self._hold_until - now
+        for call_id, (granted_at, _) in list(self._calls.items()):
+            if granted_at > now - self.window_s:
+                break
+            del self._calls[call_id]
+        if not self._calls:
+            return 0.0
+        oldest_at = next(iter(self._calls.values()))[0]
+        free_in_s = oldest_at + self.window_s - now + 0.001
+        if self.rpm and len(self._calls) >= self.rpm:
+            return free_in_s
+        if self.tpm and sum(t for _, t in self._calls.values()) + tokens > self.tpm:
+            return free_in_s
+        return 0.0

@@ -1,6 +1,7 @@
 """The Redis adapters on a real Redis Cluster (3 masters + 3 replicas) and through real Sentinels.
 
-* The store and run-index contracts pass on the cluster, checkpoints acknowledged with ``WAIT 1``.
+* The store, run-index, dead-letter-claims and rate-limiter contracts pass on the cluster,
+  checkpoints acknowledged with ``WAIT 1``.
 * Every component that writes Redis keys of a workflow (checkpoints, secrets, the workflow index,
   the run index, gossip maps, vote ledgers) puts them in the workflow's one slot, and every
   multi-key operation runs; the old key layout is refused by the cluster (CROSSSLOT), so this test
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -27,6 +29,7 @@ from mesh.security import DataCipher, KeyDirectory, generate_data_key, generate_
 from mesh.store import (
     RedisContextMapStore,
     RedisKeyringStore,
+    RedisRateLimiter,
     RedisRunIndex,
     RedisStateStore,
     RedisStores,
@@ -39,7 +42,9 @@ from mesh.store import (
 from mesh.store.redis import RedisConnection, parse_sentinels
 from mesh.store.redis._checkpoints import _WRITE
 from tests.contracts.context_map_contract import ContextMapStoreContract
+from tests.contracts.dead_letter_claims_contract import DeadLetterClaimsContract
 from tests.contracts.keyring_contract import KeyringStoreContract
+from tests.contracts.rate_limiter_contract import MakeLimiter, RateLimiterContract
 from tests.contracts.run_index_contract import IndexFactory, RunIndexContract
 from tests.contracts.store_contract import StateStoreContract
 from tests.contracts.vote_ledger_contract import VoteLedgerContract
@@ -92,6 +97,27 @@ class TestRedisVoteLedgerOnCluster(VoteLedgerContract):
     @pytest.fixture
     def ledger(self, cluster_stores: RedisStores) -> RedisVoteLedger:
         return cluster_stores.vote_ledger("v0", ttl_s=60)
+
+
+class TestRedisDeadLetterClaimsOnCluster(DeadLetterClaimsContract):
+    @pytest.fixture
+    def claims(self, cluster_stores: RedisStores) -> RedisDeadLetterClaims:
+        return cluster_stores.dead_letter_claims(ttl_s=60)
+
+
+class TestRedisRateLimiterOnCluster(RateLimiterContract):
+    @pytest.fixture
+    async def make_limiter(self, cluster_stores: RedisStores) -> AsyncIterator[MakeLimiter]:
+        made: list[RedisRateLimiter] = []
+        await cluster_stores.ping()  # connected (a cluster client maps the slots first): waits are the limiter's
+
+        def make(**options: Any) -> RedisRateLimiter:
+            made.append(cluster_stores.rate_limiter(**options))
+            return made[-1]
+
+        yield make
+        for limiter in made:  # the two keys share one hash tag: one slot, one DEL
+            await cluster_stores.client.delete(limiter.calls_key, limiter.hold_key)
 
 
 class TestRedisRunIndexOnCluster(RunIndexContract):

@@ -7,6 +7,7 @@ import asyncio
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,14 +15,10 @@ from mesh.backoff import Backoff, ExponentialBackoff
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Loops still hand-rolled in files other helpers are restructuring in this session; each moves to
-# mesh.backoff in the merge that lands its owner's branch. The list can only shrink: an entry
-# whose file no longer hand-rolls fails test_the_pending_list_is_current.
-PENDING = {
-    "mesh/gossip/node.py": "h/peer (GossipNode's poll loop)",
-    "mesh/runtime/worker.py": "h/tokens, h/observe (the worker's poll loop)",
-    "mesh/store/journal.py": "h/storage (the journal's flusher)",
-}
+# Loops still hand-rolled in files another helper is restructuring, each with the branch that moves
+# it to mesh.backoff. The list can only shrink: an entry whose file no longer hand-rolls fails
+# test_the_pending_list_is_current. Empty: every loop of mesh uses mesh.backoff.
+PENDING: dict[str, str] = {}
 
 
 def test_delays_grow_by_the_factor_up_to_the_cap() -> None:
@@ -46,7 +43,7 @@ def test_jitter_only_shortens_and_is_reproducible_with_a_seed() -> None:
 @pytest.mark.parametrize(
     "bad", [{"base_s": -1.0}, {"cap_s": -1.0}, {"jitter": 1.5}, {"factor": 0.5}]
 )
-def test_nonsense_options_are_refused(bad: dict[str, float]) -> None:
+def test_nonsense_options_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         ExponentialBackoff(**bad)
 
@@ -62,6 +59,25 @@ async def test_a_running_backoff_counts_failures_and_resets() -> None:
     assert backoff.next_delay_s() == pytest.approx(0.01)
     assert backoff.sleep_blocking() == pytest.approx(0.02)
     await asyncio.sleep(0)
+
+
+def test_the_poll_and_replay_loops_keep_their_delays() -> None:
+    # The gossip node's and the worker's poll loops and the journal's flusher hand-rolled these
+    # delays before they moved to mesh.backoff: 0.1 s doubling to 2 s; 0.5 s doubling to 5 s.
+    from mesh.gossip import node
+    from mesh.runtime import worker
+    from mesh.store import JournalOptions
+
+    for policy in (node._POLL_BACKOFF, worker._POLL_BACKOFF):
+        assert [policy.delay_s(n) for n in range(1, 8)] == pytest.approx(
+            [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+        )
+    replay = JournalOptions().retry_backoff()
+    assert [replay.delay_s(n) for n in range(1, 7)] == pytest.approx([0.5, 1.0, 2.0, 4.0, 5.0, 5.0])
+    assert (
+        JournalOptions(retry_interval_s=0.02, max_retry_interval_s=0.05).retry_backoff().delay_s(3)
+        == 0.05
+    )
 
 
 def _hand_rolled(path: Path) -> list[str]:

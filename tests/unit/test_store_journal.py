@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,14 @@ class FlakyStore(InMemoryStateStore):
     async def read(self, key: str, version: int | None = None) -> Checkpoint:
         self._check()
         return await super().read(key, version)
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
 
 
 async def _history(store: InMemoryStateStore, key: str) -> list[bytes]:
@@ -102,6 +113,41 @@ async def test_background_flusher_replays_once_the_store_is_back(tmp_path: Path)
         await asyncio.sleep(0.01)
     assert await _history(inner, "k") == [str(i).encode() for i in range(10)]
     await store.aclose()
+
+
+async def test_replay_pauses_double_up_to_the_cap_and_restart_after_a_success(tmp_path: Path) -> None:
+    # The flusher's pauses (mesh.backoff, jitter-free): 0.05, 0.1, 0.2, 0.4, then 0.4 at the cap;
+    # uncapped they would be 0.8 and 1.6 s, and a pause not reset by the replay would start at 0.4.
+    inner = FlakyStore()
+    times: list[float] = []
+    check = inner._check
+
+    def timed_check() -> None:
+        times.append(time.monotonic())
+        check()
+
+    inner._check = timed_check  # type: ignore[method-assign]
+    options = JournalOptions(retry_interval_s=0.05, max_retry_interval_s=0.4)
+    store = JournalingStateStore(inner, tmp_path, agent_id="a1", options=options)
+    inner.available = False
+    try:
+        await store.write("k", b"1", epoch=1)  # refused by the store: journaled
+        times.clear()
+        store.start()
+        await _until(lambda: len(times) >= 7)
+        gaps = [b - a for a, b in itertools.pairwise(times)][:6]
+        for gap, pause in zip(gaps, [0.05, 0.1, 0.2, 0.4, 0.4, 0.4], strict=True):
+            assert gap >= pause * 0.95, gaps
+        assert max(gaps[4:]) < 0.7, gaps  # capped
+        inner.available = True
+        await _until(lambda: store.pending == 0)
+        inner.available = False
+        await store.write("k", b"2", epoch=1)
+        times.clear()
+        await _until(lambda: len(times) >= 2)
+        assert times[1] - times[0] < 0.3, times  # back at 0.05 s, not 0.4
+    finally:
+        await store.aclose()
 
 
 async def test_a_write_after_the_store_returns_lands_after_the_journaled_ones(tmp_path: Path) -> None:

@@ -11,14 +11,18 @@ from mesh.store import (
     FileBlobStore,
     InMemoryBlobStore,
     InMemoryContextMapStore,
+    InMemoryDeadLetterClaims,
     InMemoryKeyringStore,
+    InMemoryRateLimiter,
     InMemoryStateStore,
     InMemoryVoteLedger,
     JournalingStateStore,
     PrefixedBlobStore,
 )
 from tests.contracts.context_map_contract import ContextMapStoreContract
+from tests.contracts.dead_letter_claims_contract import DeadLetterClaimsContract
 from tests.contracts.keyring_contract import KeyringStoreContract
+from tests.contracts.rate_limiter_contract import MakeLimiter, RateLimiterContract
 from tests.contracts.store_contract import BlobStoreContract, StateStoreContract
 from tests.contracts.vote_ledger_contract import VoteLedgerContract
 
@@ -32,7 +36,9 @@ class TestInMemoryStateStore(StateStoreContract):
 class TestJournalingStateStore(StateStoreContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[JournalingStateStore]:
-        s = JournalingStateStore(InMemoryStateStore(keep_versions=5), tmp_path / "journal", agent_id="a")
+        s = JournalingStateStore(
+            InMemoryStateStore(keep_versions=5), tmp_path / "journal", agent_id="a"
+        )
         s.keep_versions = 5  # type: ignore[attr-defined]  # read by the trimming test: the inner store's
         s.start()
         yield s
@@ -55,6 +61,18 @@ class TestInMemoryVoteLedger(VoteLedgerContract):
     @pytest.fixture
     def ledger(self) -> InMemoryVoteLedger:
         return InMemoryVoteLedger()
+
+
+class TestInMemoryDeadLetterClaims(DeadLetterClaimsContract):
+    @pytest.fixture
+    def claims(self) -> InMemoryDeadLetterClaims:
+        return InMemoryDeadLetterClaims()
+
+
+class TestInMemoryRateLimiter(RateLimiterContract):
+    @pytest.fixture
+    def make_limiter(self) -> MakeLimiter:
+        return InMemoryRateLimiter
 
 
 class TestPrefixedBlobStore(BlobStoreContract):

@@ -4,7 +4,8 @@ Every adapter takes a client built by ``RedisConnection.client`` (standalone, Cl
 Sentinel; ACL auth; TLS), awaits redis-py through ``redis_call`` (one exception policy: redis
 errors become ``mesh.errors.StoreError`` subclasses) and keeps its keys under the workflow's hash
 tag where a workflow is involved. ``RedisStores`` opens one client and hands out every adapter on
-it, which is how an agent process is wired.
+it, which is how an agent process is wired (dead-letter claims and the reasoner's rate limiter
+included).
 """
 
 from mesh.store.redis._checkpoints import RedisStateStore
@@ -18,7 +19,9 @@ from mesh.store.redis._connection import (
     translate_redis_error,
 )
 from mesh.store.redis._context_maps import RedisContextMapStore
+from mesh.store.redis._dead_letters import RedisDeadLetterClaims
 from mesh.store.redis._keyring import RedisKeyringStore
+from mesh.store.redis._rate_limiter import RedisRateLimiter
 from mesh.store.redis._run_index import RedisRunIndex
 from mesh.store.redis._stores import RedisStores
 from mesh.store.redis._votes import RedisVoteLedger
@@ -34,7 +37,9 @@ __all__ = [
     "translate_redis_error",
     # one adapter per store seam
     "RedisContextMapStore",
+    "RedisDeadLetterClaims",
     "RedisKeyringStore",
+    "RedisRateLimiter",
     "RedisRunIndex",
     "RedisStateStore",
     "RedisVoteLedger",

@@ -7,7 +7,9 @@ import contextlib
 from mesh.store.redis._checkpoints import RedisStateStore
 from mesh.store.redis._connection import REDIS_ERRORS, RedisClient, RedisConnection, redis_call
 from mesh.store.redis._context_maps import RedisContextMapStore
+from mesh.store.redis._dead_letters import DEFAULT_CLAIM_TTL_S, RedisDeadLetterClaims
 from mesh.store.redis._keyring import RedisKeyringStore
+from mesh.store.redis._rate_limiter import RedisRateLimiter
 from mesh.store.redis._run_index import RedisRunIndex
 from mesh.store.redis._votes import RedisVoteLedger, read_ballots
 
@@ -17,9 +19,9 @@ __all__ = ["RedisStores"]
 class RedisStores:
     """Builds the Redis adapter of each store seam for one process.
 
-    The keyring, context maps and vote ledgers share one client (opened lazily, closed by
-    ``aclose``); the checkpoint store and the run index get their own (they have their own
-    timeouts and close themselves), as they always had.
+    The keyring, context maps, vote ledgers, dead-letter claims and the rate limiter share one
+    client (opened lazily, closed by ``aclose``); the checkpoint store and the run index get their
+    own (they have their own timeouts and close themselves), as they always had.
     """
 
     def __init__(
@@ -36,8 +38,24 @@ class RedisStores:
 
     @property
     def client(self) -> RedisClient:
-        """The shared client, for the Redis users that are not store seams (dead-letter claims, rate limiter)."""
+        """The shared client (every seam has a builder here: prefer those)."""
         return self._client
+
+    def dead_letter_claims(self, *, ttl_s: int = DEFAULT_CLAIM_TTL_S) -> RedisDeadLetterClaims:
+        """The dead-letter claims (``DeadLetterClaims``) on the shared client, kept ``ttl_s`` seconds."""
+        return RedisDeadLetterClaims(self._client, prefix=self.prefix, ttl_s=ttl_s)
+
+    def rate_limiter(
+        self, *, rpm: int = 0, tpm: int = 0, window_s: float = 60.0
+    ) -> RedisRateLimiter:
+        """The reasoner's rate limiter (``RateLimiter``) on the shared client.
+
+        ``rpm`` requests and ``tpm`` tokens per ``window_s`` seconds (0: that limit is off); every
+        process built on the same prefix shares the window and the hold.
+        """
+        return RedisRateLimiter(
+            self._client, prefix=self.prefix, rpm=rpm, tpm=tpm, window_s=window_s
+        )
 
     def vote_ledger(self, voter: str, *, ttl_s: int = 7 * 24 * 3600) -> RedisVoteLedger:
         """``voter``'s vote ledger on the shared client."""
