@@ -67,6 +67,7 @@ from bench.common import (
     services,
 )
 from mesh.runtime import ContextVariable, HistoryArchiver, HistoryOptions, StepState, TurnRecord
+from mesh.runtime.variables import CHECKPOINT_FIELDS
 from mesh.security import DataCipher, generate_data_key
 from mesh.store import FileBlobStore, RedisStateStore, step_key
 
@@ -321,7 +322,8 @@ def naive_bytes(state: StepState) -> bytes:
     return json.dumps(dataclasses.asdict(state)).encode()
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+# A variable is stored without its name (its entry's key), as StepState.to_bytes does.
+_FIELDS: dict[type, tuple[str, ...]] = {ContextVariable: CHECKPOINT_FIELDS}
 
 
 def _dataclass_fields(obj: object) -> dict[str, object]:

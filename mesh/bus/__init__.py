@@ -4,6 +4,7 @@ from mesh.bus._dead_letters import (
     DeadLetterClaims,
     InMemoryDeadLetterClaims,
     RedisDeadLetterClaims,
+    claim_dead_letter,
     publish_dead_letter,
 )
 from mesh.bus._security import FileTokenProvider, KafkaSecurity
@@ -36,6 +37,7 @@ __all__ = [
     "DeadLetterClaims",
     "InMemoryDeadLetterClaims",
     "RedisDeadLetterClaims",
+    "claim_dead_letter",
     "publish_dead_letter",
     # Kafka
     "FileTokenProvider",

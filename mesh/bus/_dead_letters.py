@@ -21,6 +21,7 @@ __all__ = [
     "DeadLetterClaims",
     "InMemoryDeadLetterClaims",
     "RedisDeadLetterClaims",
+    "claim_dead_letter",
     "publish_dead_letter",
 ]
 
@@ -42,7 +43,7 @@ async def publish_dead_letter(
     reason and the record's place (the log line is the dead letter of last resort): a consumer
     must go on even when the dead-letter topic cannot be written.
     """
-    if claims is not None and not await _claimed(claims, letter):
+    if claims is not None and not await claim_dead_letter(claims, letter):
         log.debug(
             "%s[%d]@%d already dead-lettered by another consumer",
             letter.source_topic,
@@ -73,7 +74,8 @@ async def publish_dead_letter(
     return False
 
 
-async def _claimed(claims: DeadLetterClaims, letter: DeadLetter) -> bool:
+async def claim_dead_letter(claims: DeadLetterClaims, letter: DeadLetter) -> bool:
+    """True when this consumer should publish ``letter`` (first to claim it, or the claim failed); never raises."""
     # Claims grant when their store is away (a StoreError); anything else they raise is a bug,
     # and it must not stop the consumer either: dead-letter, as without claims.
     try:

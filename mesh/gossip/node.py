@@ -32,7 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.backoff import ExponentialBackoff
-from mesh.bus import Bus, Delivery, Subscription, SubscriptionOptions, TopicPartition
+from mesh.bus import (
+    Bus,
+    Delivery,
+    Subscription,
+    SubscriptionOptions,
+    TopicPartition,
+    claim_dead_letter,
+)
 from mesh.bus import EnvelopeRejected as BusEnvelopeRejected
 from mesh.errors import BusError, PermanentError, StoreUnavailable, UsageError
 from mesh.gossip._agent import GossipAgent, GossipOptions
@@ -388,7 +395,7 @@ class GossipNode:
         # One letter per record across every node and group that reads it (a claim keyed by the
         # record's place in the log); the others only count it.
         claims = getattr(self.bus, "dead_letters", None)
-        if claims is not None and not await claims.claim(delivery.topic, delivery.partition, delivery.offset):
+        if claims is not None and not await claim_dead_letter(claims, letter):
             self.stats["dead_letter_claimed_elsewhere"] += 1
             return
         self._publish(self.topics.dead_letter, self.sign(Envelope.of(letter, sender=self.agent_id)))

@@ -10,18 +10,17 @@ import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import httpx
 
-from mesh.bus import Bus, EnvelopeGuard, KafkaBus, RedisDeadLetterClaims
+from mesh.bus import Bus, EnvelopeGuard, KafkaBus
 from mesh.errors import ConfigError
 from mesh.gossip import ContextMapArchive, GossipNode
 from mesh.llm import (
     Reasoner,
     ReasonerSettings,
     ReasonerSummarizer,
-    RedisRateLimiter,
     RuleReasoner,
 )
 from mesh.peer import Peer
@@ -185,7 +184,7 @@ async def run_agent(
         min_insync_replicas=settings.topic_min_insync_replicas,
         signer=trust.sign,
         # One dead letter per bad record across every role's group and every agent.
-        dead_letters=RedisDeadLetterClaims(stores.client, prefix=f"{settings.topic_prefix}:"),
+        dead_letters=stores.dead_letter_claims(),
     )
     # While Redis is unreachable, checkpoints go to an fsync'd local journal and are replayed in
     # order when it returns (mesh/store/journal.py); the agent keeps working on what it owns.
@@ -212,9 +211,8 @@ async def run_agent(
     # One limiter for every agent of the mesh (MESH_LLM_RPM / _TPM / _RATE_WINDOW_S); it also
     # shares the provider's Retry-After with all of them.
     # A RedisCluster client has the same script API; the limiter's two keys share one hash tag.
-    limiter = RedisRateLimiter(
-        cast(Any, stores.client), prefix=settings.topic_prefix, rpm=reasoner_settings.rpm, tpm=reasoner_settings.tpm,
-        window_s=reasoner_settings.rate_window_s,
+    limiter = stores.rate_limiter(
+        rpm=reasoner_settings.rpm, tpm=reasoner_settings.tpm, window_s=reasoner_settings.rate_window_s
     )
     reasoner = make_reasoner(
         reasoner_settings, on_usage=lambda _model, text, usage: prompts.calibrate(text, usage.input_tokens),

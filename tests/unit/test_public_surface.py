@@ -34,6 +34,7 @@ PUBLIC: dict[str, list[str]] = {
         "Subscription",
         "SubscriptionOptions",
         "TopicPartition",
+        "claim_dead_letter",
         "publish_dead_letter",
         "record_fetched_at",
     ],
