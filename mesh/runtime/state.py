@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from mesh.security import DataCipher
 
 __all__ = ["LEDGER_LINES_PER_TURN", "HistoryDigest", "StepState", "StepStatus", "TurnRecord"]
+
+log = logging.getLogger(__name__)
 
 LEDGER_LINES_PER_TURN = 8
 """Eviction ledger lines kept per turn record (bounds the checkpoint; the scratchpad has them all)."""
@@ -32,6 +35,21 @@ def _fields(obj: Any) -> dict[str, Any]:
         except TypeError:
             raise TypeError(f"cannot checkpoint a {type(obj).__name__}: {obj!r:.80}") from None
     return {name: getattr(obj, name) for name in names}
+
+
+_UNKNOWN_SEEN: set[tuple[str, str]] = set()
+
+
+def _known(kind: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``kind`` in ``raw``: a checkpoint from a newer release (a rolling upgrade)
+    may carry fields this one does not know; they are dropped, and named once in the log."""
+    names = _FIELD_NAMES.get(kind) or tuple(f.name for f in fields(kind))
+    unknown = [key for key in raw if key not in names]
+    for key in unknown:
+        if (kind.__name__, key) not in _UNKNOWN_SEEN:
+            _UNKNOWN_SEEN.add((kind.__name__, key))
+            log.warning("checkpoint field %s.%s is unknown to this release: ignored", kind.__name__, key)
+    return {key: value for key, value in raw.items() if key in names} if unknown else raw
 
 
 StepStatus = Literal["running", "paused", "completed", "failed"]
@@ -202,10 +220,10 @@ class StepState:
     @classmethod
     def from_bytes(cls, data: bytes, cipher: DataCipher | None = None) -> StepState:
         """Deserialize what ``to_bytes`` produced, opening sealed secrets (``SealedValueError`` if they do not open)."""
-        raw = msgpack.unpackb(data, raw=False)
-        raw["history"] = [TurnRecord(**h) for h in raw.get("history", [])]
+        raw = _known(cls, msgpack.unpackb(data, raw=False))
+        raw["history"] = [TurnRecord(**_known(TurnRecord, h)) for h in raw.get("history", [])]
         if "archive" in raw:  # absent in checkpoints written before history was bounded
-            raw["archive"] = HistoryDigest(**raw["archive"])
+            raw["archive"] = HistoryDigest(**_known(HistoryDigest, raw["archive"]))
         raw["variables"] = {
             k: ContextVariable.from_checkpoint(k, v) for k, v in raw.get("variables", {}).items()
         }
