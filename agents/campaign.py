@@ -57,7 +57,6 @@ from mesh.dev import DevConfig, DevServices, free_port
 from mesh.dev.toxiproxy import Toxiproxy
 from mesh.errors import MeshError, UsageError
 from mesh.gossip import ContextMapArchive
-from mesh.peer.worker import GossipWorker, WorkerConfig
 from mesh.security import (
     DATA_KEY_ENV,
     DATA_KEY_FILE_ENV,
@@ -67,6 +66,7 @@ from mesh.security import (
     private_key_to_hex,
 )
 from mesh.store import RedisContextMapStore
+from mesh.testing import PeerProcess, PeerProcessConfig
 from protocols import Topics
 
 __all__ = ["ROLES", "SCENARIOS", "CampaignOptions", "Scenario", "run_campaign"]
@@ -655,16 +655,16 @@ async def _lying_validators(run: _Run) -> None:
     validators = tuple(p.agent_id for p in pairs[:4])
     liar = run.rng.choice(validators)
     truth = {"patients_checked": run.opts.patients, "planted_issues": 4}
-    workers: dict[str, GossipWorker] = {}
+    workers: dict[str, PeerProcess] = {}
     topics = Topics(f"{run.cluster.prefix}-votes")
     for p in pairs:
-        config = WorkerConfig(
+        config = PeerProcessConfig(
             agent_id=p.agent_id, private_key_hex=private_key_to_hex(p.private_key), keyring_json=keyring,
             bootstrap=run.cluster.kafka_bootstrap, topic_prefix=topics.prefix, redis_url=run.cluster.redis_url,
             key_prefix=f"{run.cluster.prefix}:quorum:", validators=validators, truth=truth, lie=p.agent_id == liar,
             session_timeout_ms=run.opts.session_timeout_ms * 2,
         )  # fmt: skip
-        workers[p.agent_id] = GossipWorker(config, stderr_path=run.dir / f"{p.agent_id}.log")
+        workers[p.agent_id] = PeerProcess(config, stderr_path=run.dir / f"{p.agent_id}.log")
     run.progress(f"  validators {', '.join(validators)} (n=4, f=1); {liar} lies")
     try:
         # Their own topics: the mesh's agents do not know these keys (and must not dead-letter them).

@@ -8,7 +8,7 @@ Run ``python -m bench.gossip`` (add ``--quick`` for a smoke run). Sections:
 3. compression of deltas: raw msgpack vs zlib (the codec's choice) vs zstandard.
 
 ``--kafka`` runs the multi-process benchmark instead: 16 agent processes (a ``GossipNode`` each,
-``python -m mesh.peer.worker``) over a private real Kafka with a toxiproxy-fronted listener;
+``python -m mesh.testing.peer_process``) over a private real Kafka with a toxiproxy-fronted listener;
 it measures the time until all 16 hold a new variable (p50/p99 over 20 variables) and the time
 to converge after 4 of the 16 are cut off and healed, and prints PASS/FAIL targets:
 
@@ -243,9 +243,9 @@ class _Seen:
 
 
 async def _collect(worker: object, seen: _Seen) -> None:
-    from mesh.peer.worker import GossipWorker
+    from mesh.testing import PeerProcess
 
-    assert isinstance(worker, GossipWorker)
+    assert isinstance(worker, PeerProcess)
     while True:
         event = await worker.events.get()
         seen.record(worker.config.agent_id, event["names"], event["t_ms"])
@@ -269,8 +269,8 @@ async def bench_kafka(args: argparse.Namespace, argv: Sequence[str] | None) -> i
     from mesh.bus import KafkaBus
     from mesh.dev import DevConfig, DevServices, free_port
     from mesh.dev.toxiproxy import Toxiproxy
-    from mesh.peer.worker import GossipWorker, WorkerConfig
     from mesh.security import private_key_to_hex
+    from mesh.testing import PeerProcess, PeerProcessConfig
     from protocols import Topics
 
     started = time.monotonic()
@@ -282,7 +282,7 @@ async def bench_kafka(args: argparse.Namespace, argv: Sequence[str] | None) -> i
     services = DevServices(DevConfig.isolated(tmp / "services", kafka_proxied_port=proxied_port,
                                               kafka_proxied_advertised_port=proxy_port))
     toxi = Toxiproxy(log_path=tmp / "toxiproxy.log")
-    workers: list[GossipWorker] = []
+    workers: list[PeerProcess] = []
     collectors: list[asyncio.Task[None]] = []
     try:
         await asyncio.to_thread(services.up, services=("kafka",))
@@ -295,7 +295,7 @@ async def bench_kafka(args: argparse.Namespace, argv: Sequence[str] | None) -> i
         keyring_json = json.dumps(Keyring({p.agent_id: p.public_key for p in pairs}).to_dict())
         minority = {p.agent_id for p in pairs[n - n_cut:]}
         for p in pairs:
-            workers.append(GossipWorker(WorkerConfig(
+            workers.append(PeerProcess(PeerProcessConfig(
                 agent_id=p.agent_id,
                 private_key_hex=private_key_to_hex(p.private_key),
                 keyring_json=keyring_json,

@@ -15,9 +15,9 @@ from mesh.chaos.cli import app as chaos_app
 from mesh.console.cli import console as console_command
 from mesh.dev.cli import app as dev_app
 from mesh.errors import MeshError
+from mesh.evals.cli import app as eval_app
 from mesh.ingress.cli import ingress as ingress_command
 from mesh.ingress.cli import schema_app
-from mesh.llm.eval_cli import app as eval_app
 from mesh.plugins import register_commands
 from mesh.runtime.cli import EXIT_INTERNAL, EXIT_USAGE, error_line, exit_code_of
 from mesh.runtime.cli import register as register_runtime

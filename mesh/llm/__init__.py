@@ -3,8 +3,9 @@
 ``AnthropicReasoner`` talks to the Messages API through the official SDK (tool use for
 decisions); ``RuleReasoner`` is deterministic and the default without an API key;
 ``make_reasoner`` chooses between them from the environment. Provider errors are translated
-into ``mesh.llm`` errors here and never leak further. ``mesh.llm.fake_anthropic`` is a local
-Messages API for tests and demos.
+into ``mesh.llm`` errors here and never leak further. The fake Messages API for tests and demos
+is tooling and lives in ``mesh.testing`` (``FakeAnthropicServer``); the evaluations that measure
+reasoners are in ``mesh.evals``.
 """
 
 from mesh.llm.backoff import ExponentialBackoff, RetryPolicy

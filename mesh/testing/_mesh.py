@@ -10,11 +10,11 @@ from typing import Any
 from mesh.bus import InMemoryBroker, InMemoryBus
 from mesh.errors import MeshError
 from mesh.llm import Reasoner
-from mesh.llm.fake_anthropic import FakeAnthropicServer
 from mesh.roles import Role, check_role
 from mesh.runtime import AgentWorker, MeshClient, RuntimeOptions, WorkerOptions, WorkflowView
 from mesh.runtime.agent import build_worker
 from mesh.store import InMemoryBlobStore, InMemoryStateStore
+from mesh.testing._anthropic import FakeAnthropicServer
 from protocols import Topics, WorkflowSpec, parse_workflow_spec
 
 __all__ = ["InMemoryMesh", "WorkflowTimeout", "reasoner_for"]

@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 from mesh.bus import KafkaBus, SubscriptionOptions
 from mesh.gossip import ContextMapArchive, GossipNodeOptions, GossipOptions
 from mesh.peer import Peer
-from mesh.peer.worker import GossipWorker, WorkerConfig
 from mesh.runtime.trust import LogTrust
 from mesh.security import EnvelopeSigner, KeyPair, Keyring, generate_keypair, private_key_to_hex
 from mesh.store import RedisContextMapStore
+from mesh.testing import PeerProcess, PeerProcessConfig
 from protocols import DeadLetter, Envelope, GossipDigest, Topics
 
 pytestmark = pytest.mark.integration
@@ -107,8 +107,8 @@ async def test_three_nodes_converge_and_forgeries_are_dead_lettered(kafka_bootst
             await bus.aclose()
 
 
-def _worker_config(pair: KeyPair, keyring: Keyring, bootstrap: str, topics: Topics, redis_url: str, key_prefix: str) -> WorkerConfig:
-    return WorkerConfig(
+def _worker_config(pair: KeyPair, keyring: Keyring, bootstrap: str, topics: Topics, redis_url: str, key_prefix: str) -> PeerProcessConfig:
+    return PeerProcessConfig(
         agent_id=pair.agent_id,
         private_key_hex=private_key_to_hex(pair.private_key),
         keyring_json=json.dumps(keyring.to_dict()),
@@ -133,7 +133,7 @@ async def test_sigkilled_node_restores_from_redis_and_catches_up_by_anti_entropy
         for p, bus in zip(pairs[:2], buses, strict=True)
     ]
     config = _worker_config(pairs[2], keyring, kafka_bootstrap, topics, redis_url, key_prefix)
-    worker = GossipWorker(config)
+    worker = PeerProcess(config)
     a = nodes[0]
     try:
         await asyncio.gather(*(n.start() for n in nodes), worker.start())
@@ -161,7 +161,7 @@ async def test_sigkilled_node_restores_from_redis_and_catches_up_by_anti_entropy
             await a.set_variable(WF, f"while-dead-{i}", i)
         await nodes[1].set_variable(WF, "from-b-while-dead", "b")
 
-        restarted = GossipWorker(config)
+        restarted = PeerProcess(config)
         ready = await restarted.start()
         worker = restarted
         # Restored from Redis before any peer spoke: exactly what c held when it died.

@@ -217,7 +217,7 @@ def _strings(value: Any) -> Iterator[str]:
 
 def test_demo_trace_read_back_from_jaeger(tmp_path: Path, jaeger: Jaeger, kafka_bootstrap: str, redis_url: str) -> None:
     metrics = MetricsReceiver()
-    fake = subprocess.Popen([sys.executable, "-m", "mesh.llm.fake_anthropic", "--port", str(free_port())],
+    fake = subprocess.Popen([sys.executable, "-m", "mesh.testing.fake_anthropic", "--port", str(free_port())],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         line = fake.stdout.readline() if fake.stdout else ""

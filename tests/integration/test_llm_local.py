@@ -292,7 +292,7 @@ def test_the_fake_llama_flavor_answers_like_the_real_server(local_llm: LocalLlm)
     """The fast tests' llama-server flavor, compared with the real server on the same requests."""
     import httpx
 
-    from mesh.llm.fake_anthropic import FakeAnthropicServer, FakeReply
+    from mesh.testing import FakeAnthropicServer, FakeReply
 
     body = {
         "model": "asked-for-another-model",

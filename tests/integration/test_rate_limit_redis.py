@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mesh.llm.fake_anthropic import FakeAnthropicServer, FakeReply
+from mesh.testing import FakeAnthropicServer, FakeReply
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -98,3 +98,116 @@ def test_agents_register_the_demo_and_the_campaign_commands() -> None:
         chaos_app.registered_commands[:] = [
             c for c in chaos_app.registered_commands if c.name in before
         ]
+
+
+# -- tooling: mesh.testing and mesh.evals sit above the runtime ------------------------------------
+
+TOOLING = ("mesh.testing", "mesh.evals")
+"""Packages of test and evaluation tooling: no product module imports them."""
+NOT_PRODUCT = ("mesh.testing", "mesh.evals", "mesh.dev", "mesh.chaos", "mesh.cli")
+"""Modules that are tooling or the command line (the ``mesh`` command wires ``mesh eval`` up)."""
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path: Path, module: str) -> list[tuple[int, str]]:
+    """Every module ``path`` (the module ``module``) imports, at any depth: lazy and
+    ``TYPE_CHECKING`` imports, relative imports resolved, ``from mesh import testing`` as
+    ``mesh.testing``, and ``importlib.import_module("mesh.testing...")`` with a literal name."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base]) if base else ".".join(anchor)
+            found.append((node.lineno, base))
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+        elif (
+            isinstance(node, ast.Call)
+            and (getattr(node.func, "attr", None) or getattr(node.func, "id", None))
+            in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def _tooling_imports(path: Path) -> list[str]:
+    module = _module_name(path)
+    return sorted(
+        {
+            f"{path.relative_to(ROOT)}:{line} imports {name}"
+            for line, name in _imported_modules(path, module)
+            if any(_within(name, tool) for tool in TOOLING)
+        }
+    )
+
+
+def _product_modules() -> list[Path]:
+    return [
+        path
+        for path in sorted((ROOT / "mesh").rglob("*.py"))
+        if not any(_within(_module_name(path), other) for other in NOT_PRODUCT)
+    ]
+
+
+def test_product_modules_never_import_the_tooling() -> None:
+    offences = [ref for path in _product_modules() for ref in _tooling_imports(path)]
+    assert offences == [], "product modules importing mesh.testing or mesh.evals:\n" + "\n".join(
+        offences
+    )
+
+
+def test_the_product_is_what_remains_without_the_tooling() -> None:
+    # The walk covers the runtime (not an empty list) and skips exactly the tooling and the CLI.
+    names = {_module_name(path) for path in _product_modules()}
+    assert {"mesh.llm", "mesh.runtime.agent", "mesh.peer", "mesh.store"} <= names
+    assert not any(_within(n, skipped) for n in names for skipped in NOT_PRODUCT)
+    assert (ROOT / "mesh" / "testing" / "__init__.py").exists()
+    assert (ROOT / "mesh" / "evals" / "__init__.py").exists()
+
+
+def test_the_tooling_walk_finds_each_kind_of_import() -> None:
+    # The check can fail: a probe inside a product package, importing the tooling every way.
+    probe = ROOT / "mesh" / "llm" / "_tooling_probe.py"
+    try:
+        probe.write_text(
+            "from typing import TYPE_CHECKING\n"
+            "import mesh.testing\n"
+            "from mesh.evals import run_retry_eval\n"
+            "from mesh import testing\n"
+            "if TYPE_CHECKING:\n    from mesh.testing._anthropic import FakeReply\n"
+            "def f():\n    from ..evals import cli\n    import importlib\n"
+            "    return importlib.import_module('mesh.testing.peer_process')\n"
+            "from mesh.testingx import nothing\n"  # a mere prefix is not the package
+        )
+        refs = _tooling_imports(probe)
+        assert probe in _product_modules()
+    finally:
+        probe.unlink()
+    assert [r.split(":", 1)[1] for r in refs] == sorted(
+        [
+            "2 imports mesh.testing",
+            "3 imports mesh.evals",
+            "3 imports mesh.evals.run_retry_eval",
+            "4 imports mesh.testing",
+            "6 imports mesh.testing._anthropic",
+            "6 imports mesh.testing._anthropic.FakeReply",
+            "8 imports mesh.evals",
+            "8 imports mesh.evals.cli",
+            "10 imports mesh.testing.peer_process",
+        ]
+    )

@@ -9,7 +9,7 @@ import pytest
 from llm_helpers import FAST_BACKOFF, TEST_KEY
 
 from mesh.llm import AnthropicReasoner, RetryPolicy
-from mesh.llm.fake_anthropic import FakeAnthropicServer
+from mesh.testing import FakeAnthropicServer
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from mesh.llm import (
     RetryPolicy,
     Usage,
 )
-from mesh.llm.fake_anthropic import FakeAnthropicServer, FakeReply
+from mesh.testing import FakeAnthropicServer, FakeReply
 
 
 async def test_valid_decision_is_the_first_tool_use(fake, make_reasoner) -> None:

@@ -10,7 +10,7 @@ import pytest
 from llm_helpers import FETCH, TEST_KEY, decision_request
 
 from mesh.llm import AnthropicReasoner, RetryPolicy
-from mesh.llm.fake_anthropic import (
+from mesh.testing import (
     FakeAnthropicServer,
     FakeReply,
     NeedleResponder,
@@ -129,7 +129,7 @@ def test_needle_responder_is_u_shaped_and_deterministic() -> None:
 
 async def test_process_mode_serves_the_sdk() -> None:
     proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "mesh.llm.fake_anthropic", "--port", "0", "--api-key", TEST_KEY],
+        *[sys.executable, "-m", "mesh.testing.fake_anthropic", "--port", "0", "--api-key", TEST_KEY],
         stdout=asyncio.subprocess.PIPE,
     )
     try:

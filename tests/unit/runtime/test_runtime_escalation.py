@@ -19,7 +19,6 @@ from mesh.llm import (
     RetryPolicy,
     RuleReasoner,
 )
-from mesh.llm.fake_anthropic import FakeAnthropicServer, FakeReply
 from mesh.runtime import (
     Action,
     ActionContext,
@@ -30,6 +29,7 @@ from mesh.runtime import (
     StepRunner,
 )
 from mesh.store import InMemoryStateStore
+from mesh.testing import FakeAnthropicServer, FakeReply
 from protocols import (
     Envelope,
     EscalationDecided,

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from mesh.llm import ActionSpec, AnthropicReasoner, ExponentialBackoff, RetryPolicy
-from mesh.llm.fake_anthropic import FakeAnthropicServer, FakeReply
 from mesh.runtime import (
     Action,
     ActionContext,
@@ -23,6 +22,7 @@ from mesh.runtime import (
     StepRunner,
 )
 from mesh.store import InMemoryStateStore
+from mesh.testing import FakeAnthropicServer, FakeReply
 from protocols import Envelope, EscalationDecided, StepEscalated, StepProgress, WorkflowSpec
 
 TOKEN = "tok-real-1234567890"

@@ -19,14 +19,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mesh.llm._stats import wilson_interval
+from mesh.evals._stats import wilson_interval
 from mesh.llm.anthropic_reasoner import AnthropicReasoner
 from mesh.llm.backoff import ExponentialBackoff, RetryPolicy
 from mesh.llm.decision import ActionSpec, ReasonerRequest
 from mesh.llm.errors import ReasonerError
-from mesh.llm.fake_anthropic import FakeAnthropicServer, FakeReply, first_tool_responder
+from mesh.testing import FakeAnthropicServer, FakeReply, first_tool_responder
 
-__all__ = ["RetryEvalResult", "run_retry_eval", "wilson_interval"]
+__all__ = ["RetryEvalResult", "run_retry_eval"]
 
 _FAKE_KEY = "fake-key-for-local-server"
 

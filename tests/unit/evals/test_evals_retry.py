@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh.llm.retry_eval import run_retry_eval, wilson_interval
+from mesh.evals import run_retry_eval, wilson_interval
 
 
 @given(counts=st.integers(1, 10_000).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
@@ -24,7 +24,9 @@ def test_wilson_interval_narrows_with_trials() -> None:
 async def test_retries_turn_p_into_p_to_the_k() -> None:
     # p = 0.3 over 5 steps: (0.7)^5 = 16.8% without retry, (1 - 0.027)^5 = 87.2% with k = 3.
     once, thrice = await run_retry_eval(p=0.3, steps=5, attempts=(1, 3), trials=60, seed=1)
-    assert once.predicted == pytest.approx(0.7**5) and thrice.predicted == pytest.approx((1 - 0.3**3) ** 5)
+    assert once.predicted == pytest.approx(0.7**5) and thrice.predicted == pytest.approx(
+        (1 - 0.3**3) ** 5
+    )
     for result in (once, thrice):
         low, high = result.interval
         assert low - 0.1 <= result.predicted <= high + 0.1, result

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from mesh.evals import OffloadEvalOptions, run_offload_eval
 from mesh.llm import AnthropicReasoner, RetryPolicy
-from mesh.llm.fake_anthropic import FakeAnthropicServer, FakeReply
-from mesh.llm.offload_eval import OffloadEvalOptions, run_offload_eval
+from mesh.testing import FakeAnthropicServer, FakeReply
 
 
 class SloppyCopier:

@@ -16,13 +16,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mesh.evals._position import PositionEvalOptions, PositionEvalReport, run_position_eval
 from mesh.llm.backoff import RetryPolicy
 from mesh.llm.errors import ReasonerError
-from mesh.llm.fake_anthropic import FakeAnthropicServer, NeedleResponder
-from mesh.llm.position_eval import PositionEvalOptions, PositionEvalReport, run_position_eval
 from mesh.llm.reasoner import Reasoner
 from mesh.llm.rule_reasoner import RuleReasoner
 from mesh.llm.settings import ReasonerSettings
+from mesh.testing import FakeAnthropicServer, NeedleResponder
 
 __all__ = ["app"]
 
@@ -182,7 +182,7 @@ def retry(
     seed: Annotated[int, typer.Option(help="seed of the failures")] = 0,
 ) -> None:
     """The p^k claim: N-step workflows through the real retry layer vs (1-p^k)^N."""
-    from mesh.llm.retry_eval import run_retry_eval
+    from mesh.evals._retry import run_retry_eval
 
     try:
         ks = tuple(int(part) for part in attempts.split(",") if part.strip())
@@ -234,7 +234,7 @@ def offload(
     ] = None,
 ) -> None:
     """Cognitive offloading: one task with parameter injection + validation on, then off."""
-    from mesh.llm.offload_eval import OffloadEvalOptions, run_offload_eval
+    from mesh.evals._offload import OffloadEvalOptions, run_offload_eval
 
     options = OffloadEvalOptions(trials=trials, items=items, seed=seed)
     console = Console()

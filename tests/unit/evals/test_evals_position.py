@@ -10,8 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mesh.cli import app
-from mesh.llm import RuleReasoner
-from mesh.llm.position_eval import (
+from mesh.evals import (
     PositionEvalOptions,
     build_history,
     make_needle,
@@ -19,6 +18,7 @@ from mesh.llm.position_eval import (
     run_position_eval,
     stack_prompt,
 )
+from mesh.llm import RuleReasoner
 
 
 def test_cli_fake_curve_dips_in_the_middle_for_naive_only(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """A ``Peer`` in its own OS process, driven over stdin/stdout (tests, chaos runs, benchmarks).
 
-The child (``python -m mesh.peer.worker``) runs one peer on a real ``KafkaBus`` with its maps in
+The child (``python -m mesh.testing.peer_process``) runs one peer on a real ``KafkaBus`` with its maps in
 Redis and reads one JSON command per line on stdin; it answers with one JSON event per line on
 stdout. Its signing key and the keyring come in environment variables, never on the command
-line (``ps`` shows arguments). ``GossipWorker`` is the parent's side.
+line (``ps`` shows arguments). ``PeerProcess`` is the parent's side, ``PeerProcessConfig`` its
+settings (both exported by ``mesh.testing``).
 
 Commands: ``{"op": "set", "wf", "name", "value"}``, ``{"op": "propose", "wf", "name", "value"}``,
 ``{"op": "dump", "wf"}``, ``{"op": "stats"}``, ``{"op": "exit"}``. Events: ``ready`` (with
@@ -28,15 +29,15 @@ from typing import Any, cast
 
 from mesh.errors import UsageError
 
-__all__ = ["KEY_ENV", "GossipWorker", "WorkerConfig", "main"]
+__all__ = ["KEY_ENV", "PeerProcess", "PeerProcessConfig", "main"]
 
 KEY_ENV = "MESH_WORKER_PRIVATE_KEY"
-"""Environment variable carrying the worker's Ed25519 private key as hex."""
+"""Environment variable carrying the child's Ed25519 private key as hex."""
 
 
 @dataclass(frozen=True)
-class WorkerConfig:
-    """How to start one worker process."""
+class PeerProcessConfig:
+    """How to start one peer process."""
 
     agent_id: str
     """The node's agent id (must be in the keyring)."""
@@ -69,16 +70,25 @@ class WorkerConfig:
     """A Byzantine validator: it votes the opposite of what ``truth`` says (fault campaigns)."""
 
 
-def _child_argv(config: WorkerConfig) -> list[str]:
+def _child_argv(config: PeerProcessConfig) -> list[str]:
     argv = [
-        sys.executable, "-m", "mesh.peer.worker",
-        "--agent-id", config.agent_id,
-        "--bootstrap", config.bootstrap,
-        "--topic-prefix", config.topic_prefix,
-        "--key-prefix", config.key_prefix,
-        "--anti-entropy-ms", str(config.anti_entropy_period_ms),
-        "--session-timeout-ms", str(config.session_timeout_ms),
-        "--request-timeout-ms", str(config.request_timeout_ms),
+        sys.executable,
+        "-m",
+        "mesh.testing.peer_process",
+        "--agent-id",
+        config.agent_id,
+        "--bootstrap",
+        config.bootstrap,
+        "--topic-prefix",
+        config.topic_prefix,
+        "--key-prefix",
+        config.key_prefix,
+        "--anti-entropy-ms",
+        str(config.anti_entropy_period_ms),
+        "--session-timeout-ms",
+        str(config.session_timeout_ms),
+        "--request-timeout-ms",
+        str(config.request_timeout_ms),
     ]
     if config.redis_url:
         argv += ["--redis-url", config.redis_url]
@@ -93,13 +103,17 @@ def _child_argv(config: WorkerConfig) -> list[str]:
     return argv
 
 
-class GossipWorker:
-    """The parent's handle on one worker process: start, send commands, read events, kill."""
+class PeerProcess:
+    """The parent's handle on one peer process: start, send commands, read events, kill."""
 
     def __init__(
-        self, config: WorkerConfig, *, env: Mapping[str, str] | None = None, stderr_path: Path | None = None
+        self,
+        config: PeerProcessConfig,
+        *,
+        env: Mapping[str, str] | None = None,
+        stderr_path: Path | None = None,
     ) -> None:
-        """Prepare (not start) a worker with ``config``; its stderr (logs) goes to ``stderr_path`` if given."""
+        """Prepare (not start) a peer process with ``config``; its stderr (logs) goes to ``stderr_path`` if given."""
         self.config = config
         self.stderr_path = stderr_path
         self._env = dict(env if env is not None else os.environ)
@@ -137,7 +151,7 @@ class GossipWorker:
     async def request(self, op: str, *, timeout_s: float = 30.0, **fields: Any) -> dict[str, Any]:
         """Send one command and return its reply."""
         if self.proc is None or self.proc.stdin is None:
-            raise UsageError("worker is not started")
+            raise UsageError("peer process is not started")
         async with self._lock:
             self.proc.stdin.write((json.dumps({"op": op, **fields}) + "\n").encode())
             await self.proc.stdin.drain()
@@ -170,11 +184,17 @@ class GossipWorker:
         try:
             event = await asyncio.wait_for(self._replies.get(), timeout_s)
         except TimeoutError:
-            raise TimeoutError(f"worker {self.config.agent_id}: no {expect!r} reply within {timeout_s} s") from None
+            raise TimeoutError(
+                f"peer process {self.config.agent_id}: no {expect!r} reply within {timeout_s} s"
+            ) from None
         if event.get("op") == "died":
-            raise RuntimeError(f"worker {self.config.agent_id} exited (code {self.proc.returncode if self.proc else None})")
+            raise RuntimeError(
+                f"peer process {self.config.agent_id} exited (code {self.proc.returncode if self.proc else None})"
+            )
         if event.get("op") != expect:
-            raise RuntimeError(f"worker {self.config.agent_id}: expected {expect!r}, got {event}")
+            raise RuntimeError(
+                f"peer process {self.config.agent_id}: expected {expect!r}, got {event}"
+            )
         return event
 
     async def _read(self) -> None:
@@ -274,7 +294,14 @@ async def _child(args: argparse.Namespace) -> None:
                 break
             if op == "set":
                 entry = await node.set_variable(cmd["wf"], cmd["name"], cmd["value"])
-                _emit({"op": "set", "name": cmd["name"], "t_ms": time.time() * 1000, "hlc": list(entry.hlc)})
+                _emit(
+                    {
+                        "op": "set",
+                        "name": cmd["name"],
+                        "t_ms": time.time() * 1000,
+                        "hlc": list(entry.hlc),
+                    }
+                )
             elif op == "propose":
                 proposal = await node.propose(cmd["wf"], cmd["name"], cmd["value"])
                 _emit({"op": "propose", "id": proposal.id})
@@ -285,7 +312,14 @@ async def _child(args: argparse.Namespace) -> None:
                 cmap = node.get(cmd["wf"])
                 values = {name: cmap.value(name) for name, _ in cmap.items()}
                 statuses = {name: getattr(e, "status", "") for name, e in cmap.items()}
-                _emit({"op": "dump", "values": values, "statuses": statuses, "digest": [b.hex() for b in cmap.digest(16)]})
+                _emit(
+                    {
+                        "op": "dump",
+                        "values": values,
+                        "statuses": statuses,
+                        "digest": [b.hex() for b in cmap.digest(16)],
+                    }
+                )
             elif op == "stats":
                 _emit({"op": "stats", **node.summary()})
             else:
@@ -298,8 +332,10 @@ async def _child(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run one worker until stdin closes or ``exit`` arrives."""
-    parser = argparse.ArgumentParser(prog="python -m mesh.peer.worker", description=__doc__)
+    """Run one peer until stdin closes or ``exit`` arrives (the child's side)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mesh.testing.peer_process", description=__doc__
+    )
     parser.add_argument("--agent-id", required=True)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic-prefix", required=True)
@@ -310,11 +346,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--watch", action="store_true")
     parser.add_argument("--session-timeout-ms", type=int, default=30_000)
     parser.add_argument("--request-timeout-ms", type=int, default=30_000)
-    parser.add_argument("--truth", default="", help="JSON ground truth validators check variables against")
-    parser.add_argument("--lie", action="store_true", help="vote against the truth (a Byzantine validator)")
+    parser.add_argument(
+        "--truth", default="", help="JSON ground truth validators check variables against"
+    )
+    parser.add_argument(
+        "--lie", action="store_true", help="vote against the truth (a Byzantine validator)"
+    )
     args = parser.parse_args(argv)
     asyncio.run(_child(args))
-
-
-if __name__ == "__main__":
-    main()

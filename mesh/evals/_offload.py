@@ -21,8 +21,8 @@ item was filed with its patient, no wrong record was written, within ``items + 2
 
 Counted per decision (one reasoner call): no tool call, schema-invalid parameters, and
 hallucinated parameters (a value other than the true one, or an unknown parameter), on what the
-model wrote; and per API call, parameters that reached the API wrong. Runtime modules are imported
-lazily: ``mesh.runtime`` depends on ``mesh.llm``, not the other way round.
+model wrote; and per API call, parameters that reached the API wrong. ``mesh.evals`` is tooling
+above the runtime, so it imports ``mesh.runtime`` directly (no product module imports it).
 """
 
 from __future__ import annotations
@@ -32,10 +32,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mesh.llm._stats import wilson_interval
+from mesh.evals._stats import wilson_interval
 from mesh.llm.decision import ActionSpec, ReasonerRequest
 from mesh.llm.errors import DecisionFormatError
 from mesh.llm.reasoner import Reasoner
+from mesh.runtime.injection import inject_params
+from mesh.runtime.state import StepState
+from mesh.runtime.validation import InvalidDecision, check_params, schema_errors
+from mesh.runtime.variables import ContextVariable
 
 __all__ = [
     "MODES",
@@ -228,14 +232,9 @@ async def _run_task(
     opts: OffloadEvalOptions,
     out: OffloadModeResult,
 ) -> bool:
-    from mesh.runtime.injection import inject_params
-    from mesh.runtime.state import StepState
-    from mesh.runtime.validation import InvalidDecision, check_params, schema_errors
-    from mesh.runtime.variables import ContextVariable
-
     state = StepState(workflow_id=task.workflow_id, step_id="file", role="filer")
-    state.variables["api_token"] = ContextVariable("api_token",
-        task.token, secret=True, priority=0, origin="identity"
+    state.variables["api_token"] = ContextVariable(
+        "api_token", task.token, secret=True, priority=0, origin="identity"
     )
     names = [FILE_RECORD.name]
     filed: list[int] = []

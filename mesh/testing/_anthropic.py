@@ -15,7 +15,7 @@ headers are not), so tests can check temperature, tools and system prompt::
 
 As a process (for demos and workflow tests that run agents as separate processes)::
 
-    python -m mesh.llm.fake_anthropic --port 8765 [--mode first-tool|needle] [--seed 0]
+    python -m mesh.testing.fake_anthropic --port 8765 [--mode first-tool|needle] [--seed 0]
 
 prints ``fake-anthropic listening on http://127.0.0.1:8765`` and serves until SIGINT/SIGTERM.
 
@@ -54,7 +54,6 @@ import random
 import re
 import signal
 import string
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -611,7 +610,7 @@ class FakeAnthropicServer:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the fake server as a process until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m mesh.llm.fake_anthropic", description=__doc__.split("\n\n")[0]
+        prog="python -m mesh.testing.fake_anthropic", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
@@ -648,7 +647,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fake-anthropic listening on {srv.base_url} (mode {args.mode})", flush=True)
         done.wait()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from mesh.llm._stats import wilson_interval
+from mesh.evals._stats import wilson_interval
 from mesh.llm.reasoner import Reasoner
 
 __all__ = [
