@@ -20,7 +20,7 @@ from agents.processes import AgentProcesses
 from agents.specs import RECONCILIATION
 from mesh.bus import KafkaBus, SubscriptionOptions
 from mesh.runtime import MeshClient, WorkflowView
-from mesh.runtime.trust import LogTrust
+from mesh.runtime.trust import AgentTrust
 from mesh.settings import MeshSettings
 from mesh.store import RedisKeyringStore, RedisStateStore
 from mesh.store.redis import RedisConnection
@@ -95,7 +95,7 @@ class Cluster:
         self.partition_of: dict[str, int] = {}
         self.bus = KafkaBus(kafka_bootstrap, topics=self.topics, client_id=client_id, partitions=6,
                             signer=lambda env: self.trust.sign(env))  # fmt: skip
-        self.trust: LogTrust
+        self.trust: AgentTrust
         self.tmp = tmp
         self.store = RedisStateStore.connect(self.redis, key_prefix=f"{self.prefix}:")
         self._reader: asyncio.Task[None] | None = None
@@ -113,7 +113,7 @@ class Cluster:
 
         ``env`` maps an agent id to environment overrides for that agent alone.
         """
-        self.trust = await LogTrust.connect(
+        self.trust = await AgentTrust.connect(
             self.client_id, RedisKeyringStore.connect(self.redis, prefix=f"{self.prefix}:"), state_dir=self.tmp / "state"
         )
         await self.bus.start()

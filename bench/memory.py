@@ -39,7 +39,7 @@ from mesh.gossip import ContextMapArchive, GossipNode, GossipNodeOptions, Gossip
 from mesh.peer import Peer
 from mesh.runtime import AgentWorker, MeshClient, RuntimeOptions, WorkerOptions
 from mesh.runtime.agent import build_worker
-from mesh.runtime.trust import LogTrust
+from mesh.runtime.trust import AgentTrust
 from mesh.security import Keyring, generate_keypair
 from mesh.store import RedisContextMapStore, RedisRunIndex, RedisStateStore
 from protocols import Topics, WorkflowCompleted
@@ -82,7 +82,7 @@ async def run(n: int, *, retire: bool, kafka: str, redis_url: str, settle_s: flo
                 store = RedisStateStore.from_url(redis_url, key_prefix=f"{prefix}:")
                 index = RedisRunIndex.from_url(redis_url, key_prefix=f"{prefix}:")
                 closers += [store.aclose, index.aclose]
-                peer = Peer(LogTrust(pairs[role], keyring=keyring), bus, topics=topics,
+                peer = Peer(AgentTrust(pairs[role], keyring=keyring), bus, topics=topics,
                             store=ContextMapArchive(RedisContextMapStore(raw, prefix=f"{prefix}:")),
                             gossip_options=GossipOptions(anti_entropy_period_ms=500),
                             node_options=GossipNodeOptions(start_timeout_s=60))

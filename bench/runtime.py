@@ -64,7 +64,7 @@ from mesh.runtime import (
     StepRunner,
     WorkerOptions,
 )
-from mesh.runtime.trust import LogTrust
+from mesh.runtime.trust import AgentTrust
 from mesh.store import (
     Checkpoint,
     InMemoryStateStore,
@@ -303,7 +303,7 @@ async def _failover_once(
     topics = Topics(prefix=prefix)
     agents = AgentProcesses(run_dir, _agent_env(svc, prefix, run_dir / "state"), turn_delay_s=turn_delay_s,
                             session_timeout_ms=session_ms, heartbeat_interval_ms=heartbeat_ms)
-    trust = await LogTrust.connect("bench", RedisKeyringStore.connect(RedisConnection(url=svc.redis_url), prefix=f"{prefix}:"), state_dir=run_dir / "state")
+    trust = await AgentTrust.connect("bench", RedisKeyringStore.connect(RedisConnection(url=svc.redis_url), prefix=f"{prefix}:"), state_dir=run_dir / "state")
     bus = KafkaBus(svc.kafka_bootstrap, topics=topics, client_id="bench-failover", partitions=6, signer=trust.sign)
     owner = killed = resumed_by = ""
     kill_ms: float | None = None
@@ -424,7 +424,7 @@ async def _throughput(svc: Services, workflows: int, per_role: int) -> tuple[lis
         ehr = start_mock_ehr_process(tmp / "audit.jsonl", config=EhrConfig(patients=2))
         agents = AgentProcesses(tmp, _agent_env(svc, prefix, tmp / "state"), turn_delay_s=0.0,
                                 session_timeout_ms=OURS_SESSION_TIMEOUT_MS, heartbeat_interval_ms=OURS_HEARTBEAT_MS)
-        trust = await LogTrust.connect("bench", RedisKeyringStore.connect(RedisConnection(url=svc.redis_url), prefix=f"{prefix}:"), state_dir=tmp / "state")
+        trust = await AgentTrust.connect("bench", RedisKeyringStore.connect(RedisConnection(url=svc.redis_url), prefix=f"{prefix}:"), state_dir=tmp / "state")
         bus = KafkaBus(svc.kafka_bootstrap, topics=topics, client_id="bench-wfps", partitions=6, signer=trust.sign)
         submitted: dict[str, int] = {}
         completed: dict[str, int] = {}

@@ -53,7 +53,7 @@ from bench.common import (
 from mesh.bus import KafkaBus, SubscriptionOptions
 from mesh.dev import DevConfig, DevServices
 from mesh.runtime import MeshClient, WorkerOptions
-from mesh.runtime.trust import LogTrust
+from mesh.runtime.trust import AgentTrust
 from mesh.store import RedisConnection, RedisKeyringStore
 from protocols import Topics, WorkflowCompleted, WorkflowSubmitted
 
@@ -242,7 +242,7 @@ async def _run_cell(
             turn_delay_s=0.0,
             session_timeout_ms=WorkerOptions().session_timeout_ms,
         )
-        trust = await LogTrust.connect(
+        trust = await AgentTrust.connect(
             "bench", RedisKeyringStore.connect(RedisConnection(url=redis_url), prefix=f"{prefix}:"), state_dir=tmp / "state"
         )
         bus = KafkaBus(

@@ -15,7 +15,7 @@ from protocols import DeadLetter, Envelope, EnvelopeCodec, EnvelopeDecodeError
 __all__ = ["RawRecord", "Signer", "decode_record", "encode_for_publish", "trace_headers"]
 
 Signer = Callable[[Envelope], Envelope]
-"""Signs an envelope before it is encoded (``mesh.runtime.trust.LogTrust.sign``)."""
+"""Signs an envelope before it is encoded (``mesh.runtime.trust.AgentTrust.sign``)."""
 
 log = logging.getLogger("mesh.bus")
 

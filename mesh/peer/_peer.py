@@ -1,7 +1,7 @@
 """The peer: one agent's gossip, votes and trust, composed over one bus subscription.
 
 ``mesh.gossip`` (dissemination) and ``mesh.quorum`` (voting) are siblings that never import each
-other; the agent's trust object (``mesh.runtime.trust.LogTrust``) is the one place that builds
+other; the agent's trust object (``mesh.runtime.trust.AgentTrust``) is the one place that builds
 signers and verifiers and refreshes the keyring. A ``Peer`` wires the three together, and is
 what an agent process builds:
 
@@ -69,7 +69,7 @@ def default_checkers() -> CheckerRegistry:
 
 
 class PeerTrust(Protocol):
-    """What a peer needs of the agent's trust object (``mesh.runtime.trust.LogTrust`` is one).
+    """What a peer needs of the agent's trust object (``mesh.runtime.trust.AgentTrust`` is one).
 
     The trust object owns the keyring and its refresh policy, and is the only builder of signers
     and verifiers; the peer only asks for them.

@@ -30,7 +30,7 @@ from mesh.runtime.observers import TurnObserver
 from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.prompt import StackPromptBuilder
 from mesh.runtime.step_runner import StepRunner
-from mesh.runtime.trust import LogTrust
+from mesh.runtime.trust import AgentTrust
 from mesh.runtime.worker import AgentWorker, WorkerOptions
 from mesh.settings import MeshSettings
 from mesh.store import (
@@ -170,7 +170,7 @@ async def run_agent(
     # Every Redis store of this process (MESH_REDIS_*): keyring, gossip maps, checkpoints, run index.
     stores = RedisStores(RedisConnection.from_settings(settings), prefix=f"{settings.topic_prefix}:")
     try:
-        trust = await LogTrust.connect(agent_id, stores.keyring, state_dir=settings.state_dir)
+        trust = await AgentTrust.connect(agent_id, stores.keyring, state_dir=settings.state_dir)
     except BaseException:
         await stores.aclose()
         raise

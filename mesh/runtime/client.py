@@ -82,7 +82,7 @@ class MeshClient:
         and work without Redis: they read the run index when Redis answers, else the log.
         """
         from mesh.bus import KafkaBus
-        from mesh.runtime.trust import LogTrust
+        from mesh.runtime.trust import AgentTrust
         from mesh.store import RedisConnection, RedisStores
 
         settings = settings or MeshSettings()
@@ -92,7 +92,7 @@ class MeshClient:
         trust = None
         if not read_only:
             try:
-                trust = await LogTrust.connect(client_id, stores.keyring, state_dir=settings.state_dir)
+                trust = await AgentTrust.connect(client_id, stores.keyring, state_dir=settings.state_dir)
             except BaseException:
                 await stores.aclose()
                 raise

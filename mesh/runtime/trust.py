@@ -16,7 +16,7 @@ certificate. The certificate comes from ``MESH_AGENT_CERT_FILE`` or ``<state_dir
 key. Without any operator key, keys are pinned on first use and replaced only by a rotation
 statement signed with the pinned key.
 
-``LogTrust`` is the agent's one trust object: the only place (with ``mesh.security`` itself) that
+``AgentTrust`` is the agent's one trust object: the only place (with ``mesh.security`` itself) that
 builds signers and verifiers, and the one keyring refresh policy (publish this agent's key once;
 reload peers' keys every ``refresh_period_s`` while a peer runs, and on demand when a log envelope
 comes from an unknown sender or fails to verify, at most every ``reload_interval_s``). The
@@ -62,7 +62,7 @@ from mesh.security import (
 from mesh.store import KeyringStore
 from protocols import Envelope
 
-__all__ = ["AGENT_CERT_FILE_ENV", "AGENT_KEY_FILE_ENV", "LogTrust", "load_or_create_keys", "load_or_issue_certificate"]
+__all__ = ["AGENT_CERT_FILE_ENV", "AGENT_KEY_FILE_ENV", "AgentTrust", "load_or_create_keys", "load_or_issue_certificate"]
 
 AGENT_KEY_FILE_ENV = "MESH_AGENT_KEY_FILE"
 """The agent's private key file (hex), e.g. mounted from a Kubernetes Secret; else the state dir."""
@@ -137,7 +137,7 @@ def load_or_issue_certificate(keys: KeyPair, key_dir: Path, policy: TrustPolicy,
     return None
 
 
-class LogTrust:
+class AgentTrust:
     """This agent's trust: its signer, the verifiers of what it reads, and the keyring refresh policy.
 
     One object per agent process, shared by the workflow log (``sign`` on publish, the object
@@ -199,7 +199,7 @@ class LogTrust:
         return BallotSigner(self.keys.agent_id, self.keys.private_key)
 
     @classmethod
-    async def connect(cls, agent_id: str, keyring: KeyringStore, *, state_dir: Path) -> LogTrust:
+    async def connect(cls, agent_id: str, keyring: KeyringStore, *, state_dir: Path) -> AgentTrust:
         """Load or create this agent's keys, publish the public key in ``keyring``, load everyone else's."""
         policy = TrustPolicy.from_env(state_dir=state_dir)
         keys = load_or_create_keys(agent_id, state_dir / "keys")

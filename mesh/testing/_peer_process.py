@@ -224,7 +224,7 @@ async def _child(args: argparse.Namespace) -> None:
     from mesh.gossip import ContextMapArchive, GossipNodeOptions, GossipOptions
     from mesh.peer import VARIABLE_FACT, Peer
     from mesh.quorum import CheckerRegistry
-    from mesh.runtime.trust import LogTrust
+    from mesh.runtime.trust import AgentTrust
     from mesh.security import KeyPair, Keyring, private_key_from_hex
     from protocols import Proposal, Topics
 
@@ -265,7 +265,7 @@ async def _child(args: argparse.Namespace) -> None:
         checkers = CheckerRegistry()
         checkers.register(VARIABLE_FACT, check)
     node = Peer(
-        LogTrust(keys, keyring=keyring),
+        AgentTrust(keys, keyring=keyring),
         cast("Bus", bus),
         checkers=checkers,
         topics=topics,

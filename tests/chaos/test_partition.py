@@ -22,7 +22,7 @@ from mesh.dev import DevServices, free_port
 from mesh.dev.toxiproxy import Toxiproxy
 from mesh.gossip import ContextMapArchive, GossipNodeOptions, GossipOptions
 from mesh.peer import Peer, PeerOptions
-from mesh.runtime.trust import LogTrust
+from mesh.runtime.trust import AgentTrust
 from mesh.security import Keyring, generate_keypair
 from mesh.store import (
     JournalingStateStore,
@@ -80,7 +80,7 @@ async def test_partition_minority_keeps_writing_cannot_decide_and_converges_afte
         for i, p in enumerate(pairs)
     ]
     nodes = [
-        Peer(LogTrust(p, keyring=keyring), bus, topics=topics, validators=validators,
+        Peer(AgentTrust(p, keyring=keyring), bus, topics=topics, validators=validators,
              store=ContextMapArchive(RedisContextMapStore(majority_redis if i < 3 else minority_redis, prefix="part:")),
              gossip_options=GOSSIP, node_options=NODE, options=PEER)
         for i, (p, bus) in enumerate(zip(pairs, buses, strict=True))

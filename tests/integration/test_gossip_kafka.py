@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from mesh.bus import KafkaBus, SubscriptionOptions
 from mesh.gossip import ContextMapArchive, GossipNodeOptions, GossipOptions
 from mesh.peer import Peer
-from mesh.runtime.trust import LogTrust
+from mesh.runtime.trust import AgentTrust
 from mesh.security import EnvelopeSigner, KeyPair, Keyring, generate_keypair, private_key_to_hex
 from mesh.store import RedisContextMapStore
 from mesh.testing import PeerProcess, PeerProcessConfig
@@ -55,7 +55,7 @@ async def test_three_nodes_converge_and_forgeries_are_dead_lettered(kafka_bootst
     validators = {p.agent_id for p in pairs}
     buses = [await _bus(kafka_bootstrap, topics, p.agent_id) for p in pairs]
     nodes = [
-        Peer(LogTrust(p, keyring=keyring), bus, topics=topics, validators=validators, gossip_options=GOSSIP, node_options=NODE)
+        Peer(AgentTrust(p, keyring=keyring), bus, topics=topics, validators=validators, gossip_options=GOSSIP, node_options=NODE)
         for p, bus in zip(pairs, buses, strict=True)
     ]
     attacker = await _bus(kafka_bootstrap, topics, "attacker")
@@ -129,7 +129,7 @@ async def test_sigkilled_node_restores_from_redis_and_catches_up_by_anti_entropy
     store = ContextMapArchive(RedisContextMapStore(redis_client, prefix=key_prefix))
     buses = [await _bus(kafka_bootstrap, topics, p.agent_id) for p in pairs[:2]]
     nodes = [
-        Peer(LogTrust(p, keyring=keyring), bus, topics=topics, store=store, gossip_options=GOSSIP, node_options=NODE)
+        Peer(AgentTrust(p, keyring=keyring), bus, topics=topics, store=store, gossip_options=GOSSIP, node_options=NODE)
         for p, bus in zip(pairs[:2], buses, strict=True)
     ]
     config = _worker_config(pairs[2], keyring, kafka_bootstrap, topics, redis_url, key_prefix)

@@ -20,7 +20,7 @@ from mesh.bus import KafkaBus
 from mesh.gossip import GossipNodeOptions, GossipOptions
 from mesh.peer import Peer
 from mesh.quorum import BallotSigner, make_proposal
-from mesh.runtime.trust import LogTrust
+from mesh.runtime.trust import AgentTrust
 from mesh.security import (
     AgentCertificate,
     EnvelopeRejected,
@@ -86,7 +86,7 @@ async def test_redis_write_access_does_not_make_mallory_k2(
     await _forge_k2(store, redis_client, mallory, certs["mallory"])
 
     trusts = {
-        a: LogTrust(pairs[a], store, policy=policy, certificate=certs[a], refresh_period_s=0.2) for a in ("k0", "k1", "k2")
+        a: AgentTrust(pairs[a], store, policy=policy, certificate=certs[a], refresh_period_s=0.2) for a in ("k0", "k1", "k2")
     }
     for a in ("k0", "k1"):
         await trusts[a].register()

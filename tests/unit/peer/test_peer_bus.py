@@ -11,7 +11,7 @@ from mesh.bus import InMemoryBroker, InMemoryBus, RebalanceListener, Subscriptio
 from mesh.errors import BusUnavailable
 from mesh.gossip import ContextMapArchive, GossipNodeOptions, GossipOptions
 from mesh.peer import Peer, PeerOptions
-from mesh.runtime.trust import LogTrust
+from mesh.runtime.trust import AgentTrust
 from mesh.security import EnvelopeSigner, Keyring, generate_keypair
 from mesh.store import InMemoryContextMapStore
 from protocols import DeadLetter, Envelope, GossipDigest, Topics
@@ -106,7 +106,7 @@ async def test_three_nodes_converge_on_every_variable() -> None:
     broker, pairs, keyring, topics = _cluster(3)
     nodes = [
         Peer(
-            LogTrust(p, keyring=Keyring({k: keyring.get(k) for k in keyring})),
+            AgentTrust(p, keyring=Keyring({k: keyring.get(k) for k in keyring})),
             InMemoryBus(broker, topics=topics),
             topics=topics,
             gossip_options=FAST,
@@ -138,7 +138,7 @@ async def test_unsigned_and_forged_envelopes_are_dead_lettered_and_nodes_keep_wo
     broker, pairs, keyring, topics = _cluster(2)
     nodes = [
         Peer(
-            LogTrust(p, keyring=keyring),
+            AgentTrust(p, keyring=keyring),
             InMemoryBus(broker, topics=topics),
             topics=topics,
             gossip_options=FAST,
@@ -184,7 +184,7 @@ async def test_node_restores_its_maps_after_a_restart_before_hearing_from_peers(
     broker, pairs, keyring, topics = _cluster(1)
     store = InMemoryContextMapStore()
     first = Peer(
-        LogTrust(pairs[0], keyring=keyring),
+        AgentTrust(pairs[0], keyring=keyring),
         InMemoryBus(broker, topics=topics),
         topics=topics,
         store=ContextMapArchive(store),
@@ -200,7 +200,7 @@ async def test_node_restores_its_maps_after_a_restart_before_hearing_from_peers(
     saved_map = first.get(WF)
 
     second = Peer(
-        LogTrust(pairs[0], keyring=keyring),
+        AgentTrust(pairs[0], keyring=keyring),
         InMemoryBus(broker, topics=topics),
         topics=topics,
         store=ContextMapArchive(store),
@@ -224,7 +224,7 @@ async def test_unreachable_store_does_not_stop_writes_and_saves_resume() -> None
     store = InMemoryContextMapStore()
     store.available = False
     node = Peer(
-        LogTrust(pairs[0], keyring=keyring),
+        AgentTrust(pairs[0], keyring=keyring),
         InMemoryBus(broker, topics=topics),
         topics=topics,
         store=ContextMapArchive(store),
@@ -248,7 +248,7 @@ async def test_writes_do_not_block_on_a_cut_bus_and_anti_entropy_repairs_after_h
     broker, pairs, keyring, topics = _cluster(2)
     cut_bus = CuttableBus(InMemoryBus(broker, topics=topics))
     a = Peer(
-        LogTrust(pairs[0], keyring=keyring),
+        AgentTrust(pairs[0], keyring=keyring),
         InMemoryBus(broker, topics=topics),
         topics=topics,
         gossip_options=FAST,
@@ -256,7 +256,7 @@ async def test_writes_do_not_block_on_a_cut_bus_and_anti_entropy_repairs_after_h
         options=PEER,
     )
     b = Peer(
-        LogTrust(pairs[1], keyring=keyring),
+        AgentTrust(pairs[1], keyring=keyring),
         cut_bus,
         topics=topics,
         gossip_options=FAST,
@@ -283,7 +283,7 @@ async def test_minority_proposal_stays_tentative_while_cut_and_is_accepted_after
     cut_bus = CuttableBus(InMemoryBus(broker, topics=topics))
     nodes = [
         Peer(
-            LogTrust(p, keyring=keyring),
+            AgentTrust(p, keyring=keyring),
             cut_bus if i == 3 else InMemoryBus(broker, topics=topics),
             topics=topics,
             validators=validators,  # type: ignore[arg-type]
@@ -325,7 +325,7 @@ async def test_propose_without_validators_is_a_usage_error() -> None:
     from mesh.errors import UsageError
 
     _, pairs, keyring, topics = _cluster(1)
-    node = Peer(LogTrust(pairs[0], keyring=keyring), InMemoryBus(), topics=topics)
+    node = Peer(AgentTrust(pairs[0], keyring=keyring), InMemoryBus(), topics=topics)
     with pytest.raises(UsageError, match="no validators"):
         await node.propose(WF, "k", 1)
 
@@ -336,7 +336,7 @@ async def test_envelopes_addressed_to_another_peer_are_left_to_it() -> None:
     broker, pairs, keyring, topics = _cluster(3)
     nodes = [
         Peer(
-            LogTrust(p, keyring=keyring),
+            AgentTrust(p, keyring=keyring),
             InMemoryBus(broker, topics=topics),
             topics=topics,
             gossip_options=FAST,
@@ -371,7 +371,7 @@ async def test_only_one_digest_per_workflow_waits_on_a_stuck_broker() -> None:
             await self.inner.publish(topic, envelope, key=key, headers=headers)
 
     node = Peer(
-        LogTrust(pairs[0], keyring=keyring),
+        AgentTrust(pairs[0], keyring=keyring),
         StuckBus(InMemoryBus(broker, topics=topics)),
         topics=topics,  # type: ignore[arg-type]
         gossip_options=GossipOptions(anti_entropy_period_ms=60_000),

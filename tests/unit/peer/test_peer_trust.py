@@ -11,7 +11,7 @@ from mesh.bus import InMemoryBroker, InMemoryBus
 from mesh.errors import UsageError
 from mesh.gossip import GossipNodeOptions
 from mesh.peer import Peer
-from mesh.runtime.trust import LogTrust
+from mesh.runtime.trust import AgentTrust
 from mesh.security import EnvelopeRejected, Keyring, generate_keypair
 from protocols import Envelope, GossipDigest, Topics
 from protocols.hlc import HlcTimestamp
@@ -19,7 +19,7 @@ from protocols.hlc import HlcTimestamp
 WF = "wf-trust-unit"
 
 
-def _digest_from(trust: LogTrust) -> Envelope:
+def _digest_from(trust: AgentTrust) -> Envelope:
     digest = GossipDigest(buckets=(b"",) * 8, entries=0)
     now = HlcTimestamp(time.time_ns() // 1_000_000, 0)
     return trust.sign(Envelope.of(digest, sender=trust.agent_id, workflow_id=WF, hlc=now))
@@ -27,12 +27,12 @@ def _digest_from(trust: LogTrust) -> Envelope:
 
 async def test_gossip_votes_and_the_log_guard_share_the_trusts_keyring() -> None:
     alice, bob = generate_keypair("alice"), generate_keypair("bob")
-    trust = LogTrust(alice, keyring=Keyring({"alice": alice.public_key}))
+    trust = AgentTrust(alice, keyring=Keyring({"alice": alice.public_key}))
     peer = Peer(trust, InMemoryBus(), topics=Topics("t"), validators={"alice", "bob"})
     assert peer.keyring is trust.keyring
     assert peer.verifier.keyring is trust.keyring and trust.verifier.keyring is trust.keyring
     assert peer.quorum is not None and peer.quorum.book.keyring is trust.keyring
-    from_bob = _digest_from(LogTrust(bob, keyring=Keyring({"bob": bob.public_key})))
+    from_bob = _digest_from(AgentTrust(bob, keyring=Keyring({"bob": bob.public_key})))
     # bob is unknown: gossip and the log both refuse him...
     with pytest.raises(EnvelopeRejected):
         peer.verifier.verify(from_bob)
@@ -47,7 +47,7 @@ async def test_gossip_votes_and_the_log_guard_share_the_trusts_keyring() -> None
 
 async def test_a_trust_without_a_key_store_has_nothing_to_refresh() -> None:
     alice = generate_keypair("alice")
-    trust = LogTrust(alice)  # a fresh keyring holding alice's own key
+    trust = AgentTrust(alice)  # a fresh keyring holding alice's own key
     assert "alice" in trust.keyring and len(trust.keyring) == 1
     await trust.register()
     await trust.refresh()
@@ -60,7 +60,7 @@ async def test_routes_are_fixed_before_the_node_starts() -> None:
     alice = generate_keypair("alice")
     broker, topics = InMemoryBroker(default_partitions=1), Topics("r")
     peer = Peer(
-        LogTrust(alice),
+        AgentTrust(alice),
         InMemoryBus(broker, topics=topics),
         topics=topics,
         node_options=GossipNodeOptions(poll_timeout_ms=50, start_timeout_s=2),

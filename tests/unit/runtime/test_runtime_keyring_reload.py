@@ -13,7 +13,7 @@ import time
 
 from mesh.bus import InMemoryBroker, InMemoryBus, SubscriptionOptions
 from mesh.errors import StoreUnavailable
-from mesh.runtime.trust import LogTrust
+from mesh.runtime.trust import AgentTrust
 from mesh.security import EnvelopeSigner, KeyDirectory, generate_keypair
 from mesh.store import InMemoryKeyringStore
 from protocols import Envelope, Topics, TraceEvent
@@ -29,9 +29,9 @@ class CountingKeyringStore(InMemoryKeyringStore):
         return await super().records()
 
 
-async def _setup() -> tuple[CountingKeyringStore, LogTrust, InMemoryBus, Topics]:
+async def _setup() -> tuple[CountingKeyringStore, AgentTrust, InMemoryBus, Topics]:
     store = CountingKeyringStore()
-    reader = LogTrust(generate_keypair("reader"), KeyDirectory(store), reload_interval_s=0.2)
+    reader = AgentTrust(generate_keypair("reader"), KeyDirectory(store), reload_interval_s=0.2)
     await reader.register()  # the reader's view is read now
     topics = Topics(prefix="t")
     bus = InMemoryBus(InMemoryBroker(default_partitions=1), topics=topics, client_id="w")
