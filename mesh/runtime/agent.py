@@ -24,7 +24,7 @@ from mesh.llm import (
     RuleReasoner,
 )
 from mesh.peer import Peer
-from mesh.plugins import load_roles
+from mesh.plugins import load_observers, load_roles
 from mesh.roles import Role
 from mesh.runtime.observers import TurnObserver
 from mesh.runtime.options import RuntimeOptions
@@ -235,6 +235,8 @@ async def run_agent(
         resources={"http": http, "settings": settings}, runtime=runtime, worker=config.worker,
         scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True, guard=trust, gossip=peer.node,
         index=run_index,
+        # Users' own sinks, from their packages' entry points (mesh.plugins.OBSERVERS_GROUP).
+        observers=load_observers(agent_id, role.name),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -59,3 +59,21 @@ def test_the_registered_roles_module_is_the_default(
     with pytest.raises(ConfigError, match="no roles module: pass --roles-module"):
         load_role("solo")
     sys.modules.pop("my_roles_mod", None)
+
+
+def test_observer_plugins_are_built_for_the_agent_and_broken_ones_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mesh.plugins import load_observers
+    from mesh.runtime.observers import TurnObserver
+    from tests.observer_plugin import install
+
+    monkeypatch.syspath_prepend(str(install(tmp_path)))
+    observers = load_observers("fetch-7", "fetch")
+    assert len(observers) == 2 and all(isinstance(o, TurnObserver) for o in observers)
+    made = {(o.agent_id, o.role) for o in observers}  # type: ignore[attr-defined]
+    assert made == {("fetch-7", "fetch"), ("?", "?")}  # the factory got the agent; the class, no arguments
+    err = capsys.readouterr().err
+    assert "observer plugin broken-import" in err and "ModuleNotFoundError" in err
+    assert "observer plugin not-an-observer" in err and "not a mesh.runtime.observers.TurnObserver" in err
+    sys.modules.pop("turn_log_plugin", None)

@@ -248,7 +248,9 @@ PUBLIC: dict[str, list[str]] = {
     ],
     "mesh.plugins": [
         "COMMANDS_GROUP",
+        "OBSERVERS_GROUP",
         "ROLES_GROUP",
+        "load_observers",
         "load_roles",
         "register_commands",
         "roles_modules",
