@@ -225,30 +225,35 @@ async def run_agent(
     else:
         prompts.summarizer = ReasonerSummarizer(reasoner)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
-    await bus.start()
-    store.start()
-    # The peer gossips, votes and verifies with the same trust object (one keyring, one refresh policy).
-    peer = Peer(trust, bus, topics=topics, store=ContextMapArchive(stores.context_maps))
-    await peer.start()
-    worker = build_worker(
-        role, bus, store, agent_id=agent_id, topics=topics, reasoner=reasoner, blobs=blobs,
-        resources={"http": http, "settings": settings}, runtime=runtime, worker=config.worker,
-        scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True, guard=trust, gossip=peer.node,
-        index=run_index,
-        # Users' own sinks, from their packages' entry points (mesh.plugins.OBSERVERS_GROUP).
-        observers=load_observers(agent_id, role.name),
-    )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+    peer: Peer | None = None
+    worker: AgentWorker | None = None
     try:
+        await bus.start()
+        store.start()
+        # The peer gossips, votes and verifies with the same trust object (one keyring, one refresh policy).
+        peer = Peer(trust, bus, topics=topics, store=ContextMapArchive(stores.context_maps))
+        await peer.start()
+        worker = build_worker(
+            role, bus, store, agent_id=agent_id, topics=topics, reasoner=reasoner, blobs=blobs,
+            resources={"http": http, "settings": settings}, runtime=runtime, worker=config.worker,
+            scratchpad=scratchpad, kpis=kpis, prompts=prompts, trace_events=True, guard=trust, gossip=peer.node,
+            index=run_index,
+            # Users' own sinks, from their packages' entry points (mesh.plugins.OBSERVERS_GROUP).
+            observers=load_observers(agent_id, role.name),
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
         await worker.run(on_joined=on_ready)
     finally:
+        # Also after a failed start: what was opened is closed (no unclosed Kafka clients).
         # Each close is bounded: a broker or Redis outage must not hold a SIGTERM'd agent.
-        for what, close in (("http", http.aclose), ("reasoner", reasoner.aclose), ("peer", peer.aclose),
-                            ("run index", run_index.aclose), ("store", store.aclose), ("blobs", blobs.aclose),
-                            ("bus", bus.aclose),
-                            ("trust", trust.aclose), ("redis", stores.aclose)):
+        closes = [("http", http.aclose), ("reasoner", reasoner.aclose)]
+        if peer is not None:
+            closes.append(("peer", peer.aclose))
+        closes += [("run index", run_index.aclose), ("store", store.aclose), ("blobs", blobs.aclose),
+                   ("bus", bus.aclose), ("trust", trust.aclose), ("redis", stores.aclose)]
+        for what, close in closes:
             task = asyncio.ensure_future(close())
             done, _ = await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
             if not done:  # not awaited: a client may swallow the cancellation and keep retrying
@@ -258,4 +263,5 @@ async def run_agent(
                 log.warning("%s: closing the %s failed: %s", agent_id, what, task.exception())
         shutdown_tracing()
         shutdown_metrics()
-        log.info("%s stopped after completing %d step(s)", agent_id, worker.steps_completed)
+        if worker is not None:
+            log.info("%s stopped after completing %d step(s)", agent_id, worker.steps_completed)

@@ -51,3 +51,27 @@ def test_agents_feed_every_turn_to_an_observer_plugin(tmp_path: Path, kafka_boot
     assert token_params and all(v == REDACTED for v in token_params), token_params
     logs = "".join(p.read_text() for p in (tmp_path / "demo").glob("*.log"))
     assert "observer plugin broken-import" in logs and "observer plugin not-an-observer" in logs
+
+
+@pytest.mark.timeout(120)
+def test_an_agent_that_fails_to_start_closes_its_kafka_clients(
+    tmp_path: Path, kafka_bootstrap: str, redis_url: str, topic_prefix: str
+) -> None:
+    # A plugin that exits the process while the worker is being built, after the bus and the peer
+    # started: the agent exits, and its Kafka clients are closed on the way (no "Unclosed" report).
+    site = tmp_path / "site"
+    (site / "exiting_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "exiting_plugin.py").write_text("import sys\n\ndef make(agent_id, role):\n    sys.exit(3)\n")
+    (site / "exiting_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: exiting-plugin\nVersion: 0.1\n")
+    (site / "exiting_plugin-0.1.dist-info" / "entry_points.txt").write_text("[agent_mesh.observers]\nexit = exiting_plugin:make\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(PYTHONPATH=f"{REPO}{os.pathsep}{site}", MESH_KAFKA_BOOTSTRAP=kafka_bootstrap, MESH_REDIS_URL=redis_url,
+               MESH_TOPIC_PREFIX=topic_prefix, MESH_STATE_DIR=str(tmp_path / "state"), PYTHONDEVMODE="1")
+    agent = subprocess.run(
+        [sys.executable, "-m", "mesh", "agent", "run", "--role", "identity", "--roles-module", "agents.roles",
+         "--agent-id", "identity-x"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    out = agent.stdout + agent.stderr
+    assert agent.returncode == 3, out[-3000:]
+    assert "Unclosed AIOKafka" not in out and "Unclosed client session" not in out, out[-3000:]
