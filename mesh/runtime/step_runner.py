@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import secrets
 import time
@@ -13,18 +12,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from mesh.context.tokens import default_counter
 from mesh.errors import CheckpointNotFound, MeshError, StaleEpochError
 from mesh.llm import (
     ActionSpec,
     Decision,
-    DecisionFormatError,
     Reasoner,
-    ReasonerRequest,
-    ReasonerUnavailable,
-    Usage,
 )
 from mesh.runtime.actions import Action, ActionError, ActionOutcome, CredentialExpired
+from mesh.runtime.deciding import Decider, NoDecision, TurnMeter
 from mesh.runtime.history import HistoryArchiver, HistoryOptions
 from mesh.runtime.injection import inject_params
 from mesh.runtime.observers import (
@@ -38,9 +33,6 @@ from mesh.runtime.observers import (
     Observers,
     OperatorDecision,
     PromptBuilt,
-    ReasonerAnswered,
-    ReasonerCall,
-    ReasonerRejected,
     ScratchpadObserver,
     SecretRefreshed,
     SpanObserver,
@@ -57,7 +49,7 @@ from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.spinning import decision_signature, spinning_reason
 from mesh.runtime.state import LEDGER_LINES_PER_TURN, StepState, TurnRecord
-from mesh.runtime.validation import InvalidDecision, check_params
+from mesh.runtime.validation import InvalidDecision
 from mesh.runtime.variables import ContextVariable
 from mesh.security import DataCipher, data_cipher, redact_text
 from mesh.store import BlobStore, StateStore, step_key, workflow_tag
@@ -148,13 +140,6 @@ class Rehydration:
     spent_elsewhere: Callable[[], TokenUsage] | None = None
     """Tokens and cost the workflow's other steps spent so far, asked before every reasoner call
     (the workflow budget counts them); None: this step alone."""
-
-
-@dataclass(slots=True)
-class _TurnMeter:
-    """Tokens and cost of one turn's reasoner calls, as they happen."""
-
-    usage: TokenUsage = field(default_factory=TokenUsage)
 
 
 @dataclass(slots=True)
@@ -271,6 +256,7 @@ class StepRunner:
         self._spent_elsewhere: dict[tuple[str, str], Callable[[], TokenUsage] | None] = {}
         self._stopped_steps: set[tuple[str, str]] = set()
         self.refreshers = dict(refreshers or {})
+        self.decider = Decider(reasoner, self.actions, self.observers, self.options)
         self._announced: OrderedDict[tuple[str, str, int, int], None] = OrderedDict()
 
     # -- step ------------------------------------------------------------------------------
@@ -438,11 +424,19 @@ class StepRunner:
             await self.observers.prompt_built(PromptBuilt(
                 state.workflow_id, state.step_id, turn, phase, built.tokens, built.budget, len(built.ledger)
             ))
-            meter = _TurnMeter()
-            decided = await self._decide(spec, step, state, built, allowed, temperature, meter)
-            if decided is None:
-                return  # paused: _decide recorded why and checkpointed
-            decision, params, notes, repairs = decided
+            meter = TurnMeter()
+            decided = await self.decider.decide(
+                spec, step, state, built, allowed, temperature, meter,
+                spent_elsewhere=self._spent_elsewhere.get((state.workflow_id, state.step_id)),
+            )
+            if isinstance(decided, NoDecision):
+                # No executable decision (budget reached before the call, repairs or retries spent):
+                # pause, checkpoint the pause and ask a human.
+                self._pause(state, decided.kind, decided.reason)
+                await self._persist(state)
+                await self._escalate(state, state.turn + 1)
+                return
+            decision, params, notes, repairs = decided.decision, decided.params, decided.notes, decided.repairs
             action = self.actions[decision.action]
             key = f"{state.workflow_id}:{state.step_id}:{turn}:{action.name}"
             if await self._refresh_expired(step, state, action, turn, notes):
@@ -480,96 +474,6 @@ class StepRunner:
                     EffectCompleted(state.workflow_id, state.step_id, key, turn, action.name)
                 )
             await self._report(state, turn, action.name, decision, params, notes, error, phase, started, used)
-
-    async def _decide(
-        self,
-        spec: WorkflowSpec,
-        step: StepSpec,
-        state: StepState,
-        built: Any,
-        allowed: list[ActionSpec],
-        temperature: float,
-        meter: _TurnMeter,
-    ) -> tuple[Decision, dict[str, Any], list[str], int] | None:
-        hint: str | None = None
-        names = [a.name for a in allowed]
-        attempts = step.limits.max_repairs + 1
-        unavailable = 0
-        kind: EscalationKind = "invalid_decision"
-        for attempt in range(attempts + step.limits.max_retries):
-            over = self._over_budget(spec, state, built.tokens)
-            if over is not None:
-                # Fail closed: no further reasoner call once the budget would be crossed.
-                self._pause(state, "budget", over)
-                await self._persist(state)
-                await self._escalate(state, state.turn + 1)
-                return None
-            request = ReasonerRequest(
-                system=built.system,
-                prompt=built.prompt,
-                actions=allowed,
-                temperature=temperature,
-                max_tokens=self.options.max_tokens,
-                repair_hint=hint,
-            )
-            with self.observers.reasoner_scope(ReasonerCall(
-                state.workflow_id, state.step_id,
-                model=str(getattr(self.reasoner, "model", self.reasoner.name)),
-                temperature=temperature,
-                max_tokens=self.options.max_tokens,
-                provider="anthropic" if self.reasoner.name.startswith("anthropic") else "mesh.rule",
-            )):
-                try:
-                    result = await self.reasoner.decide(request)
-                except DecisionFormatError as exc:
-                    self._meter(state, meter, request, exc.usage, model="", answer=exc.raw)
-                    hint = f"Your previous answer was invalid: {one_line_error(exc)}. Call exactly one of: {', '.join(names)}."
-                    await self.observers.reasoner_rejected(
-                        ReasonerRejected(state.workflow_id, state.step_id, "DecisionFormatError")
-                    )
-                    if attempt + 1 - unavailable >= attempts:
-                        break
-                    continue
-                except ReasonerUnavailable as exc:
-                    unavailable += 1
-                    if unavailable > step.limits.max_retries:
-                        hint = one_line_error(exc)
-                        kind = "reasoner_unavailable"
-                        break
-                    await asyncio.sleep(self.options.action_backoff.delay_s(unavailable))
-                    continue
-                self._meter(state, meter, request, result.usage, model=result.model,
-                            answer=json.dumps([result.decision.action, result.decision.params], default=str)
-                            + result.decision.reasoning)
-                if result.usage is not None:
-                    await self.observers.reasoner_answered(ReasonerAnswered(
-                        state.workflow_id, state.step_id, model=result.model or self.reasoner.name,
-                        input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens,
-                    ))
-            decision = result.decision
-            try:
-                if decision.action not in self.actions:
-                    check_params(decision.action, {}, {}, names)
-                action = self.actions[decision.action]
-                params, notes = inject_params(
-                    action.name, decision.params, action.inject, state, step.params
-                )
-                check_params(action.name, params, action.spec.params_schema, names)
-            except InvalidDecision as exc:
-                hint = f"Your previous decision was invalid: {exc}. Fix it and decide again."
-                log.info("%s/%s: invalid decision, asking for a repair: %s", state.workflow_id, state.step_id, exc)
-                if attempt + 1 - unavailable >= attempts:
-                    break
-                continue
-            return decision, params, notes, attempt - unavailable
-        # Could not get an executable decision: pause and ask a human.
-        if kind == "reasoner_unavailable":
-            self._pause(state, kind, f"reasoner unavailable after {unavailable} attempt(s): {hint}")
-        else:
-            self._pause(state, kind, f"no valid decision after {attempts} attempt(s): {hint}")
-        await self._persist(state)
-        await self._escalate(state, state.turn + 1)
-        return None
 
     async def _execute(
         self,
@@ -967,48 +871,6 @@ class StepRunner:
         state.status, state.escalation, state.escalation_kind, state.nonce = "running", "", "", ""
         state.recent.clear()
         state.no_progress = 0
-
-    def _meter(
-        self, state: StepState, meter: _TurnMeter, request: ReasonerRequest, usage: Usage | None, *,
-        model: str, answer: str,
-    ) -> None:
-        """Count one reasoner call: the provider's usage, else our tiktoken count of what went each way."""
-        if usage is not None:
-            tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
-        else:
-            counter = default_counter()
-            sent = "\n\n".join([request.system, request.prompt, request.repair_hint or "",
-                                 json.dumps([a.model_dump() for a in request.actions], default=str)])
-            tokens_in, tokens_out = counter.count(sent), counter.count(answer)
-        name = model or str(getattr(self.reasoner, "model", "") or self.reasoner.name)
-        used = TokenUsage(input_tokens=tokens_in, output_tokens=tokens_out, calls=1,
-                          cost_usd=self.options.prices.cost_usd(name, tokens_in, tokens_out))
-        meter.usage = meter.usage + used
-        state.input_tokens += used.input_tokens
-        state.output_tokens += used.output_tokens
-        state.cost_usd = round(state.cost_usd + used.cost_usd, 9)
-        state.calls += 1
-
-    def _over_budget(self, spec: WorkflowSpec, state: StepState, next_input_tokens: int) -> str | None:
-        """Why the next reasoner call would cross the workflow's budget, or None."""
-        budget = spec.budget
-        if budget is None:
-            return None
-        elsewhere = self._spent_elsewhere.get((state.workflow_id, state.step_id))
-        used = state.usage() + (elsewhere() if elsewhere is not None else TokenUsage())
-        if budget.max_tokens is not None:
-            limit = state.budget_floor_tokens + budget.max_tokens
-            if used.tokens + next_input_tokens > limit:
-                return (f"budget: the workflow used {used.tokens} of {limit} tokens; "
-                        f"the next call (~{next_input_tokens} input tokens) would cross it")
-        if budget.max_cost_usd is not None:
-            name = str(getattr(self.reasoner, "model", "") or self.reasoner.name)
-            estimate = self.options.prices.cost_usd(name, next_input_tokens, 0)
-            cost_limit = state.budget_floor_cost_usd + budget.max_cost_usd
-            if used.cost_usd + estimate > cost_limit:
-                return (f"budget: the workflow spent ${used.cost_usd:.4f} of ${cost_limit:.4f}; "
-                        f"the next call (~${estimate:.4f}) would cross it")
-        return None
 
     async def _announce(self, step: StepSpec, workflow_id: str, epoch: int, resumed_from: int) -> None:
         # The id names (workflow, step, epoch, resumed_from), the rest of the envelope (time,
