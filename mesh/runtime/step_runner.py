@@ -12,20 +12,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from mesh.errors import CheckpointNotFound, MeshError, StaleEpochError
+from mesh.errors import CheckpointNotFound, MeshError
 from mesh.llm import (
     ActionSpec,
     Decision,
     Reasoner,
 )
 from mesh.runtime.actions import Action, ActionError, ActionOutcome, CredentialExpired
+from mesh.runtime.checkpointing import Checkpointer, OwnershipLost
 from mesh.runtime.deciding import Decider, NoDecision, TurnMeter
-from mesh.runtime.history import HistoryArchiver, HistoryOptions
 from mesh.runtime.injection import inject_params
 from mesh.runtime.observers import (
     ActionDone,
-    CheckpointWriting,
-    CheckpointWritten,
     EffectCompleted,
     EffectPending,
     EffectSettled,
@@ -86,10 +84,6 @@ _ANNOUNCED_KEPT = 4096
 def secret_key(workflow_id: str, name: str) -> str:
     """State-store key holding the value of a secret variable of a workflow (sealed)."""
     return f"wf:{workflow_tag(workflow_id)}:secret:{name}"
-
-
-class OwnershipLost(MeshError):
-    """This agent no longer owns the step (a newer epoch wrote it): stop working on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,14 +238,10 @@ class StepRunner:
         self.trace_events = trace_events
         self.cipher = cipher
         self.log_topic, self.consumer_group = log_topic, consumer_group
-        self._blob_tasks: set[asyncio.Task[None]] = set()
-        self.archiver = (
-            HistoryArchiver(
-                blobs, HistoryOptions(self.options.history_window, self.options.history_segment), cipher
-            )
-            if blobs is not None
-            else None
+        self.checkpoints = Checkpointer(
+            store, agent_id=agent_id, observers=self.observers, blobs=blobs, options=self.options, cipher=cipher
         )
+        self.archiver = self.checkpoints.archiver
         self._stopping = False
         self._spent_elsewhere: dict[tuple[str, str], Callable[[], TokenUsage] | None] = {}
         self._stopped_steps: set[tuple[str, str]] = set()
@@ -271,11 +261,7 @@ class StepRunner:
 
     async def load(self, workflow_id: str, step_id: str) -> StepState | None:
         """The step's last checkpoint, or None."""
-        try:
-            ckpt = await self.store.read(step_key(workflow_id, step_id))
-        except CheckpointNotFound:
-            return None
-        return StepState.from_bytes(ckpt.data, self.cipher)
+        return await self.checkpoints.read(workflow_id, step_id)
 
     async def run(
         self,
@@ -342,7 +328,7 @@ class StepRunner:
                 state.owner, state.epoch = self.agent_id, epoch
                 if not state.nonce:  # paused before pauses had nonces
                     self._pause(state, "spinning", state.escalation or "paused")
-                await self._persist(state)
+                await self.checkpoints.write(state)
                 await self._announce(step, workflow_id, epoch, state.turn)
                 await self._escalate(state, state.turn)
                 return state
@@ -357,7 +343,7 @@ class StepRunner:
                 return state
             state.owner, state.epoch = self.agent_id, epoch
             self._apply_decision(state, decision, rehydration.spent_elsewhere)
-            await self._persist(state)
+            await self.checkpoints.write(state)
             await self.observers.operator_decided(OperatorDecision(
                 state.workflow_id, state.step_id, decision.nonce, decision.operator, decision.decision,
                 applied=True,
@@ -402,8 +388,7 @@ class StepRunner:
         forget = getattr(self.prompts, "forget", None)
         if forget is not None:
             forget(workflow_id, step.id)
-        if self.archiver is not None:
-            self.archiver.forget(workflow_id, step.id)
+        self.checkpoints.forget(workflow_id, step.id)
         return state
 
     # -- turn ------------------------------------------------------------------------------
@@ -433,7 +418,7 @@ class StepRunner:
                 # No executable decision (budget reached before the call, repairs or retries spent):
                 # pause, checkpoint the pause and ask a human.
                 self._pause(state, decided.kind, decided.reason)
-                await self._persist(state)
+                await self.checkpoints.write(state)
                 await self._escalate(state, state.turn + 1)
                 return
             decision, params, notes, repairs = decided.decision, decided.params, decided.notes, decided.repairs
@@ -446,7 +431,7 @@ class StepRunner:
                 # Checkpointed before the call: if this agent dies before the turn's own checkpoint,
                 # the next owner knows the effect may have happened (see _settle_in_doubt).
                 state.in_doubt = {"turn": turn, "action": action.name, "key": key}
-                await self._persist(state)
+                await self.checkpoints.write(state)
                 await self.observers.effect_pending(
                     EffectPending(state.workflow_id, state.step_id, turn, action.name, key)
                 )
@@ -467,7 +452,7 @@ class StepRunner:
                 state.status, state.error = "failed", f"TurnLimit: no result after {turn} turns"
             if action.at_most_once and outcome is not None:
                 state.settled_effect = key
-            await self._persist(state)
+            await self.checkpoints.write(state)
             if action.at_most_once:
                 # The turn's checkpoint holds the call's result: it is no longer in doubt.
                 await self.observers.effect_completed(
@@ -557,7 +542,7 @@ class StepRunner:
             state.variables[name] = ContextVariable(name, shared, secret=True, priority=old.priority,
                                                     origin=f"{old.origin} (refreshed elsewhere)", last_used_turn=turn)
             secret_registry().add(shared, scope=self._secret_scope(wf))
-            await self._persist(state)
+            await self.checkpoints.write(state)
             log.info("%s/%s: %s %s; adopted the value another step refreshed", wf, state.step_id, name, why)
             if notes is not None:
                 notes.append(f"{name} {why}: adopted the workflow's refreshed value")
@@ -569,13 +554,13 @@ class StepRunner:
         state.refreshes += 1
         key = f"{wf}:{state.step_id}:{turn}:{refresher.name}:refresh-{state.refreshes}"
         state.in_doubt = {"turn": turn, "action": refresher.name, "key": key, "refresh": name}
-        await self._persist(state)
+        await self.checkpoints.write(state)
         await self.observers.effect_pending(EffectPending(wf, state.step_id, turn, refresher.name, key))
         params, _notes = inject_params(refresher.name, {}, refresher.inject, state, step.params)
         outcome, error, _retries = await self._execute(step, state, refresher, params, key, turn)
         if outcome is None:
             state.in_doubt = None
-            await self._persist(state)
+            await self.checkpoints.write(state)
             log.warning("%s/%s: %s %s and its refresh failed: %s", wf, state.step_id, name, why, error)
             if notes is not None:
                 notes.append(f"{name} {why}; refresh failed: {error}")
@@ -610,7 +595,7 @@ class StepRunner:
         if entry is not None and entry.secret:
             await self._write_secret(state.workflow_id, name, entry.value)
         state.settled_effect = key
-        await self._persist(state)
+        await self.checkpoints.write(state)
 
     async def _read_secret(self, workflow_id: str, name: str) -> str | None:
         try:
@@ -689,7 +674,7 @@ class StepRunner:
             EffectSettled(state.workflow_id, state.step_id, turn, name, resolution, key)
         )
         if outcome is None:
-            await self._persist(state)  # the record is settled: a later crash does not count it twice
+            await self.checkpoints.write(state)  # the record is settled: a later crash does not count it twice
             return False
         if refreshing:
             # The fresh secret is adopted; the turn that needed it runs as usual.
@@ -702,7 +687,7 @@ class StepRunner:
         self._fold(state, turn, action, params, notes, 0, 0, outcome, None, started)
         if outcome.done:
             state.status = "completed"
-        await self._persist(state)
+        await self.checkpoints.write(state)
         decision = Decision(action=name, params={}, reasoning="reconciled an in-doubt call")
         await self._report(state, turn, name, decision, params, notes, None, "recovery", started, TokenUsage())
         return True
@@ -751,44 +736,6 @@ class StepRunner:
                        (time.perf_counter() - started) * 1000)
         )
 
-    # -- persist ---------------------------------------------------------------------------
-
-    async def _persist(self, state: StepState) -> None:
-        if self.archiver is not None:
-            await self.archiver.before_write(state)  # bounded history (waits only under backpressure)
-        data = state.to_bytes(self.cipher)
-        key = step_key(state.workflow_id, state.step_id)
-        t0 = time.perf_counter()
-        with self.observers.checkpoint_scope(
-            CheckpointWriting(state.workflow_id, state.step_id, state.turn, state.epoch, len(data))
-        ):
-            try:
-                ckpt = await self.store.write(
-                    key, data, epoch=state.epoch, owner=self.agent_id, workflow_id=state.workflow_id
-                )
-            except StaleEpochError as exc:
-                log.warning("%s/%s: %s; abandoning the step", state.workflow_id, state.step_id, exc)
-                raise OwnershipLost(str(exc)) from exc
-            await self.observers.checkpoint_written(CheckpointWritten(
-                state.workflow_id, state.step_id, state.turn, (time.perf_counter() - t0) * 1000, len(data),
-                version=ckpt.version,
-            ))
-        if state.history and state.history[-1].turn == state.turn:
-            # Persisted with the next checkpoint: the console's checkpoint-write KPI reads it.
-            state.history[-1].checkpoint_ms = round((time.perf_counter() - t0) * 1000, 3)
-        if self.blobs is not None and self.options.blob_copies:
-            name = f"{state.workflow_id}/{state.step_id}/{state.turn:06d}-e{state.epoch}.msgpack"
-            task = asyncio.create_task(self._blob_copy(name, data))
-            self._blob_tasks.add(task)
-            task.add_done_callback(self._blob_tasks.discard)
-
-    async def _blob_copy(self, name: str, data: bytes) -> None:
-        assert self.blobs is not None
-        try:
-            await self.blobs.put(name, data)
-        except MeshError as exc:
-            log.warning("blob copy %s failed: %s", name, exc)
-
     def request_stop(self) -> None:
         """Finish the turn in flight (it is checkpointed as usual), then start no new turn.
 
@@ -816,10 +763,7 @@ class StepRunner:
 
     async def drain(self) -> None:
         """Wait for background blob copies and turn-history uploads."""
-        if self._blob_tasks:
-            await asyncio.gather(*list(self._blob_tasks), return_exceptions=True)
-        if self.archiver is not None:
-            await self.archiver.drain()
+        await self.checkpoints.drain()
 
     # -- escalations, decisions, usage and budget --------------------------------------------
 
