@@ -1,4 +1,11 @@
-"""The turn loop of one step: observe, decide, act, persist, meta — checkpointed every turn."""
+"""The turn loop of one step: observe, decide, act, persist, meta — checkpointed every turn.
+
+Deciding (``mesh.runtime.deciding.Decider``: reasoner calls, repair and retry, the budget check),
+checkpointing (``mesh.runtime.checkpointing.Checkpointer``) and making an action call
+(``mesh.runtime.executing.ActionRunner``) are units of their own, given this runner's observers.
+The loop here orders them: pauses and escalations, in-doubt records of at-most-once calls,
+refreshes of expired secrets, folding a turn into the state and reporting it.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +25,10 @@ from mesh.llm import (
     Decision,
     Reasoner,
 )
-from mesh.runtime.actions import Action, ActionError, ActionOutcome, CredentialExpired
+from mesh.runtime.actions import Action, ActionError, ActionOutcome
 from mesh.runtime.checkpointing import Checkpointer, OwnershipLost
 from mesh.runtime.deciding import Decider, NoDecision, TurnMeter
+from mesh.runtime.executing import ActionRunner
 from mesh.runtime.injection import inject_params
 from mesh.runtime.observers import (
     ActionDone,
@@ -36,8 +44,6 @@ from mesh.runtime.observers import (
     SpanObserver,
     StepClosed,
     StepOpened,
-    ToolAttempt,
-    ToolCall,
     TraceEventObserver,
     TurnEnded,
     TurnObserver,
@@ -136,33 +142,6 @@ class Rehydration:
     (the workflow budget counts them); None: this step alone."""
 
 
-@dataclass(slots=True)
-class _Context:
-    workflow_id: str
-    step_id: str
-    turn: int
-    idempotency_key: str
-    params: Mapping[str, Any]
-    memory: Mapping[str, Any]
-    outputs: Mapping[str, Any]
-    inputs: Mapping[str, Mapping[str, Any]]
-    _variables: Mapping[str, ContextVariable]
-    _resources: Mapping[str, Any]
-
-    def variable(self, name: str, default: Any = None) -> Any:
-        entry = self._variables.get(name)
-        if entry is None:
-            return default
-        entry.last_used_turn = max(entry.last_used_turn, self.turn)  # a use (mesh.runtime.decay)
-        return entry.value
-
-    def resource(self, name: str) -> Any:
-        try:
-            return self._resources[name]
-        except KeyError:
-            raise LookupError(f"agent provides no resource {name!r}") from None
-
-
 PublishEvent = Callable[[Envelope], Awaitable[None]]
 
 
@@ -247,6 +226,7 @@ class StepRunner:
         self._stopped_steps: set[tuple[str, str]] = set()
         self.refreshers = dict(refreshers or {})
         self.decider = Decider(reasoner, self.actions, self.observers, self.options)
+        self.executor = ActionRunner(self.observers, self.options, resources=self.resources, refreshers=self.refreshers)
         self._announced: OrderedDict[tuple[str, str, int, int], None] = OrderedDict()
 
     # -- step ------------------------------------------------------------------------------
@@ -470,46 +450,16 @@ class StepRunner:
         turn: int,
         notes: list[str] | None = None,
     ) -> tuple[ActionOutcome | None, str | None, int]:
-        ctx = self._context(step, state, key, turn)
-        retries = 0
-        renewed = False
-        while True:
-            with self.observers.tool_scope(ToolCall(state.workflow_id, state.step_id, action.name, key)):
-                try:
-                    async with asyncio.timeout(step.limits.turn_timeout_s):
-                        outcome = await action.run(ctx, params)
-                except (ActionError, TimeoutError, MeshError) as exc:
-                    names = self._refreshable(action)
-                    if isinstance(exc, CredentialExpired) and names and not renewed and not action.at_most_once:
-                        # Refused as expired before its expiry time (in flight, or clocks differ):
-                        # nothing took effect, so get a fresh credential and make the call again.
-                        renewed = True
-                        await self._tool_attempt(state, action, "retry", one_line_error(exc))
-                        fresh = [await self._refresh(step, state, n, turn, "refused as expired", notes) for n in names]
-                        if any(fresh):
-                            params.update(inject_params(action.name, params, action.inject, state, step.params)[0])
-                            continue
-                    retryable = bool(getattr(exc, "retryable", False)) or isinstance(exc, TimeoutError)
-                    await self._tool_attempt(state, action, "retry" if retryable else "failed", one_line_error(exc))
-                    if retryable and retries < step.limits.max_retries:
-                        retries += 1
-                        await asyncio.sleep(self.options.action_backoff.delay_s(retries))
-                        continue
-                    return None, one_line_error(exc), retries
-                await self._tool_attempt(state, action, "ok", outcome.summary)
-                return outcome, None, retries
+        """Make the call (``ActionRunner``); a credential refused as expired is renewed through
+        this runner's refresh path (``_refresh``, itself an at-most-once call)."""
+
+        async def renew(names: list[str]) -> bool:
+            fresh = [await self._refresh(step, state, n, turn, "refused as expired", notes) for n in names]
+            return any(fresh)
+
+        return await self.executor.execute(step, state, action, params, key, turn, renew=renew)
 
     # -- refreshing expired secrets -----------------------------------------------------------
-
-    def _refreshable(self, action: Action) -> list[str]:
-        """The variables ``action`` injects that have a declared refresh path."""
-        names: list[str] = []
-        for source in action.inject.values():
-            kind, _, rest = source.partition(":")
-            name = rest.partition("|")[0]
-            if kind == "var" and name in self.refreshers and name not in names:
-                names.append(name)
-        return names
 
     async def _refresh_expired(
         self, step: StepSpec, state: StepState, action: Action, turn: int, notes: list[str]
@@ -517,7 +467,7 @@ class StepRunner:
         """Refresh the variables ``action`` injects whose ``expires_at_ms`` has passed; True if any was."""
         now_ms = int(time.time() * 1000)
         fresh = False
-        for name in self._refreshable(action):
+        for name in self.executor.refreshable(action):
             entry = state.variables.get(name)
             if entry is None or entry.expires_at_ms is None or entry.expires_at_ms > now_ms:
                 continue
@@ -611,23 +561,6 @@ class StepRunner:
         sealed = (self.cipher or data_cipher()).seal(str(value), context=("secret", workflow_id, name))
         await self.store.write(key, sealed, epoch=epoch, owner=self.agent_id, workflow_id=workflow_id)
 
-    async def _tool_attempt(self, state: StepState, action: Action, outcome: str, detail: str) -> None:
-        await self.observers.tool_attempt(ToolAttempt(state.workflow_id, state.step_id, action.name, outcome, detail))
-
-    def _context(self, step: StepSpec, state: StepState, key: str, turn: int) -> _Context:
-        return _Context(
-            workflow_id=state.workflow_id,
-            step_id=state.step_id,
-            turn=turn,
-            idempotency_key=key,
-            params=step.params,
-            memory=state.memory,
-            outputs=state.outputs,
-            inputs=state.inputs,
-            _variables=state.variables,
-            _resources=self.resources,
-        )
-
     async def _settle_in_doubt(self, spec: WorkflowSpec, step: StepSpec, state: StepState) -> bool:
         """Settle a call a previous owner recorded as in doubt; True when its outcome was folded.
 
@@ -652,7 +585,7 @@ class StepRunner:
             try:
                 params, _notes = inject_params(action.name, {}, action.inject, state, step.params)
                 async with asyncio.timeout(step.limits.turn_timeout_s):
-                    outcome = await action.lookup(self._context(step, state, key, turn), params)
+                    outcome = await action.lookup(self.executor.context(step, state, key, turn), params)
             except (ActionError, MeshError, InvalidDecision, TimeoutError) as exc:
                 detail = f"lookup failed: {one_line_error(exc)}"
             else:
