@@ -1,10 +1,16 @@
-"""The turn loop of one step: observe, decide, act, persist, meta — checkpointed every turn."""
+"""The turn loop of one step: observe, decide, act, persist, meta — checkpointed every turn.
+
+Deciding (``mesh.runtime.deciding.Decider``: reasoner calls, repair and retry, the budget check),
+checkpointing (``mesh.runtime.checkpointing.Checkpointer``) and making an action call
+(``mesh.runtime.executing.ActionRunner``) are units of their own, given this runner's observers.
+The loop here orders them: pauses and escalations, in-doubt records of at-most-once calls,
+refreshes of expired secrets, folding a turn into the state and reporting it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import secrets
 import time
@@ -13,24 +19,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from mesh.context.tokens import default_counter
-from mesh.errors import CheckpointNotFound, MeshError, StaleEpochError
+from mesh.errors import CheckpointNotFound, MeshError
 from mesh.llm import (
     ActionSpec,
     Decision,
-    DecisionFormatError,
     Reasoner,
-    ReasonerRequest,
-    ReasonerUnavailable,
-    Usage,
 )
-from mesh.runtime.actions import Action, ActionError, ActionOutcome, CredentialExpired
-from mesh.runtime.history import HistoryArchiver, HistoryOptions
+from mesh.runtime.actions import Action, ActionError, ActionOutcome
+from mesh.runtime.checkpointing import Checkpointer, OwnershipLost
+from mesh.runtime.deciding import Decider, NoDecision, TurnMeter
+from mesh.runtime.executing import ActionRunner
 from mesh.runtime.injection import inject_params
 from mesh.runtime.observers import (
     ActionDone,
-    CheckpointWriting,
-    CheckpointWritten,
     EffectCompleted,
     EffectPending,
     EffectSettled,
@@ -38,16 +39,11 @@ from mesh.runtime.observers import (
     Observers,
     OperatorDecision,
     PromptBuilt,
-    ReasonerAnswered,
-    ReasonerCall,
-    ReasonerRejected,
     ScratchpadObserver,
     SecretRefreshed,
     SpanObserver,
     StepClosed,
     StepOpened,
-    ToolAttempt,
-    ToolCall,
     TraceEventObserver,
     TurnEnded,
     TurnObserver,
@@ -57,7 +53,7 @@ from mesh.runtime.options import RuntimeOptions
 from mesh.runtime.sanitize import one_line_error
 from mesh.runtime.spinning import decision_signature, spinning_reason
 from mesh.runtime.state import LEDGER_LINES_PER_TURN, StepState, TurnRecord
-from mesh.runtime.validation import InvalidDecision, check_params
+from mesh.runtime.validation import InvalidDecision
 from mesh.runtime.variables import ContextVariable
 from mesh.security import DataCipher, data_cipher, redact_text
 from mesh.store import BlobStore, StateStore, step_key, workflow_tag
@@ -94,10 +90,6 @@ _ANNOUNCED_KEPT = 4096
 def secret_key(workflow_id: str, name: str) -> str:
     """State-store key holding the value of a secret variable of a workflow (sealed)."""
     return f"wf:{workflow_tag(workflow_id)}:secret:{name}"
-
-
-class OwnershipLost(MeshError):
-    """This agent no longer owns the step (a newer epoch wrote it): stop working on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,40 +140,6 @@ class Rehydration:
     spent_elsewhere: Callable[[], TokenUsage] | None = None
     """Tokens and cost the workflow's other steps spent so far, asked before every reasoner call
     (the workflow budget counts them); None: this step alone."""
-
-
-@dataclass(slots=True)
-class _TurnMeter:
-    """Tokens and cost of one turn's reasoner calls, as they happen."""
-
-    usage: TokenUsage = field(default_factory=TokenUsage)
-
-
-@dataclass(slots=True)
-class _Context:
-    workflow_id: str
-    step_id: str
-    turn: int
-    idempotency_key: str
-    params: Mapping[str, Any]
-    memory: Mapping[str, Any]
-    outputs: Mapping[str, Any]
-    inputs: Mapping[str, Mapping[str, Any]]
-    _variables: Mapping[str, ContextVariable]
-    _resources: Mapping[str, Any]
-
-    def variable(self, name: str, default: Any = None) -> Any:
-        entry = self._variables.get(name)
-        if entry is None:
-            return default
-        entry.last_used_turn = max(entry.last_used_turn, self.turn)  # a use (mesh.runtime.decay)
-        return entry.value
-
-    def resource(self, name: str) -> Any:
-        try:
-            return self._resources[name]
-        except KeyError:
-            raise LookupError(f"agent provides no resource {name!r}") from None
 
 
 PublishEvent = Callable[[Envelope], Awaitable[None]]
@@ -259,18 +217,16 @@ class StepRunner:
         self.trace_events = trace_events
         self.cipher = cipher
         self.log_topic, self.consumer_group = log_topic, consumer_group
-        self._blob_tasks: set[asyncio.Task[None]] = set()
-        self.archiver = (
-            HistoryArchiver(
-                blobs, HistoryOptions(self.options.history_window, self.options.history_segment), cipher
-            )
-            if blobs is not None
-            else None
+        self.checkpoints = Checkpointer(
+            store, agent_id=agent_id, observers=self.observers, blobs=blobs, options=self.options, cipher=cipher
         )
+        self.archiver = self.checkpoints.archiver
         self._stopping = False
         self._spent_elsewhere: dict[tuple[str, str], Callable[[], TokenUsage] | None] = {}
         self._stopped_steps: set[tuple[str, str]] = set()
         self.refreshers = dict(refreshers or {})
+        self.decider = Decider(reasoner, self.actions, self.observers, self.options)
+        self.executor = ActionRunner(self.observers, self.options, resources=self.resources, refreshers=self.refreshers)
         self._announced: OrderedDict[tuple[str, str, int, int], None] = OrderedDict()
 
     # -- step ------------------------------------------------------------------------------
@@ -285,11 +241,7 @@ class StepRunner:
 
     async def load(self, workflow_id: str, step_id: str) -> StepState | None:
         """The step's last checkpoint, or None."""
-        try:
-            ckpt = await self.store.read(step_key(workflow_id, step_id))
-        except CheckpointNotFound:
-            return None
-        return StepState.from_bytes(ckpt.data, self.cipher)
+        return await self.checkpoints.read(workflow_id, step_id)
 
     async def run(
         self,
@@ -356,7 +308,7 @@ class StepRunner:
                 state.owner, state.epoch = self.agent_id, epoch
                 if not state.nonce:  # paused before pauses had nonces
                     self._pause(state, "spinning", state.escalation or "paused")
-                await self._persist(state)
+                await self.checkpoints.write(state)
                 await self._announce(step, workflow_id, epoch, state.turn)
                 await self._escalate(state, state.turn)
                 return state
@@ -371,7 +323,7 @@ class StepRunner:
                 return state
             state.owner, state.epoch = self.agent_id, epoch
             self._apply_decision(state, decision, rehydration.spent_elsewhere)
-            await self._persist(state)
+            await self.checkpoints.write(state)
             await self.observers.operator_decided(OperatorDecision(
                 state.workflow_id, state.step_id, decision.nonce, decision.operator, decision.decision,
                 applied=True,
@@ -416,8 +368,7 @@ class StepRunner:
         forget = getattr(self.prompts, "forget", None)
         if forget is not None:
             forget(workflow_id, step.id)
-        if self.archiver is not None:
-            self.archiver.forget(workflow_id, step.id)
+        self.checkpoints.forget(workflow_id, step.id)
         return state
 
     # -- turn ------------------------------------------------------------------------------
@@ -438,11 +389,19 @@ class StepRunner:
             await self.observers.prompt_built(PromptBuilt(
                 state.workflow_id, state.step_id, turn, phase, built.tokens, built.budget, len(built.ledger)
             ))
-            meter = _TurnMeter()
-            decided = await self._decide(spec, step, state, built, allowed, temperature, meter)
-            if decided is None:
-                return  # paused: _decide recorded why and checkpointed
-            decision, params, notes, repairs = decided
+            meter = TurnMeter()
+            decided = await self.decider.decide(
+                spec, step, state, built, allowed, temperature, meter,
+                spent_elsewhere=self._spent_elsewhere.get((state.workflow_id, state.step_id)),
+            )
+            if isinstance(decided, NoDecision):
+                # No executable decision (budget reached before the call, repairs or retries spent):
+                # pause, checkpoint the pause and ask a human.
+                self._pause(state, decided.kind, decided.reason)
+                await self.checkpoints.write(state)
+                await self._escalate(state, state.turn + 1)
+                return
+            decision, params, notes, repairs = decided.decision, decided.params, decided.notes, decided.repairs
             action = self.actions[decision.action]
             key = f"{state.workflow_id}:{state.step_id}:{turn}:{action.name}"
             if await self._refresh_expired(step, state, action, turn, notes):
@@ -452,7 +411,7 @@ class StepRunner:
                 # Checkpointed before the call: if this agent dies before the turn's own checkpoint,
                 # the next owner knows the effect may have happened (see _settle_in_doubt).
                 state.in_doubt = {"turn": turn, "action": action.name, "key": key}
-                await self._persist(state)
+                await self.checkpoints.write(state)
                 await self.observers.effect_pending(
                     EffectPending(state.workflow_id, state.step_id, turn, action.name, key)
                 )
@@ -473,103 +432,13 @@ class StepRunner:
                 state.status, state.error = "failed", f"TurnLimit: no result after {turn} turns"
             if action.at_most_once and outcome is not None:
                 state.settled_effect = key
-            await self._persist(state)
+            await self.checkpoints.write(state)
             if action.at_most_once:
                 # The turn's checkpoint holds the call's result: it is no longer in doubt.
                 await self.observers.effect_completed(
                     EffectCompleted(state.workflow_id, state.step_id, key, turn, action.name)
                 )
             await self._report(state, turn, action.name, decision, params, notes, error, phase, started, used)
-
-    async def _decide(
-        self,
-        spec: WorkflowSpec,
-        step: StepSpec,
-        state: StepState,
-        built: Any,
-        allowed: list[ActionSpec],
-        temperature: float,
-        meter: _TurnMeter,
-    ) -> tuple[Decision, dict[str, Any], list[str], int] | None:
-        hint: str | None = None
-        names = [a.name for a in allowed]
-        attempts = step.limits.max_repairs + 1
-        unavailable = 0
-        kind: EscalationKind = "invalid_decision"
-        for attempt in range(attempts + step.limits.max_retries):
-            over = self._over_budget(spec, state, built.tokens)
-            if over is not None:
-                # Fail closed: no further reasoner call once the budget would be crossed.
-                self._pause(state, "budget", over)
-                await self._persist(state)
-                await self._escalate(state, state.turn + 1)
-                return None
-            request = ReasonerRequest(
-                system=built.system,
-                prompt=built.prompt,
-                actions=allowed,
-                temperature=temperature,
-                max_tokens=self.options.max_tokens,
-                repair_hint=hint,
-            )
-            with self.observers.reasoner_scope(ReasonerCall(
-                state.workflow_id, state.step_id,
-                model=str(getattr(self.reasoner, "model", self.reasoner.name)),
-                temperature=temperature,
-                max_tokens=self.options.max_tokens,
-                provider="anthropic" if self.reasoner.name.startswith("anthropic") else "mesh.rule",
-            )):
-                try:
-                    result = await self.reasoner.decide(request)
-                except DecisionFormatError as exc:
-                    self._meter(state, meter, request, exc.usage, model="", answer=exc.raw)
-                    hint = f"Your previous answer was invalid: {one_line_error(exc)}. Call exactly one of: {', '.join(names)}."
-                    await self.observers.reasoner_rejected(
-                        ReasonerRejected(state.workflow_id, state.step_id, "DecisionFormatError")
-                    )
-                    if attempt + 1 - unavailable >= attempts:
-                        break
-                    continue
-                except ReasonerUnavailable as exc:
-                    unavailable += 1
-                    if unavailable > step.limits.max_retries:
-                        hint = one_line_error(exc)
-                        kind = "reasoner_unavailable"
-                        break
-                    await asyncio.sleep(self.options.action_backoff.delay_s(unavailable))
-                    continue
-                self._meter(state, meter, request, result.usage, model=result.model,
-                            answer=json.dumps([result.decision.action, result.decision.params], default=str)
-                            + result.decision.reasoning)
-                if result.usage is not None:
-                    await self.observers.reasoner_answered(ReasonerAnswered(
-                        state.workflow_id, state.step_id, model=result.model or self.reasoner.name,
-                        input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens,
-                    ))
-            decision = result.decision
-            try:
-                if decision.action not in self.actions:
-                    check_params(decision.action, {}, {}, names)
-                action = self.actions[decision.action]
-                params, notes = inject_params(
-                    action.name, decision.params, action.inject, state, step.params
-                )
-                check_params(action.name, params, action.spec.params_schema, names)
-            except InvalidDecision as exc:
-                hint = f"Your previous decision was invalid: {exc}. Fix it and decide again."
-                log.info("%s/%s: invalid decision, asking for a repair: %s", state.workflow_id, state.step_id, exc)
-                if attempt + 1 - unavailable >= attempts:
-                    break
-                continue
-            return decision, params, notes, attempt - unavailable
-        # Could not get an executable decision: pause and ask a human.
-        if kind == "reasoner_unavailable":
-            self._pause(state, kind, f"reasoner unavailable after {unavailable} attempt(s): {hint}")
-        else:
-            self._pause(state, kind, f"no valid decision after {attempts} attempt(s): {hint}")
-        await self._persist(state)
-        await self._escalate(state, state.turn + 1)
-        return None
 
     async def _execute(
         self,
@@ -581,46 +450,16 @@ class StepRunner:
         turn: int,
         notes: list[str] | None = None,
     ) -> tuple[ActionOutcome | None, str | None, int]:
-        ctx = self._context(step, state, key, turn)
-        retries = 0
-        renewed = False
-        while True:
-            with self.observers.tool_scope(ToolCall(state.workflow_id, state.step_id, action.name, key)):
-                try:
-                    async with asyncio.timeout(step.limits.turn_timeout_s):
-                        outcome = await action.run(ctx, params)
-                except (ActionError, TimeoutError, MeshError) as exc:
-                    names = self._refreshable(action)
-                    if isinstance(exc, CredentialExpired) and names and not renewed and not action.at_most_once:
-                        # Refused as expired before its expiry time (in flight, or clocks differ):
-                        # nothing took effect, so get a fresh credential and make the call again.
-                        renewed = True
-                        await self._tool_attempt(state, action, "retry", one_line_error(exc))
-                        fresh = [await self._refresh(step, state, n, turn, "refused as expired", notes) for n in names]
-                        if any(fresh):
-                            params.update(inject_params(action.name, params, action.inject, state, step.params)[0])
-                            continue
-                    retryable = bool(getattr(exc, "retryable", False)) or isinstance(exc, TimeoutError)
-                    await self._tool_attempt(state, action, "retry" if retryable else "failed", one_line_error(exc))
-                    if retryable and retries < step.limits.max_retries:
-                        retries += 1
-                        await asyncio.sleep(self.options.action_backoff.delay_s(retries))
-                        continue
-                    return None, one_line_error(exc), retries
-                await self._tool_attempt(state, action, "ok", outcome.summary)
-                return outcome, None, retries
+        """Make the call (``ActionRunner``); a credential refused as expired is renewed through
+        this runner's refresh path (``_refresh``, itself an at-most-once call)."""
+
+        async def renew(names: list[str]) -> bool:
+            fresh = [await self._refresh(step, state, n, turn, "refused as expired", notes) for n in names]
+            return any(fresh)
+
+        return await self.executor.execute(step, state, action, params, key, turn, renew=renew)
 
     # -- refreshing expired secrets -----------------------------------------------------------
-
-    def _refreshable(self, action: Action) -> list[str]:
-        """The variables ``action`` injects that have a declared refresh path."""
-        names: list[str] = []
-        for source in action.inject.values():
-            kind, _, rest = source.partition(":")
-            name = rest.partition("|")[0]
-            if kind == "var" and name in self.refreshers and name not in names:
-                names.append(name)
-        return names
 
     async def _refresh_expired(
         self, step: StepSpec, state: StepState, action: Action, turn: int, notes: list[str]
@@ -628,7 +467,7 @@ class StepRunner:
         """Refresh the variables ``action`` injects whose ``expires_at_ms`` has passed; True if any was."""
         now_ms = int(time.time() * 1000)
         fresh = False
-        for name in self._refreshable(action):
+        for name in self.executor.refreshable(action):
             entry = state.variables.get(name)
             if entry is None or entry.expires_at_ms is None or entry.expires_at_ms > now_ms:
                 continue
@@ -653,7 +492,7 @@ class StepRunner:
             state.variables[name] = ContextVariable(name, shared, secret=True, priority=old.priority,
                                                     origin=f"{old.origin} (refreshed elsewhere)", last_used_turn=turn)
             secret_registry().add(shared, scope=self._secret_scope(wf))
-            await self._persist(state)
+            await self.checkpoints.write(state)
             log.info("%s/%s: %s %s; adopted the value another step refreshed", wf, state.step_id, name, why)
             if notes is not None:
                 notes.append(f"{name} {why}: adopted the workflow's refreshed value")
@@ -665,13 +504,13 @@ class StepRunner:
         state.refreshes += 1
         key = f"{wf}:{state.step_id}:{turn}:{refresher.name}:refresh-{state.refreshes}"
         state.in_doubt = {"turn": turn, "action": refresher.name, "key": key, "refresh": name}
-        await self._persist(state)
+        await self.checkpoints.write(state)
         await self.observers.effect_pending(EffectPending(wf, state.step_id, turn, refresher.name, key))
         params, _notes = inject_params(refresher.name, {}, refresher.inject, state, step.params)
         outcome, error, _retries = await self._execute(step, state, refresher, params, key, turn)
         if outcome is None:
             state.in_doubt = None
-            await self._persist(state)
+            await self.checkpoints.write(state)
             log.warning("%s/%s: %s %s and its refresh failed: %s", wf, state.step_id, name, why, error)
             if notes is not None:
                 notes.append(f"{name} {why}; refresh failed: {error}")
@@ -706,7 +545,7 @@ class StepRunner:
         if entry is not None and entry.secret:
             await self._write_secret(state.workflow_id, name, entry.value)
         state.settled_effect = key
-        await self._persist(state)
+        await self.checkpoints.write(state)
 
     async def _read_secret(self, workflow_id: str, name: str) -> str | None:
         try:
@@ -721,23 +560,6 @@ class StepRunner:
         epoch = await self.store.claim(key, self.agent_id)
         sealed = (self.cipher or data_cipher()).seal(str(value), context=("secret", workflow_id, name))
         await self.store.write(key, sealed, epoch=epoch, owner=self.agent_id, workflow_id=workflow_id)
-
-    async def _tool_attempt(self, state: StepState, action: Action, outcome: str, detail: str) -> None:
-        await self.observers.tool_attempt(ToolAttempt(state.workflow_id, state.step_id, action.name, outcome, detail))
-
-    def _context(self, step: StepSpec, state: StepState, key: str, turn: int) -> _Context:
-        return _Context(
-            workflow_id=state.workflow_id,
-            step_id=state.step_id,
-            turn=turn,
-            idempotency_key=key,
-            params=step.params,
-            memory=state.memory,
-            outputs=state.outputs,
-            inputs=state.inputs,
-            _variables=state.variables,
-            _resources=self.resources,
-        )
 
     async def _settle_in_doubt(self, spec: WorkflowSpec, step: StepSpec, state: StepState) -> bool:
         """Settle a call a previous owner recorded as in doubt; True when its outcome was folded.
@@ -763,7 +585,7 @@ class StepRunner:
             try:
                 params, _notes = inject_params(action.name, {}, action.inject, state, step.params)
                 async with asyncio.timeout(step.limits.turn_timeout_s):
-                    outcome = await action.lookup(self._context(step, state, key, turn), params)
+                    outcome = await action.lookup(self.executor.context(step, state, key, turn), params)
             except (ActionError, MeshError, InvalidDecision, TimeoutError) as exc:
                 detail = f"lookup failed: {one_line_error(exc)}"
             else:
@@ -785,7 +607,7 @@ class StepRunner:
             EffectSettled(state.workflow_id, state.step_id, turn, name, resolution, key)
         )
         if outcome is None:
-            await self._persist(state)  # the record is settled: a later crash does not count it twice
+            await self.checkpoints.write(state)  # the record is settled: a later crash does not count it twice
             return False
         if refreshing:
             # The fresh secret is adopted; the turn that needed it runs as usual.
@@ -798,7 +620,7 @@ class StepRunner:
         self._fold(state, turn, action, params, notes, 0, 0, outcome, None, started)
         if outcome.done:
             state.status = "completed"
-        await self._persist(state)
+        await self.checkpoints.write(state)
         decision = Decision(action=name, params={}, reasoning="reconciled an in-doubt call")
         await self._report(state, turn, name, decision, params, notes, None, "recovery", started, TokenUsage())
         return True
@@ -847,44 +669,6 @@ class StepRunner:
                        (time.perf_counter() - started) * 1000)
         )
 
-    # -- persist ---------------------------------------------------------------------------
-
-    async def _persist(self, state: StepState) -> None:
-        if self.archiver is not None:
-            await self.archiver.before_write(state)  # bounded history (waits only under backpressure)
-        data = state.to_bytes(self.cipher)
-        key = step_key(state.workflow_id, state.step_id)
-        t0 = time.perf_counter()
-        with self.observers.checkpoint_scope(
-            CheckpointWriting(state.workflow_id, state.step_id, state.turn, state.epoch, len(data))
-        ):
-            try:
-                ckpt = await self.store.write(
-                    key, data, epoch=state.epoch, owner=self.agent_id, workflow_id=state.workflow_id
-                )
-            except StaleEpochError as exc:
-                log.warning("%s/%s: %s; abandoning the step", state.workflow_id, state.step_id, exc)
-                raise OwnershipLost(str(exc)) from exc
-            await self.observers.checkpoint_written(CheckpointWritten(
-                state.workflow_id, state.step_id, state.turn, (time.perf_counter() - t0) * 1000, len(data),
-                version=ckpt.version,
-            ))
-        if state.history and state.history[-1].turn == state.turn:
-            # Persisted with the next checkpoint: the console's checkpoint-write KPI reads it.
-            state.history[-1].checkpoint_ms = round((time.perf_counter() - t0) * 1000, 3)
-        if self.blobs is not None and self.options.blob_copies:
-            name = f"{state.workflow_id}/{state.step_id}/{state.turn:06d}-e{state.epoch}.msgpack"
-            task = asyncio.create_task(self._blob_copy(name, data))
-            self._blob_tasks.add(task)
-            task.add_done_callback(self._blob_tasks.discard)
-
-    async def _blob_copy(self, name: str, data: bytes) -> None:
-        assert self.blobs is not None
-        try:
-            await self.blobs.put(name, data)
-        except MeshError as exc:
-            log.warning("blob copy %s failed: %s", name, exc)
-
     def request_stop(self) -> None:
         """Finish the turn in flight (it is checkpointed as usual), then start no new turn.
 
@@ -912,10 +696,7 @@ class StepRunner:
 
     async def drain(self) -> None:
         """Wait for background blob copies and turn-history uploads."""
-        if self._blob_tasks:
-            await asyncio.gather(*list(self._blob_tasks), return_exceptions=True)
-        if self.archiver is not None:
-            await self.archiver.drain()
+        await self.checkpoints.drain()
 
     # -- escalations, decisions, usage and budget --------------------------------------------
 
@@ -967,48 +748,6 @@ class StepRunner:
         state.status, state.escalation, state.escalation_kind, state.nonce = "running", "", "", ""
         state.recent.clear()
         state.no_progress = 0
-
-    def _meter(
-        self, state: StepState, meter: _TurnMeter, request: ReasonerRequest, usage: Usage | None, *,
-        model: str, answer: str,
-    ) -> None:
-        """Count one reasoner call: the provider's usage, else our tiktoken count of what went each way."""
-        if usage is not None:
-            tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
-        else:
-            counter = default_counter()
-            sent = "\n\n".join([request.system, request.prompt, request.repair_hint or "",
-                                 json.dumps([a.model_dump() for a in request.actions], default=str)])
-            tokens_in, tokens_out = counter.count(sent), counter.count(answer)
-        name = model or str(getattr(self.reasoner, "model", "") or self.reasoner.name)
-        used = TokenUsage(input_tokens=tokens_in, output_tokens=tokens_out, calls=1,
-                          cost_usd=self.options.prices.cost_usd(name, tokens_in, tokens_out))
-        meter.usage = meter.usage + used
-        state.input_tokens += used.input_tokens
-        state.output_tokens += used.output_tokens
-        state.cost_usd = round(state.cost_usd + used.cost_usd, 9)
-        state.calls += 1
-
-    def _over_budget(self, spec: WorkflowSpec, state: StepState, next_input_tokens: int) -> str | None:
-        """Why the next reasoner call would cross the workflow's budget, or None."""
-        budget = spec.budget
-        if budget is None:
-            return None
-        elsewhere = self._spent_elsewhere.get((state.workflow_id, state.step_id))
-        used = state.usage() + (elsewhere() if elsewhere is not None else TokenUsage())
-        if budget.max_tokens is not None:
-            limit = state.budget_floor_tokens + budget.max_tokens
-            if used.tokens + next_input_tokens > limit:
-                return (f"budget: the workflow used {used.tokens} of {limit} tokens; "
-                        f"the next call (~{next_input_tokens} input tokens) would cross it")
-        if budget.max_cost_usd is not None:
-            name = str(getattr(self.reasoner, "model", "") or self.reasoner.name)
-            estimate = self.options.prices.cost_usd(name, next_input_tokens, 0)
-            cost_limit = state.budget_floor_cost_usd + budget.max_cost_usd
-            if used.cost_usd + estimate > cost_limit:
-                return (f"budget: the workflow spent ${used.cost_usd:.4f} of ${cost_limit:.4f}; "
-                        f"the next call (~${estimate:.4f}) would cross it")
-        return None
 
     async def _announce(self, step: StepSpec, workflow_id: str, epoch: int, resumed_from: int) -> None:
         # The id names (workflow, step, epoch, resumed_from), the rest of the envelope (time,
