@@ -27,11 +27,19 @@ LEDGER_LINES_PER_TURN = 8
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {ContextVariable: CHECKPOINT_FIELDS}
 
 
+def _names(kind: type) -> tuple[str, ...]:
+    """The stored fields of the dataclass ``kind`` (computed once per type)."""
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind))
+    return names
+
+
 def _fields(obj: Any) -> dict[str, Any]:
-    names = _FIELD_NAMES.get(type(obj))
+    names = _FIELD_NAMES.get(type(obj))  # the hot path of every checkpoint: one lookup
     if names is None:
         try:
-            names = _FIELD_NAMES[type(obj)] = tuple(f.name for f in fields(obj))
+            names = _names(type(obj))
         except TypeError:
             raise TypeError(f"cannot checkpoint a {type(obj).__name__}: {obj!r:.80}") from None
     return {name: getattr(obj, name) for name in names}
@@ -43,7 +51,7 @@ _UNKNOWN_SEEN: set[tuple[str, str]] = set()
 def _known(kind: type, raw: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``kind`` in ``raw``: a checkpoint from a newer release (a rolling upgrade)
     may carry fields this one does not know; they are dropped, and named once in the log."""
-    names = _FIELD_NAMES.get(kind) or tuple(f.name for f in fields(kind))
+    names = _names(kind)
     unknown = [key for key in raw if key not in names]
     for key in unknown:
         if (kind.__name__, key) not in _UNKNOWN_SEEN:
