@@ -43,12 +43,18 @@ not-an-observer = turn_log_plugin:not_an_observer
 """
 
 
-def install(path: Path) -> Path:
-    """Write the plugin and its distribution metadata under ``path``; return ``path``."""
+def install_distribution(path: Path, module: str, source: str, entry_points: str) -> Path:
+    """Write module ``module`` (``source``) and a distribution of it declaring ``entry_points``
+    (an ``entry_points.txt`` body) under ``path``; return ``path``."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "turn_log_plugin.py").write_text(PLUGIN)
-    info = path / "turn_log_plugin-0.1.dist-info"
+    (path / f"{module}.py").write_text(source)
+    info = path / f"{module}-0.1.dist-info"
     info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: turn-log-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
     return path
+
+
+def install(path: Path) -> Path:
+    """Write the turn-log plugin and its distribution metadata under ``path``; return ``path``."""
+    return install_distribution(path, "turn_log_plugin", PLUGIN, ENTRY_POINTS)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mesh.security import REDACTED
-from tests.observer_plugin import install
+from tests.observer_plugin import install, install_distribution
 
 pytestmark = pytest.mark.integration
 
@@ -59,11 +59,10 @@ def test_an_agent_that_fails_to_start_closes_its_kafka_clients(
 ) -> None:
     # A plugin that exits the process while the worker is being built, after the bus and the peer
     # started: the agent exits, and its Kafka clients are closed on the way (no "Unclosed" report).
-    site = tmp_path / "site"
-    (site / "exiting_plugin-0.1.dist-info").mkdir(parents=True)
-    (site / "exiting_plugin.py").write_text("import sys\n\ndef make(agent_id, role):\n    sys.exit(3)\n")
-    (site / "exiting_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: exiting-plugin\nVersion: 0.1\n")
-    (site / "exiting_plugin-0.1.dist-info" / "entry_points.txt").write_text("[agent_mesh.observers]\nexit = exiting_plugin:make\n")
+    site = install_distribution(
+        tmp_path / "site", "exiting_plugin", "import sys\n\ndef make(agent_id, role):\n    sys.exit(3)\n",
+        "[agent_mesh.observers]\nexit = exiting_plugin:make\n",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(PYTHONPATH=f"{REPO}{os.pathsep}{site}", MESH_KAFKA_BOOTSTRAP=kafka_bootstrap, MESH_REDIS_URL=redis_url,
                MESH_TOPIC_PREFIX=topic_prefix, MESH_STATE_DIR=str(tmp_path / "state"), PYTHONDEVMODE="1")

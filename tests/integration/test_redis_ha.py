@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -29,7 +28,6 @@ from mesh.security import DataCipher, KeyDirectory, generate_data_key, generate_
 from mesh.store import (
     RedisContextMapStore,
     RedisKeyringStore,
-    RedisRateLimiter,
     RedisRunIndex,
     RedisStateStore,
     RedisStores,
@@ -41,13 +39,9 @@ from mesh.store import (
 )
 from mesh.store.redis import RedisConnection, parse_sentinels
 from mesh.store.redis._checkpoints import _WRITE
-from tests.contracts.context_map_contract import ContextMapStoreContract
-from tests.contracts.dead_letter_claims_contract import DeadLetterClaimsContract
-from tests.contracts.keyring_contract import KeyringStoreContract
-from tests.contracts.rate_limiter_contract import MakeLimiter, RateLimiterContract
 from tests.contracts.run_index_contract import IndexFactory, RunIndexContract
 from tests.contracts.store_contract import StateStoreContract
-from tests.contracts.vote_ledger_contract import VoteLedgerContract
+from tests.integration import test_store_redis as single
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -81,43 +75,32 @@ async def cluster_stores(redis_cluster: LocalRedisCluster) -> AsyncIterator[Redi
     await stores.aclose()
 
 
-class TestRedisKeyringStoreOnCluster(KeyringStoreContract):
+class _OnCluster:
+    """A single-node suite of tests/integration/test_store_redis.py, its stores on the cluster."""
+
     @pytest.fixture
-    def keyring_store(self, cluster_stores: RedisStores) -> RedisKeyringStore:
-        return cluster_stores.keyring
+    def stores(self, cluster_stores: RedisStores) -> RedisStores:
+        return cluster_stores
 
 
-class TestRedisContextMapStoreOnCluster(ContextMapStoreContract):
-    @pytest.fixture
-    def maps(self, cluster_stores: RedisStores) -> RedisContextMapStore:
-        return cluster_stores.context_maps
+class TestRedisKeyringStoreOnCluster(_OnCluster, single.TestRedisKeyringStore):
+    pass
 
 
-class TestRedisVoteLedgerOnCluster(VoteLedgerContract):
-    @pytest.fixture
-    def ledger(self, cluster_stores: RedisStores) -> RedisVoteLedger:
-        return cluster_stores.vote_ledger("v0", ttl_s=60)
+class TestRedisContextMapStoreOnCluster(_OnCluster, single.TestRedisContextMapStore):
+    pass
 
 
-class TestRedisDeadLetterClaimsOnCluster(DeadLetterClaimsContract):
-    @pytest.fixture
-    def claims(self, cluster_stores: RedisStores) -> RedisDeadLetterClaims:
-        return cluster_stores.dead_letter_claims(ttl_s=60)
+class TestRedisVoteLedgerOnCluster(_OnCluster, single.TestRedisVoteLedger):
+    pass
 
 
-class TestRedisRateLimiterOnCluster(RateLimiterContract):
-    @pytest.fixture
-    async def make_limiter(self, cluster_stores: RedisStores) -> AsyncIterator[MakeLimiter]:
-        made: list[RedisRateLimiter] = []
-        await cluster_stores.ping()  # connected (a cluster client maps the slots first): waits are the limiter's
+class TestRedisDeadLetterClaimsOnCluster(_OnCluster, single.TestRedisDeadLetterClaims):
+    pass
 
-        def make(**options: Any) -> RedisRateLimiter:
-            made.append(cluster_stores.rate_limiter(**options))
-            return made[-1]
 
-        yield make
-        for limiter in made:  # the two keys share one hash tag: one slot, one DEL
-            await cluster_stores.client.delete(limiter.calls_key, limiter.hold_key)
+class TestRedisRateLimiterOnCluster(_OnCluster, single.TestRedisRateLimiter):
+    pass
 
 
 class TestRedisRunIndexOnCluster(RunIndexContract):

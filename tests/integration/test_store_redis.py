@@ -96,7 +96,7 @@ class TestRedisRateLimiter(RateLimiterContract):
             return made[-1]
 
         yield make
-        for limiter in made:  # its keys carry a hash tag, outside the test's key prefix
+        for limiter in made:  # its two keys share a hash tag (one slot: one DEL), outside the key prefix
             await stores.client.delete(limiter.calls_key, limiter.hold_key)
 
 

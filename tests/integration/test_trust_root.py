@@ -16,7 +16,7 @@ from typing import cast
 import pytest
 import redis.asyncio as aioredis
 
-from mesh.bus import KafkaBus
+from mesh.bus import KafkaBus, SubscriptionOptions
 from mesh.gossip import GossipNodeOptions, GossipOptions
 from mesh.peer import Peer
 from mesh.quorum import BallotSigner, make_proposal
@@ -171,3 +171,54 @@ async def test_pinned_keys_rotate_only_with_the_old_key(redis_client: aioredis.R
     # Garbage in the hash is skipped, not fatal for everyone's reload.
     await redis_client.hset(table.key, "junk", b"\xff\x00not a key")
     assert "junk" not in await store.records()
+
+
+class _CountingKeyring(RedisKeyringStore):
+    """The Redis keyring, counting the reads of its table."""
+
+    reads = 0
+
+    async def records(self) -> dict[str, str]:
+        self.reads += 1
+        return await super().records()
+
+
+async def test_the_log_guard_finds_a_key_published_after_its_last_reload_and_reads_once_per_batch(
+    kafka_bootstrap: str, redis_client: aioredis.Redis, key_prefix: str, topics: Topics
+) -> None:
+    # Real Kafka fetches and a real Redis keyring: a key published right after the guard read the
+    # keyring is found (a CI run lost a workflow to this), and a batch of strangers costs one read.
+    table = _CountingKeyring(redis_client, prefix=key_prefix)
+    reader = AgentTrust(generate_keypair("reader"), KeyDirectory(table), reload_interval_s=0.2)
+    await reader.register()
+    sender = KafkaBus(kafka_bootstrap, topics=topics, client_id="sender", create_topics=[])
+    bus = KafkaBus(kafka_bootstrap, topics=topics, client_id="reader", create_topics=[])
+    await sender.start()
+    await bus.start()
+    sub = await bus.subscribe([topics.workflow_events], group=f"{key_prefix}g", options=SubscriptionOptions(guard=reader))
+    try:
+        demo = generate_keypair("demo")
+        await reader.refresh()  # the guard's view is read now...
+        await KeyDirectory(table).publish("demo", demo.public_key)  # ...and the key lands just after
+        await sender.publish(topics.workflow_events, EnvelopeSigner("demo", demo.private_key).sign(_wf_event("demo")))
+        got = []
+        for _ in range(20):
+            got += await sub.poll(timeout_ms=1000)
+            if got or reader.rejections:
+                break
+        assert [d.envelope.sender for d in got] == ["demo"] and reader.rejections == {}
+
+        for i in range(60):
+            stranger = generate_keypair(f"stranger-{i}")
+            await sender.publish(topics.workflow_events, EnvelopeSigner(stranger.agent_id, stranger.private_key)
+                                 .sign(_wf_event(stranger.agent_id)))
+        before, polls = table.reads, 0
+        while reader.rejections.get("forged", 0) < 60:
+            assert await sub.poll(timeout_ms=1000) == []
+            polls += 1
+            assert polls < 30, reader.rejections
+        assert 1 <= table.reads - before <= polls  # at most one keyring read per fetched batch
+    finally:
+        await sub.aclose()
+        await bus.aclose()
+        await sender.aclose()

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from mesh.bus import InMemoryBroker, InMemoryBus, SubscriptionOptions
-from mesh.errors import StoreUnavailable
+from mesh.errors import EnvelopeRejected, StoreUnavailable
 from mesh.runtime.trust import AgentTrust
-from mesh.security import EnvelopeSigner, KeyDirectory, generate_keypair
+from mesh.security import EnvelopeSigner, KeyDirectory, KeyPair, generate_keypair
 from mesh.store import InMemoryKeyringStore
 from protocols import Envelope, Topics, TraceEvent
 
@@ -38,6 +40,18 @@ async def _setup() -> tuple[CountingKeyringStore, AgentTrust, InMemoryBus, Topic
     return store, reader, bus, topics
 
 
+def _signed(pair: KeyPair, name: str = "x") -> Envelope:
+    return EnvelopeSigner(pair.agent_id, pair.private_key).sign(
+        Envelope.of(TraceEvent(name=name), sender=pair.agent_id, workflow_id="wf")
+    )
+
+
+async def _publish_strangers(bus: InMemoryBus, topics: Topics, count: int, prefix: str) -> None:
+    """``count`` envelopes, each signed by a key no keyring holds."""
+    for i in range(count):
+        await bus.publish(topics.workflow_events, _signed(generate_keypair(f"{prefix}-{i}")))
+
+
 async def test_a_key_published_just_after_the_reload_is_found() -> None:
     store, reader, bus, topics = await _setup()
     sub = await bus.subscribe(
@@ -46,12 +60,7 @@ async def test_a_key_published_just_after_the_reload_is_found() -> None:
     # Within the rate limit of the reader's last reload: publish a key, then send with it.
     demo = generate_keypair("demo")
     await KeyDirectory(store).publish("demo", demo.public_key)
-    await bus.publish(
-        topics.workflow_events,
-        EnvelopeSigner("demo", demo.private_key).sign(
-            Envelope.of(TraceEvent(name="submitted"), sender="demo", workflow_id="wf")
-        ),
-    )
+    await bus.publish(topics.workflow_events, _signed(demo, "submitted"))
     got = await sub.poll(timeout_ms=50)
     assert [d.envelope.sender for d in got] == ["demo"]
     assert reader.rejections == {}
@@ -66,45 +75,25 @@ async def test_a_flood_of_unknown_senders_costs_one_reload_per_batch() -> None:
     )
     await asyncio.sleep(0.25)
     before = store.reads
-    for i in range(300):
-        liar = generate_keypair(f"liar-{i}")
-        await bus.publish(
-            topics.workflow_events,
-            EnvelopeSigner(liar.agent_id, liar.private_key).sign(
-                Envelope.of(TraceEvent(name="x"), sender=liar.agent_id, workflow_id="wf")
-            ),
-        )
+    await _publish_strangers(bus, topics, 300, "liar")
     assert await sub.poll(timeout_ms=50) == []
     assert store.reads - before == 1
     assert reader.rejections == {"forged": 300}
     # A second batch, fetched after that reload, may look again (once).
-    for i in range(50):
-        liar = generate_keypair(f"late-{i}")
-        await bus.publish(
-            topics.workflow_events,
-            EnvelopeSigner(liar.agent_id, liar.private_key).sign(
-                Envelope.of(TraceEvent(name="x"), sender=liar.agent_id, workflow_id="wf")
-            ),
-        )
+    await _publish_strangers(bus, topics, 50, "late")
     assert await sub.poll(timeout_ms=50) == []
     assert store.reads - before == 2
 
 
 async def test_an_envelope_vetted_outside_a_bus_reloads_once() -> None:
     store, reader, _bus, _topics = await _setup()
-    liar = generate_keypair("liar")
-    envelope = EnvelopeSigner("liar", liar.private_key).sign(
-        Envelope.of(TraceEvent(name="x"), sender="liar")
-    )
+    envelope = _signed(generate_keypair("liar"))
     await asyncio.sleep(0.25)
     before = store.reads
     # Vetted outside a bus, the record counts as fetched now: one reload, not one per check.
-    try:
+    with pytest.raises(EnvelopeRejected) as refused:
         await reader(envelope)
-    except Exception as exc:
-        assert getattr(exc, "reason", "") == "forged"
-    else:
-        raise AssertionError("an unknown sender was accepted")
+    assert refused.value.reason == "forged"
     assert store.reads - before == 1
 
 
@@ -117,10 +106,7 @@ async def test_with_the_store_down_a_batch_tries_once() -> None:
         raise StoreUnavailable("redis is down")
 
     store.records = down  # type: ignore[method-assign]
-    for i in range(40):
-        liar = generate_keypair(f"liar-{i}")
-        await bus.publish(topics.workflow_events, EnvelopeSigner(liar.agent_id, liar.private_key).sign(
-            Envelope.of(TraceEvent(name="x"), sender=liar.agent_id, workflow_id="wf")))
+    await _publish_strangers(bus, topics, 40, "liar")
     before = store.reads
     started = time.monotonic()
     assert await sub.poll(timeout_ms=50) == []
