@@ -5,7 +5,17 @@
 const SVGNS = "http://www.w3.org/2000/svg";
 const main = () => document.getElementById("main");
 // replaceChildren would print a skipped (null) section as the text "null".
-const mount = (...nodes) => main().replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined && n !== false));
+// A redraw replaces the page; an input the operator is typing in keeps the focus (and what was
+// typed, via the drafts): typing that lands between a redraw and a refocus would go nowhere.
+const mount = (...nodes) => {
+  const active = document.activeElement;
+  const draft = active && active.dataset ? active.dataset.draft : undefined;
+  const at = draft !== undefined ? [active.selectionStart, active.selectionEnd] : null;
+  main().replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined && n !== false));
+  if (draft === undefined) return;
+  const again = [...main().querySelectorAll("input[data-draft]")].find((el) => el.dataset.draft === draft);
+  if (again) { again.focus(); if (at[0] !== null) again.setSelectionRange(at[0], at[1]); }
+};
 
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -352,7 +362,7 @@ const drafts = {};
 function decisionControls(wf, step, nonce, after) {
   const key = wf + "/" + step + "/";
   const field = (cls, placeholder, size) => {
-    const inp = h("input", { class: cls, placeholder, size, value: drafts[key + cls] || "" });
+    const inp = h("input", { class: cls, placeholder, size, value: drafts[key + cls] || "", "data-draft": key + cls });
     inp.addEventListener("input", () => { drafts[key + cls] = inp.value; });
     inp.addEventListener("focus", () => inp.setAttribute("data-editing", "1"));
     inp.addEventListener("blur", () => inp.removeAttribute("data-editing"));
